@@ -1,0 +1,3 @@
+"""fakeedge: the Cloudflare edge with Cloudflare Access, on your laptop and in CI."""
+
+__version__ = "0.1.0"

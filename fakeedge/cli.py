@@ -1,0 +1,142 @@
+"""The ``fakeedge`` command. Thin: it parses options, calls the library and turns errors into exit 1."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from .errors import FakeEdgeError
+
+F = TypeVar("F", bound=Callable[..., Any])
+DEFAULT_CONFIG = "fakeedge.yml"
+
+
+def _errors(fn: F) -> F:
+    """Print a user mistake as one line on stderr and exit 1; never a traceback."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except FakeEdgeError as exc:
+            click.echo(f"fakeedge: error: {exc}", err=True)
+            sys.exit(1)
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="fakeedge")
+def main() -> None:
+    """fakeedge plays the Cloudflare edge with Cloudflare Access on your laptop and in CI."""
+
+
+@main.command()
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=f"YAML config. Default: ./{DEFAULT_CONFIG} if present, else the built-in demo.",
+)
+@click.option(
+    "--listen", help="HOST:PORT of the plain-HTTP listener; overrides the config's `listen`. Port 0: any free port."
+)
+@click.option("--access-log/--no-access-log", default=True, show_default=True, help="One line per request on stderr.")
+@_errors
+def serve(config_path: Path | None, listen: str | None, access_log: bool) -> None:
+    """Run the edge in front of your services (or the demo, with no config)."""
+    from .config import load_config, parse_host_port
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    listen_addr = None
+    if listen is not None:
+        try:
+            listen_addr = parse_host_port(listen)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--listen") from None
+    if config_path is None and Path(DEFAULT_CONFIG).is_file():
+        config_path = Path(DEFAULT_CONFIG)
+    config = load_config(config_path) if config_path is not None else None
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(config, listen_addr, access_log))
+
+
+async def _serve(config: Any, listen: tuple[str, int] | None, access_log: bool) -> None:
+    from .demo import DEMO_APP, demo_config, start_whoami
+    from .edge import Edge
+    from .web_app import AccessLog, start
+
+    extra_runners = []
+    demo = config is None
+    edge_box: list[Edge] = []
+    if demo:
+        listen = listen or ("127.0.0.1", 8787)
+        probe = demo_config("http://127.0.0.1:1", listen)
+        whoami, origin_url = await start_whoami(lambda: edge_box[0].team_domain, probe.apps[0].aud)
+        extra_runners.append(whoami)
+        config = demo_config(origin_url, listen)
+    host, port = listen or config.listen
+    edge = Edge.create(config)
+    edge_box.append(edge)
+    try:
+        runner, (_bound_host, bound_port) = await start(edge, host, port, access_log=AccessLog() if access_log else None)
+    except OSError as exc:
+        raise FakeEdgeError(f"cannot listen on {host}:{port} ({exc.strerror}); try --listen 127.0.0.1:0") from None
+    out = sys.stderr
+    print(f"fakeedge: listening on http://{host}:{bound_port} (team domain {edge.team_domain})", file=out)
+    for app in config.apps:
+        print(f"fakeedge: app {app.name!r} on {', '.join(map(str, app.destinations))} aud={app.aud}", file=out)
+    for key in config.not_emulated:
+        print(f"fakeedge: note: {key} is accepted but not emulated", file=out)
+    if demo:
+        print(
+            f"\n  Open http://localhost:{bound_port}/ in your browser and sign in as a persona.\n"
+            f"  Service token: curl -H 'CF-Access-Client-Id: {config.service_tokens[0].client_id}' "
+            f"-H 'CF-Access-Client-Secret: {config.service_tokens[0].client_secret}' http://localhost:{bound_port}/\n"
+            f"  (demo app {DEMO_APP!r}; Ctrl-C stops)\n",
+            file=out,
+            flush=True,
+        )
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+        for r in extra_runners:
+            await r.cleanup()
+
+
+@main.command()
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_CONFIG,
+    show_default=True,
+)
+@_errors
+def check(config_path: Path) -> None:
+    """Validate a config and summarise its apps, hosts and AUDs."""
+    from .config import load_config
+
+    config = load_config(config_path)
+    click.echo(f"{config_path}: ok (team {config.team})")
+    for app in config.apps:
+        click.echo(
+            f"  app {app.name!r}: {', '.join(map(str, app.destinations))}  aud={app.aud}  policies={len(app.policies)}"
+        )
+    for rule in config.ingress:
+        click.echo(f"  ingress {rule.hostname or '*'}{' ' + rule.path.pattern if rule.path else ''} -> {rule.service}")
+    for key in config.not_emulated:
+        click.echo(f"  note: {key} is accepted but not emulated")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

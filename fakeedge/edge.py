@@ -1,0 +1,354 @@
+"""The edge's state: sessions, pending logins and the tokens it has signed. No HTTP here.
+
+Tokens are signed once per session (or service token) and app, then reused until close to expiry;
+tokens that come back in cookies are verified once and remembered, so a request costs a dict
+lookup, not an RSA operation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from . import claims, tokens
+from .clock import Clock
+from .config import App, Config, IngressRule, Policy, ServiceToken, sub_for
+from .keys import KeyStore
+from .policy import AppIndex, Identity
+
+REUSE_MARGIN = 60  # re-sign a cached token when it has less than this many seconds left
+CACHE_LIMIT = 10_000
+LOGIN_NONCE_TTL = 120
+
+
+@dataclass(slots=True)
+class Session:
+    """One sign-in: the org session on the team domain and every app token minted from it."""
+
+    nonce: str  # the JWT identity_nonce, shared by every token of this session
+    identity: Identity
+    sub: str
+    iat: int
+    exp: int
+    org_token: str = ""
+    revoked_at: float | None = None
+
+    def alive(self, now: float) -> bool:
+        return now < self.exp and (self.revoked_at is None or now < self.revoked_at)
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """A verified token presented by a client (cookie, Cf-Access-Token or assertion header)."""
+
+    token: str
+    kind: Literal["app", "org", "service"]
+    claims: dict[str, Any]
+    exp: float
+    auds: frozenset[str]
+    kid: str
+    session: Session | None = None
+    service_token: ServiceToken | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PendingLogin:
+    """A callback nonce: one use, bound to the app host where the login started (spec §1.4)."""
+
+    session: Session
+    app: App
+    host: str  # host[:port], lower-case
+    redirect_path: str
+    policy: Policy | None
+    app_session_hash: str | None
+    expires: float
+
+
+@dataclass(slots=True)
+class Edge:
+    """Everything the web handlers share. Build with :func:`Edge.create`."""
+
+    config: Config
+    clock: Clock
+    keys: KeyStore
+    index: AppIndex
+    team_domain: str = ""
+    ports: set[int] = field(default_factory=set)
+    sessions: dict[str, Session] = field(default_factory=dict)
+    logins: dict[str, PendingLogin] = field(default_factory=dict)
+    otps: dict[str, tuple[str, str, float]] = field(default_factory=dict)  # id -> (email, code, expires)
+    _verified: dict[str, Credential] = field(default_factory=dict)
+    _app_tokens: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)
+    _apps_by_aud: dict[str, App] = field(default_factory=dict)
+    _tokens_by_client_id: dict[str, ServiceToken] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, config: Config, clock: Clock | None = None) -> Edge:
+        clock = clock or Clock()
+        edge = cls(config=config, clock=clock, keys=KeyStore(config.keys_dir, clock.now()), index=AppIndex(config.apps))
+        edge._apps_by_aud = {a.aud: a for a in config.apps}
+        edge._tokens_by_client_id = {t.client_id: t for t in config.service_tokens}
+        if config.team_domain:
+            edge.team_domain = config.team_domain
+        return edge
+
+    # -- addresses --
+
+    @property
+    def team_host(self) -> str:
+        """The team domain's host[:port], lower-case, as a Host header carries it."""
+        return urlsplit(self.team_domain).netloc
+
+    @property
+    def team_hostname(self) -> str:
+        """The team domain's host name alone: cookies, and so sessions, ignore ports."""
+        netloc = self.team_host
+        if netloc.startswith("["):
+            return netloc[: netloc.index("]") + 1]
+        return netloc.split(":", 1)[0]
+
+    def route(self, host: str, path: str) -> IngressRule:
+        """The first ingress rule matching (host, path); the last one always matches (spec §9.1)."""
+        for rule in self.config.ingress:
+            if rule.matches(host, path):
+                return rule
+        return self.config.ingress[-1]
+
+    def app_by_aud(self, aud: str) -> App | None:
+        return self._apps_by_aud.get(aud)
+
+    def app(self, name: str) -> App:
+        for app in self.config.apps:
+            if app.name == name:
+                return app
+        raise KeyError(f"no app named {name!r}; apps: {', '.join(a.name for a in self.config.apps) or 'none'}")
+
+    # -- service tokens --
+
+    def service_token(self, client_id: str, client_secret: str) -> ServiceToken | None:
+        """The service token these credentials belong to, secret compared in constant time."""
+        token = self._tokens_by_client_id.get(client_id)
+        if token is None:
+            # compare anyway so that an unknown id costs the same as a wrong secret
+            hmac.compare_digest(client_secret.encode(), b"\0" * 32)
+            return None
+        if hmac.compare_digest(client_secret.encode(), token.client_secret.encode()):
+            return token
+        return None
+
+    def service_token_by_client_id(self, client_id: str) -> ServiceToken:
+        return self._tokens_by_client_id[client_id]
+
+    def service_jwt(self, token: ServiceToken, app: App) -> tuple[str, float]:
+        """The service-token app JWT (spec §2.3), signed once and reused until near expiry."""
+        now = self.clock.now()
+        key = (token.client_id, app.aud)
+        cached = self._app_tokens.get(key)
+        if cached is not None and cached[1] - now > REUSE_MARGIN:
+            return cached
+        iat = int(now)
+        exp = iat + app.session_duration
+        payload = claims.service_claims(
+            aud=app.aud, now=iat, exp=exp, iss=self.team_domain, common_name=token.client_id
+        )
+        signing_key = self.keys.current
+        jwt = tokens.sign(payload, signing_key, header=tokens.service_header(signing_key), escape_slashes=True)
+        self._remember(
+            Credential(jwt, "service", payload, exp, frozenset([app.aud]), signing_key.kid, service_token=token)
+        )
+        self._app_tokens[key] = (jwt, exp)
+        return jwt, exp
+
+    # -- sessions --
+
+    def login(self, identity: Identity) -> Session:
+        """Start a session (an org token on the team domain) for a signed-in identity."""
+        now = int(self.clock.now())
+        nonce = claims.identity_nonce()
+        session = Session(nonce, identity, sub_for(self.config.team, identity.email), now, now + 24 * 3600)
+        payload = claims.user_claims(
+            aud=self.org_aud,
+            email=identity.email,
+            now=now,
+            exp=session.exp,
+            iss=self.team_domain,
+            nonce=nonce,
+            sub=session.sub,
+            country=identity.country,
+            token_type="org",
+        )
+        session.org_token = tokens.sign(payload, self.keys.current)
+        self.sessions[nonce] = session
+        self._remember(
+            Credential(
+                session.org_token,
+                "org",
+                payload,
+                session.exp,
+                frozenset([self.org_aud]),
+                self.keys.current.kid,
+                session,
+            )
+        )
+        self._prune(now)
+        return session
+
+    @property
+    def org_aud(self) -> str:
+        return hashlib.sha256(f"fakeedge:org:{self.config.team}".encode()).hexdigest()
+
+    def app_jwt(self, session: Session, app: App, policy: Policy | None) -> tuple[str, float]:
+        """The user app JWT (spec §2.2) for a session, signed once per session and app."""
+        now = self.clock.now()
+        key = (session.nonce, app.aud)
+        cached = self._app_tokens.get(key)
+        if cached is not None and cached[1] - now > REUSE_MARGIN:
+            return cached
+        iat = int(now)
+        duration = policy.session_duration if policy and policy.session_duration is not None else app.session_duration
+        exp = iat + duration
+        who = session.identity
+        payload = claims.user_claims(
+            aud=app.aud,
+            email=who.email,
+            now=iat,
+            exp=exp,
+            iss=self.team_domain,
+            nonce=session.nonce,
+            sub=session.sub,
+            country=who.country,
+            custom=who.user.custom if who.user else None,
+        )
+        jwt = tokens.sign(payload, self.keys.current)
+        self._remember(Credential(jwt, "app", payload, exp, frozenset([app.aud]), self.keys.current.kid, session))
+        self._app_tokens[key] = (jwt, exp)
+        return jwt, exp
+
+    def revoke(self, session: Session) -> None:
+        """Log a session out everywhere, after ``logout_delay`` (Cloudflare: 20-30 s; default now)."""
+        at = self.clock.now() + self.config.logout_delay
+        if session.revoked_at is None or at < session.revoked_at:
+            session.revoked_at = at
+
+    # -- verification --
+
+    def credential(self, token: str) -> Credential | None:
+        """A token this edge signed, still valid now, with its session still alive; else None."""
+        now = self.clock.now()
+        cred = self._verified.get(token)
+        if cred is None:
+            cred = self._verify(token, now)
+            if cred is None:
+                return None
+            self._remember(cred)
+        if cred.exp <= now or (cred.session is not None and not cred.session.alive(now)):
+            return None
+        if self.keys.find(cred.kid, now) is None:
+            return None  # signed by a key that has left the certs document
+        return cred
+
+    def _verify(self, token: str, now: float) -> Credential | None:
+        verified = tokens.verify(token, self.keys, now)
+        if verified is None:
+            return None
+        kid, payload = verified
+        aud = payload.get("aud")
+        auds = frozenset([aud] if isinstance(aud, str) else aud if isinstance(aud, list) else [])
+        if payload.get("iss") != self.team_domain:
+            return None
+        if payload.get("sub") == "":
+            st = self._tokens_by_client_id.get(payload.get("common_name", ""))
+            if st is None:
+                return None
+            return Credential(token, "service", payload, payload["exp"], auds, kid, service_token=st)
+        session = self.sessions.get(payload.get("identity_nonce", ""))
+        if session is None:
+            return None  # not one of ours (or from before a restart): sign in again
+        kind: Literal["app", "org"] = "org" if payload.get("type") == "org" else "app"
+        return Credential(token, kind, payload, payload["exp"], auds, kid, session)
+
+    def _remember(self, cred: Credential) -> None:
+        if len(self._verified) >= CACHE_LIMIT:
+            self._verified.clear()
+        self._verified[cred.token] = cred
+
+    # -- login nonces --
+
+    def add_login(self, pending_args: dict[str, Any]) -> str:
+        nonce = secrets.token_urlsafe(24)
+        self.logins[nonce] = PendingLogin(expires=self.clock.now() + LOGIN_NONCE_TTL, **pending_args)
+        return nonce
+
+    def take_login(self, nonce: str) -> PendingLogin | None:
+        """Pop a callback nonce: whatever happens next, it cannot be used twice."""
+        pending = self.logins.pop(nonce, None)
+        if pending is None or pending.expires <= self.clock.now():
+            return None
+        return pending
+
+    def _prune(self, now: float) -> None:
+        if len(self.sessions) > CACHE_LIMIT:
+            for nonce in [n for n, s in self.sessions.items() if not s.alive(now)]:
+                del self.sessions[nonce]
+        for nonce in [n for n, p in self.logins.items() if p.expires <= now]:
+            del self.logins[nonce]
+
+    # -- identity documents --
+
+    def identity_document(self, cred: Credential, ip: str) -> dict[str, Any]:
+        """``get-identity`` (spec §4.1): the composite identity of a session or service token."""
+        base: dict[str, Any]
+        if cred.session is None:
+            st = cred.service_token
+            base = {
+                "email": "",
+                "common_name": st.client_id if st else "",
+                "service_token_id": st.id if st else "",
+                "service_token_status": True,
+            }
+        else:
+            who = cred.session.identity
+            base = {
+                "id": cred.session.sub,
+                "name": who.name,
+                "email": who.email,
+                "groups": [{"id": g, "name": g, "email": f"{g}@{who.email.rpartition('@')[2]}"} for g in who.groups],
+                "amr": list(who.amr),
+                "idp": {"id": who.idp, "type": who.idp},
+                "geo": {"country": who.country},
+                "user_uuid": cred.session.sub,
+                "common_name": "",
+                "service_token_id": "",
+                "service_token_status": False,
+            }
+            if who.github_orgs:
+                base["github_orgs"] = list(who.github_orgs)
+        return {
+            **base,
+            "account_id": self.account_id,
+            "iat": int(cred.claims.get("iat", 0)),
+            "ip": ip,
+            "auth_status": "NONE",
+            "is_warp": False,
+            "is_gateway": False,
+            "gateway_account_id": "",
+            "device_id": "",
+            "devicePosture": {},
+            "device_sessions": {},
+            "mtls_auth": {
+                "auth_status": "NONE",
+                "cert_issuer_dn": "",
+                "cert_issuer_ski": "",
+                "cert_presented": False,
+                "cert_serial": "",
+            },
+            "version": 2,
+        }
+
+    @property
+    def account_id(self) -> str:
+        return hashlib.sha256(f"fakeedge:account:{self.config.team}".encode()).hexdigest()[:32]

@@ -1,0 +1,213 @@
+"""The signing keys: RSA-2048 on disk, owner-only, kid = SHA-256 of the SPKI DER (spec §3).
+
+The store keeps a current key and, after a rotation, the previous one for a grace period
+(Cloudflare: 7 days). Keys are loaded once as key objects: PyJWT handed a PEM string re-parses it
+on every call (42 ms here, against 0.7 ms for a loaded key).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+from .errors import KeyStoreError
+
+ROTATION_GRACE = 7 * 24 * 3600  # spec §3: the previous key stays valid for 7 days
+STATE_FILE = "state.json"
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKey:
+    kid: str
+    private_key: rsa.RSAPrivateKey
+    cert_pem: str
+
+    @property
+    def public_key(self) -> rsa.RSAPublicKey:
+        return self.private_key.public_key()
+
+    def jwk(self) -> dict[str, str]:
+        """The JWK in Cloudflare's member order: kid, kty, alg, use, e, n (spec §3)."""
+        numbers = self.public_key.public_numbers()
+        return {
+            "kid": self.kid,
+            "kty": "RSA",
+            "alg": "RS256",
+            "use": "sig",
+            "e": _b64int(numbers.e),
+            "n": _b64int(numbers.n),
+        }
+
+
+def _b64int(value: int) -> str:
+    raw = value.to_bytes((value.bit_length() + 7) // 8, "big")
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def kid_of(public_key: rsa.RSAPublicKey) -> str:
+    """Lower-case hex SHA-256 of the DER SubjectPublicKeyInfo, as Cloudflare computes it (spec §3)."""
+    der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(der).hexdigest()
+
+
+def new_key(now: float) -> SigningKey:
+    """A fresh RSA-2048 key with Cloudflare's self-signed 60-day certificate (spec §3)."""
+    private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "US"),
+            x509.NameAttribute(NameOID.STATE_OR_PROVINCE_NAME, "Texas"),
+            x509.NameAttribute(NameOID.LOCALITY_NAME, "Austin"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Cloudflare"),
+            x509.NameAttribute(NameOID.COMMON_NAME, "cloudflareaccess.com"),
+        ]
+    )
+    start = dt.datetime.fromtimestamp(int(now), dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(private_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + dt.timedelta(days=60))
+        .sign(private_key, hashes.SHA256())
+    )
+    pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+    return SigningKey(kid_of(private_key.public_key()), private_key, pem)
+
+
+class KeyStore:
+    """Current and previous signing keys, persisted in ``keys_dir`` and loaded once.
+
+    Args:
+        directory: created on first use with mode 0700; private keys are written 0600.
+        now: the edge clock's time, used for a new key's certificate and for rotation expiry.
+    """
+
+    def __init__(self, directory: Path, now: float) -> None:
+        self.directory = directory
+        self.current: SigningKey
+        self.previous: SigningKey | None = None
+        self.previous_until = 0.0
+        self._certs: bytes | None = None
+        self._load_or_create(now)
+
+    # -- public API --
+
+    def keys(self, now: float) -> tuple[SigningKey, ...]:
+        """The keys that verify tokens now: the previous one (during its grace) first, then current."""
+        if self.previous is not None and now < self.previous_until:
+            return (self.previous, self.current)
+        return (self.current,)
+
+    def find(self, kid: str, now: float) -> SigningKey | None:
+        for key in self.keys(now):
+            if key.kid == kid:
+                return key
+        return None
+
+    def certs_document(self, now: float) -> bytes:
+        """``/cdn-cgi/access/certs``: compact JSON, previous key first, current last (spec §3)."""
+        if self.previous is not None and now >= self.previous_until and self._certs is not None:
+            self._certs = None  # the grace period ended: drop the previous key from the document
+        if self._certs is None:
+            keys = self.keys(now)
+            doc: dict[str, Any] = {
+                "keys": [k.jwk() for k in keys],
+                "public_cert": {"kid": self.current.kid, "cert": self.current.cert_pem},
+                "public_certs": [{"kid": k.kid, "cert": k.cert_pem} for k in keys],
+            }
+            self._certs = json.dumps(doc, separators=(",", ":")).encode()
+        return self._certs
+
+    def rotate(self, now: float, grace: float = ROTATION_GRACE) -> SigningKey:
+        """Make a new current key; the old one keeps verifying for ``grace`` seconds."""
+        fresh = new_key(now)
+        self._write_key(fresh)
+        old = self.current
+        self.previous, self.previous_until, self.current = old, now + grace, fresh
+        self._write_state()
+        if old.kid not in (fresh.kid,):
+            self._remove_unused()
+        self._certs = None
+        return fresh
+
+    # -- disk --
+
+    def _load_or_create(self, now: float) -> None:
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise KeyStoreError(f"{self.directory}: cannot create the keys directory ({exc.strerror})") from None
+        state_path = self.directory / STATE_FILE
+        if not state_path.exists():
+            self.current = new_key(now)
+            self._write_key(self.current)
+            self._write_state()
+            return
+        try:
+            state = json.loads(state_path.read_text())
+            self.current = self._read_key(state["current"])
+            if state.get("previous"):
+                self.previous = self._read_key(state["previous"])
+                self.previous_until = float(state["previous_until"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise KeyStoreError(
+                f"{state_path}: unreadable key state ({exc}); delete {self.directory} to start with new keys"
+            ) from None
+
+    def _read_key(self, kid: str) -> SigningKey:
+        key_path = self.directory / f"{kid}.key"
+        mode = stat.S_IMODE(key_path.stat().st_mode)
+        if mode & 0o077:
+            os.chmod(key_path, 0o600)  # a private key must be readable by its owner only
+        private_key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        if not isinstance(private_key, rsa.RSAPrivateKey) or kid_of(private_key.public_key()) != kid:
+            raise ValueError(f"{key_path.name} does not hold the RSA key {kid}")
+        return SigningKey(kid, private_key, (self.directory / f"{kid}.crt").read_text())
+
+    def _write_key(self, key: SigningKey) -> None:
+        pem = key.private_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        _write_private(self.directory / f"{key.kid}.key", pem)
+        (self.directory / f"{key.kid}.crt").write_text(key.cert_pem)
+
+    def _write_state(self) -> None:
+        state = {
+            "current": self.current.kid,
+            "previous": self.previous.kid if self.previous else None,
+            "previous_until": self.previous_until,
+        }
+        _write_private(self.directory / STATE_FILE, json.dumps(state, indent=2).encode())
+
+    def _remove_unused(self) -> None:
+        keep = {self.current.kid} | ({self.previous.kid} if self.previous else set())
+        for path in self.directory.glob("*.key"):
+            if path.stem not in keep:
+                path.unlink(missing_ok=True)
+                path.with_suffix(".crt").unlink(missing_ok=True)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write atomically with mode 0600 from the start (never briefly world-readable)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)

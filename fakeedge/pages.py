@@ -1,0 +1,100 @@
+"""The HTML the edge itself answers with: login, block, error and notice pages (spec §1.3, §1.8)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from html import escape
+from importlib.resources import files
+from string import Template
+
+from .config import User
+
+_PAGE = Template(files("fakeedge").joinpath("templates/page.html").read_text(encoding="utf-8"))
+
+FORBIDDEN_MESSAGE = "Forbidden. You don't have permission to view this. Please contact your system administrator."
+
+# spec §1.2: the nginx-style 302 body Cloudflare sends is exactly these 143 bytes
+FOUND_BODY = (
+    b"<html>\r\n<head><title>302 Found</title></head>\r\n<body>\r\n"
+    b"<center><h1>302 Found</h1></center>\r\n<hr><center>cloudflare</center>\r\n</body>\r\n</html>\r\n"
+)
+
+
+def page(title: str, body: str) -> str:
+    return _PAGE.substitute(title=escape(title), body=body)
+
+
+def login(
+    app_name: str, users: Iterable[User], *, csrf: str, allow_any_email: bool, one_time_pin: bool, error: str = ""
+) -> str:
+    """The fake SSO page: one button per persona and a typed-address form (spec §1.3)."""
+    personas = "".join(
+        f'<button class="persona" type="submit" name="email" value="{escape(u.email)}">'
+        f"{escape(u.name or u.email)} <span class=muted>&lt;{escape(u.email)}&gt;</span></button>"
+        for u in users
+    )
+    hidden = f'<input type="hidden" name="csrf" value="{escape(csrf)}">'
+    parts = [f"<h1>Log in to {escape(app_name)}</h1>"]
+    if error:
+        parts.append(f'<p class="error">{escape(error)}</p>')
+    if personas:
+        parts.append(f'<form method="post">{hidden}<p class="muted">Sign in as</p>{personas}</form>')
+    if allow_any_email or not personas:
+        label = "Send login code" if one_time_pin else "Sign in"
+        parts.append(
+            ("<hr>" if personas else "") + f'<form method="post">{hidden}<label for="email">Email</label>'
+            f'<input id="email" name="email" type="email" required autocomplete="email" placeholder="you@example.com">'
+            f'<button type="submit" name="action" value="typed">{label}</button></form>'
+        )
+    return page("Sign in ・ Cloudflare Access", "".join(parts))
+
+
+def one_time_pin(app_name: str, email: str, *, csrf: str, otp_id: str, error: str = "") -> str:
+    """The code step of the one-time-PIN login; fakeedge prints the code in its log."""
+    err = f'<p class="error">{escape(error)}</p>' if error else ""
+    return page(
+        "Sign in ・ Cloudflare Access",
+        f"<h1>Log in to {escape(app_name)}</h1>{err}"
+        f"<p>A code was sent to <b>{escape(email)}</b> (fakeedge printed it in its log).</p>"
+        f'<form method="post"><input type="hidden" name="csrf" value="{escape(csrf)}">'
+        f'<input type="hidden" name="otp_id" value="{escape(otp_id)}">'
+        f'<label for="code">Code</label><input id="code" name="code" inputmode="numeric" autocomplete="one-time-code" required>'
+        f'<button type="submit">Sign in</button></form>',
+    )
+
+
+def forbidden(aud: str, ray: str, message: str | None = None) -> str:
+    """The block page with its hidden ``json_data`` (spec §1.8)."""
+    text = message or FORBIDDEN_MESSAGE
+    data = json.dumps({"message": text, "status_code": 403, "aud": aud, "ray_id": ray.split("-")[0]})
+    return page(
+        "Forbidden ・ Cloudflare Access",
+        f"<h1>Forbidden</h1><p>{escape(text)}</p><p class=muted>Ray ID: <code>{escape(ray)}</code></p>"
+        f'<div id="json_data" hidden>{escape(data, quote=False)}</div>',
+    )
+
+
+def notice(title: str, message: str, ray: str = "") -> str:
+    ray_line = f"<p class=muted>Ray ID: <code>{escape(ray)}</code></p>" if ray else ""
+    return page(title, f"<h1>{escape(title)}</h1><p>{escape(message)}</p>{ray_line}")
+
+
+def origin_error(status: int, title: str, host: str, ray: str, detail: str) -> str:
+    """Cloudflare's origin error page (502 Bad gateway, 504 Gateway time-out)."""
+    return page(
+        f"{host} | {status}: {title}",
+        f"<h1>Error {status} · {escape(title)}</h1>"
+        f"<p>The web server reported a {escape(title.lower())} error.</p>"
+        f"<p class=muted>{escape(detail)}</p><p class=muted>Ray ID: <code>{escape(ray)}</code> · {escape(host)}</p>",
+    )
+
+
+def unknown_app(ray: str) -> str:
+    """The team-domain page for a login URL that names no app (spec §1.3)."""
+    return notice(
+        "Unable to find your Access application!",
+        "It appears that you have attempted to reach an invalid URL. "
+        "Please check the URL and try again, or contact your administrator.",
+        ray,
+    )

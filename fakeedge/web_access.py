@@ -1,0 +1,249 @@
+"""The access decision for a request to a protected app, turned into 302 / 401 / 403 / forward."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import secrets
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from aiohttp import web
+
+from . import claims, pages, tokens
+from . import headers as h
+from .config import App
+from .edge import Credential, Edge
+from .policy import AppMatch, Facts, Identity, Verdict, decide
+from .web_proxy import edge_headers
+from .web_request import NO_STORE, app_cookie_header, client_ip, cookie, scheme, set_cookie
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """A request the edge lets through, with what the origin and the client get added."""
+
+    verdict: Verdict
+    assertion: str | None = None
+    email: str | None = None
+    country: str = "US"
+    set_cookie: tuple[str, float] | None = None  # (CF_Authorization JWT, expiry) for the client
+    credential: Credential | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _ServiceAuth:
+    """What the service-token headers amounted to."""
+
+    present: bool
+    token_client_id: str | None = None
+    malformed: bool = False
+
+
+def read_service_token(request: web.Request, edge: Edge, app: App) -> _ServiceAuth:
+    """The client's service-token credentials (spec §5): two headers, or the app's single header."""
+    ids = request.headers.getall(h.CLIENT_ID, [])
+    secrets_ = request.headers.getall(h.CLIENT_SECRET, [])
+    single = (
+        request.headers.getall(app.read_service_tokens_from_header, []) if app.read_service_tokens_from_header else []
+    )
+    if not ids and not secrets_ and not single:
+        return _ServiceAuth(False)
+    if single and (ids or secrets_):
+        return _ServiceAuth(True, malformed=True)  # spec §5: both forms at once are rejected (strict)
+    if single:
+        if len(single) != 1:
+            return _ServiceAuth(True, malformed=True)
+        try:
+            value = json.loads(single[0])
+            client_id, secret = value["cf-access-client-id"], value["cf-access-client-secret"]
+        except (ValueError, KeyError, TypeError):
+            return _ServiceAuth(True, malformed=True)
+        if not isinstance(client_id, str) or not isinstance(secret, str):
+            return _ServiceAuth(True, malformed=True)
+    else:
+        if len(ids) != 1 or len(secrets_) != 1:
+            return _ServiceAuth(True, malformed=True)  # duplicate or partial headers
+        client_id, secret = ids[0], secrets_[0]
+    token = edge.service_token(client_id.strip(), secret.strip())
+    return _ServiceAuth(True, token.client_id if token else None)
+
+
+def presented_credential(request: web.Request, edge: Edge, app: App) -> Credential | None:
+    """A valid app token for ``app`` from the cookie or ``Cf-Access-Token`` (spec §5, §9.2)."""
+    for token in (cookie(request, h.CF_AUTHORIZATION), request.headers.get(h.ACCESS_TOKEN)):
+        if not token:
+            continue
+        cred = edge.credential(token)
+        if cred is None or cred.kind == "org" or app.aud not in cred.auds:
+            continue  # expired, revoked, foreign or another app's token: as if absent (spec §13.6)
+        if app.enable_binding_cookie and cred.session is not None:
+            binding = cookie(request, h.CF_BINDING)
+            if binding is None or binding != binding_value(cred.token):
+                continue
+        return cred
+    return None
+
+
+def binding_value(token: str) -> str:
+    """The ``CF_Binding`` that goes with an app token: a digest of it, so only the pair works."""
+    return claims.app_session_hash("binding:" + token)[:32]
+
+
+def check(request: web.Request, edge: Edge, match: AppMatch) -> Admission | web.Response:
+    """Decide one request to a protected app (spec §6.4)."""
+    app = match.app
+    ip_text = client_ip(request)
+    ip = ipaddress.ip_address(ip_text)
+    default_country = edge.config.default_country
+
+    service = read_service_token(request, edge, app)
+    strict = edge.config.strict_service_token_auth and service.present
+    if strict:
+        # spec §5: strict mode answers 401 when the token cannot authenticate, 403 when not allowed;
+        # Allow policies and cookies play no part and no cookie is returned.
+        if service.malformed or service.token_client_id is None:
+            return access_denied(request, edge, app, 401)
+        verdict = decide(app, Facts(ip, default_country, service.token_client_id), None)
+        if verdict.outcome in ("service", "bypass"):
+            return _service_admission(edge, app, verdict, service.token_client_id, set_cookie=False)
+        return access_denied(request, edge, app, 403)
+
+    cred = None if service.token_client_id else presented_credential(request, edge, app)
+    who: Identity | None = None
+    token_client_id = service.token_client_id
+    if cred is not None:
+        if cred.session is not None:
+            who = cred.session.identity
+        elif cred.service_token is not None and app.has_identity_policy:
+            # spec §5: a service token's JWT works as a session only where an Allow policy exists
+            token_client_id = cred.service_token.client_id
+    country = who.country if who else default_country
+    verdict = decide(app, Facts(ip, country, token_client_id), who)
+    match verdict.outcome:
+        case "service":
+            if token_client_id is None:
+                return Admission(verdict, country=country)  # a Service Auth policy on IP alone
+            if cred is not None and service.token_client_id is None:
+                return Admission(verdict, cred.token, country=country, credential=cred)
+            return _service_admission(edge, app, verdict, token_client_id, set_cookie=True)
+        case "bypass":
+            return Admission(verdict, country=country)
+        case "allow":
+            assert cred is not None and who is not None
+            return Admission(verdict, cred.token, who.email, country, credential=cred)
+        case "deny":
+            return block(request, edge, app, identity=True)
+        case "login":
+            if request.headers.get(h.X_REQUESTED_WITH, "").lower() == "xmlhttprequest":
+                return access_denied(request, edge, app, 401)  # spec §1.7: AJAX gets 401, not a redirect
+            return login_redirect(request, edge, app, service_token_status=False)
+        case "forbidden":
+            if not app.has_identity_policy:
+                # spec §1.7: only Service Auth could pass: a hard 403, or 401 when the app asks for it
+                return access_denied(request, edge, app, 401 if app.service_auth_401_redirect else 403)
+            return block(request, edge, app, identity=False)
+    raise AssertionError(verdict.outcome)  # pragma: no cover
+
+
+def _service_admission(edge: Edge, app: App, verdict: Verdict, client_id: str, *, set_cookie: bool) -> Admission:
+    token = edge.service_token_by_client_id(client_id)
+    jwt, exp = edge.service_jwt(token, app)
+    return Admission(verdict, jwt, country=edge.config.default_country, set_cookie=(jwt, exp) if set_cookie else None)
+
+
+def login_redirect(request: web.Request, edge: Edge, app: App, *, service_token_status: bool) -> web.Response:
+    """The 302 to the team domain's login page, as the real edge sends it (spec §1.2)."""
+    now = int(edge.clock.now())
+    path_qs = request.raw_path
+    app_session = "n" + secrets.token_hex(8)
+    meta = tokens.sign(
+        claims.meta_claims(
+            aud=app.aud,
+            hostname=request.host,
+            redirect_url=path_qs,
+            now=now,
+            country=edge.config.default_country,
+            app_session=app_session,
+            service_token_status=service_token_status,
+        ),
+        edge.keys.current,
+        header={"typ": "JWT", "alg": "RS256", "kid": edge.keys.current.kid},
+    )
+    # JS encodeURIComponent leaves A-Z a-z 0-9 - _ . ! ~ * ' ( ) unescaped (spec §1.2)
+    redirect_url = quote(path_qs, safe="!~*'()")
+    location = (
+        f"{edge.team_domain}/cdn-cgi/access/login/{request.host}?kid={app.aud}&meta={meta}&redirect_url={redirect_url}"
+    )
+    ray = request["ray"]
+    response = web.Response(
+        status=302,
+        body=pages.FOUND_BODY,
+        content_type="text/html",
+        headers={
+            "Location": location,
+            "Access-Control-Allow-Credentials": "true",
+            **NO_STORE,
+            **edge_headers(ray),
+            "WWW-Authenticate": (
+                f'Cloudflare-Access resource_metadata="{scheme(request)}://{request.host}'
+                f'/.well-known/cloudflare-access-protected-resource{request.path}"'
+            ),
+        },
+    )
+    set_cookie(response, h.CF_APP_SESSION, app_session, expires=now + 86400, secure=request.secure, same_site=None)
+    return response
+
+
+def access_denied(request: web.Request, edge: Edge, app: App, status: int) -> web.Response:
+    """A bare 401/403 from the edge with ``cf-access-aud`` / ``cf-access-domain`` (spec §1.7, §1.8)."""
+    ray = request["ray"]
+    text = (
+        pages.FORBIDDEN_MESSAGE if status == 403 else "Unauthorized. A valid Cloudflare Access credential is required."
+    )
+    return web.Response(
+        status=status,
+        text=pages.notice("Forbidden" if status == 403 else "Unauthorized", text, ray),
+        content_type="text/html",
+        headers={**edge_headers(ray), **NO_STORE, h.ACCESS_AUD: app.aud, h.ACCESS_DOMAIN: app.domain},
+    )
+
+
+def block(
+    request: web.Request, edge: Edge, app: App, *, identity: bool, host_header: str | None = None
+) -> web.Response:
+    """The 403 block page, or the app's custom deny URL (spec §1.8)."""
+    ray = request["ray"]
+    custom = app.custom_deny_url if identity else app.custom_non_identity_deny_url
+    headers = {**edge_headers(ray), **NO_STORE, h.ACCESS_AUD: app.aud, h.ACCESS_DOMAIN: app.domain}
+    if custom:
+        return web.Response(status=302, headers={**headers, "Location": custom})
+    return web.Response(
+        status=403,
+        text=pages.forbidden(app.aud, ray, app.custom_deny_message),
+        content_type="text/html",
+        headers=headers,
+    )
+
+
+def app_cookies(request: web.Request, app: App, jwt: str, exp: float) -> list[tuple[str, str]]:
+    """The app's ``CF_Authorization`` (and ``CF_Binding``) Set-Cookie headers (spec §1.5)."""
+    path = _cookie_path(app)
+    out = [
+        ("Set-Cookie", app_cookie_header(h.CF_AUTHORIZATION, jwt, app, expires=exp, secure=request.secure, path=path))
+    ]
+    if app.enable_binding_cookie:
+        value = binding_value(jwt)
+        out.append(
+            ("Set-Cookie", app_cookie_header(h.CF_BINDING, value, app, expires=exp, secure=request.secure, path=path))
+        )
+    return out
+
+
+def _cookie_path(app: App) -> str:
+    for dest in app.destinations:
+        if dest.path and "*" not in dest.path:
+            return dest.path
+        if dest.path:
+            return dest.path.split("*", 1)[0].rsplit("/", 1)[0] or "/"
+    return "/"

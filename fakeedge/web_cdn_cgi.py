@@ -1,0 +1,43 @@
+"""``/cdn-cgi/access/certs`` and ``get-identity``, on the team domain and on every app host (spec §3, §4)."""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+from . import headers as h
+from .edge import Edge
+from .web_proxy import edge_headers
+from .web_request import NO_STORE, client_ip, cookie
+
+
+async def handle_certs(request: web.Request, edge: Edge) -> web.Response:
+    """The JWKS document: 200, never a redirect, compact JSON in Cloudflare's order (spec §3)."""
+    return web.Response(
+        body=edge.keys.certs_document(edge.clock.now()),
+        content_type="application/json",
+        headers=edge_headers(request["ray"]),
+    )
+
+
+async def handle_get_identity(request: web.Request, edge: Edge) -> web.Response:
+    """The composite identity of the session behind the presented token, or 401 (spec §4.1)."""
+    for token in (
+        cookie(request, h.CF_AUTHORIZATION),
+        request.headers.get(h.JWT_ASSERTION),
+        request.headers.get(h.ACCESS_TOKEN),
+    ):
+        cred = edge.credential(token) if token else None
+        if cred is not None:
+            return web.Response(
+                text=json.dumps(edge.identity_document(cred, client_ip(request))),
+                content_type="application/json",
+                headers={**edge_headers(request["ray"]), **NO_STORE},
+            )
+    return web.Response(
+        status=401,
+        text=json.dumps({"err": "no valid Access session"}),
+        content_type="application/json",
+        headers={**edge_headers(request["ray"]), **NO_STORE},
+    )

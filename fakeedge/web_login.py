@@ -1,0 +1,247 @@
+"""The browser sign-in: the team-domain SSO page, the app callback and logout (spec §1.3-§1.9)."""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import ipaddress
+import json
+import logging
+import re
+import secrets
+from urllib.parse import quote
+
+from aiohttp import web
+
+from . import claims, pages, tokens
+from . import headers as h
+from .config import App
+from .edge import Edge, Session
+from .policy import Facts, Identity, decide
+from .web_access import app_cookies, block
+from .web_proxy import edge_headers
+from .web_request import NO_STORE, clear_cookie, client_ip, cookie, set_cookie, split_host
+
+log = logging.getLogger("fakeedge")
+
+_EMAIL = re.compile(r"[^@\s<>\"']+@[^@\s<>\"']+\.[^@\s<>\"']+")
+OTP_TTL = 600
+LOGIN_PREFIX = "/cdn-cgi/access/login/"
+
+
+def _html(request: web.Request, body: str, status: int = 200, **extra: str) -> web.Response:
+    return web.Response(
+        status=status,
+        text=body,
+        content_type="text/html",
+        headers={**edge_headers(request["ray"]), **NO_STORE, **extra},
+    )
+
+
+def safe_redirect_path(value: str | None) -> str:
+    """A ``redirect_url`` reduced to a path on the app's own host, or ``/``.
+
+    The result starts with exactly one ``/``, holds no backslash or control character (browsers
+    drop tabs and newlines and read ``\\`` as ``/``) and is percent-encoded, so it cannot name
+    another host however it is spelled; the callback also prefixes it with the app's own origin.
+    """
+    if not value or not value.startswith("/") or value.startswith("//"):
+        return "/"
+    if any(c == "\\" or ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in value):
+        return "/"
+    return quote(value, safe="/?&=%:@!$'()*+,;~-._[]")
+
+
+def _login_target(request: web.Request, edge: Edge) -> tuple[App, str, str] | None:
+    """The (app, app host[:port], redirect path) a login URL names, or None if it names no app."""
+    host_port = request.path.removeprefix(LOGIN_PREFIX).lower()
+    name, port = split_host(host_port)
+    if port and port.isdigit() and int(port) not in edge.ports:
+        return None  # only this edge's own ports: no bouncing to another local service
+    if port and not port.isdigit():
+        return None
+    app = edge.app_by_aud(request.query.get("kid", ""))
+    if app is None:
+        return None
+    path = safe_redirect_path(request.query.get("redirect_url"))
+    match = edge.index.match(name, path.split("?", 1)[0])
+    if (match is None or match.app is not app) and app not in edge.index.apps_for_host(name):
+        return None
+    return app, f"{name}:{port}" if port else name, path
+
+
+async def handle_login(request: web.Request) -> web.StreamResponse:
+    """GET/POST ``/cdn-cgi/access/login/<host>`` on the team domain."""
+    from .web_request import edge_key
+
+    edge = request.app[edge_key]
+    target = _login_target(request, edge)
+    if target is None:
+        return _html(request, pages.unknown_app(request["ray"]), 404)
+    app, host, path = target
+    secure = request.secure
+
+    if request.method == "GET":
+        session = _org_session(request, edge)
+        if session is not None:
+            return _complete(request, edge, session, app, host, path)  # silent SSO (spec §1.3)
+        return _login_page(request, edge, app)
+
+    form = await request.post()
+    csrf = cookie(request, h.CF_SESSION)
+    if not csrf or not hmac.compare_digest(str(form.get("csrf", "")), csrf):
+        return _login_page(request, edge, app, error="Your sign-in form expired. Please try again.", status=400)
+
+    if "otp_id" in form:
+        entry = edge.otps.get(str(form["otp_id"]))
+        if entry is None or entry[2] <= edge.clock.now():
+            return _login_page(request, edge, app, error="That code has expired. Please start again.", status=400)
+        email, code, _ = entry
+        if not hmac.compare_digest(str(form.get("code", "")).strip(), code):
+            return _html(
+                request,
+                pages.one_time_pin(
+                    app.name, email, csrf=csrf, otp_id=str(form["otp_id"]), error="That code is not valid."
+                ),
+                400,
+            )
+        del edge.otps[str(form["otp_id"])]
+        identity = Identity.for_email(
+            email, edge.config.user(email), default_country=edge.config.default_country, idp="onetimepin"
+        )
+    else:
+        email = str(form.get("email", "")).strip()
+        user = edge.config.user(email)
+        if not _EMAIL.fullmatch(email):
+            return _login_page(request, edge, app, error="Enter an email address such as you@example.com.", status=400)
+        if user is None and not edge.config.allow_any_email:
+            return _login_page(request, edge, app, error=f"{email} is not one of the configured users.", status=403)
+        if edge.config.one_time_pin:
+            otp_id = secrets.token_urlsafe(16)
+            code = f"{secrets.randbelow(10**6):06d}"
+            edge.otps[otp_id] = (email, code, edge.clock.now() + OTP_TTL)
+            log.warning("fakeedge: one-time PIN for %s is %s", email, code)
+            return _html(request, pages.one_time_pin(app.name, email, csrf=csrf, otp_id=otp_id))
+        identity = Identity.for_email(email, user, default_country=edge.config.default_country)
+
+    session = edge.login(identity)
+    response = _complete(request, edge, session, app, host, path)
+    set_cookie(response, h.CF_AUTHORIZATION, session.org_token, expires=session.exp, secure=secure)
+    return response
+
+
+def _login_page(request: web.Request, edge: Edge, app: App, *, error: str = "", status: int = 200) -> web.Response:
+    csrf = cookie(request, h.CF_SESSION) or secrets.token_urlsafe(24)
+    body = pages.login(
+        app.name,
+        edge.config.users,
+        csrf=csrf,
+        allow_any_email=edge.config.allow_any_email,
+        one_time_pin=edge.config.one_time_pin,
+        error=error,
+    )
+    response = _html(request, body, status, **{h.ACCESS_DOMAIN: app.domain})
+    set_cookie(response, h.CF_SESSION, csrf, expires=edge.clock.now() + 4 * 3600, secure=request.secure)
+    return response
+
+
+def _org_session(request: web.Request, edge: Edge) -> Session | None:
+    token = cookie(request, h.CF_AUTHORIZATION)
+    if not token:
+        return None
+    cred = edge.credential(token)
+    if cred is None or cred.kind != "org":
+        return None
+    return cred.session
+
+
+def _complete(request: web.Request, edge: Edge, session: Session, app: App, host: str, path: str) -> web.Response:
+    """After sign-in: the block page, or a 302 to the app's callback with a one-time nonce."""
+    who = session.identity
+    facts = Facts(ipaddress.ip_address(client_ip(request)), who.country)
+    verdict = decide(app, facts, who)
+    log.info(
+        "login %s app=%r policy=%r decision=%s",
+        who.email,
+        app.name,
+        verdict.policy.name if verdict.policy else None,
+        verdict.outcome,
+    )
+    if verdict.outcome not in ("allow", "bypass", "service"):
+        return block(request, edge, app, identity=True)
+    nonce = edge.add_login(
+        {
+            "session": session,
+            "app": app,
+            "host": host,
+            "redirect_path": path,
+            "policy": verdict.policy,
+            "app_session_hash": _app_session_hash(request, edge),
+        }
+    )
+    state = (
+        base64.urlsafe_b64encode(json.dumps({"hostname": host, "authDomain": edge.team_host}).encode())
+        .decode()
+        .rstrip("=")
+    )
+    scheme = "https" if request.secure else "http"
+    location = f"{scheme}://{host}/cdn-cgi/access/authorized?nonce={nonce}&state={state}"
+    return web.Response(status=302, headers={**edge_headers(request["ray"]), **NO_STORE, "Location": location})
+
+
+def _app_session_hash(request: web.Request, edge: Edge) -> str | None:
+    """The ``app_session_hash`` of the signed ``meta`` this login came with, if any."""
+    meta = request.query.get("meta")
+    if not meta:
+        return None
+    verified = tokens.verify(meta, edge.keys, edge.clock.now())
+    if verified is None or verified[1].get("type") != "meta":
+        return None
+    value = verified[1].get("app_session_hash")
+    return value if isinstance(value, str) else None
+
+
+async def handle_authorized(request: web.Request, edge: Edge) -> web.Response:
+    """``/cdn-cgi/access/authorized`` on the app host: one-time nonce -> app cookie -> 302 (spec §1.4)."""
+    pending = edge.take_login(request.query.get("nonce", ""))
+    invalid = pending is None or pending.host != request.host.lower()
+    if pending is not None and pending.app_session_hash is not None:
+        app_session = cookie(request, h.CF_APP_SESSION) or ""
+        invalid = invalid or not hmac.compare_digest(claims.app_session_hash(app_session), pending.app_session_hash)
+    if invalid or pending is None:
+        return _html(
+            request,
+            pages.notice(
+                "Invalid login session", "Please try going to the URL of your application again.", request["ray"]
+            ),
+            400,
+        )
+    if not pending.session.alive(edge.clock.now()):
+        return _html(
+            request,
+            pages.notice("Invalid login session", "Your session ended. Please sign in again.", request["ray"]),
+            400,
+        )
+    jwt, exp = edge.app_jwt(pending.session, pending.app, pending.policy)
+    # an absolute URL on the app's own origin: the path was checked, the origin is not the client's to choose
+    location = f"{'https' if request.secure else 'http'}://{pending.host}{pending.redirect_path}"
+    response = web.Response(status=302, headers={**edge_headers(request["ray"]), **NO_STORE, "Location": location})
+    for name, value in app_cookies(request, pending.app, jwt, exp):
+        response.headers.add(name, value)
+    clear_cookie(response, h.CF_APP_SESSION, secure=request.secure)
+    return response
+
+
+async def handle_logout(request: web.Request, edge: Edge, *, team: bool) -> web.Response:
+    """``/cdn-cgi/access/logout`` on either host: revoke the session everywhere (spec §1.9)."""
+    for token in (cookie(request, h.CF_AUTHORIZATION), request.headers.get(h.ACCESS_TOKEN)):
+        cred = edge.credential(token) if token else None
+        if cred is not None and cred.session is not None:
+            edge.revoke(cred.session)
+    response = _html(
+        request, pages.notice("Logged out", "You have been logged out of Cloudflare Access.", request["ray"])
+    )
+    clear_cookie(response, h.CF_AUTHORIZATION, secure=request.secure)
+    if not team:
+        clear_cookie(response, h.CF_BINDING, secure=request.secure)
+    return response

@@ -1,0 +1,233 @@
+"""Forwarding to the origin: header hygiene, streamed bodies both ways, websockets, 502/504 pages."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Iterable
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+from . import headers as h
+from . import pages
+from .config import IngressRule
+
+SMALL_BODY = 64 * 1024  # origin bodies up to this size are read whole; larger ones are streamed
+CHUNK = 64 * 1024
+WS_HEADERS = frozenset(
+    {
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-extensions",
+        "sec-websocket-protocol",
+        "sec-websocket-accept",
+    }
+)
+RESPONSE_DROP = h.HOP_BY_HOP | {
+    "x-accel-buffering",
+    "x-accel-charset",
+    "x-accel-limit-rate",
+    "x-accel-redirect",
+    "server",
+    "cf-ray",
+}
+
+
+def new_ray() -> str:
+    """A Ray ID in Cloudflare's shape: 16 hex, a dash, a location code (spec §8)."""
+    return secrets.token_hex(8) + "-DEV"
+
+
+def edge_headers(ray: str) -> dict[str, str]:
+    """Headers on every response the edge sends."""
+    return {"Server": "cloudflare", "CF-Ray": ray}
+
+
+def clean_request_headers(request: web.Request, *, drop: str | None = None) -> CIMultiDict[str]:
+    """The client's headers minus hop-by-hop and anything that could spoof identity (spec §2.6, §8).
+
+    Every ``Cf-Access-*`` header (assertions, emails, client ids and secrets, tokens),
+    ``CF-Connecting-IP``-style headers, and the ``CF_Binding`` cookie are removed; ``drop`` names one
+    more header to remove (an app's single-header service token).
+    """
+    connection_tokens: set[str] = set()
+    conn = request.headers.get("Connection")
+    if conn:
+        connection_tokens = {t.strip().lower() for t in conn.split(",")}
+    out: CIMultiDict[str] = CIMultiDict()
+    drop_low = drop.lower() if drop else None
+    for name, value in request.headers.items():
+        low = name.lower()
+        if (
+            low in h.HOP_BY_HOP
+            or low in h.SPOOFABLE_EXACT
+            or low.startswith(h.SPOOFABLE_PREFIX)
+            or low in connection_tokens
+            or low == drop_low
+        ):
+            continue
+        if low == "cookie" and h.CF_BINDING in value:
+            value = "; ".join(c for c in value.split("; ") if not c.strip().startswith(h.CF_BINDING + "="))
+            if not value:
+                continue
+        out.add(name, value)
+    return out
+
+
+def add_edge_request_headers(
+    out: CIMultiDict[str], request: web.Request, *, ip: str, country: str, ray: str, scheme: str
+) -> None:
+    """The headers Cloudflare adds for the origin (spec §8)."""
+    forwarded = out.get(h.X_FORWARDED_FOR)
+    out[h.X_FORWARDED_FOR] = f"{forwarded},{ip}" if forwarded else ip
+    out[h.X_FORWARDED_PROTO] = scheme
+    out[h.CONNECTING_IP] = ip
+    out[h.IP_COUNTRY] = country
+    out[h.RAY] = ray
+    out[h.VISITOR] = f'{{"scheme":"{scheme}"}}'
+    out[h.CDN_LOOP] = "cloudflare"
+
+
+async def forward(
+    request: web.Request,
+    client: aiohttp.ClientSession,
+    rule: IngressRule,
+    upstream_headers: CIMultiDict[str],
+    *,
+    ray: str,
+    read_timeout: float,
+    extra_response_headers: Iterable[tuple[str, str]] = (),
+) -> web.StreamResponse:
+    """Send the request to ``rule``'s origin and stream the answer back."""
+    if rule.http_host_header:
+        upstream_headers[h.X_FORWARDED_HOST] = request.host
+        upstream_headers["Host"] = rule.http_host_header
+    url = rule.service + request.raw_path
+    if _is_websocket(request):
+        return await _forward_websocket(request, client, url, upstream_headers, rule, ray)
+    body = request.content.iter_chunked(CHUNK) if request.body_exists else None
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=rule.connect_timeout, sock_read=read_timeout)
+    try:
+        async with client.request(
+            request.method,
+            url,
+            headers=upstream_headers,
+            data=body,
+            allow_redirects=False,
+            timeout=timeout,
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+        ) as upstream:
+            out = CIMultiDict((k, v) for k, v in upstream.headers.items() if k.lower() not in RESPONSE_DROP)
+            out.update(edge_headers(ray))
+            for k, v in extra_response_headers:
+                out.add(k, v)
+            length = upstream.content_length
+            if (
+                request.method != "HEAD"
+                and length is not None
+                and length <= SMALL_BODY
+                and upstream.status not in (204, 304)
+            ):
+                data = await upstream.read()
+                out.popall("Content-Length", None)
+                return web.Response(status=upstream.status, reason=upstream.reason, headers=out, body=data)
+            response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=out)
+            await response.prepare(request)
+            try:
+                async for chunk in upstream.content.iter_chunked(CHUNK):
+                    await response.write(chunk)
+            except (TimeoutError, aiohttp.ClientError):
+                # the origin died mid-body: the status is gone already, so cut the connection
+                # rather than pretend the body is complete
+                if request.transport is not None:
+                    request.transport.close()
+                return response
+            await response.write_eof()
+            return response
+    except TimeoutError:
+        return origin_error(
+            request, 504, "Gateway time-out", ray, f"The origin did not answer within {read_timeout:g}s."
+        )
+    except aiohttp.ClientError as exc:
+        return origin_error(
+            request, 502, "Bad gateway", ray, f"The origin {rule.service} could not be reached ({type(exc).__name__})."
+        )
+
+
+def origin_error(request: web.Request, status: int, title: str, ray: str, detail: str) -> web.Response:
+    return web.Response(
+        status=status,
+        text=pages.origin_error(status, title, request.host, ray, detail),
+        content_type="text/html",
+        headers={**edge_headers(ray), "Cache-Control": "private, max-age=0, no-store, no-cache, must-revalidate"},
+    )
+
+
+def _is_websocket(request: web.Request) -> bool:
+    return request.headers.get("Upgrade", "").lower() == "websocket"
+
+
+async def _forward_websocket(
+    request: web.Request,
+    client: aiohttp.ClientSession,
+    url: str,
+    upstream_headers: CIMultiDict[str],
+    rule: IngressRule,
+    ray: str,
+) -> web.StreamResponse:
+    protocols = tuple(p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip())
+    headers = CIMultiDict((k, v) for k, v in upstream_headers.items() if k.lower() not in WS_HEADERS)
+    try:
+        upstream = await client.ws_connect(
+            url,
+            headers=headers,
+            protocols=protocols,
+            timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=10),
+            autoclose=False,
+            autoping=False,
+            max_msg_size=0,
+        )
+    except aiohttp.WSServerHandshakeError as exc:
+        return web.Response(status=exc.status or 502, headers=edge_headers(ray))
+    except TimeoutError:
+        return origin_error(request, 504, "Gateway time-out", ray, "The origin did not accept the websocket in time.")
+    except aiohttp.ClientError as exc:
+        return origin_error(
+            request, 502, "Bad gateway", ray, f"The origin {rule.service} could not be reached ({type(exc).__name__})."
+        )
+    downstream = web.WebSocketResponse(
+        protocols=(upstream.protocol,) if upstream.protocol else (), autoclose=False, autoping=False, max_msg_size=0
+    )
+    downstream.headers.update(edge_headers(ray))
+    await downstream.prepare(request)
+
+    async def pump(
+        src: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
+        dst: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
+    ) -> None:
+        async for msg in src:
+            match msg.type:
+                case aiohttp.WSMsgType.TEXT:
+                    await dst.send_str(msg.data)
+                case aiohttp.WSMsgType.BINARY:
+                    await dst.send_bytes(msg.data)
+                case aiohttp.WSMsgType.PING:
+                    await dst.ping(msg.data)
+                case aiohttp.WSMsgType.PONG:
+                    await dst.pong(msg.data)
+                case aiohttp.WSMsgType.CLOSE:
+                    break
+        await dst.close(code=src.close_code or aiohttp.WSCloseCode.OK)
+
+    tasks = [asyncio.create_task(pump(downstream, upstream)), asyncio.create_task(pump(upstream, downstream))]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await upstream.close()
+        await downstream.close()
+    return downstream

@@ -1,0 +1,103 @@
+"""What every handler reads off a request and writes on a response: keys, addresses, cookies."""
+
+from __future__ import annotations
+
+from email.utils import formatdate
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from .config import App
+from .edge import Edge
+
+edge_key = web.AppKey("edge_key", Edge)
+client_key = web.AppKey("client_key", aiohttp.ClientSession)
+
+NO_STORE = {
+    "Cache-Control": "private, max-age=0, no-store, no-cache, must-revalidate, post-check=0, pre-check=0",
+    "Expires": "Thu, 01 Jan 1970 00:00:01 GMT",
+}
+
+
+def split_host(host: str) -> tuple[str, str]:
+    """``Admin.Acme.test:8787`` -> (``admin.acme.test``, ``8787``); IPv6 literals keep brackets."""
+    host = host.lower()
+    if host.startswith("["):
+        end = host.find("]")
+        return host[: end + 1], host[end + 2 :]
+    name, _, port = host.partition(":")
+    return name.rstrip("."), port
+
+
+def client_ip(request: web.Request) -> str:
+    """The connecting address: only the socket is trusted, never a header."""
+    return request.remote or "127.0.0.1"
+
+
+def scheme(request: web.Request) -> str:
+    return "https" if request.secure else "http"
+
+
+def cookie(request: web.Request, name: str) -> str | None:
+    """One cookie's value, without parsing the whole header into a SimpleCookie."""
+    raw = request.headers.get("Cookie")
+    if not raw or name not in raw:
+        return None
+    prefix = name + "="
+    for part in raw.split(";"):
+        part = part.strip()
+        if part.startswith(prefix):
+            return part[len(prefix) :].strip('"')
+    return None
+
+
+def set_cookie(response: web.StreamResponse, name: str, value: str, **attributes: Any) -> None:
+    response.headers.add("Set-Cookie", cookie_header(name, value, **attributes))
+
+
+def cookie_header(
+    name: str,
+    value: str,
+    *,
+    expires: float | None,
+    secure: bool,
+    same_site: str | None = "none",
+    http_only: bool = True,
+    path: str = "/",
+) -> str:
+    """A Set-Cookie value in Cloudflare's attribute order (spec §1.5).
+
+    Over plain HTTP browsers refuse ``SameSite=None`` without ``Secure``, so there ``Secure`` is
+    left out and ``None`` becomes ``Lax``.
+    """
+    parts = [f"{name}={value}"]
+    if expires is not None:
+        parts.append("Expires=" + formatdate(expires, usegmt=True))
+    parts.append(f"Path={path}")
+    if secure:
+        parts.append("Secure")
+    if http_only:
+        parts.append("HttpOnly")
+    if same_site is not None:
+        if not secure and same_site.lower() == "none":
+            same_site = "Lax"
+        parts.append(f"SameSite={same_site}")
+    return "; ".join(parts)
+
+
+def clear_cookie(response: web.StreamResponse, name: str, *, secure: bool, path: str = "/") -> None:
+    set_cookie(response, name, "", expires=0, secure=secure, same_site=None, path=path)
+
+
+def app_cookie_header(name: str, value: str, app: App, *, expires: float, secure: bool, path: str) -> str:
+    """An app-host cookie with the app's SameSite / HttpOnly / Path settings (spec §1.5, §7.3)."""
+    return cookie_header(
+        name,
+        value,
+        expires=expires,
+        secure=secure,
+        same_site=app.same_site_cookie_attribute or "none",
+        http_only=app.http_only_cookie_attribute,
+        path=path if app.path_cookie_attribute else "/",
+    )
