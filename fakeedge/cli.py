@@ -87,7 +87,9 @@ async def _serve(config: Any, listen: tuple[str, int] | None, access_log: bool) 
     edge = Edge.create(config)
     edge_box.append(edge)
     try:
-        runner, (_bound_host, bound_port) = await start(edge, host, port, access_log=AccessLog() if access_log else None)
+        runner, (_bound_host, bound_port) = await start(
+            edge, host, port, access_log=AccessLog() if access_log else None
+        )
     except OSError as exc:
         raise FakeEdgeError(f"cannot listen on {host}:{port} ({exc.strerror}); try --listen 127.0.0.1:0") from None
     out = sys.stderr

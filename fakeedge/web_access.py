@@ -16,7 +16,7 @@ from .config import App
 from .edge import Credential, Edge
 from .policy import AppMatch, Facts, Identity, Verdict, decide
 from .web_proxy import edge_headers
-from .web_request import NO_STORE, app_cookie_header, client_ip, cookie, scheme, set_cookie
+from .web_request import NO_STORE, app_cookie_header, client_ip, cookie, ray_key, scheme, set_cookie
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +175,7 @@ def login_redirect(request: web.Request, edge: Edge, app: App, *, service_token_
     location = (
         f"{edge.team_domain}/cdn-cgi/access/login/{request.host}?kid={app.aud}&meta={meta}&redirect_url={redirect_url}"
     )
-    ray = request["ray"]
+    ray = request[ray_key]
     response = web.Response(
         status=302,
         body=pages.FOUND_BODY,
@@ -197,7 +197,7 @@ def login_redirect(request: web.Request, edge: Edge, app: App, *, service_token_
 
 def access_denied(request: web.Request, edge: Edge, app: App, status: int) -> web.Response:
     """A bare 401/403 from the edge with ``cf-access-aud`` / ``cf-access-domain`` (spec §1.7, §1.8)."""
-    ray = request["ray"]
+    ray = request[ray_key]
     text = (
         pages.FORBIDDEN_MESSAGE if status == 403 else "Unauthorized. A valid Cloudflare Access credential is required."
     )
@@ -213,7 +213,7 @@ def block(
     request: web.Request, edge: Edge, app: App, *, identity: bool, host_header: str | None = None
 ) -> web.Response:
     """The 403 block page, or the app's custom deny URL (spec §1.8)."""
-    ray = request["ray"]
+    ray = request[ray_key]
     custom = app.custom_deny_url if identity else app.custom_non_identity_deny_url
     headers = {**edge_headers(ray), **NO_STORE, h.ACCESS_AUD: app.aud, h.ACCESS_DOMAIN: app.domain}
     if custom:

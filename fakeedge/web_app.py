@@ -20,7 +20,7 @@ from .web_access import Admission, app_cookies, check
 from .web_cdn_cgi import handle_certs, handle_get_identity
 from .web_login import handle_authorized, handle_login, handle_logout
 from .web_proxy import add_edge_request_headers, clean_request_headers, edge_headers, forward, new_ray
-from .web_request import NO_STORE, client_ip, client_key, edge_key, scheme, split_host
+from .web_request import NO_STORE, client_ip, client_key, edge_key, ray_key, scheme, split_host
 
 log = logging.getLogger("fakeedge")
 access_log_key = web.AppKey("access_log_key", "AccessLog")
@@ -59,9 +59,9 @@ class AccessLog:
 def _notice(request: web.Request, status: int, title: str, message: str) -> web.Response:
     return web.Response(
         status=status,
-        text=pages.notice(title, message, request["ray"]),
+        text=pages.notice(title, message, request[ray_key]),
         content_type="text/html",
-        headers={**edge_headers(request["ray"]), **NO_STORE},
+        headers={**edge_headers(request[ray_key]), **NO_STORE},
     )
 
 
@@ -96,7 +96,7 @@ async def handle_app_cdn_cgi(request: web.Request, edge: Edge) -> web.StreamResp
 async def handle(request: web.Request) -> web.StreamResponse:
     """Every request, whatever the host: the team domain, Access, then the ingress rules."""
     edge = request.app[edge_key]
-    ray = request["ray"] = new_ray()
+    ray = request[ray_key] = new_ray()
     host, _ = split_host(request.host)
     started = time.perf_counter()
     app_name = policy_name = "-"

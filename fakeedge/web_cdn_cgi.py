@@ -9,7 +9,7 @@ from aiohttp import web
 from . import headers as h
 from .edge import Edge
 from .web_proxy import edge_headers
-from .web_request import NO_STORE, client_ip, cookie
+from .web_request import NO_STORE, client_ip, cookie, ray_key
 
 
 async def handle_certs(request: web.Request, edge: Edge) -> web.Response:
@@ -17,7 +17,7 @@ async def handle_certs(request: web.Request, edge: Edge) -> web.Response:
     return web.Response(
         body=edge.keys.certs_document(edge.clock.now()),
         content_type="application/json",
-        headers=edge_headers(request["ray"]),
+        headers=edge_headers(request[ray_key]),
     )
 
 
@@ -33,11 +33,11 @@ async def handle_get_identity(request: web.Request, edge: Edge) -> web.Response:
             return web.Response(
                 text=json.dumps(edge.identity_document(cred, client_ip(request))),
                 content_type="application/json",
-                headers={**edge_headers(request["ray"]), **NO_STORE},
+                headers={**edge_headers(request[ray_key]), **NO_STORE},
             )
     return web.Response(
         status=401,
         text=json.dumps({"err": "no valid Access session"}),
         content_type="application/json",
-        headers={**edge_headers(request["ray"]), **NO_STORE},
+        headers={**edge_headers(request[ray_key]), **NO_STORE},
     )

@@ -20,7 +20,7 @@ from .edge import Edge, Session
 from .policy import Facts, Identity, decide
 from .web_access import app_cookies, block
 from .web_proxy import edge_headers
-from .web_request import NO_STORE, clear_cookie, client_ip, cookie, set_cookie, split_host
+from .web_request import NO_STORE, clear_cookie, client_ip, cookie, ray_key, set_cookie, split_host
 
 log = logging.getLogger("fakeedge")
 
@@ -34,7 +34,7 @@ def _html(request: web.Request, body: str, status: int = 200, **extra: str) -> w
         status=status,
         text=body,
         content_type="text/html",
-        headers={**edge_headers(request["ray"]), **NO_STORE, **extra},
+        headers={**edge_headers(request[ray_key]), **NO_STORE, **extra},
     )
 
 
@@ -77,7 +77,7 @@ async def handle_login(request: web.Request) -> web.StreamResponse:
     edge = request.app[edge_key]
     target = _login_target(request, edge)
     if target is None:
-        return _html(request, pages.unknown_app(request["ray"]), 404)
+        return _html(request, pages.unknown_app(request[ray_key]), 404)
     app, host, path = target
     secure = request.secure
 
@@ -186,7 +186,7 @@ def _complete(request: web.Request, edge: Edge, session: Session, app: App, host
     )
     scheme = "https" if request.secure else "http"
     location = f"{scheme}://{host}/cdn-cgi/access/authorized?nonce={nonce}&state={state}"
-    return web.Response(status=302, headers={**edge_headers(request["ray"]), **NO_STORE, "Location": location})
+    return web.Response(status=302, headers={**edge_headers(request[ray_key]), **NO_STORE, "Location": location})
 
 
 def _app_session_hash(request: web.Request, edge: Edge) -> str | None:
@@ -212,20 +212,20 @@ async def handle_authorized(request: web.Request, edge: Edge) -> web.Response:
         return _html(
             request,
             pages.notice(
-                "Invalid login session", "Please try going to the URL of your application again.", request["ray"]
+                "Invalid login session", "Please try going to the URL of your application again.", request[ray_key]
             ),
             400,
         )
     if not pending.session.alive(edge.clock.now()):
         return _html(
             request,
-            pages.notice("Invalid login session", "Your session ended. Please sign in again.", request["ray"]),
+            pages.notice("Invalid login session", "Your session ended. Please sign in again.", request[ray_key]),
             400,
         )
     jwt, exp = edge.app_jwt(pending.session, pending.app, pending.policy)
     # an absolute URL on the app's own origin: the path was checked, the origin is not the client's to choose
     location = f"{'https' if request.secure else 'http'}://{pending.host}{pending.redirect_path}"
-    response = web.Response(status=302, headers={**edge_headers(request["ray"]), **NO_STORE, "Location": location})
+    response = web.Response(status=302, headers={**edge_headers(request[ray_key]), **NO_STORE, "Location": location})
     for name, value in app_cookies(request, pending.app, jwt, exp):
         response.headers.add(name, value)
     clear_cookie(response, h.CF_APP_SESSION, secure=request.secure)
@@ -239,7 +239,7 @@ async def handle_logout(request: web.Request, edge: Edge, *, team: bool) -> web.
         if cred is not None and cred.session is not None:
             edge.revoke(cred.session)
     response = _html(
-        request, pages.notice("Logged out", "You have been logged out of Cloudflare Access.", request["ray"])
+        request, pages.notice("Logged out", "You have been logged out of Cloudflare Access.", request[ray_key])
     )
     clear_cookie(response, h.CF_AUTHORIZATION, secure=request.secure)
     if not team:

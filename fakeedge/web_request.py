@@ -13,6 +13,7 @@ from .edge import Edge
 
 edge_key = web.AppKey("edge_key", Edge)
 client_key = web.AppKey("client_key", aiohttp.ClientSession)
+ray_key = web.RequestKey("ray_key", str)  # the Ray ID of this request, on every edge answer
 
 NO_STORE = {
     "Cache-Control": "private, max-age=0, no-store, no-cache, must-revalidate, post-check=0, pre-check=0",

@@ -1,0 +1,220 @@
+"""Shared fixtures: real origins and real edges on 127.0.0.1, ephemeral ports."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from fakeedge.clock import Clock
+from fakeedge.config import Config, parse_config
+from fakeedge.edge import Edge
+from fakeedge.testing import loopback_session
+from fakeedge.web_app import start
+
+BOT_ID = "2f0e3c7c8d1b4a5e9f6a7b8c9d0e1f2a.access"
+BOT_SECRET = "s3cret-bot-value-0123456789abcdef"
+OTHER_ID = "99999999999999999999999999999999.access"
+OTHER_SECRET = "other-secret-value-0123456789abcd"
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]
+    header_items: list[tuple[str, str]]
+    body_size: int
+
+
+@dataclass
+class Origin:
+    url: str
+    port: int
+    received: list[Received] = field(default_factory=list)
+
+    @property
+    def last(self) -> Received:
+        assert self.received, "the origin received nothing"
+        return self.received[-1]
+
+
+origin_key = web.AppKey("origin_key", Origin)
+
+
+async def _origin_handler(request: web.Request) -> web.StreamResponse:
+    origin = request.app[origin_key]
+    size = 0
+    async for chunk in request.content.iter_chunked(1 << 16):
+        size += len(chunk)
+    origin.received.append(
+        Received(request.method, request.path_qs, dict(request.headers), list(request.headers.items()), size)
+    )
+    return web.json_response({"path": request.path_qs, "size": size})
+
+
+@pytest.fixture
+async def make_origin() -> AsyncIterator[Callable[..., Awaitable[Origin]]]:
+    """Start recording origins: ``await make_origin(extra_routes)``."""
+    runners: list[web.AppRunner] = []
+
+    async def go(setup: Callable[[web.Application], None] | None = None) -> Origin:
+        app = web.Application(client_max_size=0)
+        origin = app[origin_key] = Origin("", 0)
+        if setup is not None:
+            setup(app)
+        app.router.add_route("*", "/{tail:.*}", _origin_handler)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        runners.append(runner)
+        origin.port = runner.addresses[0][1]
+        origin.url = f"http://127.0.0.1:{origin.port}"
+        return origin
+
+    yield go
+    for runner in reversed(runners):
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def origin(make_origin: Callable[..., Awaitable[Origin]]) -> Origin:
+    return await make_origin()
+
+
+def base_config(origin_url: str) -> dict[str, Any]:
+    """The config most tests start from: an Admin app, a service-only Sentry app, a public host."""
+    return {
+        "team": "acme",
+        "users": [
+            {
+                "email": "alice@acme.test",
+                "name": "Alice",
+                "groups": ["admins"],
+                "github_orgs": ["acme"],
+                "country": "GB",
+            },
+            {"email": "bob@acme.test", "name": "Bob"},
+            {"email": "octo@github.test", "name": "Octo", "github_orgs": ["acme"]},
+            {"email": "mallory@evil.test", "name": "Mallory"},
+        ],
+        "service_tokens": [
+            {"name": "ci-deploy-bot", "client_id": BOT_ID, "client_secret": BOT_SECRET},
+            {"name": "other-bot", "client_id": OTHER_ID, "client_secret": OTHER_SECRET},
+        ],
+        "apps": [
+            {
+                "name": "Admin",
+                "domain": "admin.acme.test",
+                "session_duration": "1h",
+                "policies": [
+                    {
+                        "name": "staff",
+                        "decision": "allow",
+                        "include": [
+                            {"email_domain": {"domain": "acme.test"}},
+                            {"github-organization": {"name": "acme"}},
+                        ],
+                    },
+                    {
+                        "name": "bots",
+                        "decision": "non_identity",
+                        "include": [{"service_token": {"token_id": "ci-deploy-bot"}}],
+                    },
+                ],
+            },
+            {
+                "name": "Sentry",
+                "domain": "sentry.acme.test",
+                "policies": [
+                    {
+                        "name": "bots",
+                        "decision": "Service Auth",
+                        "include": [{"service_token": {"token_id": "ci-deploy-bot"}}],
+                    }
+                ],
+            },
+            {
+                "name": "Grafana",
+                "domain": "grafana.acme.test",
+                "policies": [
+                    {"name": "staff", "decision": "Allow", "include": [{"email_domain": {"domain": "acme.test"}}]}
+                ],
+            },
+        ],
+        "ingress": [
+            {"hostname": "admin.acme.test", "service": origin_url},
+            {"hostname": "sentry.acme.test", "service": origin_url},
+            {"hostname": "grafana.acme.test", "service": origin_url},
+            {"hostname": "public.acme.test", "service": origin_url},
+            {"hostname": "teapot.acme.test", "service": "http_status:418"},
+            {"service": "http_status:404"},
+        ],
+    }
+
+
+@dataclass
+class RunningEdge:
+    edge: Edge
+    port: int
+    runner: web.AppRunner
+    client: aiohttp.ClientSession
+
+    @property
+    def config(self) -> Config:
+        return self.edge.config
+
+    @property
+    def clock(self) -> Clock:
+        return self.edge.clock
+
+    def url(self, host: str, path: str = "/") -> str:
+        return f"http://{host}:{self.port}{path}"
+
+    @property
+    def team(self) -> str:
+        return self.edge.team_domain
+
+    def aud(self, name: str) -> str:
+        return self.edge.app(name).aud
+
+
+@pytest.fixture
+async def make_edge(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[RunningEdge]]]:
+    """Start edges from config dicts: ``await make_edge(cfg)``; each gets a loopback client session."""
+    started: list[RunningEdge] = []
+
+    async def go(raw: dict[str, Any], *, clock: Clock | None = None, keys_dir: Path | None = None) -> RunningEdge:
+        raw = copy.deepcopy(raw)
+        raw.setdefault("keys_dir", str(keys_dir or tmp_path / "keys"))
+        edge = Edge.create(parse_config(raw, source="test.yml", base_dir=tmp_path), clock=clock)
+        runner, (_, port) = await start(edge, "127.0.0.1", 0)
+        running = RunningEdge(edge, port, runner, loopback_session())
+        started.append(running)
+        return running
+
+    yield go
+    for running in reversed(started):
+        await running.client.close()
+        await running.runner.cleanup()
+
+
+@pytest.fixture
+async def edge(make_edge: Callable[..., Awaitable[RunningEdge]], origin: Origin) -> RunningEdge:
+    return await make_edge(base_config(origin.url))
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Poll a condition (bounded in time), for things with no event to await."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
