@@ -1,0 +1,200 @@
+"""The proxy on real sockets: header hygiene, origin failures, streamed bodies, websockets."""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import aiohttp
+from aiohttp import web
+
+from .conftest import BOT_ID, BOT_SECRET, Origin, RunningEdge, base_config
+from .test_access_functional import BOT
+
+SPOOFED = {
+    "Cf-Access-Jwt-Assertion": "eyJhbGciOiJub25lIn0.eyJlbWFpbCI6ImV2aWxAeC50ZXN0In0.",
+    "Cf-Access-Authenticated-User-Email": "ceo@acme.test",
+    "CF-Access-Client-Id": "spoof.access",
+    "CF-Connecting-IP": "203.0.113.66",
+    "CF-Connecting-IPv6": "2001:db8::66",
+    "CF-IPCountry": "KP",
+    "CF-Ray": "0000000000000000-EVL",
+    "CF-Visitor": '{"scheme":"https"}',
+    "True-Client-IP": "203.0.113.66",
+    "X-Real-IP": "203.0.113.66",
+    "CDN-Loop": "evil",
+    "X-Forwarded-For": "198.51.100.7",
+    "X-Forwarded-Proto": "https",
+}
+
+
+async def test_spoofable_headers_are_stripped_on_unprotected_hosts(edge: RunningEdge, origin: Origin) -> None:
+    resp = await edge.client.get(edge.url("public.acme.test"), headers=SPOOFED)
+    assert resp.status == 200
+    got = origin.last.headers
+    assert "Cf-Access-Jwt-Assertion" not in got
+    assert "Cf-Access-Authenticated-User-Email" not in got
+    assert "CF-Access-Client-Id" not in got
+    assert "CF-Connecting-IPv6" not in got
+    assert "True-Client-IP" not in got and "X-Real-IP" not in got
+    assert got["CF-Connecting-IP"] == "127.0.0.1"
+    assert got["CF-IPCountry"] == "US"
+    assert got["CF-Ray"] == resp.headers["CF-Ray"] != SPOOFED["CF-Ray"]
+    assert got["CF-Visitor"] == '{"scheme":"http"}'
+    assert got["CDN-Loop"] == "cloudflare"
+    assert got["X-Forwarded-For"] == "198.51.100.7,127.0.0.1"  # appended, no space (spec §8)
+    assert got["X-Forwarded-Proto"] == "http"
+
+
+async def test_spoofed_identity_is_replaced_on_admitted_requests(edge: RunningEdge, origin: Origin) -> None:
+    resp = await edge.client.get(
+        edge.url("sentry.acme.test"),
+        headers={
+            **SPOOFED,
+            "CF-Access-Client-Id": BOT_ID,
+            "CF-Access-Client-Secret": BOT_SECRET,
+            "Cookie": "CF_Binding=x; a=b",
+        },
+    )
+    assert resp.status == 200
+    got = origin.last.headers
+    assert got["Cf-Access-Jwt-Assertion"] != SPOOFED["Cf-Access-Jwt-Assertion"]
+    assert "Cf-Access-Authenticated-User-Email" not in got  # a service token has no email
+    assert "CF-Access-Client-Secret" not in got
+    assert got["Cookie"] == "a=b"  # CF_Binding never reaches the origin
+    assert [k for k, _ in origin.last.header_items].count("Cf-Access-Jwt-Assertion") == 1
+
+
+async def test_forged_assertion_without_session_is_redirected(edge: RunningEdge, origin: Origin) -> None:
+    resp = await edge.client.get(edge.url("admin.acme.test"), headers=SPOOFED, allow_redirects=False)
+    assert resp.status == 302
+    assert origin.received == []
+
+
+async def test_http_host_header_rewrite(make_edge, origin: Origin) -> None:  # type: ignore[no-untyped-def]
+    cfg = base_config(origin.url)
+    cfg["ingress"][3]["originRequest"] = {"httpHostHeader": "internal.svc", "connectTimeout": "2s", "noTLSVerify": True}
+    running = await make_edge(cfg)
+    assert running.config.not_emulated == ("ingress[3].originRequest.noTLSVerify",)
+    await running.client.get(running.url("public.acme.test"))
+    assert origin.last.headers["Host"] == "internal.svc"
+    assert origin.last.headers["X-Forwarded-Host"] == f"public.acme.test:{running.port}"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_refused_origin_gets_a_502_page(make_edge) -> None:  # type: ignore[no-untyped-def]
+    running = await make_edge(base_config(f"http://127.0.0.1:{_free_port()}"))
+    resp = await running.client.get(running.url("public.acme.test"))
+    assert resp.status == 502
+    assert resp.headers["Server"] == "cloudflare"
+    text = await resp.text()
+    assert "Error 502" in text and "Bad gateway" in text and resp.headers["CF-Ray"] in text
+
+
+async def _misbehaving(make_origin: Callable[..., Awaitable[Origin]]) -> Origin:
+    async def reset(request: web.Request) -> web.Response:
+        assert request.transport is not None
+        request.transport.abort()
+        raise asyncio.CancelledError
+
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(1.5)
+        return web.Response(text="late")
+
+    def setup(app: web.Application) -> None:
+        app.router.add_get("/reset", reset)
+        app.router.add_get("/slow", slow)
+
+    return await make_origin(setup)
+
+
+async def test_reset_and_timed_out_origins(make_edge, make_origin) -> None:  # type: ignore[no-untyped-def]
+    bad = await _misbehaving(make_origin)
+    cfg = base_config(bad.url)
+    cfg["origin_timeout"] = "300ms"
+    running = await make_edge(cfg)
+    resp = await running.client.get(running.url("public.acme.test", "/reset"))
+    assert resp.status == 502
+    resp = await running.client.get(running.url("public.acme.test", "/slow"))
+    assert resp.status == 504
+    assert "Gateway time-out" in await resp.text()
+
+
+async def test_large_bodies_stream_both_ways_in_bounded_memory(make_edge, make_origin) -> None:  # type: ignore[no-untyped-def]
+    size = 512 * 1024 * 1024
+    chunk = b"x" * (1 << 20)
+
+    async def download(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Length": str(size)})
+        await resp.prepare(request)
+        for _ in range(size // len(chunk)):
+            await resp.write(chunk)
+        await resp.write_eof()
+        return resp
+
+    def setup(app: web.Application) -> None:
+        app.router.add_get("/download", download)
+
+    origin = await make_origin(setup)
+    running = await make_edge(base_config(origin.url))
+
+    async def upload() -> AsyncIterator[bytes]:
+        for _ in range(size // len(chunk)):
+            yield chunk
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    resp = await running.client.post(running.url("public.acme.test", "/upload"), data=upload())
+    assert resp.status == 200
+    assert (await resp.json())["size"] == size
+    assert origin.last.body_size == size
+
+    resp = await running.client.get(running.url("public.acme.test", "/download"))
+    received = 0
+    async for part in resp.content.iter_chunked(1 << 20):
+        received += len(part)
+    assert received == size
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mib < 100, f"peak memory grew by {grown_mib:.0f} MiB for 2 x 512 MiB through the edge"
+
+
+async def test_websocket_passes_through_with_the_assertion(make_edge, make_origin) -> None:  # type: ignore[no-untyped-def]
+    seen: dict[str, str] = {}
+
+    async def ws_echo(request: web.Request) -> web.WebSocketResponse:
+        seen.update(request.headers)
+        ws = web.WebSocketResponse(protocols=("chat",))
+        await ws.prepare(request)
+        async for msg in ws:
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                await ws.send_str("echo:" + msg.data)
+            elif msg.type == aiohttp.WSMsgType.BINARY:
+                await ws.send_bytes(msg.data[::-1])
+        return ws
+
+    def setup(app: web.Application) -> None:
+        app.router.add_get("/ws", ws_echo)
+
+    origin = await make_origin(setup)
+    running = await make_edge(base_config(origin.url))
+    # refused without credentials: the upgrade gets the login redirect
+    resp = await running.client.get(
+        running.url("admin.acme.test", "/ws"),
+        headers={"Upgrade": "websocket", "Connection": "Upgrade"},
+        allow_redirects=False,
+    )
+    assert resp.status == 302
+    async with running.client.ws_connect(running.url("admin.acme.test", "/ws"), headers=BOT, protocols=("chat",)) as ws:
+        assert ws.protocol == "chat"
+        await ws.send_str("hello")
+        assert await asyncio.wait_for(ws.receive_str(), 5) == "echo:hello"
+        await ws.send_bytes(b"abc")
+        assert await asyncio.wait_for(ws.receive_bytes(), 5) == b"cba"
+    assert seen["Cf-Access-Jwt-Assertion"].count(".") == 2
+    assert "CF-Access-Client-Secret" not in seen
