@@ -285,14 +285,14 @@ class _Reader:
                 raise self.fail(_join(key, str(name)), f"unknown key '{name}'{did} valid: {', '.join(allowed)}")
         return value
 
-    def list(self, value: Any, key: str) -> list[Any]:
+    def seq(self, value: Any, key: str) -> list[Any]:
         if value is None:
             return []
         if not isinstance(value, list):
             raise self.fail(key, f"expected a list, got {_kind(value)}")
         return value
 
-    def str(self, value: Any, key: str, *, required: bool = False, default: str | None = None) -> Any:
+    def text(self, value: Any, key: str, *, required: bool = False, default: str | None = None) -> Any:
         if value is None:
             if required:
                 raise self.fail(key, "is required (a string)")
@@ -301,7 +301,7 @@ class _Reader:
             raise self.fail(key, f"expected a non-empty string, got {_kind(value)}")
         return str(value)
 
-    def bool(self, value: Any, key: str, default: bool) -> bool:
+    def flag(self, value: Any, key: str, default: bool) -> bool:
         if value is None:
             return default
         if not isinstance(value, bool):
@@ -452,11 +452,11 @@ def parse_config(raw: Any, *, source: str = "<config>", base_dir: Path | None = 
     r = _Reader(source)
     top = r.mapping(raw, "", TOP_KEYS)
     base_dir = base_dir or Path.cwd()
-    team = r.str(top.get("team"), "team", required=True)
+    team = r.text(top.get("team"), "team", required=True)
     if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", team):
         raise r.fail("team", f"expected lower-case letters, digits and '-', got {team!r}")
 
-    team_domain = r.str(top.get("team_domain"), "team_domain")
+    team_domain = r.text(top.get("team_domain"), "team_domain")
     if team_domain is not None:
         parts = urlsplit(team_domain)
         if parts.scheme not in ("http", "https") or not parts.hostname or parts.path.strip("/"):
@@ -465,12 +465,12 @@ def parse_config(raw: Any, *, source: str = "<config>", base_dir: Path | None = 
             )
         team_domain = f"{parts.scheme}://{parts.netloc.lower()}"
 
-    listen = r.convert(r.str(top.get("listen"), "listen", default="127.0.0.1:8787"), "listen", parse_host_port)
-    keys_dir = Path(r.str(top.get("keys_dir"), "keys_dir", default="keys"))
+    listen = r.convert(r.text(top.get("listen"), "listen", default="127.0.0.1:8787"), "listen", parse_host_port)
+    keys_dir = Path(r.text(top.get("keys_dir"), "keys_dir", default="keys"))
     if not keys_dir.is_absolute():
         keys_dir = base_dir / keys_dir
 
-    users = tuple(_user(r, u, f"users[{i}]") for i, u in enumerate(r.list(top.get("users"), "users")))
+    users = tuple(_user(r, u, f"users[{i}]") for i, u in enumerate(r.seq(top.get("users"), "users")))
     seen: set[str] = set()
     for i, u in enumerate(users):
         if u.email.lower() in seen:
@@ -479,7 +479,7 @@ def parse_config(raw: Any, *, source: str = "<config>", base_dir: Path | None = 
 
     tokens = tuple(
         _service_token(r, t, f"service_tokens[{i}]", team)
-        for i, t in enumerate(r.list(top.get("service_tokens"), "service_tokens"))
+        for i, t in enumerate(r.seq(top.get("service_tokens"), "service_tokens"))
     )
     for i, t in enumerate(tokens):
         if any(o.client_id == t.client_id or o.name == t.name for o in tokens[:i]):
@@ -487,23 +487,23 @@ def parse_config(raw: Any, *, source: str = "<config>", base_dir: Path | None = 
 
     lists = _Lists(
         emails={
-            str(k): tuple(str(e).lower() for e in r.list(v, f"email_lists.{k}"))
+            str(k): tuple(str(e).lower() for e in r.seq(v, f"email_lists.{k}"))
             for k, v in r.mapping(top.get("email_lists"), "email_lists", list(top.get("email_lists") or {})).items()
         },
         ips={
             str(k): tuple(
-                r.convert(str(e), f"email_lists.{k}[{j}]", _network) for j, e in enumerate(r.list(v, f"ip_lists.{k}"))
+                r.convert(str(e), f"email_lists.{k}[{j}]", _network) for j, e in enumerate(r.seq(v, f"ip_lists.{k}"))
             )
             for k, v in r.mapping(top.get("ip_lists"), "ip_lists", list(top.get("ip_lists") or {})).items()
         },
         tokens=tokens,
         groups={},
     )
-    for i, g in enumerate(r.list(top.get("groups"), "groups")):
+    for i, g in enumerate(r.seq(top.get("groups"), "groups")):
         key = f"groups[{i}]"
         gm = r.mapping(g, key, ("id", "name", "include", "exclude", "require"))
-        name = r.str(gm.get("name"), f"{key}.name", required=True)
-        gid = r.str(gm.get("id"), f"{key}.id", default=name)
+        name = r.text(gm.get("name"), f"{key}.name", required=True)
+        gid = r.text(gm.get("id"), f"{key}.id", default=name)
         group = AccessGroup(
             id=gid,
             name=name,
@@ -513,7 +513,7 @@ def parse_config(raw: Any, *, source: str = "<config>", base_dir: Path | None = 
         )
         lists.groups[gid] = lists.groups[name] = group
 
-    apps = tuple(_app(r, a, f"apps[{i}]", team, lists) for i, a in enumerate(r.list(top.get("apps"), "apps")))
+    apps = tuple(_app(r, a, f"apps[{i}]", team, lists) for i, a in enumerate(r.seq(top.get("apps"), "apps")))
     for i, app in enumerate(apps):
         for other in apps[:i]:
             if other.aud == app.aud:
@@ -532,10 +532,10 @@ def parse_config(raw: Any, *, source: str = "<config>", base_dir: Path | None = 
         service_tokens=tokens,
         apps=apps,
         ingress=ingress,
-        allow_any_email=r.bool(top.get("allow_any_email"), "allow_any_email", True),
-        one_time_pin=r.bool(top.get("one_time_pin"), "one_time_pin", False),
+        allow_any_email=r.flag(top.get("allow_any_email"), "allow_any_email", True),
+        one_time_pin=r.flag(top.get("one_time_pin"), "one_time_pin", False),
         default_country=_country(r, top.get("default_country"), "default_country") or "US",
-        strict_service_token_auth=r.bool(top.get("strict_service_token_auth"), "strict_service_token_auth", False),
+        strict_service_token_auth=r.flag(top.get("strict_service_token_auth"), "strict_service_token_auth", False),
         logout_delay=r.duration(top.get("logout_delay"), "logout_delay", 0.0) or 0.0,
         origin_timeout=r.duration(top.get("origin_timeout"), "origin_timeout", 100.0) or 100.0,
         not_emulated=not_emulated,
@@ -551,7 +551,7 @@ class _Lists:
 
 
 def _country(r: _Reader, value: Any, key: str) -> str | None:
-    text = r.str(value, key)
+    text = r.text(value, key)
     if text is None:
         return None
     if not re.fullmatch(r"[A-Za-z]{2}", text):
@@ -562,12 +562,12 @@ def _country(r: _Reader, value: Any, key: str) -> str | None:
 def _strings(r: _Reader, value: Any, key: str) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
-    return tuple(r.str(v, f"{key}[{i}]", required=True) for i, v in enumerate(r.list(value, key)))
+    return tuple(r.text(v, f"{key}[{i}]", required=True) for i, v in enumerate(r.seq(value, key)))
 
 
 def _user(r: _Reader, raw: Any, key: str) -> User:
     m = r.mapping(raw, key, USER_KEYS)
-    email = r.str(m.get("email"), f"{key}.email", required=True)
+    email = r.text(m.get("email"), f"{key}.email", required=True)
     if "@" not in email:
         raise r.fail(f"{key}.email", f"expected an email address, got {email!r}")
     custom = m.get("custom")
@@ -575,22 +575,22 @@ def _user(r: _Reader, raw: Any, key: str) -> User:
         raise r.fail(f"{key}.custom", f"expected a mapping of extra claims, got {_kind(custom)}")
     return User(
         email=email,
-        name=r.str(m.get("name"), f"{key}.name", default=email.split("@")[0]),
+        name=r.text(m.get("name"), f"{key}.name", default=email.split("@")[0]),
         groups=_strings(r, m.get("groups"), f"{key}.groups"),
         github_orgs=_strings(r, m.get("github_orgs"), f"{key}.github_orgs"),
         country=_country(r, m.get("country"), f"{key}.country"),
         amr=_strings(r, m.get("amr"), f"{key}.amr") or ("pwd",),
-        idp=r.str(m.get("idp"), f"{key}.idp", default="fakeedge"),
+        idp=r.text(m.get("idp"), f"{key}.idp", default="fakeedge"),
         custom=custom,
     )
 
 
 def _service_token(r: _Reader, raw: Any, key: str, team: str) -> ServiceToken:
     m = r.mapping(raw, key, TOKEN_KEYS)
-    name = r.str(m.get("name"), f"{key}.name", required=True)
-    client_id = r.str(m.get("client_id"), f"{key}.client_id", required=True)
-    secret = r.str(m.get("client_secret"), f"{key}.client_secret", required=True)
-    token_id = r.str(m.get("id"), f"{key}.id", default=str(uuid.uuid5(SUB_NAMESPACE, f"{team}:token:{name}")))
+    name = r.text(m.get("name"), f"{key}.name", required=True)
+    client_id = r.text(m.get("client_id"), f"{key}.client_id", required=True)
+    secret = r.text(m.get("client_secret"), f"{key}.client_secret", required=True)
+    token_id = r.text(m.get("id"), f"{key}.id", default=str(uuid.uuid5(SUB_NAMESPACE, f"{team}:token:{name}")))
     return ServiceToken(name=name, id=token_id, client_id=client_id, client_secret=secret)
 
 
@@ -602,7 +602,7 @@ def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
 
 
 def _rules(r: _Reader, raw: Any, key: str, lists: _Lists, *, required: bool = False) -> tuple[Rule, ...]:
-    items = r.list(raw, key)
+    items = r.seq(raw, key)
     if required and not items:
         raise r.fail(key, "needs at least one rule (include is an OR over its rules)")
     return tuple(_rule(r, item, f"{key}[{i}]", lists) for i, item in enumerate(items))
@@ -620,7 +620,7 @@ def _rule(r: _Reader, raw: Any, key: str, lists: _Lists) -> Rule:
 
     def one(field_name: str, *extra: str) -> Any:
         m = r.mapping(body, k, (field_name, *extra))
-        return r.str(m.get(field_name), f"{k}.{field_name}", required=True)
+        return r.text(m.get(field_name), f"{k}.{field_name}", required=True)
 
     match kind:
         case "email":
@@ -653,11 +653,11 @@ def _rule(r: _Reader, raw: Any, key: str, lists: _Lists) -> Rule:
             return Rule(kind, token.client_id)
         case "github-organization":
             m = r.mapping(body, k, ("name", "team", "identity_provider_id"))
-            return Rule(kind, r.str(m.get("name"), f"{k}.name", required=True).lower())
+            return Rule(kind, r.text(m.get("name"), f"{k}.name", required=True).lower())
         case "oidc":
             m = r.mapping(body, k, ("claim_name", "claim_value", "identity_provider_id"))
-            name = r.str(m.get("claim_name"), f"{k}.claim_name", required=True)
-            return Rule(kind, (name, r.str(m.get("claim_value"), f"{k}.claim_value", required=True)))
+            name = r.text(m.get("claim_name"), f"{k}.claim_name", required=True)
+            return Rule(kind, (name, r.text(m.get("claim_value"), f"{k}.claim_value", required=True)))
         case "login_method":
             return Rule(kind, one("id"))
         case "auth_method":
@@ -672,8 +672,8 @@ def _rule(r: _Reader, raw: Any, key: str, lists: _Lists) -> Rule:
 
 def _policy(r: _Reader, raw: Any, key: str, lists: _Lists) -> Policy:
     m = r.mapping(raw, key, POLICY_KEYS)
-    name = r.str(m.get("name"), f"{key}.name", default=key)
-    decision_text = r.str(m.get("decision"), f"{key}.decision", required=True)
+    name = r.text(m.get("name"), f"{key}.name", default=key)
+    decision_text = r.text(m.get("decision"), f"{key}.decision", required=True)
     decision = DECISIONS.get(decision_text.lower())
     if decision is None:
         raise r.fail(
@@ -711,31 +711,31 @@ def _int_or_none(value: float | None) -> int | None:
 
 def _app(r: _Reader, raw: Any, key: str, team: str, lists: _Lists) -> App:
     m = r.mapping(raw, key, APP_KEYS)
-    name = r.str(m.get("name"), f"{key}.name", required=True)
+    name = r.text(m.get("name"), f"{key}.name", required=True)
     texts: list[tuple[str, str]] = []
     if m.get("domain") is not None:
-        texts.append((f"{key}.domain", r.str(m.get("domain"), f"{key}.domain")))
+        texts.append((f"{key}.domain", r.text(m.get("domain"), f"{key}.domain")))
     for field_name in ("domains", "destinations"):
-        for i, d in enumerate(r.list(m.get(field_name), f"{key}.{field_name}")):
+        for i, d in enumerate(r.seq(m.get(field_name), f"{key}.{field_name}")):
             dk = f"{key}.{field_name}[{i}]"
             if isinstance(d, dict):
                 dm = r.mapping(d, dk, ("type", "uri"))
                 if dm.get("type", "public") != "public":
                     raise r.fail(f"{dk}.type", f"only 'public' destinations are emulated, got {dm.get('type')!r}")
-                texts.append((f"{dk}.uri", r.str(dm.get("uri"), f"{dk}.uri", required=True)))
+                texts.append((f"{dk}.uri", r.text(dm.get("uri"), f"{dk}.uri", required=True)))
             else:
-                texts.append((dk, r.str(d, dk, required=True)))
+                texts.append((dk, r.text(d, dk, required=True)))
     if not texts:
         raise r.fail(f"{key}.domain", "is required (host[/path] such as admin.acme.test)")
     destinations = tuple(dict.fromkeys(r.convert(t, k, parse_destination) for k, t in texts))
 
-    aud = r.str(m.get("aud"), f"{key}.aud", default=default_aud(team, name))
+    aud = r.text(m.get("aud"), f"{key}.aud", default=default_aud(team, name))
     if not _AUD.fullmatch(aud):
         raise r.fail(f"{key}.aud", f"expected 64 lower-case hex characters, got {aud!r}")
     if m.get("type", "self_hosted") != "self_hosted":
         raise r.fail(f"{key}.type", f"only self_hosted apps are emulated, got {m.get('type')!r}")
 
-    same_site = r.str(m.get("same_site_cookie_attribute"), f"{key}.same_site_cookie_attribute")
+    same_site = r.text(m.get("same_site_cookie_attribute"), f"{key}.same_site_cookie_attribute")
     if same_site is not None and same_site.lower() not in ("none", "lax", "strict"):
         raise r.fail(f"{key}.same_site_cookie_attribute", f"expected none, lax or strict, got {same_site!r}")
 
@@ -747,16 +747,16 @@ def _app(r: _Reader, raw: Any, key: str, team: str, lists: _Lists) -> App:
         if max_age is not None and (not isinstance(max_age, int) or isinstance(max_age, bool) or max_age < 0):
             raise r.fail(f"{ck}.max_age", f"expected seconds as a whole number, got {_kind(max_age)}")
         cors = CorsHeaders(
-            allow_all_origins=r.bool(c.get("allow_all_origins"), f"{ck}.allow_all_origins", False),
+            allow_all_origins=r.flag(c.get("allow_all_origins"), f"{ck}.allow_all_origins", False),
             allowed_origins=_strings(r, c.get("allowed_origins"), f"{ck}.allowed_origins"),
-            allow_all_methods=r.bool(c.get("allow_all_methods"), f"{ck}.allow_all_methods", False),
+            allow_all_methods=r.flag(c.get("allow_all_methods"), f"{ck}.allow_all_methods", False),
             allowed_methods=tuple(s.upper() for s in _strings(r, c.get("allowed_methods"), f"{ck}.allowed_methods")),
-            allow_all_headers=r.bool(c.get("allow_all_headers"), f"{ck}.allow_all_headers", False),
+            allow_all_headers=r.flag(c.get("allow_all_headers"), f"{ck}.allow_all_headers", False),
             allowed_headers=tuple(s.lower() for s in _strings(r, c.get("allowed_headers"), f"{ck}.allowed_headers")),
-            allow_credentials=r.bool(c.get("allow_credentials"), f"{ck}.allow_credentials", False),
+            allow_credentials=r.flag(c.get("allow_credentials"), f"{ck}.allow_credentials", False),
             max_age=max_age,
         )
-    bypass_options = r.bool(m.get("options_preflight_bypass"), f"{key}.options_preflight_bypass", False)
+    bypass_options = r.flag(m.get("options_preflight_bypass"), f"{key}.options_preflight_bypass", False)
     if cors is not None and bypass_options:
         raise r.fail(
             f"{key}.options_preflight_bypass",
@@ -769,31 +769,31 @@ def _app(r: _Reader, raw: Any, key: str, team: str, lists: _Lists) -> App:
         aud=aud,
         policies=tuple(
             _policy(r, p, f"{key}.policies[{i}]", lists)
-            for i, p in enumerate(r.list(m.get("policies"), f"{key}.policies"))
+            for i, p in enumerate(r.seq(m.get("policies"), f"{key}.policies"))
         ),
         session_duration=int(r.duration(m.get("session_duration"), f"{key}.session_duration", 86400.0) or 0),
         same_site_cookie_attribute=same_site.lower() if same_site else None,
-        http_only_cookie_attribute=r.bool(
+        http_only_cookie_attribute=r.flag(
             m.get("http_only_cookie_attribute"), f"{key}.http_only_cookie_attribute", True
         ),
-        path_cookie_attribute=r.bool(m.get("path_cookie_attribute"), f"{key}.path_cookie_attribute", False),
-        enable_binding_cookie=r.bool(m.get("enable_binding_cookie"), f"{key}.enable_binding_cookie", False),
-        service_auth_401_redirect=r.bool(m.get("service_auth_401_redirect"), f"{key}.service_auth_401_redirect", False),
-        read_service_tokens_from_header=r.str(
+        path_cookie_attribute=r.flag(m.get("path_cookie_attribute"), f"{key}.path_cookie_attribute", False),
+        enable_binding_cookie=r.flag(m.get("enable_binding_cookie"), f"{key}.enable_binding_cookie", False),
+        service_auth_401_redirect=r.flag(m.get("service_auth_401_redirect"), f"{key}.service_auth_401_redirect", False),
+        read_service_tokens_from_header=r.text(
             m.get("read_service_tokens_from_header"), f"{key}.read_service_tokens_from_header"
         ),
         options_preflight_bypass=bypass_options,
         cors_headers=cors,
-        custom_deny_url=r.str(m.get("custom_deny_url"), f"{key}.custom_deny_url"),
-        custom_non_identity_deny_url=r.str(
+        custom_deny_url=r.text(m.get("custom_deny_url"), f"{key}.custom_deny_url"),
+        custom_non_identity_deny_url=r.text(
             m.get("custom_non_identity_deny_url"), f"{key}.custom_non_identity_deny_url"
         ),
-        custom_deny_message=r.str(m.get("custom_deny_message"), f"{key}.custom_deny_message"),
+        custom_deny_message=r.text(m.get("custom_deny_message"), f"{key}.custom_deny_message"),
     )
 
 
 def _ingress(r: _Reader, raw: Any) -> tuple[tuple[IngressRule, ...], tuple[str, ...]]:
-    items = r.list(raw, "ingress")
+    items = r.seq(raw, "ingress")
     if not items:
         return (IngressRule(None, None, "http_status:404"),), ()
     rules: list[IngressRule] = []
@@ -801,7 +801,7 @@ def _ingress(r: _Reader, raw: Any) -> tuple[tuple[IngressRule, ...], tuple[str, 
     for i, item in enumerate(items):
         key = f"ingress[{i}]"
         m = r.mapping(item, key, INGRESS_KEYS)
-        hostname = r.str(m.get("hostname"), f"{key}.hostname")
+        hostname = r.text(m.get("hostname"), f"{key}.hostname")
         if hostname is not None:
             hostname = hostname.lower()
             if ":" in hostname:
@@ -810,18 +810,18 @@ def _ingress(r: _Reader, raw: Any) -> tuple[tuple[IngressRule, ...], tuple[str, 
                 )
             if "*" in hostname[1:]:
                 raise r.fail(f"{key}.hostname", f"'*' may only be the first character, got {hostname!r}")
-        path_text = r.str(m.get("path"), f"{key}.path")
+        path_text = r.text(m.get("path"), f"{key}.path")
         try:
             path = re.compile(path_text) if path_text is not None else None
         except re.error as exc:
             raise r.fail(f"{key}.path", f"not a valid regular expression ({exc})") from None
-        service = r.convert(r.str(m.get("service"), f"{key}.service", required=True), f"{key}.service", _origin_url)
+        service = r.convert(r.text(m.get("service"), f"{key}.service", required=True), f"{key}.service", _origin_url)
         origin = r.mapping(m.get("originRequest"), f"{key}.originRequest", sorted(ORIGIN_REQUEST_KNOWN))
         for name in origin:
             if name not in ORIGIN_REQUEST_HONOURED:
                 not_emulated.append(f"{key}.originRequest.{name}")
         connect = r.duration(origin.get("connectTimeout"), f"{key}.originRequest.connectTimeout", 30.0) or 30.0
-        host_header = r.str(origin.get("httpHostHeader"), f"{key}.originRequest.httpHostHeader")
+        host_header = r.text(origin.get("httpHostHeader"), f"{key}.originRequest.httpHostHeader")
         rule = IngressRule(hostname, path, service, host_header, connect)
         catch_all = hostname in (None, "*") and path is None
         last = i == len(items) - 1

@@ -171,9 +171,9 @@ def _check(rule: Rule, facts: Facts, who: Identity | None) -> bool | None:
         case "ip" | "ip_list":
             return any(facts.ip in net for net in rule.value)
         case "geo":
-            return facts.country == rule.value
+            return bool(facts.country == rule.value)
         case "service_token":
-            return facts.service_token == rule.value
+            return bool(facts.service_token == rule.value)
         case "any_valid_service_token":
             return facts.service_token is not None
         case "group":
@@ -182,24 +182,24 @@ def _check(rule: Rule, facts: Facts, who: Identity | None) -> bool | None:
         return None
     match rule.kind:
         case "email":
-            return who.email.lower() == rule.value
+            return bool(who.email.lower() == rule.value)
         case "email_domain":
-            return who.email.lower().rpartition("@")[2] == rule.value
+            return bool(who.email.lower().rpartition("@")[2] == rule.value)
         case "email_list":
-            return who.email.lower() in rule.value
+            return bool(who.email.lower() in rule.value)
         case "github-organization":
-            return rule.value in (o.lower() for o in who.github_orgs)
+            return any(rule.value == o.lower() for o in who.github_orgs)
         case "oidc":
             name, value = rule.value
             if name == "groups":
-                return value in who.groups
+                return bool(value in who.groups)
             custom = who.user.custom if who.user is not None else None
             claim = (custom or {}).get(name)
-            return value in claim if isinstance(claim, list) else claim == value
+            return bool(value in claim if isinstance(claim, list) else claim == value)
         case "login_method":
-            return who.idp == rule.value
+            return bool(who.idp == rule.value)
         case "auth_method":
-            return rule.value in who.amr
+            return bool(rule.value in who.amr)
     raise AssertionError(rule.kind)  # pragma: no cover - RULE_KINDS is closed
 
 
@@ -245,9 +245,11 @@ def decide(app: App, facts: Facts, who: Identity | None) -> Verdict:
     login could help (``login``) or the non-identity facts already rule the request out.
     """
     for policy in app.policies:
-        if policy.decision in ("bypass", "non_identity"):
-            if _match(policy.include, policy.require, policy.exclude, facts, None)[0]:
-                return Verdict("bypass" if policy.decision == "bypass" else "service", policy)
+        if (
+            policy.decision in ("bypass", "non_identity")
+            and _match(policy.include, policy.require, policy.exclude, facts, None)[0]
+        ):
+            return Verdict("bypass" if policy.decision == "bypass" else "service", policy)
     for policy in app.policies:
         if policy.decision not in ("allow", "deny"):
             continue

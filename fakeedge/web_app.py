@@ -23,7 +23,6 @@ from .web_proxy import add_edge_request_headers, clean_request_headers, edge_hea
 from .web_request import NO_STORE, client_ip, client_key, edge_key, ray_key, scheme, split_host
 
 log = logging.getLogger("fakeedge")
-access_log_key = web.AppKey("access_log_key", "AccessLog")
 
 
 class AccessLog:
@@ -32,8 +31,11 @@ class AccessLog:
     An unbuffered write per request costs about 30% of throughput on these machines.
     """
 
-    def __init__(self, stream: TextIO | None = None, *, flush_every: float = 1.0, max_lines: int = 1000) -> None:
+    def __init__(
+        self, stream: TextIO | None = None, *, enabled: bool = True, flush_every: float = 1.0, max_lines: int = 1000
+    ) -> None:
         self.stream = stream if stream is not None else sys.stderr
+        self.enabled = enabled
         self.flush_every = flush_every
         self.max_lines = max_lines
         self._lines: list[str] = []
@@ -54,6 +56,9 @@ class AccessLog:
             self.stream.write("\n".join(self._lines) + "\n")
             self.stream.flush()
             self._lines.clear()
+
+
+access_log_key = web.AppKey("access_log_key", AccessLog)
 
 
 def _notice(request: web.Request, status: int, title: str, message: str) -> web.Response:
@@ -133,7 +138,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     finally:
         status = response.status if "response" in locals() else 500
         edge_log = request.app[access_log_key]
-        if edge_log is not None:
+        if edge_log.enabled:
             elapsed = (time.perf_counter() - started) * 1000
             edge_log.write(
                 f"{request.method} {request.host}{request.path_qs[:200]} {status} "
@@ -176,7 +181,7 @@ def create_app(edge: Edge, *, access_log: AccessLog | None = None) -> web.Applic
     """The aiohttp application for ``edge``; its upstream ClientSession lives and dies with it."""
     app = web.Application(client_max_size=0)
     app[edge_key] = edge
-    app[access_log_key] = access_log
+    app[access_log_key] = access_log or AccessLog(enabled=False)
 
     async def upstream(app: web.Application) -> AsyncIterator[None]:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, force_close=False)

@@ -1,0 +1,367 @@
+"""The browser sign-in on real sockets, hop by hop: SSO page, callback, cookies, re-login, logout."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import parse_qsl, quote, urlsplit
+
+import aiohttp
+import pytest
+import yarl
+
+from fakeedge.testing import browser_login, loopback_session
+
+from .conftest import Origin, RunningEdge, base_config
+
+CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+async def _login_page(edge: RunningEdge, url: str) -> tuple[aiohttp.ClientResponse, str]:
+    resp = await edge.client.get(url, allow_redirects=False)
+    assert resp.status == 302
+    login = resp.headers["Location"]
+    page = await edge.client.get(login, allow_redirects=False)
+    assert page.status == 200
+    return page, login
+
+
+async def test_the_whole_dance_hop_by_hop(edge: RunningEdge, origin: Origin) -> None:
+    start = edge.url("admin.acme.test", "/reports?month=2026-11")
+    page, login = await _login_page(edge, start)
+    html = await page.text()
+    assert "<title>Sign in ・ Cloudflare Access</title>" in html
+    assert "Log in to Admin" in html
+    assert 'value="alice@acme.test"' in html and 'value="bob@acme.test"' in html  # one button per persona
+    assert '<form method="post">' in html and 'name="email" type="email"' in html
+    assert page.headers["cf-access-domain"] == "admin.acme.test"
+    csrf_cookie = page.cookies["CF_Session"]
+    assert csrf_cookie["httponly"] and not csrf_cookie["secure"]
+
+    csrf = CSRF.search(html)
+    assert csrf is not None
+    resp = await edge.client.post(
+        login, data={"csrf": csrf.group(1), "email": "alice@acme.test"}, allow_redirects=False
+    )
+    assert resp.status == 302
+    callback = urlsplit(resp.headers["Location"])
+    assert (callback.scheme, callback.netloc, callback.path) == (
+        "http",
+        f"admin.acme.test:{edge.port}",
+        "/cdn-cgi/access/authorized",
+    )
+    assert [k for k, _ in parse_qsl(callback.query)] == ["nonce", "state"]
+    org = resp.cookies["CF_Authorization"]  # the org session, on the team domain
+    assert org["httponly"] and org["samesite"] == "Lax" and not org["secure"]
+    org_claims = json.loads(__import__("base64").urlsafe_b64decode(org.value.split(".")[1] + "=="))
+    assert org_claims["type"] == "org"
+
+    resp = await edge.client.get(resp.headers["Location"], allow_redirects=False)
+    assert resp.status == 302
+    assert resp.headers["Location"] == start
+    app_cookie = resp.cookies["CF_Authorization"]
+    assert app_cookie["path"] == "/" and app_cookie["httponly"] and app_cookie["samesite"] == "Lax"
+    assert not app_cookie["secure"]  # plain http: browsers would drop a Secure cookie here
+
+    resp = await edge.client.get(resp.headers["Location"], allow_redirects=False)
+    assert resp.status == 200
+    assert origin.last.path == "/reports?month=2026-11"
+    assert origin.last.headers["Cf-Access-Authenticated-User-Email"] == "alice@acme.test"
+    assert origin.last.headers["Cf-Access-Jwt-Assertion"] == app_cookie.value
+
+
+async def test_typed_address_without_persona_gets_default_attributes(edge: RunningEdge, origin: Origin) -> None:
+    resp = await browser_login(edge.client, edge.url("admin.acme.test"), "Carol@Acme.test")
+    assert resp.status == 200
+    claims = json.loads(
+        __import__("base64").urlsafe_b64decode(origin.last.headers["Cf-Access-Jwt-Assertion"].split(".")[1] + "==")
+    )
+    assert claims["email"] == "Carol@Acme.test"  # case kept, as IdPs send it
+    assert claims["country"] == "US"
+
+
+async def test_allow_any_email_false_refuses_strangers(make_edge, origin: Origin) -> None:  # type: ignore[no-untyped-def]
+    cfg = base_config(origin.url)
+    cfg["allow_any_email"] = False
+    running = await make_edge(cfg)
+    resp = await browser_login(running.client, running.url("admin.acme.test"), "carol@acme.test")
+    assert resp.status == 403
+    assert "carol@acme.test is not one of the configured users." in await resp.text()
+    resp = await browser_login(running.client, running.url("admin.acme.test"), "bob@acme.test")
+    assert resp.status == 200
+
+
+async def _callback(edge: RunningEdge, client: aiohttp.ClientSession, email: str = "alice@acme.test") -> str:
+    resp = await client.get(edge.url("admin.acme.test"), allow_redirects=False)
+    login = resp.headers["Location"]
+    html = await (await client.get(login)).text()
+    csrf = CSRF.search(html)
+    assert csrf is not None
+    resp = await client.post(login, data={"csrf": csrf.group(1), "email": email}, allow_redirects=False)
+    return str(resp.headers["Location"])
+
+
+async def test_callback_nonce_is_one_time(edge: RunningEdge) -> None:
+    callback = await _callback(edge, edge.client)
+    assert (await edge.client.get(callback, allow_redirects=False)).status == 302
+    again = await edge.client.get(callback, allow_redirects=False)
+    assert again.status == 400
+    assert "Invalid login session" in await again.text()
+
+
+async def test_callback_nonce_is_bound_to_its_host(edge: RunningEdge) -> None:
+    callback = await _callback(edge, edge.client)
+    moved = callback.replace("admin.acme.test", "grafana.acme.test")
+    resp = await edge.client.get(moved, allow_redirects=False)
+    assert resp.status == 400
+    # and the nonce is spent: the right host cannot use it after the attempt either
+    assert (await edge.client.get(callback, allow_redirects=False)).status == 400
+
+
+async def test_callback_nonce_is_bound_to_the_app_session_cookie(edge: RunningEdge) -> None:
+    callback = await _callback(edge, edge.client)
+    async with loopback_session() as stranger:  # no CF_AppSession: someone else's browser
+        resp = await stranger.get(callback, allow_redirects=False)
+        assert resp.status == 400
+
+
+OPEN_REDIRECTS = [
+    "//evil.test/",
+    "///evil.test/",
+    "/\\evil.test/",
+    "\\\\evil.test",
+    "https://evil.test/",
+    "http:evil.test",
+    "javascript:alert(1)",
+    "/\t/evil.test",
+    "/\n/evil.test",
+    " //evil.test",
+    "%2F%2Fevil.test",
+    "@evil.test",
+    "evil.test",
+    "//evil.test@admin.acme.test/",
+    "/%09/evil.test",
+]
+
+
+@pytest.mark.parametrize("target", OPEN_REDIRECTS)
+async def test_no_open_redirect_through_redirect_url(edge: RunningEdge, target: str) -> None:
+    resp = await edge.client.get(edge.url("admin.acme.test"), allow_redirects=False)
+    login = yarl.URL(resp.headers["Location"])
+    tampered = login.update_query(redirect_url=target)
+    html = await (await edge.client.get(tampered)).text()
+    csrf = CSRF.search(html)
+    assert csrf is not None
+    resp = await edge.client.post(
+        tampered, data={"csrf": csrf.group(1), "email": "alice@acme.test"}, allow_redirects=False
+    )
+    assert resp.status == 302
+    resp = await edge.client.get(resp.headers["Location"], allow_redirects=False)
+    assert resp.status == 302
+    final = yarl.URL(resp.headers["Location"])
+    assert final.host == "admin.acme.test" and final.port == edge.port and final.scheme == "http"
+    assert final.raw_path.startswith("/") and not final.raw_path.startswith("//")
+
+
+@pytest.mark.parametrize(
+    "host", ["evil.test", "admin.acme.test:1", "admin.acme.test@evil.test", "grafana.acme.test", "admin.acme.test:x"]
+)
+async def test_login_url_for_a_host_outside_the_app_is_refused(edge: RunningEdge, host: str) -> None:
+    url = f"{edge.team}/cdn-cgi/access/login/{quote(host, safe=':@')}?kid={edge.aud('Admin')}&redirect_url=%2F"
+    resp = await edge.client.get(url, allow_redirects=False)
+    assert resp.status == 404
+    assert "Unable to find your Access application!" in await resp.text()
+
+
+async def test_unknown_kid_shows_cloudflares_page(edge: RunningEdge) -> None:
+    resp = await edge.client.get(
+        f"{edge.team}/cdn-cgi/access/login/admin.acme.test:{edge.port}?kid={'0' * 64}&redirect_url=%2F"
+    )
+    assert resp.status == 404
+    assert "It appears that you have attempted to reach an invalid URL" in await resp.text()
+
+
+async def test_silent_relogin_for_a_second_app_and_after_expiry(edge: RunningEdge, origin: Origin) -> None:
+    resp = await browser_login(edge.client, edge.url("admin.acme.test"), "alice@acme.test")
+    assert resp.status == 200
+    # a second app: 302 to the team domain, which answers with the callback at once (no page)
+    resp = await edge.client.get(edge.url("grafana.acme.test", "/d/1"), allow_redirects=False)
+    resp = await edge.client.get(resp.headers["Location"], allow_redirects=False)
+    assert resp.status == 302
+    assert "/cdn-cgi/access/authorized?nonce=" in resp.headers["Location"]
+    resp = await edge.client.get(resp.headers["Location"], allow_redirects=False)
+    resp = await edge.client.get(resp.headers["Location"], allow_redirects=False)
+    assert resp.status == 200
+    assert origin.last.path == "/d/1"
+    # the Admin app token lasts 1h; the team session 24h: after 2h Admin re-logs in silently
+    first = origin.received[-2].headers["Cf-Access-Jwt-Assertion"]
+    edge.clock.advance(2 * 3600)
+    resp = await edge.client.get(edge.url("admin.acme.test", "/again"), allow_redirects=False)
+    assert resp.status == 302
+    resp = await edge.client.get(resp.headers["Location"], allow_redirects=False)
+    assert resp.status == 302 and "/cdn-cgi/access/authorized" in resp.headers["Location"]
+    resp = await browser_login(edge.client, resp.headers["Location"], "nobody@x.test")
+    assert resp.status == 200
+    assert origin.last.path == "/again"
+    assert origin.last.headers["Cf-Access-Jwt-Assertion"] != first
+    # after the team session itself ends, the SSO page is shown again
+    edge.clock.advance(25 * 3600)
+    resp = await edge.client.get(edge.url("admin.acme.test"), allow_redirects=False)
+    page = await edge.client.get(resp.headers["Location"], allow_redirects=False)
+    assert page.status == 200 and "Log in to Admin" in await page.text()
+
+
+async def test_refused_identity_gets_the_block_page(edge: RunningEdge, origin: Origin) -> None:
+    resp = await browser_login(edge.client, edge.url("admin.acme.test"), "mallory@evil.test")
+    assert resp.status == 403
+    assert resp.headers["cf-access-aud"] == edge.aud("Admin")
+    assert resp.headers["cf-access-domain"] == "admin.acme.test"
+    html = await resp.text()
+    data = re.search(r'<div id="json_data" hidden>(.*?)</div>', html)
+    assert data is not None
+    blob = json.loads(data.group(1).replace("&quot;", '"').replace("&#x27;", "'"))
+    assert blob == {
+        "message": "Forbidden. You don't have permission to view this. Please contact your system administrator.",
+        "status_code": 403,
+        "aud": edge.aud("Admin"),
+        "ray_id": resp.headers["CF-Ray"].split("-")[0],
+    }
+    assert origin.received == []
+
+
+async def test_github_org_persona_passes(edge: RunningEdge, origin: Origin) -> None:
+    resp = await browser_login(edge.client, edge.url("admin.acme.test"), "octo@github.test")
+    assert resp.status == 200
+    assert origin.last.headers["Cf-Access-Authenticated-User-Email"] == "octo@github.test"
+
+
+async def test_get_identity_on_app_and_team_hosts(edge: RunningEdge) -> None:
+    for url in (
+        edge.url("admin.acme.test", "/cdn-cgi/access/get-identity"),
+        f"{edge.team}/cdn-cgi/access/get-identity",
+    ):
+        resp = await edge.client.get(url)
+        assert resp.status == 401
+    await browser_login(edge.client, edge.url("admin.acme.test"), "alice@acme.test")
+    app_identity = await (await edge.client.get(edge.url("admin.acme.test", "/cdn-cgi/access/get-identity"))).json()
+    team_identity = await (await edge.client.get(f"{edge.team}/cdn-cgi/access/get-identity")).json()
+    for identity in (app_identity, team_identity):
+        assert identity["email"] == "alice@acme.test"
+        assert identity["name"] == "Alice"
+        assert identity["groups"] == [{"id": "admins", "name": "admins", "email": "admins@acme.test"}]
+        assert identity["geo"] == {"country": "GB"}
+        assert identity["amr"] == ["pwd"]
+        assert identity["version"] == 2
+        assert identity["ip"] == "127.0.0.1"
+    assert app_identity["user_uuid"] == team_identity["user_uuid"]
+
+
+async def test_logout_on_the_app_host_revokes_everywhere(edge: RunningEdge, origin: Origin) -> None:
+    await browser_login(edge.client, edge.url("admin.acme.test"), "alice@acme.test")
+    token = origin.last.headers["Cf-Access-Jwt-Assertion"]
+    resp = await edge.client.get(edge.url("admin.acme.test", "/cdn-cgi/access/logout"))
+    assert resp.status == 200
+    assert resp.cookies["CF_Authorization"].value == ""
+    # the old token is dead even when replayed by hand, and the team session with it
+    resp = await edge.client.get(
+        edge.url("admin.acme.test"), headers={"Cookie": f"CF_Authorization={token}"}, allow_redirects=False
+    )
+    assert resp.status == 302
+    page = await edge.client.get(resp.headers["Location"], allow_redirects=False)
+    assert page.status == 200 and "Log in to Admin" in await page.text()
+
+
+async def test_logout_on_the_team_domain_after_a_delay(make_edge, origin: Origin) -> None:  # type: ignore[no-untyped-def]
+    cfg = base_config(origin.url)
+    cfg["logout_delay"] = "30s"
+    running = await make_edge(cfg)
+    await browser_login(running.client, running.url("admin.acme.test"), "alice@acme.test")
+    resp = await running.client.get(f"{running.team}/cdn-cgi/access/logout")
+    assert resp.status == 200
+    # the app cookie still works for the delay Cloudflare takes (spec §1.9), then stops
+    assert (await running.client.get(running.url("admin.acme.test"), allow_redirects=False)).status == 200
+    running.clock.advance(31)
+    assert (await running.client.get(running.url("admin.acme.test"), allow_redirects=False)).status == 302
+
+
+async def test_one_time_pin(make_edge, origin: Origin, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    cfg = base_config(origin.url)
+    cfg["one_time_pin"] = True
+    running = await make_edge(cfg)
+    resp = await running.client.get(running.url("admin.acme.test"), allow_redirects=False)
+    login = resp.headers["Location"]
+    html = await (await running.client.get(login)).text()
+    assert "Send login code" in html
+    csrf = CSRF.search(html)
+    assert csrf is not None
+    with caplog.at_level(logging.INFO, logger="fakeedge"):
+        resp = await running.client.post(login, data={"csrf": csrf.group(1), "email": "bob@acme.test"})
+    assert resp.status == 200
+    page = await resp.text()
+    otp_id = re.search(r'name="otp_id" value="([^"]+)"', page)
+    assert otp_id is not None
+    code = re.search(r"one-time PIN for bob@acme.test is (\d{6})", caplog.text)
+    assert code is not None
+    resp = await running.client.post(
+        login,
+        data={
+            "csrf": csrf.group(1),
+            "otp_id": otp_id.group(1),
+            "code": "000000" if code.group(1) != "000000" else "111111",
+        },
+        allow_redirects=False,
+    )
+    assert resp.status == 400
+    resp = await running.client.post(
+        login, data={"csrf": csrf.group(1), "otp_id": otp_id.group(1), "code": code.group(1)}, allow_redirects=False
+    )
+    assert resp.status == 302
+    resp = await browser_login(running.client, resp.headers["Location"], "unused@x.test")
+    assert resp.status == 200
+    assert origin.last.headers["Cf-Access-Authenticated-User-Email"] == "bob@acme.test"
+
+
+async def test_csrf_is_required(edge: RunningEdge) -> None:
+    _, login = await _login_page(edge, edge.url("admin.acme.test"))
+    resp = await edge.client.post(login, data={"csrf": "forged", "email": "alice@acme.test"}, allow_redirects=False)
+    assert resp.status == 400
+
+
+async def test_demo_runs_with_no_config(tmp_path: Path) -> None:
+    """``fakeedge serve`` with no config: a protected app on localhost, a verified whoami page."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fakeedge.cli", "serve", "--listen", "127.0.0.1:0"],
+        cwd=tmp_path,
+        env={"XDG_CACHE_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        url = None
+        for _ in range(50):  # bounded: the banner is a handful of lines
+            line = proc.stderr.readline()
+            if not line:
+                break
+            found = re.search(r"Open (http://localhost:\d+/)", line)
+            if found:
+                url = found.group(1)
+                break
+        assert url, "the demo did not print the URL to open"
+        async with loopback_session() as client:
+            resp = await browser_login(client, url, "alice@example.com")
+            assert resp.status == 200
+            html = await resp.text()
+            assert '<span id="who">alice@example.com</span>' in html
+            assert "verified by PyJWT against http://127.0.0.1:" in html
+            resp = await browser_login(client, url.replace("localhost", "127.0.0.1"), "x@y.test")
+            assert resp.status == 404  # the team domain is not the app
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        if proc.stderr is not None:
+            proc.stderr.close()
