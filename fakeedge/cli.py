@@ -140,5 +140,33 @@ def check(config_path: Path) -> None:
         click.echo(f"  note: {key} is accepted but not emulated")
 
 
+@main.command()
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_CONFIG,
+    show_default=True,
+)
+@click.argument("url")
+@click.option("--email", help="Explain for a user signed in with this address.")
+@click.option("--service-token", "service_token", help="Explain for this service token (name, id or client id).")
+@click.option("--ip", default="127.0.0.1", show_default=True, help="The client address.")
+@_errors
+def explain(config_path: Path, url: str, email: str | None, service_token: str | None, ip: str) -> None:
+    """Show which ingress rule, app, policy and rule decide URL, and the outcome."""
+    from .config import load_config
+    from .explain import explain as run
+
+    if email and service_token:
+        raise click.UsageError("give --email or --service-token, not both")
+    config = load_config(config_path)
+    try:
+        lines = run(config, url, email=email, service_token=service_token, ip=ip)
+    except ValueError as exc:
+        raise FakeEdgeError(str(exc)) from None
+    click.echo("\n".join(lines))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

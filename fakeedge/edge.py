@@ -66,6 +66,8 @@ class PendingLogin:
     policy: Policy | None
     app_session_hash: str | None
     expires: float
+    final: str | None = None  # eager chain (spec §1.4): where the last hop sends the browser
+    chain: tuple[str, ...] | None = None  # app hosts still to visit; None before the first hop
 
 
 @dataclass(slots=True)

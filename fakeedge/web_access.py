@@ -152,6 +152,67 @@ def _service_admission(edge: Edge, app: App, verdict: Verdict, client_id: str, *
     return Admission(verdict, jwt, country=edge.config.default_country, set_cookie=(jwt, exp) if set_cookie else None)
 
 
+def is_preflight(request: web.Request) -> bool:
+    return (
+        request.method == "OPTIONS"
+        and "Origin" in request.headers
+        and "Access-Control-Request-Method" in request.headers
+    )
+
+
+def answer_preflight(request: web.Request, app: App) -> web.Response:
+    """A CORS preflight to a protected app (spec §7.4): Access answers it itself, or refuses it.
+
+    Without ``cors_headers`` it is a 403 even for a signed-in user: browsers never send cookies
+    on preflights. With them, the edge echoes the origin and the requested method and headers when
+    the configuration allows them, and answers 403 otherwise (Cloudflare's answer there is unknown).
+    """
+    ray = request[ray_key]
+    cors = app.cors_headers
+    base = {**edge_headers(ray), h.ACCESS_AUD: app.aud, h.ACCESS_DOMAIN: app.domain}
+    if cors is None:
+        return web.Response(status=403, headers=base)
+    origin = request.headers["Origin"]
+    method = request.headers["Access-Control-Request-Method"].upper()
+    asked = [
+        x.strip().lower() for x in request.headers.get("Access-Control-Request-Headers", "").split(",") if x.strip()
+    ]
+    allowed = (
+        (cors.allow_all_origins or origin in cors.allowed_origins)
+        and (cors.allow_all_methods or method in cors.allowed_methods)
+        and (cors.allow_all_headers or all(x in cors.allowed_headers for x in asked))
+    )
+    if not allowed:
+        return web.Response(status=403, headers=base)
+    headers = {
+        **edge_headers(ray),
+        "Vary": "Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
+        "Access-Control-Allow-Origin": origin,
+        "Access-Control-Allow-Methods": method,
+    }
+    if asked:
+        headers["Access-Control-Allow-Headers"] = ", ".join(asked)
+    if cors.allow_credentials:
+        headers["Access-Control-Allow-Credentials"] = "true"
+    if cors.max_age is not None:
+        headers["Access-Control-Max-Age"] = str(cors.max_age)
+    return web.Response(status=200, headers=headers)
+
+
+def metadata_token(request: web.Request, edge: Edge, match: AppMatch) -> str:
+    """The ``cf-access-metadata`` JWT (type ``match``) cloudflared asks for since Aug 2026 (spec §2.5)."""
+    return tokens.sign(
+        claims.match_claims(
+            aud=match.app.aud,
+            hostname=request.host.split(":", 1)[0].lower(),
+            app_hostname=match.destination.host,
+            auth_domain=edge.team_hostname,
+            now=int(edge.clock.now()),
+        ),
+        edge.keys.current,
+    )
+
+
 def login_redirect(request: web.Request, edge: Edge, app: App, *, service_token_status: bool) -> web.Response:
     """The 302 to the team domain's login page, as the real edge sends it (spec §1.2)."""
     now = int(edge.clock.now())

@@ -16,7 +16,8 @@ from . import headers as h
 from . import pages
 from .edge import Edge
 from .errors import ConfigError
-from .web_access import Admission, app_cookies, check
+from .policy import Verdict
+from .web_access import Admission, answer_preflight, app_cookies, check, is_preflight, metadata_token
 from .web_cdn_cgi import handle_certs, handle_get_identity
 from .web_login import handle_authorized, handle_login, handle_logout
 from .web_proxy import add_edge_request_headers, clean_request_headers, edge_headers, forward, new_ray
@@ -125,7 +126,19 @@ async def handle(request: web.Request) -> web.StreamResponse:
         if match is not None:
             app_name = match.app.name
             drop = match.app.read_service_tokens_from_header
-            outcome = check(request, edge, match)
+            if request.method == "HEAD" and request.headers.get(h.METADATA_REQUEST) == "true":
+                decision = "metadata"
+                response = web.Response(headers={**edge_headers(ray), h.METADATA: metadata_token(request, edge, match)})
+                return response
+            if is_preflight(request) and not match.app.options_preflight_bypass:
+                decision = "preflight"
+                response = answer_preflight(request, match.app)
+                return response
+            outcome = (
+                Admission(Verdict("bypass"), country=edge.config.default_country)
+                if is_preflight(request)
+                else check(request, edge, match)
+            )
             if isinstance(outcome, web.Response):
                 decision = f"refuse:{outcome.status}"
                 response = outcome

@@ -201,6 +201,18 @@ def _app_session_hash(request: web.Request, edge: Edge) -> str | None:
     return value if isinstance(value, str) else None
 
 
+EAGER_LIMIT = 5  # spec §1.4: Cloudflare chained at most five domains; longer chains break
+
+
+def eager_hosts(app: App, current: str) -> tuple[str, ...]:
+    """The app's other concrete hosts (same port as ``current``), for the eager cookie chain."""
+    name, port = split_host(current)
+    hosts = list(dict.fromkeys(d.host for d in app.destinations if "*" not in d.host))
+    if len(hosts) < 2 or len(hosts) > EAGER_LIMIT:
+        return ()  # wildcard hosts cannot be visited: only the concrete ones are chained
+    return tuple(f"{h}:{port}" if port else h for h in hosts if h != name)
+
+
 async def handle_authorized(request: web.Request, edge: Edge) -> web.Response:
     """``/cdn-cgi/access/authorized`` on the app host: one-time nonce -> app cookie -> 302 (spec §1.4)."""
     pending = edge.take_login(request.query.get("nonce", ""))
@@ -223,8 +235,25 @@ async def handle_authorized(request: web.Request, edge: Edge) -> web.Response:
             400,
         )
     jwt, exp = edge.app_jwt(pending.session, pending.app, pending.policy)
+    scheme = "https" if request.secure else "http"
     # an absolute URL on the app's own origin: the path was checked, the origin is not the client's to choose
-    location = f"{'https' if request.secure else 'http'}://{pending.host}{pending.redirect_path}"
+    location = pending.final or f"{scheme}://{pending.host}{pending.redirect_path}"
+    chain = pending.chain if pending.chain is not None else eager_hosts(pending.app, pending.host)
+    if chain:
+        # spec §1.4 "eager redirect": set the cookie on each concrete domain of the app in one go
+        nonce = edge.add_login(
+            {
+                "session": pending.session,
+                "app": pending.app,
+                "host": chain[0],
+                "redirect_path": pending.redirect_path,
+                "policy": pending.policy,
+                "app_session_hash": None,
+                "final": location,
+                "chain": chain[1:],
+            }
+        )
+        location = f"{scheme}://{chain[0]}/cdn-cgi/access/authorized?nonce={nonce}"
     response = web.Response(status=302, headers={**edge_headers(request[ray_key]), **NO_STORE, "Location": location})
     for name, value in app_cookies(request, pending.app, jwt, exp):
         response.headers.add(name, value)
