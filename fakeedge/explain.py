@@ -72,8 +72,9 @@ def explain(
     country = who.country if who else config.default_country
     verdict = decide(app, Facts(address, country, client_id), who)
     policy = verdict.policy
+    rule_text = "identity rules, decided at login" if verdict.outcome == "login" else _rule_text(verdict.rule)
     lines.append(
-        f"policy    {policy.name!r} ({policy.decision}), rule {_rule_text(verdict.rule)}"
+        f"policy    {policy.name!r} ({policy.decision}), rule {rule_text}"
         if policy
         else "policy    none matched: deny by default"
     )

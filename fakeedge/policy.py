@@ -245,11 +245,10 @@ def decide(app: App, facts: Facts, who: Identity | None) -> Verdict:
     login could help (``login``) or the non-identity facts already rule the request out.
     """
     for policy in app.policies:
-        if (
-            policy.decision in ("bypass", "non_identity")
-            and _match(policy.include, policy.require, policy.exclude, facts, None)[0]
-        ):
-            return Verdict("bypass" if policy.decision == "bypass" else "service", policy)
+        if policy.decision in ("bypass", "non_identity"):
+            matched, rule = _match(policy.include, policy.require, policy.exclude, facts, None)
+            if matched:
+                return Verdict("bypass" if policy.decision == "bypass" else "service", policy, rule)
     for policy in app.policies:
         if policy.decision not in ("allow", "deny"):
             continue
