@@ -253,10 +253,13 @@ def decide(app: App, facts: Facts, who: Identity | None) -> Verdict:
         if policy.decision not in ("allow", "deny"):
             continue
         matched, rule = _match(policy.include, policy.require, policy.exclude, facts, who)
-        if matched:
+        if who is None:
+            if matched is not False and policy.decision == "allow":
+                return Verdict("login", policy, rule)  # Allow always means a login first (spec §6.1)
+            if matched and policy.decision == "deny":
+                return Verdict("forbidden", policy, rule)  # refused on non-identity facts alone
+        elif matched:
             return Verdict("allow" if policy.decision == "allow" else "deny", policy, rule)
-        if matched is None and policy.decision == "allow" and who is None:
-            return Verdict("login", policy, rule)
     if who is None:
         return Verdict("forbidden")
     return Verdict("deny")

@@ -1,0 +1,390 @@
+"""Pure decision tables: which app covers a request, what the policies decide, which ingress rule routes.
+
+``policy`` and ``config`` must not pull in aiohttp: they are the I/O-free core.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from fakeedge.config import parse_config
+from fakeedge.policy import AppIndex, Facts, Identity, decide
+
+ORIGIN = "http://127.0.0.1:9"
+
+
+def _apps(*domains: str | list[str]) -> AppIndex:
+    apps = [
+        {"name": f"app{i}", "destinations": d if isinstance(d, list) else [d], "policies": []}
+        for i, d in enumerate(domains)
+    ]
+    config = parse_config({"team": "t", "apps": apps}, source="t.yml")
+    return AppIndex(config.apps)
+
+
+INDEX = _apps(
+    "a.test",  # app0
+    "*.a.test",  # app1
+    "*test.b.test",  # app2
+    "c.test/alpha/*",  # app3
+    "c.test/beta",  # app4
+    "d.test/foo*/bar",  # app5
+    "e.test",  # app6
+    "e.test/admin",  # app7
+    "e.test/admin/exec",  # app8
+    "x.f.test",  # app9
+    "*.f.test",  # app10
+    ["g.test", "h.test/api"],  # app11
+    "i.test/*",  # app12
+)
+
+# (host, path, expected app or None)
+MATCHES = [
+    ("a.test", "/", "app0"),
+    ("A.TEST", "/", None),  # the caller lower-cases; the index is lower-case
+    ("a.test", "/anything/deep", "app0"),
+    ("x.a.test", "/", "app1"),
+    ("www.a.test", "/p", "app1"),
+    ("x.y.a.test", "/", None),  # spec §7.2: one label only
+    ("test.b.test", "/", "app2"),  # partial wildcard matches the bare suffix
+    ("alphatest.b.test", "/", "app2"),
+    ("alpha.test.b.test", "/", None),
+    ("alphatestx.b.test", "/", None),
+    ("c.test", "/alpha/one", "app3"),
+    ("c.test", "/alpha/", "app3"),
+    ("c.test", "/alpha", None),  # spec §7.2: host/alpha/* does not cover /alpha
+    ("c.test", "/alphabet", None),
+    ("c.test", "/beta", "app4"),
+    ("c.test", "/beta/x/y", "app4"),
+    ("c.test", "/betamax", None),
+    ("c.test", "/", None),
+    ("d.test", "/food/stuff/bar", "app5"),  # a mid-path wildcard spans segments
+    ("d.test", "/foo/bar", "app5"),
+    ("d.test", "/foo/baz", None),
+    ("e.test", "/", "app6"),
+    ("e.test", "/admin", "app7"),  # most specific wins
+    ("e.test", "/admin/users", "app7"),
+    ("e.test", "/admin/exec", "app8"),
+    ("e.test", "/admin/exec/q3", "app8"),
+    ("e.test", "/administrator", "app6"),
+    ("x.f.test", "/", "app9"),  # exact beats wildcard
+    ("y.f.test", "/", "app10"),
+    ("g.test", "/", "app11"),
+    ("h.test", "/api/v1", "app11"),
+    ("h.test", "/web", None),
+    ("i.test", "/", "app12"),
+    ("i.test", "/x", "app12"),
+    ("zzz.test", "/", None),
+]
+
+
+@pytest.mark.parametrize(("host", "path", "expected"), MATCHES, ids=[f"{h}{p}" for h, p, _ in MATCHES])
+def test_app_matching(host: str, path: str, expected: str | None) -> None:
+    match = INDEX.match(host, path)
+    assert (match.app.name if match else None) == expected
+
+
+def test_more_specific_apps_report_the_broader_losers() -> None:
+    match = INDEX.match("e.test", "/admin/exec/1")
+    assert match is not None
+    assert match.app.name == "app8"
+    assert [str(d) for d in match.losers] == ["e.test/admin", "e.test"]
+
+
+def test_exact_host_lookups_do_not_scan_every_app() -> None:
+    many = _apps(*[f"app{i}.big.test" for i in range(1000)])
+    assert len(many._exact) == 1000 and not many._wild
+    match = many.match("app999.big.test", "/")
+    assert match is not None and match.app.name == "app999"
+
+
+def _config(policies: list[dict[str, Any]], **top: Any) -> Any:
+    raw = {
+        "team": "t",
+        "service_tokens": [
+            {"name": "bot", "client_id": "bot.access", "client_secret": "s"},
+            {"name": "other", "client_id": "other.access", "client_secret": "s"},
+        ],
+        "groups": [
+            {"name": "admins", "include": [{"oidc": {"claim_name": "groups", "claim_value": "admins"}}]},
+            {"name": "office", "id": "g-office", "include": [{"ip": {"ip": "10.0.0.0/8"}}]},
+        ],
+        "email_lists": {"vips": ["ceo@a.test", "cfo@a.test"]},
+        "ip_lists": {"vpn": ["192.0.2.0/24", "2001:db8::/32"]},
+        "apps": [{"name": "A", "domain": "a.test", "policies": policies}],
+        **top,
+    }
+    return parse_config(raw, source="t.yml").apps[0]
+
+
+def _who(email: str = "alice@a.test", **kw: Any) -> Identity:
+    return Identity(email=email, **kw)
+
+
+HOME = ipaddress.ip_address("127.0.0.1")
+OFFICE = ipaddress.ip_address("10.1.2.3")
+VPN6 = ipaddress.ip_address("2001:db8::1")
+
+ALLOW_DOMAIN = {"name": "staff", "decision": "allow", "include": [{"email_domain": {"domain": "a.test"}}]}
+BLOCK_BOB = {"name": "no-bob", "decision": "deny", "include": [{"email": {"email": "bob@a.test"}}]}
+BOTS = {"name": "bots", "decision": "non_identity", "include": [{"service_token": {"token_id": "bot"}}]}
+ANY_BOT = {"name": "any", "decision": "non_identity", "include": [{"any_valid_service_token": {}}]}
+BYPASS_OFFICE = {"name": "office", "decision": "bypass", "include": [{"ip": {"ip": "10.0.0.0/8"}}]}
+
+# (id, policies, facts, identity, expected outcome, expected policy)
+DECISIONS: list[tuple[str, list[dict[str, Any]], Facts, Identity | None, str, str | None]] = [
+    ("no-policies-deny", [], Facts(HOME, "US"), _who(), "deny", None),
+    ("no-policies-no-login", [], Facts(HOME, "US"), None, "forbidden", None),
+    ("allow-login-needed", [ALLOW_DOMAIN], Facts(HOME, "US"), None, "login", "staff"),
+    ("allow-identity", [ALLOW_DOMAIN], Facts(HOME, "US"), _who(), "allow", "staff"),
+    ("allow-other-domain", [ALLOW_DOMAIN], Facts(HOME, "US"), _who("x@b.test"), "deny", None),
+    ("block-before-allow", [BLOCK_BOB, ALLOW_DOMAIN], Facts(HOME, "US"), _who("bob@a.test"), "deny", "no-bob"),
+    ("allow-before-block", [ALLOW_DOMAIN, BLOCK_BOB], Facts(HOME, "US"), _who("bob@a.test"), "allow", "staff"),
+    # spec §6.4: Bypass and Service Auth run first wherever they are listed
+    ("service-first", [ALLOW_DOMAIN, BOTS], Facts(HOME, "US", "bot.access"), None, "service", "bots"),
+    ("service-wrong-token", [ALLOW_DOMAIN, BOTS], Facts(HOME, "US", "other.access"), None, "login", "staff"),
+    ("any-token", [ANY_BOT], Facts(HOME, "US", "other.access"), None, "service", "any"),
+    ("service-only-no-token", [BOTS], Facts(HOME, "US"), None, "forbidden", None),
+    ("bypass-first", [BLOCK_BOB, BYPASS_OFFICE], Facts(OFFICE, "US"), _who("bob@a.test"), "bypass", "office"),
+    ("bypass-elsewhere", [BYPASS_OFFICE, ALLOW_DOMAIN], Facts(HOME, "US"), None, "login", "staff"),
+    (
+        "require-and",
+        [
+            {
+                "name": "p",
+                "decision": "allow",
+                "include": [{"everyone": {}}],
+                "require": [{"email_domain": {"domain": "a.test"}}, {"geo": {"country_code": "GB"}}],
+            }
+        ],
+        Facts(HOME, "US"),
+        _who(),
+        "deny",
+        None,
+    ),
+    (
+        "require-all-met",
+        [
+            {
+                "name": "p",
+                "decision": "allow",
+                "include": [{"everyone": {}}],
+                "require": [{"email_domain": {"domain": "a.test"}}, {"geo": {"country_code": "GB"}}],
+            }
+        ],
+        Facts(HOME, "GB"),
+        _who(),
+        "allow",
+        "p",
+    ),
+    (
+        "exclude-not",
+        [
+            {
+                "name": "p",
+                "decision": "allow",
+                "include": [{"email_domain": {"domain": "a.test"}}],
+                "exclude": [{"email": {"email": "alice@a.test"}}],
+            }
+        ],
+        Facts(HOME, "US"),
+        _who(),
+        "deny",
+        None,
+    ),
+    (
+        "ip-precheck-refuses-before-login",
+        [
+            {
+                "name": "p",
+                "decision": "allow",
+                "include": [{"email_domain": {"domain": "a.test"}}],
+                "require": [{"ip": {"ip": "10.0.0.0/8"}}],
+            }
+        ],
+        Facts(HOME, "US"),
+        None,
+        "forbidden",
+        None,
+    ),
+    (
+        "ip-precheck-passes",
+        [
+            {
+                "name": "p",
+                "decision": "allow",
+                "include": [{"email_domain": {"domain": "a.test"}}],
+                "require": [{"ip": {"ip": "10.0.0.0/8"}}],
+            }
+        ],
+        Facts(OFFICE, "US"),
+        None,
+        "login",
+        "p",
+    ),
+    (
+        "session-from-excluded-ip",
+        [
+            {
+                "name": "p",
+                "decision": "allow",
+                "include": [{"email_domain": {"domain": "a.test"}}],
+                "exclude": [{"ip": {"ip": "10.0.0.0/8"}}],
+            }
+        ],
+        Facts(OFFICE, "US"),
+        _who(),
+        "deny",
+        None,
+    ),
+    (
+        "deny-on-country-before-login",
+        [{"name": "geo", "decision": "deny", "include": [{"geo": {"country_code": "KP"}}]}, ALLOW_DOMAIN],
+        Facts(HOME, "KP"),
+        None,
+        "forbidden",
+        "geo",
+    ),
+    (
+        "email-list",
+        [{"name": "v", "decision": "allow", "include": [{"email_list": {"id": "vips"}}]}],
+        Facts(HOME, "US"),
+        _who("CEO@a.test"),
+        "allow",
+        "v",
+    ),
+    (
+        "email-list-miss",
+        [{"name": "v", "decision": "allow", "include": [{"email_list": {"id": "vips"}}]}],
+        Facts(HOME, "US"),
+        _who(),
+        "deny",
+        None,
+    ),
+    (
+        "ip-list-v6",
+        [{"name": "v", "decision": "bypass", "include": [{"ip_list": {"id": "vpn"}}]}],
+        Facts(VPN6, "US"),
+        None,
+        "bypass",
+        "v",
+    ),
+    (
+        "github-org",
+        [{"name": "gh", "decision": "allow", "include": [{"github-organization": {"name": "Acme"}}]}],
+        Facts(HOME, "US"),
+        _who("x@gh.test", github_orgs=("acme",)),
+        "allow",
+        "gh",
+    ),
+    (
+        "oidc-groups",
+        [{"name": "o", "decision": "allow", "include": [{"oidc": {"claim_name": "groups", "claim_value": "admins"}}]}],
+        Facts(HOME, "US"),
+        _who(groups=("admins",)),
+        "allow",
+        "o",
+    ),
+    (
+        "group-by-name",
+        [{"name": "g", "decision": "allow", "include": [{"group": {"id": "admins"}}]}],
+        Facts(HOME, "US"),
+        _who(groups=("admins",)),
+        "allow",
+        "g",
+    ),
+    (
+        "group-by-id-non-identity",
+        [{"name": "g", "decision": "bypass", "include": [{"group": {"id": "g-office"}}]}],
+        Facts(OFFICE, "US"),
+        None,
+        "bypass",
+        "g",
+    ),
+    (
+        "auth-method-mfa",
+        [{"name": "m", "decision": "allow", "include": [{"auth_method": {"auth_method": "mfa"}}]}],
+        Facts(HOME, "US"),
+        _who(amr=("pwd", "mfa")),
+        "allow",
+        "m",
+    ),
+    (
+        "auth-method-missing",
+        [{"name": "m", "decision": "allow", "include": [{"auth_method": {"auth_method": "mfa"}}]}],
+        Facts(HOME, "US"),
+        _who(),
+        "deny",
+        None,
+    ),
+    (
+        "login-method",
+        [{"name": "l", "decision": "allow", "include": [{"login_method": {"id": "onetimepin"}}]}],
+        Facts(HOME, "US"),
+        _who(idp="onetimepin"),
+        "allow",
+        "l",
+    ),
+    (
+        "everyone",
+        [{"name": "e", "decision": "allow", "include": [{"everyone": {}}]}],
+        Facts(HOME, "US"),
+        None,
+        "login",
+        "e",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("policies", "facts", "who", "outcome", "policy"), [d[1:] for d in DECISIONS], ids=[d[0] for d in DECISIONS]
+)
+def test_policy_decisions(
+    policies: list[dict[str, Any]], facts: Facts, who: Identity | None, outcome: str, policy: str | None
+) -> None:
+    verdict = decide(_config(policies), facts, who)
+    assert verdict.outcome == outcome
+    assert (verdict.policy.name if verdict.policy else None) == policy
+
+
+def _ingress(rules: list[dict[str, Any]]) -> Any:
+    return parse_config({"team": "t", "ingress": rules}, source="t.yml").ingress
+
+
+INGRESS = _ingress(
+    [
+        {"hostname": "static.a.test", "path": r"\.(jpg|png|css|js)$", "service": "http://127.0.0.1:1"},
+        {"hostname": "*.a.test", "service": "http://127.0.0.1:2"},
+        {"hostname": "a.test", "path": "api", "service": "http://127.0.0.1:3"},
+        {"service": "http_status:404"},
+    ]
+)
+
+
+@pytest.mark.parametrize(
+    ("host", "path", "index"),
+    [
+        ("static.a.test", "/img/x.png", 0),
+        ("static.a.test", "/index.html", 1),  # falls through to the wildcard
+        ("x.y.z.a.test", "/", 1),  # cloudflared wildcards match any depth, unlike Access (spec §9.1)
+        ("a.test", "/v1/api/x", 2),  # path is an unanchored regex
+        ("a.test", "/", 3),
+        ("other.test", "/", 3),
+    ],
+)
+def test_ingress_matching(host: str, path: str, index: int) -> None:
+    rule = next(r for r in INGRESS if r.matches(host, path))
+    assert INGRESS.index(rule) == index
+
+
+@pytest.mark.parametrize("module", ["fakeedge.config", "fakeedge.policy", "fakeedge.claims", "fakeedge.explain"])
+def test_pure_modules_do_not_load_aiohttp(module: str) -> None:
+    code = (
+        f"import sys, {module}; assert 'aiohttp' not in sys.modules, sorted(m for m in sys.modules if 'aiohttp' in m)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
