@@ -9,6 +9,7 @@ from urllib.parse import urljoin
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
 
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
@@ -53,14 +54,19 @@ async def browser_login(
 ) -> aiohttp.ClientResponse:
     """Sign in the way a browser does: follow the 302s, post ``email`` on the SSO page, land on ``url``.
 
-    Returns the final response (its body read). Raises AssertionError if a hop is not what the
-    Access flow should produce.
+    Redirects are followed while they stay on the edge's port; a redirect elsewhere (a custom
+    deny URL, say) is returned as is. Returns the final response (its body read). Raises
+    AssertionError if the flow does not settle within ``max_hops``.
     """
+    port = URL(url).port
     resp = await session.get(url, allow_redirects=False)
     for _ in range(max_hops):
         await resp.read()
         if resp.status in (301, 302, 303, 307, 308):
-            resp = await session.get(urljoin(str(resp.url), resp.headers["Location"]), allow_redirects=False)
+            target = URL(urljoin(str(resp.url), resp.headers["Location"]))
+            if target.port != port:
+                return resp
+            resp = await session.get(target, allow_redirects=False)
             continue
         if resp.status == 200 and "/cdn-cgi/access/login/" in resp.url.path:
             match = _CSRF.search(await resp.text())
