@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import json
 import secrets
@@ -71,15 +72,19 @@ def read_service_token(request: web.Request, edge: Edge, app: App) -> _ServiceAu
 
 def presented_credential(request: web.Request, edge: Edge, app: App) -> Credential | None:
     """A valid app token for ``app`` from the cookie or ``Cf-Access-Token`` (spec §5, §9.2)."""
-    for token in (cookie(request, h.CF_AUTHORIZATION), request.headers.get(h.ACCESS_TOKEN)):
+    for token, from_cookie in (
+        (cookie(request, h.CF_AUTHORIZATION), True),
+        (request.headers.get(h.ACCESS_TOKEN), False),
+    ):
         if not token:
             continue
         cred = edge.credential(token)
         if cred is None or cred.kind == "org" or app.aud not in cred.auds:
             continue  # expired, revoked, foreign or another app's token: as if absent (spec §13.6)
-        if app.enable_binding_cookie and cred.session is not None:
+        if from_cookie and app.enable_binding_cookie and cred.session is not None:
+            # spec §1.5: a browser's CF_Authorization is only good with its CF_Binding
             binding = cookie(request, h.CF_BINDING)
-            if binding is None or binding != binding_value(cred.token):
+            if binding is None or not hmac.compare_digest(binding, binding_value(cred.token)):
                 continue
         return cred
     return None
