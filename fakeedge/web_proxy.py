@@ -9,6 +9,7 @@ from collections.abc import Iterable
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
+from yarl import URL
 
 from . import headers as h
 from . import pages
@@ -104,7 +105,9 @@ async def forward(
     if rule.http_host_header:
         upstream_headers[h.X_FORWARDED_HOST] = request.host
         upstream_headers["Host"] = rule.http_host_header
-    url = rule.service + request.raw_path
+    # encoded=True: the path and query go on as the client sent them; yarl would otherwise re-encode
+    # them (%2F -> / in the query, %7e -> ~), breaking URLs an origin checks byte for byte (signatures)
+    url = URL(rule.service + request.raw_path, encoded=True)
     if _is_websocket(request):
         return await _forward_websocket(request, client, url, upstream_headers, rule, ray)
     body = request.content.iter_chunked(CHUNK) if request.body_exists else None
@@ -172,7 +175,7 @@ def _is_websocket(request: web.Request) -> bool:
 async def _forward_websocket(
     request: web.Request,
     client: aiohttp.ClientSession,
-    url: str,
+    url: URL,
     upstream_headers: CIMultiDict[str],
     rule: IngressRule,
     ray: str,
