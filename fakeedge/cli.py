@@ -49,27 +49,39 @@ def main() -> None:
 @click.option(
     "--listen", help="HOST:PORT of the plain-HTTP listener; overrides the config's `listen`. Port 0: any free port."
 )
+@click.option(
+    "--tls-listen",
+    help="HOST:PORT of a TLS listener as well (leaves from the local CA in keys_dir); overrides `tls_listen`.",
+)
 @click.option("--access-log/--no-access-log", default=True, show_default=True, help="One line per request on stderr.")
 @_errors
-def serve(config_path: Path | None, listen: str | None, access_log: bool) -> None:
+def serve(config_path: Path | None, listen: str | None, tls_listen: str | None, access_log: bool) -> None:
     """Run the edge in front of your services (or the demo, with no config)."""
     from .config import load_config, parse_host_port
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    listen_addr = None
-    if listen is not None:
+    listen_addr = tls_addr = None
+    for flag, value, default_port in (("--listen", listen, 8787), ("--tls-listen", tls_listen, 8443)):
+        if value is None:
+            continue
         try:
-            listen_addr = parse_host_port(listen)
+            parsed = parse_host_port(value, default_port=default_port)
         except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--listen") from None
+            raise click.BadParameter(str(exc), param_hint=flag) from None
+        if flag == "--listen":
+            listen_addr = parsed
+        else:
+            tls_addr = parsed
     if config_path is None and Path(DEFAULT_CONFIG).is_file():
         config_path = Path(DEFAULT_CONFIG)
     config = load_config(config_path) if config_path is not None else None
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(config, listen_addr, access_log))
+        asyncio.run(_serve(config, listen_addr, access_log, tls_addr))
 
 
-async def _serve(config: Any, listen: tuple[str, int] | None, access_log: bool) -> None:
+async def _serve(
+    config: Any, listen: tuple[str, int] | None, access_log: bool, tls_listen: tuple[str, int] | None = None
+) -> None:
     from .demo import DEMO_APP, demo_config, start_whoami
     from .edge import Edge
     from .web_app import AccessLog, start
@@ -83,17 +95,30 @@ async def _serve(config: Any, listen: tuple[str, int] | None, access_log: bool) 
         whoami, origin_url = await start_whoami(lambda: edge_box[0].team_domain, probe.apps[0].aud)
         extra_runners.append(whoami)
         config = demo_config(origin_url, listen)
-    host, port = listen or config.listen
+    host, port = listen or config.listen or (None, 0)
+    tls_listen = tls_listen or config.tls_listen
     edge = Edge.create(config)
     edge_box.append(edge)
     try:
         runner, (_bound_host, bound_port) = await start(
-            edge, host, port, access_log=AccessLog() if access_log else None
+            edge, host, port, access_log=AccessLog() if access_log else None, tls_listen=tls_listen
         )
     except OSError as exc:
-        raise FakeEdgeError(f"cannot listen on {host}:{port} ({exc.strerror}); try --listen 127.0.0.1:0") from None
+        if tls_listen is None:
+            raise FakeEdgeError(f"cannot listen on {host}:{port} ({exc.strerror}); try --listen 127.0.0.1:0") from None
+        # asyncio's message names the address that could not be bound
+        raise FakeEdgeError(f"cannot listen ({exc.strerror}); try --listen/--tls-listen 127.0.0.1:0") from None
     out = sys.stderr
-    print(f"fakeedge: listening on http://{host}:{bound_port} (team domain {edge.team_domain})", file=out)
+    if host is not None:
+        print(f"fakeedge: listening on http://{host}:{bound_port} (team domain {edge.team_domain})", file=out)
+    if tls_listen is not None:
+        from .tls import ca_path
+
+        print(
+            f"fakeedge: listening on https://{tls_listen[0]}:{min(edge.tls_ports)} (team domain {edge.team_domain}); "
+            f"clients trust {ca_path(config.keys_dir)}",
+            file=out,
+        )
     for app in config.apps:
         print(f"fakeedge: app {app.name!r} on {', '.join(map(str, app.destinations))} aud={app.aud}", file=out)
     for key in config.not_emulated:

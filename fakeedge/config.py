@@ -204,7 +204,7 @@ class Config:
     source: str
     team: str
     team_domain: str | None
-    listen: tuple[str, int]
+    listen: tuple[str, int] | None  # None: `listen: off`, TLS only
     keys_dir: Path
     users: tuple[User, ...]
     service_tokens: tuple[ServiceToken, ...]
@@ -217,6 +217,7 @@ class Config:
     logout_delay: float = 0.0
     origin_timeout: float = 100.0
     not_emulated: tuple[str, ...] = ()
+    tls_listen: tuple[str, int] | None = None
 
     def user(self, email: str) -> User | None:
         wanted = email.lower()
@@ -404,7 +405,7 @@ def _origin_url(value: str) -> str:
 TOP_KEYS = (
     "team", "team_domain", "listen", "keys_dir", "users", "allow_any_email", "one_time_pin",
     "default_country", "service_tokens", "apps", "groups", "email_lists", "ip_lists", "ingress",
-    "strict_service_token_auth", "logout_delay", "origin_timeout",
+    "strict_service_token_auth", "logout_delay", "origin_timeout", "tls_listen",
 )  # fmt: skip
 APP_KEYS = (
     "name", "domain", "domains", "destinations", "aud", "session_duration", "policies",
@@ -465,7 +466,16 @@ def parse_config(raw: Any, *, source: str = "<config>", base_dir: Path | None = 
             )
         team_domain = f"{parts.scheme}://{parts.netloc.lower()}"
 
-    listen = r.convert(r.text(top.get("listen"), "listen", default="127.0.0.1:8787"), "listen", parse_host_port)
+    listen = None
+    if top.get("listen") is not False:  # `listen: off` (YAML reads a boolean): TLS only
+        listen = r.convert(r.text(top.get("listen"), "listen", default="127.0.0.1:8787"), "listen", parse_host_port)
+    tls_listen = None
+    if top.get("tls_listen") is not None:
+        tls_listen = r.convert(
+            r.text(top.get("tls_listen"), "tls_listen"), "tls_listen", lambda t: parse_host_port(t, default_port=8443)
+        )
+    if listen is None and tls_listen is None:
+        raise r.fail("listen", "is off, so tls_listen is required (such as 127.0.0.1:8443); fakeedge would not listen")
     keys_dir = Path(r.text(top.get("keys_dir"), "keys_dir", default="keys"))
     if not keys_dir.is_absolute():
         keys_dir = base_dir / keys_dir
@@ -539,6 +549,7 @@ def parse_config(raw: Any, *, source: str = "<config>", base_dir: Path | None = 
         logout_delay=r.duration(top.get("logout_delay"), "logout_delay", 0.0) or 0.0,
         origin_timeout=r.duration(top.get("origin_timeout"), "origin_timeout", 100.0) or 100.0,
         not_emulated=not_emulated,
+        tls_listen=tls_listen,
     )
 
 

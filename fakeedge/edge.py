@@ -80,6 +80,7 @@ class Edge:
     index: AppIndex
     team_domain: str = ""
     ports: set[int] = field(default_factory=set)
+    tls_ports: set[int] = field(default_factory=set)  # the subset of ports that speak TLS
     sessions: dict[str, Session] = field(default_factory=dict)
     logins: dict[str, PendingLogin] = field(default_factory=dict)
     otps: dict[str, tuple[str, str, float]] = field(default_factory=dict)  # id -> (email, code, expires)

@@ -233,3 +233,17 @@ def tls_hostnames(config: Config, team_host: str) -> list[str]:
             name = "*." + rest
         out.append(name)
     return list(dict.fromkeys(out))
+
+
+def edge_context(config: Config, team_host: str) -> ssl.SSLContext:
+    """The TLS listener's context: the local CA of ``config.keys_dir``, a leaf per served name.
+
+    Args:
+        config: the edge's configuration (apps, ingress, team, keys_dir).
+        team_host: the team domain's host, also the leaf for clients that send no SNI.
+
+    Raises:
+        KeyStoreError: the CA cannot be read or created.
+    """
+    ca = LocalCA.load(config.keys_dir)
+    return ca.server_context(tls_hostnames(config, team_host), default=team_host.strip("[]"))

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import sys
 import time
 from collections.abc import AsyncIterator
 from typing import TextIO
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -15,8 +17,10 @@ from aiohttp import web
 from . import headers as h
 from . import pages
 from .edge import Edge
+from .env import base_url, shown_host
 from .errors import ConfigError
 from .policy import Verdict
+from .tls import edge_context
 from .web_access import Admission, answer_preflight, app_cookies, check, is_preflight, metadata_token
 from .web_cdn_cgi import handle_certs, handle_get_identity
 from .web_login import handle_authorized, handle_login, handle_logout
@@ -225,26 +229,61 @@ def check_hosts(edge: Edge) -> None:
 
 
 async def start(
-    edge: Edge, host: str, port: int, *, access_log: AccessLog | None = None
+    edge: Edge,
+    host: str | None,
+    port: int,
+    *,
+    access_log: AccessLog | None = None,
+    tls_listen: tuple[str, int] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> tuple[web.AppRunner, tuple[str, int]]:
     """Start the edge on host:port (0 for any free port) and return the runner and bound address.
 
-    The team domain defaults to ``http://<host>:<bound port>``; every URL the edge generates uses
-    the address actually bound.
+    Args:
+        edge: the edge to serve.
+        host: the plain-HTTP listener's address; None for none (TLS only).
+        port: its port; 0 for any free one.
+        access_log: where to write one line per request, if anywhere.
+        tls_listen: (host, port) of a TLS listener as well; its bound port is in ``edge.tls_ports``.
+        ssl_context: the TLS listener's context; by default the local CA of ``keys_dir`` with a
+            leaf per configured name (:func:`fakeedge.tls.edge_context`).
+
+    Returns:
+        The runner (``cleanup()`` stops everything) and the plain listener's bound address, or
+        the TLS listener's when there is no plain one.
+
+    The team domain defaults to ``https://<tls host>:<bound port>`` when there is a TLS listener,
+    else ``http://<host>:<bound port>``; every URL the edge generates uses the address actually bound.
+
+    Raises:
+        OSError: a listener cannot bind.
+        FakeEdgeError: the local CA cannot be loaded, or an app uses the team domain's host.
     """
     runner = web.AppRunner(create_app(edge, access_log=access_log), access_log=None, handle_signals=False)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port, backlog=1024)
-        await site.start()
-        bound_host, bound_port = runner.addresses[0][:2]
-        edge.ports.add(bound_port)
+        bound: list[tuple[str, int]] = []
+        if host is not None:
+            await web.TCPSite(runner, host, port, backlog=1024).start()
+            bound.append(runner.addresses[0][:2])
+            edge.ports.add(bound[-1][1])
+        if tls_listen is not None:
+            tls_host, tls_port = tls_listen
+            if ssl_context is None:
+                team_host = urlsplit(edge.team_domain).hostname or shown_host(tls_host)
+                ssl_context = edge_context(edge.config, team_host)
+            before = len(runner.addresses)
+            await web.TCPSite(runner, tls_host, tls_port, ssl_context=ssl_context, backlog=1024).start()
+            bound.append(runner.addresses[before][:2])
+            edge.ports.add(bound[-1][1])
+            edge.tls_ports.add(bound[-1][1])
         if not edge.team_domain:
-            shown = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
-            shown = f"[{shown}]" if ":" in shown else shown
-            edge.team_domain = f"http://{shown}:{bound_port}"
+            if tls_listen is not None:
+                edge.team_domain = base_url("https", tls_listen[0], bound[-1][1])
+            else:
+                edge.team_domain = base_url("http", host or "", bound[0][1])
         check_hosts(edge)
     except BaseException:
         await runner.cleanup()
         raise
-    return runner, (bound_host, bound_port)
+    return runner, bound[0]

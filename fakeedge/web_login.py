@@ -184,9 +184,22 @@ def _complete(request: web.Request, edge: Edge, session: Session, app: App, host
         .decode()
         .rstrip("=")
     )
-    scheme = "https" if request.secure else "http"
-    location = f"{scheme}://{host}/cdn-cgi/access/authorized?nonce={nonce}&state={state}"
+    location = (
+        f"{_app_scheme(edge, host, request.secure)}://{host}/cdn-cgi/access/authorized?nonce={nonce}&state={state}"
+    )
     return web.Response(status=302, headers={**edge_headers(request[ray_key]), **NO_STORE, "Location": location})
+
+
+def _app_scheme(edge: Edge, host: str, team_secure: bool) -> str:
+    """The scheme of the app host the login started on: its port names the listener.
+
+    Without a port the app was reached on a default port: take the team request's scheme (the
+    real edge calls back over https, and a TLS team domain means a TLS edge).
+    """
+    port = split_host(host)[1]
+    if port.isdigit() and int(port) in edge.ports:
+        return "https" if int(port) in edge.tls_ports else "http"
+    return "https" if team_secure else "http"
 
 
 def _app_session_hash(request: web.Request, edge: Edge) -> str | None:
