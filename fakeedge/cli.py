@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import click
 
@@ -161,6 +162,16 @@ def check(config_path: Path) -> None:
         )
     for rule in config.ingress:
         click.echo(f"  ingress {rule.hostname or '*'}{' ' + rule.path.pattern if rule.path else ''} -> {rule.service}")
+    if config.tls_listen is not None:
+        from .env import team_domain
+        from .tls import tls_hostnames
+
+        try:
+            team = urlsplit(team_domain(config)).hostname or ""
+        except FakeEdgeError:
+            team = "127.0.0.1"
+        host, port = config.tls_listen
+        click.echo(f"  tls {host}:{port}: certificates for {', '.join(tls_hostnames(config, team))}")
     for key in config.not_emulated:
         click.echo(f"  note: {key} is accepted but not emulated")
 
@@ -191,6 +202,83 @@ def explain(config_path: Path, url: str, email: str | None, service_token: str |
     except ValueError as exc:
         raise FakeEdgeError(str(exc)) from None
     click.echo("\n".join(lines))
+
+
+def _keys_dir(config_path: Path | None) -> Path:
+    """The keys_dir that ``serve`` would use with the same ``--config``."""
+    from .config import load_config
+    from .demo import demo_config
+
+    if config_path is None and Path(DEFAULT_CONFIG).is_file():
+        config_path = Path(DEFAULT_CONFIG)
+    if config_path is not None:
+        return load_config(config_path).keys_dir
+    return demo_config("http://127.0.0.1:1", ("127.0.0.1", 8787)).keys_dir
+
+
+_config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=f"YAML config whose keys_dir holds the CA. Default: ./{DEFAULT_CONFIG} if present, else the demo's.",
+)
+
+
+@main.group()
+def ca() -> None:
+    """The local CA that signs fakeedge's TLS certificates (created on first use in keys_dir)."""
+
+
+@ca.command("path")
+@_config_option
+@_errors
+def ca_path(config_path: Path | None) -> None:
+    """Print the CA certificate's file: what origins, browsers and curl must trust."""
+    from .tls import LocalCA
+
+    click.echo(LocalCA.load(_keys_dir(config_path)).cert_path)
+
+
+@ca.command("env")
+@_config_option
+@click.option("--export", is_flag=True, help="Prefix each line with `export `, for eval in a shell.")
+@_errors
+def ca_env(config_path: Path | None, export: bool) -> None:
+    """Print SSL_CERT_FILE, REQUESTS_CA_BUNDLE, NODE_EXTRA_CA_CERTS and CURL_CA_BUNDLE lines."""
+    from .env import format_dotenv
+    from .tls import LocalCA, ca_env
+
+    cert = LocalCA.load(_keys_dir(config_path)).cert_path
+    click.echo(format_dotenv(ca_env(cert), export=export), nl=False)
+
+
+@main.command("env")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_CONFIG,
+    show_default=True,
+)
+@click.option(
+    "--ca-file",
+    help="The CA certificate's path as the origin sees it (e.g. a container mount). Default: `fakeedge ca path`.",
+)
+@click.option("--export", is_flag=True, help="Prefix each line with `export `, for eval in a shell.")
+@_errors
+def env(config_path: Path, ca_file: str | None, export: bool) -> None:
+    """Print, as dotenv lines, what an origin behind this edge needs.
+
+    The team domain as a URL and as a bare host, its certs URL, each app's AUD as
+    FAKEEDGE_AUD_<APP NAME>, and the variables that make clients trust the local CA.
+    """
+    from .config import load_config
+    from .env import format_dotenv, origin_env
+    from .tls import LocalCA
+
+    config = load_config(config_path)
+    cert = ca_file if ca_file is not None else LocalCA.load(config.keys_dir).cert_path
+    click.echo(format_dotenv(origin_env(config, cert), export=export), nl=False)
 
 
 if __name__ == "__main__":  # pragma: no cover
