@@ -405,7 +405,7 @@ def _origin_url(value: str) -> str:
 TOP_KEYS = (
     "team", "team_domain", "listen", "keys_dir", "users", "allow_any_email", "one_time_pin",
     "default_country", "service_tokens", "apps", "groups", "email_lists", "ip_lists", "ingress",
-    "strict_service_token_auth", "logout_delay", "origin_timeout", "tls_listen",
+    "strict_service_token_auth", "logout_delay", "origin_timeout", "tls_listen", "ingress_file",
 )  # fmt: skip
 APP_KEYS = (
     "name", "domain", "domains", "destinations", "aud", "session_duration", "policies",
@@ -531,7 +531,12 @@ def parse_config(raw: Any, *, source: str = "<config>", base_dir: Path | None = 
             if other.name == app.name:
                 raise r.fail(f"apps[{i}].name", f"duplicate app name {app.name!r}")
 
-    ingress, not_emulated = _ingress(r, top.get("ingress"))
+    if top.get("ingress_file") is not None:
+        if top.get("ingress") is not None:
+            raise r.fail("ingress_file", "cannot be combined with ingress; keep the rules in one place")
+        ingress, not_emulated = _ingress_file(r, top.get("ingress_file"), base_dir)
+    else:
+        ingress, not_emulated = _ingress(r, top.get("ingress"))
     return Config(
         source=source,
         team=team,
@@ -844,3 +849,57 @@ def _ingress(r: _Reader, raw: Any) -> tuple[tuple[IngressRule, ...], tuple[str, 
             raise r.fail(key, "only the last ingress rule may match all URLs; rules after it would never be used")
         rules.append(rule)
     return tuple(rules), tuple(not_emulated)
+
+
+# cloudflared services that are not HTTP (spec §9.1): routed locally to a 502, with a note
+_NOT_HTTP_SERVICE = re.compile(r"(unix|unix\+tls):|(tcp|ssh|rdp|smb)://|(hello_world|bastion|socks-proxy)$")
+_TUNNEL_KEYS = ("tunnel", "credentials-file")
+
+
+def _ingress_file(r: _Reader, value: Any, base_dir: Path) -> tuple[tuple[IngressRule, ...], tuple[str, ...]]:
+    """A cloudflared ``config.yml`` read as is: its ``ingress`` (and ``originRequest`` defaults) route.
+
+    Errors about the file's content name the file, not the fakeedge config.
+    """
+    import yaml
+
+    name = r.text(value, "ingress_file")
+    path = Path(name) if Path(name).is_absolute() else base_dir / name
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise r.fail("ingress_file", f"cannot read {source} ({exc.strerror})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        raise ConfigError(source, "", f"{where}{getattr(exc, 'problem', None) or 'invalid YAML'}") from None
+    fr = _Reader(source)
+    if not isinstance(raw, dict):
+        raise fr.fail("", f"expected a cloudflared config (a mapping with ingress), got {_kind(raw)}")
+    notes: list[str] = []
+    if any(key in raw for key in _TUNNEL_KEYS):
+        notes.append(f"{source}: tunnel and credentials-file (fakeedge runs no tunnel; it routes by ingress)")
+    notes += [f"{source}: {key}" for key in raw if key not in (*_TUNNEL_KEYS, "ingress", "originRequest")]
+    defaults = fr.mapping(raw.get("originRequest"), "originRequest", sorted(ORIGIN_REQUEST_KNOWN))
+    notes += [f"{source}: originRequest.{key}" for key in defaults if key not in ORIGIN_REQUEST_HONOURED]
+    honoured = {k: v for k, v in defaults.items() if k in ORIGIN_REQUEST_HONOURED}
+    items = fr.seq(raw.get("ingress"), "ingress")
+    if not items:
+        raise fr.fail("ingress", "is required: fakeedge routes by the file's ingress rules")
+    rules: list[Any] = []
+    for i, item in enumerate(items):
+        if isinstance(item, dict):
+            item = dict(item)
+            own = item.get("originRequest")
+            if honoured and (own is None or isinstance(own, dict)):
+                item["originRequest"] = {**honoured, **(own or {})}  # spec §9.1: top level = defaults
+            service = item.get("service")
+            if isinstance(service, str) and _NOT_HTTP_SERVICE.match(service):
+                notes.append(f"{source}: ingress[{i}].service {service} (answered with 502)")
+                item["service"] = "http_status:502"
+        rules.append(item)
+    ingress, not_emulated = _ingress(fr, rules)
+    return ingress, (*notes, *(f"{source}: {key}" for key in not_emulated))
