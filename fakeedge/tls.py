@@ -103,6 +103,7 @@ class LocalCA:
         now = now or dt.datetime.now(dt.UTC)
         return self._ca.issue_cert(
             *names,
+            common_name=names[0],  # ignored by verifiers (RFC 6125), shown by browsers' certificate viewers
             organization_name="fakeedge",
             organization_unit_name="fakeedge leaf",
             not_before=now - dt.timedelta(days=1),
