@@ -199,6 +199,21 @@ class IngressRule:
         return self.path is None or self.path.search(path) is not None
 
 
+DEFAULT_BRAND_NAME = "fakeedge · Cloudflare Access"
+
+
+@dataclass(frozen=True, slots=True)
+class Branding:
+    """The login and block pages' look, as Cloudflare's Custom Pages settings set it."""
+
+    name: str = DEFAULT_BRAND_NAME
+    logo_url: str | None = None
+    background_color: str | None = None
+    header_color: str | None = None
+    button_color: str = "#f38020"
+    description: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     source: str
@@ -217,6 +232,7 @@ class Config:
     logout_delay: float = 0.0
     origin_timeout: float = 100.0
     not_emulated: tuple[str, ...] = ()
+    branding: Branding = field(default_factory=Branding)
     tls_listen: tuple[str, int] | None = None
 
     def user(self, email: str) -> User | None:
@@ -406,7 +422,9 @@ TOP_KEYS = (
     "team", "team_domain", "listen", "keys_dir", "users", "allow_any_email", "one_time_pin",
     "default_country", "service_tokens", "apps", "groups", "email_lists", "ip_lists", "ingress",
     "strict_service_token_auth", "logout_delay", "origin_timeout", "tls_listen", "ingress_file",
+    "branding",
 )  # fmt: skip
+BRANDING_KEYS = ("name", "logo_url", "background_color", "header_color", "button_color", "description")
 APP_KEYS = (
     "name", "domain", "domains", "destinations", "aud", "session_duration", "policies",
     "same_site_cookie_attribute", "http_only_cookie_attribute", "path_cookie_attribute",
@@ -555,6 +573,32 @@ def parse_config(raw: Any, *, source: str = "<config>", base_dir: Path | None = 
         origin_timeout=r.duration(top.get("origin_timeout"), "origin_timeout", 100.0) or 100.0,
         not_emulated=not_emulated,
         tls_listen=tls_listen,
+        branding=_branding(r, top.get("branding")),
+    )
+
+
+_COLOR = re.compile(r"#[0-9A-Fa-f]{3}(?:[0-9A-Fa-f]{3})?")
+
+
+def _branding(r: _Reader, raw: Any) -> Branding:
+    if raw is None:
+        return Branding()
+    m = r.mapping(raw, "branding", BRANDING_KEYS)
+    colors: dict[str, str] = {}
+    for name in ("background_color", "header_color", "button_color"):
+        value = r.text(m.get(name), f"branding.{name}")
+        if value is not None:
+            if not _COLOR.fullmatch(value):
+                raise r.fail(f"branding.{name}", f"expected a colour such as #8a43e1, got {value!r}")
+            colors[name] = value
+    logo = r.text(m.get("logo_url"), "branding.logo_url")
+    if logo is not None and not logo.startswith(("https://", "http://", "/", "data:image/")):
+        raise r.fail("branding.logo_url", f"expected an http(s) URL, a path or a data:image URL, got {logo!r}")
+    return Branding(
+        name=r.text(m.get("name"), "branding.name", default=DEFAULT_BRAND_NAME),
+        logo_url=logo,
+        description=r.text(m.get("description"), "branding.description"),
+        **colors,
     )
 
 

@@ -8,7 +8,9 @@ from html import escape
 from importlib.resources import files
 from string import Template
 
-from .config import User
+from .config import Branding, User
+
+DEFAULT_BRAND = Branding()
 
 _PAGE = Template(files("fakeedge").joinpath("templates/page.html").read_text(encoding="utf-8"))
 
@@ -21,12 +23,32 @@ FOUND_BODY = (
 )
 
 
-def page(title: str, body: str) -> str:
-    return _PAGE.substitute(title=escape(title), body=body)
+def page(title: str, body: str, brand: Branding = DEFAULT_BRAND) -> str:
+    extra = ""
+    if brand.background_color:
+        extra += f" body {{ background: {brand.background_color}; }}"
+    if brand.header_color:
+        extra += f" h1, .brand {{ color: {brand.header_color}; }}"
+    logo = f'<img class="logo" src="{escape(brand.logo_url)}" alt="" height="40">' if brand.logo_url else ""
+    return _PAGE.substitute(
+        title=escape(title),
+        body=body,
+        brand=escape(brand.name),
+        button_color=brand.button_color,
+        extra_css=extra,
+        logo=logo,
+    )
 
 
 def login(
-    app_name: str, users: Iterable[User], *, csrf: str, allow_any_email: bool, one_time_pin: bool, error: str = ""
+    app_name: str,
+    users: Iterable[User],
+    *,
+    csrf: str,
+    allow_any_email: bool,
+    one_time_pin: bool,
+    error: str = "",
+    brand: Branding = DEFAULT_BRAND,
 ) -> str:
     """The fake SSO page: one button per persona and a typed-address form (spec §1.3)."""
     personas = "".join(
@@ -36,6 +58,8 @@ def login(
     )
     hidden = f'<input type="hidden" name="csrf" value="{escape(csrf)}">'
     parts = [f"<h1>Log in to {escape(app_name)}</h1>"]
+    if brand.description:
+        parts.append(f'<p class="muted">{escape(brand.description)}</p>')
     if error:
         parts.append(f'<p class="error">{escape(error)}</p>')
     if personas:
@@ -47,10 +71,12 @@ def login(
             f'<input id="email" name="email" type="email" required autocomplete="email" placeholder="you@example.com">'
             f'<button type="submit" name="action" value="typed">{label}</button></form>'
         )
-    return page("Sign in ・ Cloudflare Access", "".join(parts))
+    return page("Sign in ・ Cloudflare Access", "".join(parts), brand)
 
 
-def one_time_pin(app_name: str, email: str, *, csrf: str, otp_id: str, error: str = "") -> str:
+def one_time_pin(
+    app_name: str, email: str, *, csrf: str, otp_id: str, error: str = "", brand: Branding = DEFAULT_BRAND
+) -> str:
     """The code step of the one-time-PIN login; fakeedge prints the code in its log."""
     err = f'<p class="error">{escape(error)}</p>' if error else ""
     return page(
@@ -61,10 +87,11 @@ def one_time_pin(app_name: str, email: str, *, csrf: str, otp_id: str, error: st
         f'<input type="hidden" name="otp_id" value="{escape(otp_id)}">'
         f'<label for="code">Code</label><input id="code" name="code" inputmode="numeric" autocomplete="one-time-code" required>'
         f'<button type="submit">Sign in</button></form>',
+        brand,
     )
 
 
-def forbidden(aud: str, ray: str, message: str | None = None) -> str:
+def forbidden(aud: str, ray: str, message: str | None = None, brand: Branding = DEFAULT_BRAND) -> str:
     """The block page with its hidden ``json_data`` (spec §1.8)."""
     text = message or FORBIDDEN_MESSAGE
     data = json.dumps({"message": text, "status_code": 403, "aud": aud, "ray_id": ray.split("-")[0]})
@@ -72,12 +99,13 @@ def forbidden(aud: str, ray: str, message: str | None = None) -> str:
         "Forbidden ・ Cloudflare Access",
         f"<h1>Forbidden</h1><p>{escape(text)}</p><p class=muted>Ray ID: <code>{escape(ray)}</code></p>"
         f'<div id="json_data" hidden>{escape(data, quote=False)}</div>',
+        brand,
     )
 
 
-def notice(title: str, message: str, ray: str = "") -> str:
+def notice(title: str, message: str, ray: str = "", brand: Branding = DEFAULT_BRAND) -> str:
     ray_line = f"<p class=muted>Ray ID: <code>{escape(ray)}</code></p>" if ray else ""
-    return page(title, f"<h1>{escape(title)}</h1><p>{escape(message)}</p>{ray_line}")
+    return page(title, f"<h1>{escape(title)}</h1><p>{escape(message)}</p>{ray_line}", brand)
 
 
 def origin_error(status: int, title: str, host: str, ray: str, detail: str) -> str:

@@ -286,7 +286,7 @@ def block(
         return web.Response(status=302, headers={**headers, "Location": custom})
     return web.Response(
         status=403,
-        text=pages.forbidden(app.aud, ray, app.custom_deny_message),
+        text=pages.forbidden(app.aud, ray, app.custom_deny_message, edge.config.branding),
         content_type="text/html",
         headers=headers,
     )

@@ -101,7 +101,12 @@ async def handle_login(request: web.Request) -> web.StreamResponse:
             return _html(
                 request,
                 pages.one_time_pin(
-                    app.name, email, csrf=csrf, otp_id=str(form["otp_id"]), error="That code is not valid."
+                    app.name,
+                    email,
+                    csrf=csrf,
+                    otp_id=str(form["otp_id"]),
+                    error="That code is not valid.",
+                    brand=edge.config.branding,
                 ),
                 400,
             )
@@ -121,7 +126,9 @@ async def handle_login(request: web.Request) -> web.StreamResponse:
             code = f"{secrets.randbelow(10**6):06d}"
             edge.otps[otp_id] = (email, code, edge.clock.now() + OTP_TTL)
             log.warning("fakeedge: one-time PIN for %s is %s", email, code)
-            return _html(request, pages.one_time_pin(app.name, email, csrf=csrf, otp_id=otp_id))
+            return _html(
+                request, pages.one_time_pin(app.name, email, csrf=csrf, otp_id=otp_id, brand=edge.config.branding)
+            )
         identity = Identity.for_email(email, user, default_country=edge.config.default_country)
 
     session = edge.login(identity)
@@ -139,6 +146,7 @@ def _login_page(request: web.Request, edge: Edge, app: App, *, error: str = "", 
         allow_any_email=edge.config.allow_any_email,
         one_time_pin=edge.config.one_time_pin,
         error=error,
+        brand=edge.config.branding,
     )
     response = _html(request, body, status, **{h.ACCESS_DOMAIN: app.domain})
     set_cookie(response, h.CF_SESSION, csrf, expires=edge.clock.now() + 4 * 3600, secure=request.secure)

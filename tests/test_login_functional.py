@@ -365,3 +365,40 @@ async def test_demo_runs_with_no_config(tmp_path: Path) -> None:
         proc.wait(timeout=10)
         if proc.stderr is not None:
             proc.stderr.close()
+
+
+async def test_branded_login_and_block_pages(make_edge, origin: Origin) -> None:  # type: ignore[no-untyped-def]
+    cfg = base_config(origin.url)
+    cfg["branding"] = {
+        "name": "SecurityV0",
+        "logo_url": "https://cdn.securityv0.test/favicon.svg",
+        "background_color": "#f4f2f1",
+        "header_color": "#111111",
+        "button_color": "#8a43e1",
+        "description": "Sign in to access the SecurityV0 platform.",
+    }
+    cfg["apps"][0]["custom_deny_message"] = "You don't currently have access to SecurityV0."
+    running = await make_edge(cfg)
+    resp = await running.client.get(running.url("admin.acme.test"), allow_redirects=False)
+    html = await (await running.client.get(resp.headers["Location"])).text()
+    assert '<div class="brand">SecurityV0</div>' in html
+    assert '<img class="logo" src="https://cdn.securityv0.test/favicon.svg"' in html
+    assert "--accent: #8a43e1;" in html and "background: #f4f2f1;" in html and "color: #111111;" in html
+    assert "Sign in to access the SecurityV0 platform." in html
+    resp = await browser_login(running.client, running.url("admin.acme.test"), "mallory@evil.test")
+    assert resp.status == 403
+    html = await resp.text()
+    assert (
+        '<div class="brand">SecurityV0</div>' in html and "You don&#x27;t currently have access to SecurityV0." in html
+    )
+
+
+def test_branding_colour_is_checked() -> None:
+    from fakeedge.config import parse_config
+    from fakeedge.errors import ConfigError
+
+    cfg = base_config("http://127.0.0.1:9")
+    cfg["branding"] = {"button_color": "purple"}
+    with pytest.raises(ConfigError) as info:
+        parse_config(cfg, source="f.yml")
+    assert str(info.value) == "f.yml: branding.button_color: expected a colour such as #8a43e1, got 'purple'"
