@@ -1,16 +1,57 @@
-"""Helpers for tests that talk to a fakeedge on loopback: name resolution and the login dance."""
+"""Helpers for tests that talk to a fakeedge on loopback: a running edge, name resolution, sign-in.
+
+The pytest plugin (:mod:`fakeedge.pytest_plugin`) is a thin layer over :class:`EdgeFactory`; the
+same objects work without pytest::
+
+    async with EdgeFactory() as start_edge:
+        edge = await start_edge({"team": "acme", "apps": [...], "ingress": [...]})
+        client = await edge.login("alice@acme.test", app="Admin")
+        async with client.get(edge.url("Admin", "/api")) as resp: ...
+"""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import difflib
+import html
+import ipaddress
+import json
+import os
 import re
 import socket
-from typing import Any
-from urllib.parse import urljoin
+import tempfile
+from collections.abc import Awaitable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urljoin, urlsplit
 
 import aiohttp
+from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
+
+from . import headers as h
+from .clock import Clock
+from .config import App, Config, ServiceToken, parse_config
+from .edge import Edge
+from .errors import FakeEdgeError
+from .policy import Facts, Identity, decide
+from .web_app import start
 
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+_OTP_ID = re.compile(r'name="otp_id" value="([^"]+)"')
+_ERROR = re.compile(r'class="error"[^>]*>([^<]+)<')
+PERSONA_KEYS = ("name", "groups", "github_orgs", "country", "amr", "idp", "custom")
+MAX_LOGIN_HOPS = 12  # app -> login page -> post -> callback (-> eager chain hops) -> back to the app
+
+
+class UnknownName(FakeEdgeError, LookupError):
+    """An app, service token or host name that the edge's config does not define."""
+
+
+class LoginRefused(FakeEdgeError):
+    """The sign-in flow did not end with an app cookie: the app or the team domain said no."""
 
 
 class LoopbackResolver(AbstractResolver):
@@ -69,3 +110,407 @@ async def browser_login(
             continue
         return resp
     raise AssertionError(f"no final answer after {max_hops} hops from {url}")
+
+
+# --- a running edge ------------------------------------------------------------------------------
+
+
+def _did_you_mean(name: str, known: list[str]) -> str:
+    hint = difflib.get_close_matches(name, known, n=1)
+    return f"; did you mean {hint[0]!r}?" if hint else ""
+
+
+def _concrete(host: str) -> str:
+    """A host name a wildcard destination covers: ``*.acme.test`` -> ``app.acme.test``."""
+    first, dot, rest = host.partition(".")
+    if "*" not in first:
+        return host
+    return ("app" if first == "*" else first.replace("*", "")) + dot + rest
+
+
+def _concrete_path(path: str) -> str:
+    """A path an app's destination covers: ``/alpha/*`` -> ``/alpha/x``, ``""`` -> ``/``."""
+    return path.replace("*", "x") if path else "/"
+
+
+class FakeEdge:
+    """A fakeedge running in-process on 127.0.0.1, as the ``fakeedge`` fixture returns it.
+
+    Build one with :class:`EdgeFactory` (or the fixture); every client, origin and temporary
+    directory it made is closed by :meth:`close`, in reverse order.
+    """
+
+    def __init__(self, core: Edge, port: int, stack: contextlib.AsyncExitStack) -> None:
+        self.core = core
+        self.port = port
+        self._stack = stack
+        self._logins: dict[aiohttp.ClientSession, str] = {}
+
+    # -- addresses --
+
+    @property
+    def config(self) -> Config:
+        return self.core.config
+
+    @property
+    def team_domain(self) -> str:
+        """The team domain URL, also the ``iss`` of every token: ``http://127.0.0.1:<port>`` unless configured."""
+        return self.core.team_domain
+
+    @property
+    def certs_url(self) -> str:
+        """``<team_domain>/cdn-cgi/access/certs``: what an origin's JWKS client fetches."""
+        return f"{self.core.team_domain}/cdn-cgi/access/certs"
+
+    @property
+    def clock(self) -> Clock:
+        """The edge's clock: ``freeze()``, ``advance(seconds)``, ``skew(seconds)``, ``reset()``.
+
+        It moves the edge's time only; an origin verifying tokens keeps its own clock.
+        """
+        return self.core.clock
+
+    def host(self, host_or_app: str) -> str:
+        """The host name for an app name (its first domain), or a host name as given.
+
+        Raises:
+            UnknownName: ``host_or_app`` is neither an app name nor looks like a host name.
+        """
+        for app in self.core.config.apps:
+            if app.name == host_or_app:
+                return _concrete(app.destinations[0].host)
+        if "." in host_or_app or host_or_app.lower() == "localhost":
+            return host_or_app.lower()
+        raise self._unknown_app(host_or_app, hosts=True)
+
+    def url(self, host_or_app: str, path: str = "/") -> str:
+        """``http://<host>:<edge port><path>`` for an app name or a host name.
+
+        Use it with a client from :meth:`login` or :meth:`client` (they resolve every name to
+        127.0.0.1); the edge routes on the ``Host`` header, as Cloudflare does.
+
+        Raises:
+            UnknownName: not an app name, and not a host name either.
+            ValueError: ``path`` does not start with ``/``.
+        """
+        if not path.startswith("/"):
+            raise ValueError(f"path must start with '/', got {path!r}")
+        return f"http://{self.host(host_or_app)}:{self.port}{path}"
+
+    def aud(self, app: str) -> str:
+        """The AUD tag of the app named ``app``: what an origin passes as ``audience``."""
+        return self.app(app).aud
+
+    def app(self, name: str) -> App:
+        """The configured app named ``name``.
+
+        Raises:
+            UnknownName: no app has that name.
+        """
+        for app in self.core.config.apps:
+            if app.name == name:
+                return app
+        raise self._unknown_app(name)
+
+    def _unknown_app(self, name: str, *, hosts: bool = False) -> UnknownName:
+        names = [a.name for a in self.core.config.apps]
+        also = ""
+        if hosts and self.core.config.apps:
+            also = f" (or pass a host name such as {_concrete(self.core.config.apps[0].destinations[0].host)})"
+        return UnknownName(
+            f"no app named {name!r}{_did_you_mean(name, names)} apps: {', '.join(names) or 'none'}{also}"
+        )
+
+    # -- clients --
+
+    def client(self) -> aiohttp.ClientSession:
+        """A new loopback ClientSession with no credentials; closed with the edge."""
+        session = loopback_session()
+        self._stack.push_async_callback(session.close)
+        return session
+
+    def service_token(self, name: str, *, app: str | None = None) -> dict[str, str]:
+        """The headers a client sends for the service token ``name`` (its name, id or client id).
+
+        Args:
+            name: the service token's ``name``, ``id`` or ``client_id`` in the config.
+            app: when given and that app reads tokens from one header
+                (``read_service_tokens_from_header``), the headers take that form (spec §5).
+
+        Raises:
+            UnknownName: no such service token (or app).
+        """
+        token = self._service_token(name)
+        header = self.app(app).read_service_tokens_from_header if app is not None else None
+        if header:
+            value = {"cf-access-client-id": token.client_id, "cf-access-client-secret": token.client_secret}
+            return {header: json.dumps(value)}
+        return {h.CLIENT_ID: token.client_id, h.CLIENT_SECRET: token.client_secret}
+
+    def _service_token(self, name: str) -> ServiceToken:
+        tokens = self.core.config.service_tokens
+        for token in tokens:
+            if name in (token.name, token.id, token.client_id):
+                return token
+        names = [t.name for t in tokens]
+        raise UnknownName(
+            f"no service token named {name!r}{_did_you_mean(name, names)} service tokens: {', '.join(names) or 'none'}"
+        )
+
+    async def login(
+        self, email: str, *, app: str | None = None, host: str | None = None, path: str | None = None, **persona: Any
+    ) -> aiohttp.ClientSession:
+        """Sign ``email`` in to ``app`` through the real flow and return the signed-in client.
+
+        The client (a loopback ``aiohttp.ClientSession``, closed with the edge) requests the app,
+        follows the 302 to the team domain, submits the SSO form (and the one-time PIN when the
+        config asks for one), takes the callback on the app host, and stops there: it holds the
+        app's ``CF_Authorization`` (and the org session on the team domain), and the origin has
+        seen nothing. :meth:`cookies` gives the app cookies as a plain dict for other clients.
+
+        Args:
+            email: the address typed on the SSO page.
+            app: the app's name; may be left out when only one app has an Allow policy.
+            host: the host to start from (default: the app's first domain).
+            path: the path to start from (default: one the app's first domain covers).
+            **persona: attributes of this user for this edge: ``name``, ``groups``,
+                ``github_orgs``, ``country``, ``amr``, ``idp``, ``custom`` (as in ``users:``).
+
+        Raises:
+            LoginRefused: the app or the team domain refused the sign-in; the message says why.
+            UnknownName: no such app.
+            ConfigError: a persona attribute has a wrong value.
+            TypeError: an unknown persona attribute.
+        """
+        target = self._login_app(app)
+        if persona:
+            self._add_persona(email, persona)
+        dest = target.destinations[0]
+        start_url = self.url(host or _concrete(dest.host), path or _concrete_path(dest.path))
+        session = self.client()
+        await _sign_in(session, self, target, start_url, email)
+        self._logins[session] = start_url
+        return session
+
+    def cookies(self, client: aiohttp.ClientSession, url: str | None = None) -> dict[str, str]:
+        """The cookies ``client`` sends to its app (or to ``url``), as ``{name: value}``.
+
+        For ``requests``, httpx or Playwright: ``requests.get(..., cookies=edge.cookies(client))``.
+        """
+        where = url or self._logins.get(client)
+        if where is None:
+            raise ValueError("this client did not come from edge.login(); pass the url whose cookies you want")
+        jar = client.cookie_jar.filter_cookies(URL(where))
+        # a cleared cookie (Expires at the epoch) stays in aiohttp's jar with an empty value: a browser drops it
+        return {name: morsel.value for name, morsel in jar.items() if morsel.value}
+
+    def _login_app(self, name: str | None) -> App:
+        if name is not None:
+            return self.app(name)
+        interactive = [a for a in self.core.config.apps if a.has_identity_policy]
+        if len(interactive) == 1:
+            return interactive[0]
+        names = ", ".join(a.name for a in interactive) or "none"
+        raise UnknownName(f"login(): name the app to sign in to with app=...; apps with an Allow policy: {names}")
+
+    def _add_persona(self, email: str, persona: dict[str, Any]) -> None:
+        unknown = sorted(set(persona) - set(PERSONA_KEYS))
+        if unknown:
+            raise TypeError(
+                f"login() got unknown persona attribute(s) {', '.join(unknown)}; valid: {', '.join(PERSONA_KEYS)}"
+            )
+        raw = {"team": self.core.config.team, "users": [{"email": email, **persona}]}
+        (user,) = parse_config(raw, source=f"login({email!r})").users
+        config = self.core.config
+        others = tuple(u for u in config.users if u.email.lower() != email.lower())
+        self.core.config = dataclasses.replace(config, users=(*others, user))
+
+    async def close(self) -> None:
+        """Close every client, the edge and the origins it started, in reverse order."""
+        await self._stack.aclose()
+
+
+async def _sign_in(session: aiohttp.ClientSession, edge: FakeEdge, app: App, start_url: str, email: str) -> None:
+    """The browser's part of spec §1: app -> 302 -> SSO page -> callback; stop before the origin."""
+    resp = await session.get(start_url, allow_redirects=False)
+    text = await resp.text()
+    if resp.status != 302 or "/cdn-cgi/access/login/" not in resp.headers.get("Location", ""):
+        raise LoginRefused(_no_redirect(edge, app, start_url, resp.status))
+    for _ in range(MAX_LOGIN_HOPS):
+        if resp.status in (301, 302, 303, 307, 308):
+            location = urljoin(str(resp.url), resp.headers["Location"])
+            if not urlsplit(location).path.startswith("/cdn-cgi/access/"):
+                break  # the last hop would go to the origin: the client is signed in
+            resp = await session.get(location, allow_redirects=False)
+            text = await resp.text()
+            continue
+        if resp.status == 200 and "/cdn-cgi/access/login/" in resp.url.path:
+            form = {"email": email} if (otp := _OTP_ID.search(text)) is None else _otp_form(edge, otp.group(1))
+            csrf = _CSRF.search(text)
+            if csrf is None:
+                raise LoginRefused(f"the SSO page at {resp.url} has no sign-in form")
+            resp = await session.post(resp.url, data={"csrf": csrf.group(1), **form}, allow_redirects=False)
+            text = await resp.text()
+            continue
+        raise LoginRefused(_refusal(edge, app, email, resp.status, text))
+    else:
+        raise LoginRefused(f"sign-in to {app.name!r} did not finish after {MAX_LOGIN_HOPS} hops from {start_url}")
+    cookie = session.cookie_jar.filter_cookies(URL(start_url)).get(h.CF_AUTHORIZATION)
+    cred = edge.core.credential(cookie.value) if cookie is not None else None
+    if cred is None or app.aud not in cred.auds:
+        raise LoginRefused(_refusal(edge, app, email, resp.status, text))
+
+
+def _otp_form(edge: FakeEdge, otp_id: str) -> dict[str, str]:
+    # one_time_pin: the code is "sent" by logging it; in-process we read it where the edge keeps it
+    _, code, _ = edge.core.otps[otp_id]
+    return {"otp_id": otp_id, "code": code}
+
+
+def _no_redirect(edge: FakeEdge, app: App, url: str, status: int) -> str:
+    why = {
+        200: "a Bypass policy lets it through without sign-in",
+        403: "nothing but a service token can reach it (no Allow policy admits a sign-in from here)",
+        401: "nothing but a service token can reach it (service_auth_401_redirect is on)",
+    }.get(status, "see edge.requests and the response for why")
+    policies = ", ".join(f"{p.name} ({p.decision})" for p in app.policies) or "none"
+    return (
+        f"app {app.name!r} did not send {url} to sign in: it answered {status}, not a 302 to the team domain; "
+        f"{why}; policies: {policies}"
+    )
+
+
+def _refusal(edge: FakeEdge, app: App, email: str, status: int, text: str) -> str:
+    """Why a sign-in ended without an app cookie, in the policies' own words."""
+    page_error = _ERROR.search(text)
+    if page_error is not None:
+        return f"the team domain refused {email}: {html.unescape(page_error.group(1)).strip()}"
+    config = edge.core.config
+    who = Identity.for_email(email, config.user(email), default_country=config.default_country)
+    verdict = decide(app, Facts(ipaddress.ip_address("127.0.0.1"), who.country), who)
+    policies = ", ".join(f"{p.name} ({p.decision})" for p in app.policies) or "none"
+    if verdict.outcome == "deny" and verdict.policy is not None:
+        why = f"the Block policy {verdict.policy.name!r} matches"
+    elif verdict.outcome == "deny":
+        why = "no Allow policy includes this identity"
+    else:
+        why = f"the edge answered {status}"
+    return f"app {app.name!r} refused {email} at sign-in ({status}): {why}; policies: {policies}"
+
+
+# --- starting edges ----------------------------------------------------------------------------
+
+
+ConfigInput = Mapping[str, Any] | str | os.PathLike[str]
+
+
+class FakeEdgeFactory(Protocol):
+    """The type of the ``fakeedge`` fixture: ``edge = await fakeedge(config=...)``."""
+
+    def __call__(
+        self,
+        config: ConfigInput,
+        *,
+        clock: Clock | None = None,
+        keys_dir: str | os.PathLike[str] | None = None,
+    ) -> Awaitable[FakeEdge]: ...
+
+
+class EdgeFactory:
+    """Starts :class:`FakeEdge` instances and closes them all, last started first.
+
+    Usable as an async context manager outside pytest; the ``fakeedge`` fixture wraps one.
+    """
+
+    def __init__(self) -> None:
+        self._edges: list[FakeEdge] = []
+
+    async def __call__(
+        self,
+        config: ConfigInput,
+        *,
+        clock: Clock | None = None,
+        keys_dir: str | os.PathLike[str] | None = None,
+    ) -> FakeEdge:
+        """Start an edge on 127.0.0.1 (a free port) in front of the origins ``config`` names.
+
+        Args:
+            config: a config mapping (the YAML's structure) or the path of a YAML file. In a
+                mapping, an ingress rule's ``service`` may be an ``aiohttp.web.Application``:
+                it is started on a free port and its URL used instead.
+            clock: the edge's clock (default: a new real-time :class:`Clock`).
+            keys_dir: where the signing keys live. Default: the config's ``keys_dir`` if it
+                names one, else a temporary directory removed with the edge.
+
+        Raises:
+            ConfigError: the config is wrong; the message names the key.
+        """
+        edge = await _start_edge(config, clock=clock, keys_dir=keys_dir)
+        self._edges.append(edge)
+        return edge
+
+    async def close(self) -> None:
+        while self._edges:
+            await self._edges.pop().close()
+
+    async def __aenter__(self) -> EdgeFactory:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+async def _start_edge(config: ConfigInput, *, clock: Clock | None, keys_dir: str | os.PathLike[str] | None) -> FakeEdge:
+    stack = contextlib.AsyncExitStack()
+    try:
+        if isinstance(config, Mapping):
+            raw = dict(config)
+            started: dict[int, str] = {}
+            raw["ingress"] = [await _start_service(stack, rule, started) for rule in raw.get("ingress") or []]
+            if keys_dir is None and "keys_dir" not in raw:
+                keys_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="fakeedge-keys-"))
+            if keys_dir is not None:
+                raw["keys_dir"] = str(keys_dir)
+            parsed = parse_config(raw, source="fakeedge(config=...)")
+        else:
+            parsed = _load_yaml(stack, Path(config), keys_dir)
+        core = Edge.create(parsed, clock)
+        runner, (_, port) = await start(core, "127.0.0.1", 0)
+        stack.push_async_callback(runner.cleanup)
+        return FakeEdge(core, port, stack)
+    except BaseException:
+        await stack.aclose()
+        raise
+
+
+def _load_yaml(stack: contextlib.AsyncExitStack, path: Path, keys_dir: str | os.PathLike[str] | None) -> Config:
+    import yaml
+
+    from .config import load_config
+
+    parsed = load_config(path)
+    if keys_dir is None:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if "keys_dir" in raw:
+            return parsed
+        # a test should not write keys next to the config (often the project's own fakeedge.yml)
+        keys_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="fakeedge-keys-"))
+    return dataclasses.replace(parsed, keys_dir=Path(keys_dir))
+
+
+async def _start_service(stack: contextlib.AsyncExitStack, rule: Any, started: dict[int, str]) -> Any:
+    """An ingress rule with an ``aiohttp.web.Application`` service started and replaced by its URL.
+
+    ``started`` maps applications already started for this edge (by identity) to their URL: an
+    application named by several rules runs once.
+    """
+    if not isinstance(rule, Mapping) or not isinstance(rule.get("service"), web.Application):
+        return rule
+    app = rule["service"]
+    if id(app) not in started:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        started[id(app)] = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    return {**rule, "service": started[id(app)]}

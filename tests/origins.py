@@ -1,0 +1,54 @@
+"""Origins for toolkit tests: real aiohttp apps that verify what the edge sends, as users' origins do."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import jwt
+from aiohttp import web
+
+from .conftest import base_config
+
+hits_key = web.AppKey("hits_key", list)
+
+
+def whoami() -> web.Application:
+    """An origin that answers with the path, the email header and the assertion it received."""
+
+    async def handle(request: web.Request) -> web.Response:
+        request.app[hits_key].append(request.path_qs)
+        return web.json_response(
+            {
+                "path": request.path_qs,
+                "email": request.headers.get("Cf-Access-Authenticated-User-Email"),
+                "assertion": request.headers.get("Cf-Access-Jwt-Assertion"),
+            }
+        )
+
+    app = web.Application()
+    app[hits_key] = []
+    app.router.add_route("*", "/{tail:.*}", handle)
+    return app
+
+
+def config_for(app: web.Application) -> dict[str, Any]:
+    """The shared test config (Admin, Sentry, Grafana, public) with ``app`` as every origin."""
+    cfg = base_config("http://127.0.0.1:9")
+    for rule in cfg["ingress"]:
+        if rule["service"].startswith("http://"):
+            rule["service"] = app
+    return cfg
+
+
+def verify_sync(certs_url: str, token: str, *, audience: str, issuer: str, **client: Any) -> dict[str, Any]:
+    """PyJWT's standard verification: the key from PyJWKClient by kid, then RS256, exp, nbf, iat, aud, iss."""
+    jwks = jwt.PyJWKClient(certs_url, **({"cache_jwk_set": False} | client))
+    key = jwks.get_signing_key_from_jwt(token)
+    claims: dict[str, Any] = jwt.decode(token, key.key, algorithms=["RS256"], audience=audience, issuer=issuer)
+    return claims
+
+
+async def verify(certs_url: str, token: str, *, audience: str, issuer: str, **client: Any) -> dict[str, Any]:
+    """:func:`verify_sync` in a thread: urllib must not block the loop that also runs the edge."""
+    return await asyncio.to_thread(verify_sync, certs_url, token, audience=audience, issuer=issuer, **client)
