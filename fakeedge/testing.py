@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import difflib
 import html
 import ipaddress
 import json
@@ -33,9 +32,11 @@ from yarl import URL
 
 from . import headers as h
 from .clock import Clock
-from .config import App, Config, ServiceToken, parse_config
+from .config import App, Config, parse_config
 from .edge import Edge
-from .errors import FakeEdgeError
+from .errors import FakeEdgeError, UnknownName
+from .mint import find_app, find_service_token, unknown_app_message
+from .mint import mint as mint_token
 from .policy import Facts, Identity, decide
 from .web_app import start
 
@@ -44,10 +45,6 @@ _OTP_ID = re.compile(r'name="otp_id" value="([^"]+)"')
 _ERROR = re.compile(r'class="error"[^>]*>([^<]+)<')
 PERSONA_KEYS = ("name", "groups", "github_orgs", "country", "amr", "idp", "custom")
 MAX_LOGIN_HOPS = 12  # app -> login page -> post -> callback (-> eager chain hops) -> back to the app
-
-
-class UnknownName(FakeEdgeError, LookupError):
-    """An app, service token or host name that the edge's config does not define."""
 
 
 class LoginRefused(FakeEdgeError):
@@ -113,11 +110,6 @@ async def browser_login(
 
 
 # --- a running edge ------------------------------------------------------------------------------
-
-
-def _did_you_mean(name: str, known: list[str]) -> str:
-    hint = difflib.get_close_matches(name, known, n=1)
-    return f"; did you mean {hint[0]!r}?" if hint else ""
 
 
 def _concrete(host: str) -> str:
@@ -207,19 +199,12 @@ class FakeEdge:
         Raises:
             UnknownName: no app has that name.
         """
-        for app in self.core.config.apps:
-            if app.name == name:
-                return app
-        raise self._unknown_app(name)
+        return find_app(self.core.config, name)
 
     def _unknown_app(self, name: str, *, hosts: bool = False) -> UnknownName:
-        names = [a.name for a in self.core.config.apps]
-        also = ""
-        if hosts and self.core.config.apps:
-            also = f" (or pass a host name such as {_concrete(self.core.config.apps[0].destinations[0].host)})"
-        return UnknownName(
-            f"no app named {name!r}{_did_you_mean(name, names)} apps: {', '.join(names) or 'none'}{also}"
-        )
+        apps = self.core.config.apps
+        also = f" (or pass a host name such as {_concrete(apps[0].destinations[0].host)})" if hosts and apps else ""
+        return UnknownName(unknown_app_message(self.core.config, name) + also)
 
     # -- clients --
 
@@ -240,21 +225,60 @@ class FakeEdge:
         Raises:
             UnknownName: no such service token (or app).
         """
-        token = self._service_token(name)
+        token = find_service_token(self.core.config, name)
         header = self.app(app).read_service_tokens_from_header if app is not None else None
         if header:
             value = {"cf-access-client-id": token.client_id, "cf-access-client-secret": token.client_secret}
             return {header: json.dumps(value)}
         return {h.CLIENT_ID: token.client_id, h.CLIENT_SECRET: token.client_secret}
 
-    def _service_token(self, name: str) -> ServiceToken:
-        tokens = self.core.config.service_tokens
-        for token in tokens:
-            if name in (token.name, token.id, token.client_id):
-                return token
-        names = [t.name for t in tokens]
-        raise UnknownName(
-            f"no service token named {name!r}{_did_you_mean(name, names)} service tokens: {', '.join(names) or 'none'}"
+    def mint(
+        self,
+        *,
+        app: str | None = None,
+        email: str | None = None,
+        service_token: str | None = None,
+        variant: str = "valid",
+        claims: Mapping[str, Any] | None = None,
+        header: Mapping[str, Any] | None = None,
+        lifetime: float | str | None = None,
+    ) -> str:
+        """A signed app token for a user or a service token, valid or broken in one named way.
+
+        Send it to your origin directly (``Cf-Access-Jwt-Assertion``) to test its verification.
+        A valid user token is also accepted by the edge (cookie or ``Cf-Access-Token``).
+
+        Args:
+            app: the app's name (its AUD is the ``aud``); may be left out when there is one app.
+            email: a user token (spec §2.2) for this address.
+            service_token: a service-token token (spec §2.3) for this name, id or client id.
+            variant: ``valid`` (default), ``aud_string``, ``aud_array`` (valid shapes) or a bad
+                one: ``expired``, ``not_yet_valid``, ``wrong_aud``, ``wrong_iss``,
+                ``foreign_key``, ``unknown_kid``, ``no_kid``, ``alg_none``,
+                ``hs256_public_key``, ``tampered`` (see :data:`fakeedge.mint.VARIANTS`).
+            claims: claims to set last; ``None`` as a value removes that claim.
+            header: JWT header members to set the same way.
+            lifetime: ``exp - iat`` (seconds or ``"10m"``); default the app's session duration.
+
+        Raises:
+            UnknownName: no such app or service token.
+            ValueError: an unknown variant, or not exactly one of ``email`` / ``service_token``.
+        """
+        if app is None:
+            apps = self.core.config.apps
+            if len(apps) != 1:
+                names = ", ".join(a.name for a in apps) or "none"
+                raise UnknownName(f"mint(): name the app with app=...; apps: {names}")
+            app = apps[0].name
+        return mint_token(
+            self.core,
+            app=app,
+            email=email,
+            service_token=service_token,
+            variant=variant,
+            claims=claims,
+            header=header,
+            lifetime=lifetime,
         )
 
     async def login(
