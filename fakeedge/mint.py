@@ -269,8 +269,8 @@ def _encode(variant: Variant, head: dict[str, Any], payload: dict[str, Any], key
                 changed["email"] = TAMPERED_EMAIL
             else:
                 changed["common_name"] = TAMPERED_CLIENT_ID
-            head_segment, _, signature = signed.split(".")
-            return f"{head_segment}.{_segment(changed, escape_slashes=escape)}.{signature}"
+            head_segment, _, kept_signature = signed.split(".")
+            return f"{head_segment}.{_segment(changed, escape_slashes=escape)}.{kept_signature}"
     return tokens.sign(payload, key, header=head, escape_slashes=escape)
 
 
