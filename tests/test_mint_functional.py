@@ -91,6 +91,15 @@ async def test_standard_verification(edge: FakeEdge, variant: str, kind: str) ->
     assert str(exc.value) == message.format(kid=jwt.get_unverified_header(token).get("kid"))
 
 
+@pytest.mark.parametrize("kind", ["user", "service"])
+@pytest.mark.parametrize("variant", list(TABLE))
+async def test_the_edge_agrees(edge: FakeEdge, variant: str, kind: str) -> None:
+    """The edge takes a minted token as Cf-Access-Token exactly when a stock origin would."""
+    token = edge.mint(app="Admin", variant=variant, **WHO[kind])
+    async with edge.client().get(edge.url("Admin"), headers={"Cf-Access-Token": token}, allow_redirects=False) as resp:
+        assert resp.status == (200 if TABLE[variant] is None else 302)
+
+
 async def test_shapes_follow_the_spec(edge: FakeEdge) -> None:
     head, payload, _ = parts(edge.mint(app="Admin", email="alice@acme.test"))
     assert list(head) == ["alg", "kid"]  # spec §2.1: user tokens have no typ
