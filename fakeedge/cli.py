@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -198,6 +199,74 @@ def token(
     except ValueError as exc:
         raise FakeEdgeError(str(exc)) from None
     click.echo(jwt)
+
+
+@main.group()
+def keys() -> None:
+    """Show or rotate the signing keys in the config's keys_dir (a running edge: the control API)."""
+
+
+def _utc(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+@keys.command("show")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_CONFIG,
+    show_default=True,
+)
+@click.option("--certs", "as_certs", is_flag=True, help="Print the /cdn-cgi/access/certs document instead.")
+@_errors
+def keys_show(config_path: Path, as_certs: bool) -> None:
+    """Show the current key, and the previous one while it is still in certs (spec §3)."""
+    from .config import load_config
+    from .keys import KeyStore
+
+    config = load_config(config_path)
+    now = time.time()
+    store = KeyStore(config.keys_dir, now)
+    if as_certs:
+        click.echo(store.certs_document(now).decode())
+        return
+    click.echo(f"keys_dir {config.keys_dir}")
+    click.echo(f"current  {store.current.kid}")
+    if store.previous is not None and now < store.previous_until:
+        click.echo(f"previous {store.previous.kid} (in certs until {_utc(store.previous_until)})")
+
+
+@keys.command("rotate")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_CONFIG,
+    show_default=True,
+)
+@click.option("--grace", default="7d", show_default=True, help="How long the previous key stays in certs.")
+@_errors
+def keys_rotate(config_path: Path, grace: str) -> None:
+    """Make a new current key; the previous one stays in certs for the grace period (spec §3)."""
+    from .config import load_config, parse_duration
+    from .keys import KeyStore
+
+    try:
+        seconds = parse_duration(grace)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--grace") from None
+    config = load_config(config_path)
+    now = time.time()
+    store = KeyStore(config.keys_dir, now)
+    old = store.current.kid
+    click.echo(f"current  {store.rotate(now, seconds).kid}")
+    click.echo(f"previous {old} (in certs until {_utc(now + seconds)})")
+    click.echo(
+        "fakeedge: note: a running edge keeps the keys it loaded: restart it, "
+        "or rotate through it with POST /cdn-cgi/fakeedge/keys/rotate",
+        err=True,
+    )
 
 
 @main.command()

@@ -32,9 +32,10 @@ from yarl import URL
 
 from . import headers as h
 from .clock import Clock
-from .config import App, Config, parse_config
+from .config import App, Config, parse_config, parse_duration
 from .edge import Edge
 from .errors import FakeEdgeError, UnknownName
+from .faults import CertsFault, certs_fault
 from .mint import find_app, find_service_token, unknown_app_message
 from .mint import mint as mint_token
 from .policy import Facts, Identity, decide
@@ -281,6 +282,56 @@ class FakeEdge:
             lifetime=lifetime,
         )
 
+    # -- keys and certs --
+
+    def rotate_keys(self, grace: float | str = "7d") -> str:
+        """Make a new current signing key and return its kid (spec §3).
+
+        Tokens are signed with the new key from now on. The previous key stays in
+        ``/cdn-cgi/access/certs`` (first, the current one last) for ``grace`` on the edge clock
+        (Cloudflare: 7 days); ``edge.clock.advance(...)`` past it removes the key from certs, and
+        the edge stops accepting tokens it signed.
+
+        Args:
+            grace: seconds, or a duration such as ``"7d"`` or ``"90s"``.
+        """
+        return self.core.rotate_keys(parse_duration(grace)).kid
+
+    def certs_fault(
+        self,
+        mode: str | None,
+        *,
+        delay: float | str = 5.0,
+        times: int | None = None,
+        duration: float | str | None = None,
+    ) -> CertsFault | None:
+        """Make ``/cdn-cgi/access/certs`` (team domain and app hosts) misbehave, or behave again.
+
+        Args:
+            mode: ``"slow"`` (answer after ``delay``), ``"empty"`` (``{"keys":[]}``),
+                ``"failing"`` (500), or ``None`` to end any fault now.
+            delay: for ``"slow"``: seconds (or ``"2s"``) before the normal answer.
+            times: end after this many certs requests.
+            duration: end after this long on the edge clock (``edge.clock.advance`` ends it).
+
+        Returns:
+            The fault, also a context manager that ends it on exit:
+            ``with edge.certs_fault("failing"): ...``.
+
+        Raises:
+            ValueError: an unknown mode or a bad number.
+        """
+        if self.core.certs_fault is not None:
+            self.core.certs_fault.clear()
+            self.core.certs_fault = None
+        if mode is None:
+            return None
+        fault = certs_fault(mode, now=self.core.clock.now(), delay=delay, times=times, duration=duration)
+        self.core.certs_fault = fault
+        return fault
+
+    # -- sign-in --
+
     async def login(
         self, email: str, *, app: str | None = None, host: str | None = None, path: str | None = None, **persona: Any
     ) -> aiohttp.ClientSession:
@@ -501,6 +552,8 @@ async def _start_edge(config: ConfigInput, *, clock: Clock | None, keys_dir: str
         core = Edge.create(parsed, clock)
         runner, (_, port) = await start(core, "127.0.0.1", 0)
         stack.push_async_callback(runner.cleanup)
+        # first of all at teardown: a slow certs answer in progress must not hold up the runner's cleanup
+        stack.callback(lambda: core.certs_fault.clear() if core.certs_fault is not None else None)
         return FakeEdge(core, port, stack)
     except BaseException:
         await stack.aclose()

@@ -102,3 +102,38 @@ def test_token_needs_a_known_team_domain(tmp_path: Path) -> None:
         f"fakeedge: error: {path}: the team domain (the tokens' iss) is only known once the edge runs "
         "(listen port 0); set team_domain, or ask the running edge: POST /cdn-cgi/fakeedge/token\n"
     )
+
+
+def test_keys_show_and_rotate(config_file: Path) -> None:
+    keys_dir = config_file.parent / "keys"
+    shown = run("keys", "show", "--config", str(config_file))
+    assert shown.exit_code == 0, shown.output
+    kid = KeyStore(keys_dir, time.time()).current.kid
+    assert shown.output == f"keys_dir {keys_dir}\ncurrent  {kid}\n"
+
+    rotated = CliRunner().invoke(main, ["keys", "rotate", "--config", str(config_file), "--grace", "1h"])
+    assert rotated.exit_code == 0, rotated.output
+    lines = rotated.stdout.splitlines()
+    new_kid = lines[0].removeprefix("current  ")
+    assert new_kid != kid
+    assert lines[1].startswith(f"previous {kid} (in certs until ")
+    assert rotated.stderr == (
+        "fakeedge: note: a running edge keeps the keys it loaded: restart it, "
+        "or rotate through it with POST /cdn-cgi/fakeedge/keys/rotate\n"
+    )
+    assert run("keys", "show", "--config", str(config_file)).output.splitlines()[1:] == lines
+
+    certs = json.loads(run("keys", "show", "--config", str(config_file), "--certs").output)
+    assert [k["kid"] for k in certs["keys"]] == [kid, new_kid]  # spec §3: previous first
+
+    # the next token is signed by the new key
+    token = run("token", "--config", str(config_file), "--email", "alice@acme.test", "--app", "Admin").output.strip()
+    assert jwt.get_unverified_header(token)["kid"] == new_kid
+
+
+def test_keys_rotate_grace_mistake(config_file: Path) -> None:
+    result = run("keys", "rotate", "--config", str(config_file), "--grace", "a week")
+    assert result.exit_code == 2
+    assert result.output.splitlines()[-1] == (
+        "Error: Invalid value for --grace: expected a duration such as 30s, 15m or 24h, got 'a week'"
+    )
