@@ -22,6 +22,7 @@ from .policy import AppIndex, Identity
 
 if TYPE_CHECKING:
     from .faults import CertsFault
+    from .record import RequestLog
 
 REUSE_MARGIN = 60  # re-sign a cached token when it has less than this many seconds left
 CACHE_LIMIT = 10_000
@@ -89,6 +90,7 @@ class Edge:
     _apps_by_aud: dict[str, App] = field(default_factory=dict)
     _tokens_by_client_id: dict[str, ServiceToken] = field(default_factory=dict)
     certs_fault: CertsFault | None = None  # tests: /cdn-cgi/access/certs slow, empty or failing
+    recorder: RequestLog | None = None  # tests: what origins received; off by default
 
     @classmethod
     def create(cls, config: Config, clock: Clock | None = None) -> Edge:

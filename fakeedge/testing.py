@@ -36,6 +36,7 @@ from .config import App, Config, parse_config, parse_duration
 from .edge import Edge
 from .errors import FakeEdgeError, UnknownName
 from .faults import CertsFault, certs_fault
+from .record import RequestLog
 from .mint import find_app, find_service_token, unknown_app_message
 from .mint import mint as mint_token
 from .policy import Facts, Identity, decide
@@ -162,6 +163,20 @@ class FakeEdge:
         It moves the edge's time only; an origin verifying tokens keeps its own clock.
         """
         return self.core.clock
+
+    @property
+    def requests(self) -> RequestLog:
+        """What origins received through this edge, oldest first (see :class:`fakeedge.record.Record`).
+
+        ``edge.requests.last.claims["email"]``, ``.policy``, ``.headers["CF-Connecting-IP"]``;
+        ``edge.requests.clear()`` between steps. Sign-in itself never reaches the origin.
+
+        Raises:
+            FakeEdgeError: the edge was started with ``record=False``.
+        """
+        if self.core.recorder is None:
+            raise FakeEdgeError("this edge was started with record=False: it keeps no record of requests")
+        return self.core.recorder
 
     def host(self, host_or_app: str) -> str:
         """The host name for an app name (its first domain), or a host name as given.
@@ -488,6 +503,7 @@ class FakeEdgeFactory(Protocol):
         *,
         clock: Clock | None = None,
         keys_dir: str | os.PathLike[str] | None = None,
+        record: bool = True,
     ) -> Awaitable[FakeEdge]: ...
 
 
@@ -506,6 +522,7 @@ class EdgeFactory:
         *,
         clock: Clock | None = None,
         keys_dir: str | os.PathLike[str] | None = None,
+        record: bool = True,
     ) -> FakeEdge:
         """Start an edge on 127.0.0.1 (a free port) in front of the origins ``config`` names.
 
@@ -516,11 +533,12 @@ class EdgeFactory:
             clock: the edge's clock (default: a new real-time :class:`Clock`).
             keys_dir: where the signing keys live. Default: the config's ``keys_dir`` if it
                 names one, else a temporary directory removed with the edge.
+            record: keep a record of what origins receive (``edge.requests``).
 
         Raises:
             ConfigError: the config is wrong; the message names the key.
         """
-        edge = await _start_edge(config, clock=clock, keys_dir=keys_dir)
+        edge = await _start_edge(config, clock=clock, keys_dir=keys_dir, record=record)
         self._edges.append(edge)
         return edge
 
@@ -535,7 +553,9 @@ class EdgeFactory:
         await self.close()
 
 
-async def _start_edge(config: ConfigInput, *, clock: Clock | None, keys_dir: str | os.PathLike[str] | None) -> FakeEdge:
+async def _start_edge(
+    config: ConfigInput, *, clock: Clock | None, keys_dir: str | os.PathLike[str] | None, record: bool
+) -> FakeEdge:
     stack = contextlib.AsyncExitStack()
     try:
         if isinstance(config, Mapping):
@@ -550,6 +570,7 @@ async def _start_edge(config: ConfigInput, *, clock: Clock | None, keys_dir: str
         else:
             parsed = _load_yaml(stack, Path(config), keys_dir)
         core = Edge.create(parsed, clock)
+        core.recorder = RequestLog() if record else None
         runner, (_, port) = await start(core, "127.0.0.1", 0)
         stack.push_async_callback(runner.cleanup)
         # first of all at teardown: a slow certs answer in progress must not hold up the runner's cleanup

@@ -161,6 +161,8 @@ async def _to_origin(
             upstream_headers[h.AUTHENTICATED_USER_EMAIL] = admission.email
         if admission.set_cookie is not None and app is not None:
             extra = app_cookies(request, app, *admission.set_cookie)  # type: ignore[arg-type]
+    if edge.recorder is not None:
+        edge.recorder.observe(request, host, upstream_headers, admission, app, edge, ray)  # type: ignore[arg-type]
     return await forward(
         request,
         request.app[client_key],
