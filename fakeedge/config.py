@@ -214,6 +214,7 @@ class Config:
     one_time_pin: bool = False
     default_country: str = "US"
     strict_service_token_auth: bool = False
+    admin_token: str | None = field(default=None, repr=False)  # opens /cdn-cgi/fakeedge/ beyond loopback
     logout_delay: float = 0.0
     origin_timeout: float = 100.0
     not_emulated: tuple[str, ...] = ()
@@ -402,6 +403,7 @@ def _origin_url(value: str) -> str:
 # --- the loader ------------------------------------------------------------------------------
 
 TOP_KEYS = (
+    "admin_token",
     "team", "team_domain", "listen", "keys_dir", "users", "allow_any_email", "one_time_pin",
     "default_country", "service_tokens", "apps", "groups", "email_lists", "ip_lists", "ingress",
     "strict_service_token_auth", "logout_delay", "origin_timeout",
@@ -525,6 +527,7 @@ def parse_config(raw: Any, *, source: str = "<config>", base_dir: Path | None = 
     return Config(
         source=source,
         team=team,
+        admin_token=r.convert(top.get("admin_token"), "admin_token", _admin_token),
         team_domain=team_domain,
         listen=listen,
         keys_dir=keys_dir,
@@ -540,6 +543,15 @@ def parse_config(raw: Any, *, source: str = "<config>", base_dir: Path | None = 
         origin_timeout=r.duration(top.get("origin_timeout"), "origin_timeout", 100.0) or 100.0,
         not_emulated=not_emulated,
     )
+
+
+def _admin_token(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) < 16:
+        # whoever holds it can mint tokens that origins trust
+        raise ValueError(f"expected a secret of at least 16 characters, got {_kind(value)}")
+    return value
 
 
 @dataclass

@@ -36,10 +36,10 @@ from .config import App, Config, parse_config, parse_duration
 from .edge import Edge
 from .errors import FakeEdgeError, UnknownName
 from .faults import CertsFault, certs_fault
-from .record import RequestLog
 from .mint import find_app, find_service_token, unknown_app_message
 from .mint import mint as mint_token
 from .policy import Facts, Identity, decide
+from .record import RequestLog
 from .web_app import start
 
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')

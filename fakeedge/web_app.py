@@ -18,6 +18,7 @@ from .edge import Edge
 from .errors import ConfigError
 from .web_access import Admission, app_cookies, check
 from .web_cdn_cgi import handle_certs, handle_get_identity
+from .web_control import CONTROL_PREFIX, handle_control
 from .web_login import handle_authorized, handle_login, handle_logout
 from .web_proxy import add_edge_request_headers, clean_request_headers, edge_headers, forward, new_ray
 from .web_request import NO_STORE, client_ip, client_key, edge_key, ray_key, scheme, split_host
@@ -76,6 +77,8 @@ async def handle_team(request: web.Request, edge: Edge) -> web.StreamResponse:
         return await handle_get_identity(request, edge)
     if path == "/cdn-cgi/access/logout":
         return await handle_logout(request, edge, team=True)
+    if path.startswith(CONTROL_PREFIX):
+        return await handle_control(request, edge)
     return _notice(request, 404, "Not found", f"{edge.team_domain} serves only /cdn-cgi/access/* pages.")
 
 
