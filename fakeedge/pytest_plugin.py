@@ -33,8 +33,8 @@ if _async_fixture is not None:
         """Start Cloudflare edges with Access in front of your origins: ``edge = await fakeedge(config=...)``.
 
         ``config`` is a mapping in the YAML's structure or the path of a YAML file; an ingress
-        ``service`` may be an ``aiohttp.web.Application``. The edge listens on 127.0.0.1 (a free
-        port) and offers ``url()``, ``team_domain``, ``aud()``, ``login()``, ``service_token()``,
+        ``service`` may be an ``aiohttp.web.Application``, or a callable taking the running edge
+        and returning one. The edge listens on 127.0.0.1 (a free port) and offers ``url()``, ``team_domain``, ``aud()``, ``login()``, ``service_token()``,
         ``mint()``, ``rotate_keys()``, ``certs_fault()``, ``clock`` and ``requests``. Everything it
         started is closed after the test, last started first.
         """

@@ -14,13 +14,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import html
+import inspect
 import ipaddress
 import json
 import os
 import re
 import socket
 import tempfile
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
@@ -528,8 +529,10 @@ class EdgeFactory:
 
         Args:
             config: a config mapping (the YAML's structure) or the path of a YAML file. In a
-                mapping, an ingress rule's ``service`` may be an ``aiohttp.web.Application``:
-                it is started on a free port and its URL used instead.
+                mapping, an ingress rule's ``service`` may be an ``aiohttp.web.Application``
+                (started on a free port, its URL used instead), or a callable that takes the
+                running :class:`FakeEdge` and returns one (or an awaitable of one): for an
+                origin that needs ``edge.certs_url``, ``edge.aud(...)`` or ``edge.team_domain``.
             clock: the edge's clock (default: a new real-time :class:`Clock`).
             keys_dir: where the signing keys live. Default: the config's ``keys_dir`` if it
                 names one, else a temporary directory removed with the edge.
@@ -557,11 +560,20 @@ async def _start_edge(
     config: ConfigInput, *, clock: Clock | None, keys_dir: str | os.PathLike[str] | None, record: bool
 ) -> FakeEdge:
     stack = contextlib.AsyncExitStack()
+    factories: list[tuple[int, Callable[[FakeEdge], Any]]] = []
     try:
         if isinstance(config, Mapping):
             raw = dict(config)
             started: dict[int, str] = {}
-            raw["ingress"] = [await _start_service(stack, rule, started) for rule in raw.get("ingress") or []]
+            rules = list(raw.get("ingress") or [])
+            for i, rule in enumerate(rules):
+                service = rule.get("service") if isinstance(rule, Mapping) else None
+                if isinstance(service, web.Application):
+                    rules[i] = {**rule, "service": await _run_app(stack, service, started)}
+                elif callable(service):
+                    factories.append((i, service))
+                    rules[i] = {**rule, "service": "http://127.0.0.1:9"}  # until the edge runs
+            raw["ingress"] = rules
             if keys_dir is None and "keys_dir" not in raw:
                 keys_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="fakeedge-keys-"))
             if keys_dir is not None:
@@ -575,7 +587,21 @@ async def _start_edge(
         stack.push_async_callback(runner.cleanup)
         # first of all at teardown: a slow certs answer in progress must not hold up the runner's cleanup
         stack.callback(lambda: core.certs_fault.clear() if core.certs_fault is not None else None)
-        return FakeEdge(core, port, stack)
+        edge = FakeEdge(core, port, stack)
+        for i, factory in factories:
+            app = factory(edge)
+            if inspect.isawaitable(app):
+                app = await app
+            if not isinstance(app, web.Application):
+                raise TypeError(
+                    f"ingress[{i}].service: a callable service must return an aiohttp.web.Application, "
+                    f"got {type(app).__name__}"
+                )
+            url = await _run_app(stack, app, {})
+            ingress = list(core.config.ingress)
+            ingress[i] = dataclasses.replace(ingress[i], service=url)
+            core.config = dataclasses.replace(core.config, ingress=tuple(ingress))
+        return edge
     except BaseException:
         await stack.aclose()
         raise
@@ -596,19 +622,16 @@ def _load_yaml(stack: contextlib.AsyncExitStack, path: Path, keys_dir: str | os.
     return dataclasses.replace(parsed, keys_dir=Path(keys_dir))
 
 
-async def _start_service(stack: contextlib.AsyncExitStack, rule: Any, started: dict[int, str]) -> Any:
-    """An ingress rule with an ``aiohttp.web.Application`` service started and replaced by its URL.
+async def _run_app(stack: contextlib.AsyncExitStack, app: web.Application, started: dict[int, str]) -> str:
+    """Start ``app`` on 127.0.0.1 (a free port) and return its URL; closed with ``stack``.
 
     ``started`` maps applications already started for this edge (by identity) to their URL: an
-    application named by several rules runs once.
+    application named by several ingress rules runs once.
     """
-    if not isinstance(rule, Mapping) or not isinstance(rule.get("service"), web.Application):
-        return rule
-    app = rule["service"]
     if id(app) not in started:
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         await web.TCPSite(runner, "127.0.0.1", 0).start()
         started[id(app)] = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    return {**rule, "service": started[id(app)]}
+    return started[id(app)]

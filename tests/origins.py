@@ -32,8 +32,8 @@ def whoami() -> web.Application:
     return app
 
 
-def config_for(app: web.Application) -> dict[str, Any]:
-    """The shared test config (Admin, Sentry, Grafana, public) with ``app`` as every origin."""
+def config_for(app: Any) -> dict[str, Any]:
+    """The shared test config (Admin, Sentry, Grafana, public) with ``app`` as every origin's service."""
     cfg = base_config("http://127.0.0.1:9")
     for rule in cfg["ingress"]:
         if rule["service"].startswith("http://"):

@@ -8,13 +8,14 @@ from pathlib import Path
 import aiohttp
 import pytest
 import yaml
+from aiohttp import web
 
 from fakeedge.config import default_aud
 from fakeedge.errors import ConfigError
-from fakeedge.testing import EdgeFactory, FakeEdgeFactory, LoginRefused, UnknownName
+from fakeedge.testing import EdgeFactory, FakeEdge, FakeEdgeFactory, LoginRefused, UnknownName
 
 from .conftest import BOT_ID, BOT_SECRET, Origin, base_config
-from .origins import config_for, hits_key, verify, whoami
+from .origins import Verifier, config_for, hits_key, verify, verifying_origin, whoami
 
 
 async def test_addresses(fakeedge: FakeEdgeFactory) -> None:
@@ -240,3 +241,25 @@ async def test_config_mistake_names_the_key(fakeedge: FakeEdgeFactory) -> None:
     assert str(exc.value).startswith(
         "fakeedge(config=...): apps[0].policies[0].include[0]: unknown rule 'emial'; did you mean 'email'?"
     )
+
+
+async def test_a_service_built_from_the_running_edge(fakeedge: FakeEdgeFactory) -> None:
+    """An origin that needs the edge's certs URL, AUD and issuer: a callable service gets the edge."""
+
+    async def origin(edge: FakeEdge) -> web.Application:
+        verifier = Verifier(cache_jwk_set=False)
+        verifier.point_at(edge.certs_url, audience=edge.aud("Admin"), issuer=edge.team_domain)
+        return verifying_origin(verifier)
+
+    edge = await fakeedge(config=config_for(origin))
+    client = await edge.login("alice@acme.test", app="Admin")
+    async with client.get(edge.url("Admin")) as resp:
+        assert (resp.status, (await resp.json())["email"]) == (200, "alice@acme.test")
+
+
+async def test_a_callable_service_must_make_an_application(fakeedge: FakeEdgeFactory) -> None:
+    cfg = config_for(whoami())
+    cfg["ingress"][0]["service"] = lambda edge: "http://127.0.0.1:3000"
+    with pytest.raises(TypeError) as exc:
+        await fakeedge(config=cfg)
+    assert str(exc.value) == "ingress[0].service: a callable service must return an aiohttp.web.Application, got str"
