@@ -295,12 +295,14 @@ def offline_edge(config: Config) -> Edge:
 
     edge = Edge.create(config)
     if not edge.team_domain:
-        host, port = config.listen
-        if port == 0:
+        listen: tuple[str, int] | None = config.listen  # None: no plain-HTTP listener
+        if listen is None or listen[1] == 0:
             raise FakeEdgeError(
-                f"{config.source}: the team domain (the tokens' iss) is only known once the edge runs (listen port 0); "
+                f"{config.source}: the team domain (the tokens' iss) is only known once the edge runs "
+                f"({'no plain-HTTP listen address' if listen is None else 'listen port 0'}); "
                 "set team_domain, or ask the running edge: POST /cdn-cgi/fakeedge/token"
             )
+        host, port = listen
         shown = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
         shown = f"[{shown}]" if ":" in shown else shown
         edge.team_domain = f"http://{shown}:{port}"
