@@ -28,7 +28,7 @@ from .config import parse_duration
 from .edge import Edge
 from .errors import FakeEdgeError
 from .faults import certs_fault
-from .mint import VARIANTS, mint
+from .mint import VARIANTS, check_variant, mint
 from .record import RequestLog
 from .web_proxy import edge_headers
 from .web_request import NO_STORE, client_ip, ray_key
@@ -155,17 +155,18 @@ def post_token(edge: Edge, body: dict[str, Any]) -> dict[str, Any]:
     for key in ("claims", "header"):
         if body.get(key) is not None and not isinstance(body[key], dict):
             raise ValueError(f"{key}: expected a JSON object")
+    variant = check_variant(str(chosen[0])) if chosen else "valid"
     token = mint(
         edge,
         app=_required_text(body, "app"),
         email=_text(body, "email"),
         service_token=_text(body, "service_token"),
-        variant=str(chosen[0]) if chosen else "valid",
+        variant=variant,
         claims=body.get("claims"),
         header=body.get("header"),
         lifetime=body.get("lifetime"),
     )
-    return {"token": token, "variant": chosen[0] if chosen else "valid"}
+    return {"token": token, "variant": variant}
 
 
 def _text(body: dict[str, Any], key: str) -> str | None:
