@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -139,6 +141,158 @@ async def _serve(
         await runner.cleanup()
         for r in extra_runners:
             await r.cleanup()
+
+
+def _variant_flags(fn: F) -> F:
+    """One flag per token variant, named as ``FakeEdge.mint(variant=...)``: --expired, --wrong-aud, ..."""
+    from .mint import VARIANTS
+
+    for name, doc in reversed(VARIANTS.items()):
+        if name != "valid":
+            fn = click.option(f"--{name.replace('_', '-')}", name, is_flag=True, help=doc)(fn)
+    return fn
+
+
+def _claim(text: str) -> tuple[str, Any]:
+    name, eq, value = text.partition("=")
+    if not eq or not name:
+        raise click.BadParameter(f"expected NAME=VALUE, got {text!r}", param_hint="--claim")
+    if not value:
+        return name, None
+    try:
+        return name, json.loads(value)
+    except ValueError:
+        return name, value
+
+
+@main.command()
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_CONFIG,
+    show_default=True,
+)
+@click.option("--app", required=True, help="The app's name; its AUD is the token's aud.")
+@click.option("--email", help="A user token for this address (spec §2.2).")
+@click.option("--service-token", "service_token", help="A service-token token for this name, id or client id.")
+@click.option(
+    "--claim",
+    "claims",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Set a claim last; VALUE is JSON if it parses, else text; NAME= removes the claim. Repeatable.",
+)
+@click.option("--lifetime", help="exp - iat, e.g. 10m. Default: the app's session_duration.")
+@_variant_flags
+@_errors
+def token(
+    config_path: Path,
+    app: str,
+    email: str | None,
+    service_token: str | None,
+    claims: tuple[str, ...],
+    lifetime: str | None,
+    **flags: bool,
+) -> None:
+    """Print a signed Access app token for your origin: valid, or broken in one named way.
+
+    Signed with the keys in the config's keys_dir; iss is the config's team_domain, else the
+    address `fakeedge serve` listens on.
+    """
+    from .config import load_config
+    from .mint import mint, offline_edge
+
+    chosen = [name for name, on in flags.items() if on]
+    if len(chosen) > 1:
+        raise click.UsageError(
+            "give one variant flag at most, got " + " ".join(f"--{n.replace('_', '-')}" for n in chosen)
+        )
+    if (email is None) == (service_token is None):
+        raise click.UsageError("give --email (a user token) or --service-token (a service-token token)")
+    overrides = dict(_claim(text) for text in claims)
+    edge = offline_edge(load_config(config_path))
+    try:
+        jwt = mint(
+            edge,
+            app=app,
+            email=email,
+            service_token=service_token,
+            variant=chosen[0] if chosen else "valid",
+            claims=overrides,
+            lifetime=lifetime,
+        )
+    except ValueError as exc:
+        raise FakeEdgeError(str(exc)) from None
+    click.echo(jwt)
+
+
+@main.group()
+def keys() -> None:
+    """Show or rotate the signing keys in the config's keys_dir (a running edge: the control API)."""
+
+
+def _utc(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+@keys.command("show")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_CONFIG,
+    show_default=True,
+)
+@click.option("--certs", "as_certs", is_flag=True, help="Print the /cdn-cgi/access/certs document instead.")
+@_errors
+def keys_show(config_path: Path, as_certs: bool) -> None:
+    """Show the current key, and the previous one while it is still in certs (spec §3)."""
+    from .config import load_config
+    from .keys import KeyStore
+
+    config = load_config(config_path)
+    now = time.time()
+    store = KeyStore(config.keys_dir, now)
+    if as_certs:
+        click.echo(store.certs_document(now).decode())
+        return
+    click.echo(f"keys_dir {config.keys_dir}")
+    click.echo(f"current  {store.current.kid}")
+    if store.previous is not None and now < store.previous_until:
+        click.echo(f"previous {store.previous.kid} (in certs until {_utc(store.previous_until)})")
+
+
+@keys.command("rotate")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_CONFIG,
+    show_default=True,
+)
+@click.option("--grace", default="7d", show_default=True, help="How long the previous key stays in certs.")
+@_errors
+def keys_rotate(config_path: Path, grace: str) -> None:
+    """Make a new current key; the previous one stays in certs for the grace period (spec §3)."""
+    from .config import load_config, parse_duration
+    from .keys import KeyStore
+
+    try:
+        seconds = parse_duration(grace)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--grace") from None
+    config = load_config(config_path)
+    now = time.time()
+    store = KeyStore(config.keys_dir, now)
+    old = store.current.kid
+    click.echo(f"current  {store.rotate(now, seconds).kid}")
+    click.echo(f"previous {old} (in certs until {_utc(now + seconds)})")
+    click.echo(
+        "fakeedge: note: a running edge keeps the keys it loaded: restart it, "
+        "or rotate through it with POST /cdn-cgi/fakeedge/keys/rotate",
+        err=True,
+    )
 
 
 @main.command()

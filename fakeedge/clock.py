@@ -21,6 +21,10 @@ class Clock:
             return self._frozen
         return time.time() + self._offset
 
+    @property
+    def frozen(self) -> bool:
+        return self._frozen is not None
+
     def freeze(self, at: float | None = None) -> None:
         """Stop the clock at ``at`` (default: now)."""
         self._frozen = self.now() if at is None else at

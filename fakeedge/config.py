@@ -229,6 +229,7 @@ class Config:
     one_time_pin: bool = False
     default_country: str = "US"
     strict_service_token_auth: bool = False
+    admin_token: str | None = field(default=None, repr=False)  # opens /cdn-cgi/fakeedge/ beyond loopback
     logout_delay: float = 0.0
     origin_timeout: float = 100.0
     not_emulated: tuple[str, ...] = ()
@@ -422,7 +423,7 @@ TOP_KEYS = (
     "team", "team_domain", "listen", "keys_dir", "users", "allow_any_email", "one_time_pin",
     "default_country", "service_tokens", "apps", "groups", "email_lists", "ip_lists", "ingress",
     "strict_service_token_auth", "logout_delay", "origin_timeout", "tls_listen", "ingress_file",
-    "branding",
+    "branding", "admin_token",
 )  # fmt: skip
 BRANDING_KEYS = ("name", "logo_url", "background_color", "header_color", "button_color", "description")
 APP_KEYS = (
@@ -558,6 +559,7 @@ def parse_config(raw: Any, *, source: str = "<config>", base_dir: Path | None = 
     return Config(
         source=source,
         team=team,
+        admin_token=r.convert(top.get("admin_token"), "admin_token", _admin_token),
         team_domain=team_domain,
         listen=listen,
         keys_dir=keys_dir,
@@ -600,6 +602,15 @@ def _branding(r: _Reader, raw: Any) -> Branding:
         description=r.text(m.get("description"), "branding.description"),
         **colors,
     )
+
+
+def _admin_token(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) < 16:
+        # whoever holds it can mint tokens that origins trust
+        raise ValueError(f"expected a secret of at least 16 characters, got {_kind(value)}")
+    return value
 
 
 @dataclass

@@ -11,14 +11,18 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from . import claims, tokens
 from .clock import Clock
 from .config import App, Config, IngressRule, Policy, ServiceToken, sub_for
-from .keys import KeyStore
+from .keys import ROTATION_GRACE, KeyStore, SigningKey
 from .policy import AppIndex, Identity
+
+if TYPE_CHECKING:
+    from .faults import CertsFault
+    from .record import RequestLog
 
 REUSE_MARGIN = 60  # re-sign a cached token when it has less than this many seconds left
 CACHE_LIMIT = 10_000
@@ -88,6 +92,8 @@ class Edge:
     _app_tokens: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)
     _apps_by_aud: dict[str, App] = field(default_factory=dict)
     _tokens_by_client_id: dict[str, ServiceToken] = field(default_factory=dict)
+    certs_fault: CertsFault | None = None  # tests: /cdn-cgi/access/certs slow, empty or failing
+    recorder: RequestLog | None = None  # tests: what origins received; off by default
 
     @classmethod
     def create(cls, config: Config, clock: Clock | None = None) -> Edge:
@@ -129,6 +135,12 @@ class Edge:
             if app.name == name:
                 return app
         raise KeyError(f"no app named {name!r}; apps: {', '.join(a.name for a in self.config.apps) or 'none'}")
+
+    def rotate_keys(self, grace: float = ROTATION_GRACE) -> SigningKey:
+        """A new current signing key; the previous one stays in certs for ``grace`` seconds (spec §3)."""
+        key = self.keys.rotate(self.clock.now(), grace)
+        self._app_tokens.clear()  # tokens signed from now on use the new key
+        return key
 
     # -- service tokens --
 

@@ -24,3 +24,7 @@ class ConfigError(FakeEdgeError):
 
 class KeyStoreError(FakeEdgeError):
     """The signing keys on disk cannot be read or written."""
+
+
+class UnknownName(FakeEdgeError, LookupError):
+    """An app, service token or host name that the config does not define."""

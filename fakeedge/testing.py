@@ -1,17 +1,57 @@
-"""Helpers for tests that talk to a fakeedge on loopback: name resolution and the login dance."""
+"""Helpers for tests that talk to a fakeedge on loopback: a running edge, name resolution, sign-in.
+
+The pytest plugin (:mod:`fakeedge.pytest_plugin`) is a thin layer over :class:`EdgeFactory`; the
+same objects work without pytest::
+
+    async with EdgeFactory() as start_edge:
+        edge = await start_edge({"team": "acme", "apps": [...], "ingress": [...]})
+        client = await edge.login("alice@acme.test", app="Admin")
+        async with client.get(edge.url("Admin", "/api")) as resp: ...
+"""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import html
+import inspect
+import ipaddress
+import json
+import os
 import re
 import socket
-from typing import Any
-from urllib.parse import urljoin
+import tempfile
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urljoin, urlsplit
 
 import aiohttp
+from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
+from . import headers as h
+from .clock import Clock
+from .config import App, Config, parse_config, parse_duration
+from .edge import Edge
+from .errors import FakeEdgeError, UnknownName
+from .faults import CertsFault, certs_fault
+from .mint import find_app, find_service_token, unknown_app_message
+from .mint import mint as mint_token
+from .policy import Facts, Identity, decide
+from .record import RequestLog
+from .web_app import start
+
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+_OTP_ID = re.compile(r'name="otp_id" value="([^"]+)"')
+_ERROR = re.compile(r'class="error"[^>]*>([^<]+)<')
+PERSONA_KEYS = ("name", "groups", "github_orgs", "country", "amr", "idp", "custom")
+MAX_LOGIN_HOPS = 12  # app -> login page -> post -> callback (-> eager chain hops) -> back to the app
+
+
+class LoginRefused(FakeEdgeError):
+    """The sign-in flow did not end with an app cookie: the app or the team domain said no."""
 
 
 class LoopbackResolver(AbstractResolver):
@@ -75,3 +115,528 @@ async def browser_login(
             continue
         return resp
     raise AssertionError(f"no final answer after {max_hops} hops from {url}")
+
+
+# --- a running edge ------------------------------------------------------------------------------
+
+
+def _concrete(host: str) -> str:
+    """A host name a wildcard destination covers: ``*.acme.test`` -> ``app.acme.test``."""
+    first, dot, rest = host.partition(".")
+    if "*" not in first:
+        return host
+    return ("app" if first == "*" else first.replace("*", "")) + dot + rest
+
+
+def _concrete_path(path: str) -> str:
+    """A path an app's destination covers: ``/alpha/*`` -> ``/alpha/x``, ``""`` -> ``/``."""
+    return path.replace("*", "x") if path else "/"
+
+
+class FakeEdge:
+    """A fakeedge running in-process on 127.0.0.1, as the ``fakeedge`` fixture returns it.
+
+    Build one with :class:`EdgeFactory` (or the fixture); every client, origin and temporary
+    directory it made is closed by :meth:`close`, in reverse order.
+    """
+
+    def __init__(self, core: Edge, port: int, stack: contextlib.AsyncExitStack) -> None:
+        self.core = core
+        self.port = port
+        self._stack = stack
+        self._logins: dict[aiohttp.ClientSession, str] = {}
+
+    # -- addresses --
+
+    @property
+    def config(self) -> Config:
+        return self.core.config
+
+    @property
+    def team_domain(self) -> str:
+        """The team domain URL, also the ``iss`` of every token: ``http://127.0.0.1:<port>`` unless configured."""
+        return self.core.team_domain
+
+    @property
+    def certs_url(self) -> str:
+        """``<team_domain>/cdn-cgi/access/certs``: what an origin's JWKS client fetches."""
+        return f"{self.core.team_domain}/cdn-cgi/access/certs"
+
+    @property
+    def clock(self) -> Clock:
+        """The edge's clock: ``freeze()``, ``advance(seconds)``, ``skew(seconds)``, ``reset()``.
+
+        It moves the edge's time only; an origin verifying tokens keeps its own clock.
+        """
+        return self.core.clock
+
+    @property
+    def requests(self) -> RequestLog:
+        """What origins received through this edge, oldest first (see :class:`fakeedge.record.Record`).
+
+        ``edge.requests.last.claims["email"]``, ``.policy``, ``.headers["CF-Connecting-IP"]``;
+        ``edge.requests.clear()`` between steps. Sign-in itself never reaches the origin.
+
+        Raises:
+            FakeEdgeError: the edge was started with ``record=False``.
+        """
+        if self.core.recorder is None:
+            raise FakeEdgeError("this edge was started with record=False: it keeps no record of requests")
+        return self.core.recorder
+
+    def host(self, host_or_app: str) -> str:
+        """The host name for an app name (its first domain), or a host name as given.
+
+        Raises:
+            UnknownName: ``host_or_app`` is neither an app name nor looks like a host name.
+        """
+        for app in self.core.config.apps:
+            if app.name == host_or_app:
+                return _concrete(app.destinations[0].host)
+        if "." in host_or_app or host_or_app.lower() == "localhost":
+            return host_or_app.lower()
+        raise self._unknown_app(host_or_app, hosts=True)
+
+    def url(self, host_or_app: str, path: str = "/") -> str:
+        """``http://<host>:<edge port><path>`` for an app name or a host name.
+
+        Use it with a client from :meth:`login` or :meth:`client` (they resolve every name to
+        127.0.0.1); the edge routes on the ``Host`` header, as Cloudflare does.
+
+        Raises:
+            UnknownName: not an app name, and not a host name either.
+            ValueError: ``path`` does not start with ``/``.
+        """
+        if not path.startswith("/"):
+            raise ValueError(f"path must start with '/', got {path!r}")
+        return f"http://{self.host(host_or_app)}:{self.port}{path}"
+
+    def aud(self, app: str) -> str:
+        """The AUD tag of the app named ``app``: what an origin passes as ``audience``."""
+        return self.app(app).aud
+
+    def app(self, name: str) -> App:
+        """The configured app named ``name``.
+
+        Raises:
+            UnknownName: no app has that name.
+        """
+        return find_app(self.core.config, name)
+
+    def _unknown_app(self, name: str, *, hosts: bool = False) -> UnknownName:
+        apps = self.core.config.apps
+        also = f" (or pass a host name such as {_concrete(apps[0].destinations[0].host)})" if hosts and apps else ""
+        return UnknownName(unknown_app_message(self.core.config, name) + also)
+
+    # -- clients --
+
+    def client(self) -> aiohttp.ClientSession:
+        """A new loopback ClientSession with no credentials; closed with the edge."""
+        session = loopback_session()
+        self._stack.push_async_callback(session.close)
+        return session
+
+    def service_token(self, name: str, *, app: str | None = None) -> dict[str, str]:
+        """The headers a client sends for the service token ``name`` (its name, id or client id).
+
+        Args:
+            name: the service token's ``name``, ``id`` or ``client_id`` in the config.
+            app: when given and that app reads tokens from one header
+                (``read_service_tokens_from_header``), the headers take that form (spec §5).
+
+        Raises:
+            UnknownName: no such service token (or app).
+        """
+        token = find_service_token(self.core.config, name)
+        header = self.app(app).read_service_tokens_from_header if app is not None else None
+        if header:
+            value = {"cf-access-client-id": token.client_id, "cf-access-client-secret": token.client_secret}
+            return {header: json.dumps(value)}
+        return {h.CLIENT_ID: token.client_id, h.CLIENT_SECRET: token.client_secret}
+
+    def mint(
+        self,
+        *,
+        app: str | None = None,
+        email: str | None = None,
+        service_token: str | None = None,
+        variant: str = "valid",
+        claims: Mapping[str, Any] | None = None,
+        header: Mapping[str, Any] | None = None,
+        lifetime: float | str | None = None,
+    ) -> str:
+        """A signed app token for a user or a service token, valid or broken in one named way.
+
+        Send it to your origin directly (``Cf-Access-Jwt-Assertion``) to test its verification.
+        A valid user token is also accepted by the edge (cookie or ``Cf-Access-Token``).
+
+        Args:
+            app: the app's name (its AUD is the ``aud``); may be left out when there is one app.
+            email: a user token (spec §2.2) for this address.
+            service_token: a service-token token (spec §2.3) for this name, id or client id.
+            variant: ``valid`` (default), ``aud_string``, ``aud_array`` (valid shapes) or a bad
+                one: ``expired``, ``not_yet_valid``, ``wrong_aud``, ``wrong_iss``,
+                ``foreign_key``, ``unknown_kid``, ``no_kid``, ``alg_none``,
+                ``hs256_public_key``, ``tampered`` (see :data:`fakeedge.mint.VARIANTS`).
+            claims: claims to set last; ``None`` as a value removes that claim.
+            header: JWT header members to set the same way.
+            lifetime: ``exp - iat`` (seconds or ``"10m"``); default the app's session duration.
+
+        Raises:
+            UnknownName: no such app or service token.
+            ValueError: an unknown variant, or not exactly one of ``email`` / ``service_token``.
+        """
+        if app is None:
+            apps = self.core.config.apps
+            if len(apps) != 1:
+                names = ", ".join(a.name for a in apps) or "none"
+                raise UnknownName(f"mint(): name the app with app=...; apps: {names}")
+            app = apps[0].name
+        return mint_token(
+            self.core,
+            app=app,
+            email=email,
+            service_token=service_token,
+            variant=variant,
+            claims=claims,
+            header=header,
+            lifetime=lifetime,
+        )
+
+    # -- keys and certs --
+
+    def rotate_keys(self, grace: float | str = "7d") -> str:
+        """Make a new current signing key and return its kid (spec §3).
+
+        Tokens are signed with the new key from now on. The previous key stays in
+        ``/cdn-cgi/access/certs`` (first, the current one last) for ``grace`` on the edge clock
+        (Cloudflare: 7 days); ``edge.clock.advance(...)`` past it removes the key from certs, and
+        the edge stops accepting tokens it signed.
+
+        Args:
+            grace: seconds, or a duration such as ``"7d"`` or ``"90s"``.
+        """
+        return self.core.rotate_keys(parse_duration(grace)).kid
+
+    def certs_fault(
+        self,
+        mode: str | None,
+        *,
+        delay: float | str = 5.0,
+        times: int | None = None,
+        duration: float | str | None = None,
+    ) -> CertsFault | None:
+        """Make ``/cdn-cgi/access/certs`` (team domain and app hosts) misbehave, or behave again.
+
+        Args:
+            mode: ``"slow"`` (answer after ``delay``), ``"empty"`` (``{"keys":[]}``),
+                ``"failing"`` (500), or ``None`` to end any fault now.
+            delay: for ``"slow"``: seconds (or ``"2s"``) before the normal answer.
+            times: end after this many certs requests.
+            duration: end after this long on the edge clock (``edge.clock.advance`` ends it).
+
+        Returns:
+            The fault, also a context manager that ends it on exit:
+            ``with edge.certs_fault("failing"): ...``.
+
+        Raises:
+            ValueError: an unknown mode or a bad number.
+        """
+        if self.core.certs_fault is not None:
+            self.core.certs_fault.clear()
+            self.core.certs_fault = None
+        if mode is None:
+            return None
+        fault = certs_fault(mode, now=self.core.clock.now(), delay=delay, times=times, duration=duration)
+        self.core.certs_fault = fault
+        return fault
+
+    # -- sign-in --
+
+    async def login(
+        self, email: str, *, app: str | None = None, host: str | None = None, path: str | None = None, **persona: Any
+    ) -> aiohttp.ClientSession:
+        """Sign ``email`` in to ``app`` through the real flow and return the signed-in client.
+
+        The client (a loopback ``aiohttp.ClientSession``, closed with the edge) requests the app,
+        follows the 302 to the team domain, submits the SSO form (and the one-time PIN when the
+        config asks for one), takes the callback on the app host, and stops there: it holds the
+        app's ``CF_Authorization`` (and the org session on the team domain), and the origin has
+        seen nothing. :meth:`cookies` gives the app cookies as a plain dict for other clients.
+
+        Args:
+            email: the address typed on the SSO page.
+            app: the app's name; may be left out when only one app has an Allow policy.
+            host: the host to start from (default: the app's first domain).
+            path: the path to start from (default: one the app's first domain covers).
+            **persona: attributes of this user for this edge: ``name``, ``groups``,
+                ``github_orgs``, ``country``, ``amr``, ``idp``, ``custom`` (as in ``users:``).
+
+        Raises:
+            LoginRefused: the app or the team domain refused the sign-in; the message says why.
+            UnknownName: no such app.
+            ConfigError: a persona attribute has a wrong value.
+            TypeError: an unknown persona attribute.
+        """
+        target = self._login_app(app)
+        if persona:
+            self._add_persona(email, persona)
+        dest = target.destinations[0]
+        start_url = self.url(host or _concrete(dest.host), path or _concrete_path(dest.path))
+        session = self.client()
+        await _sign_in(session, self, target, start_url, email)
+        self._logins[session] = start_url
+        return session
+
+    def cookies(self, client: aiohttp.ClientSession, url: str | None = None) -> dict[str, str]:
+        """The cookies ``client`` sends to its app (or to ``url``), as ``{name: value}``.
+
+        For ``requests``, httpx or Playwright: ``requests.get(..., cookies=edge.cookies(client))``.
+        """
+        where = url or self._logins.get(client)
+        if where is None:
+            raise ValueError("this client did not come from edge.login(); pass the url whose cookies you want")
+        jar = client.cookie_jar.filter_cookies(URL(where))
+        # a cleared cookie (Expires at the epoch) stays in aiohttp's jar with an empty value: a browser drops it
+        return {name: morsel.value for name, morsel in jar.items() if morsel.value}
+
+    def _login_app(self, name: str | None) -> App:
+        if name is not None:
+            return self.app(name)
+        interactive = [a for a in self.core.config.apps if a.has_identity_policy]
+        if len(interactive) == 1:
+            return interactive[0]
+        names = ", ".join(a.name for a in interactive) or "none"
+        raise UnknownName(f"login(): name the app to sign in to with app=...; apps with an Allow policy: {names}")
+
+    def _add_persona(self, email: str, persona: dict[str, Any]) -> None:
+        unknown = sorted(set(persona) - set(PERSONA_KEYS))
+        if unknown:
+            raise TypeError(
+                f"login() got unknown persona attribute(s) {', '.join(unknown)}; valid: {', '.join(PERSONA_KEYS)}"
+            )
+        raw = {"team": self.core.config.team, "users": [{"email": email, **persona}]}
+        (user,) = parse_config(raw, source=f"login({email!r})").users
+        config = self.core.config
+        others = tuple(u for u in config.users if u.email.lower() != email.lower())
+        self.core.config = dataclasses.replace(config, users=(*others, user))
+
+    async def close(self) -> None:
+        """Close every client, the edge and the origins it started, in reverse order."""
+        await self._stack.aclose()
+
+
+async def _sign_in(session: aiohttp.ClientSession, edge: FakeEdge, app: App, start_url: str, email: str) -> None:
+    """The browser's part of spec §1: app -> 302 -> SSO page -> callback; stop before the origin."""
+    resp = await session.get(start_url, allow_redirects=False)
+    text = await resp.text()
+    if resp.status != 302 or "/cdn-cgi/access/login/" not in resp.headers.get("Location", ""):
+        raise LoginRefused(_no_redirect(edge, app, start_url, resp.status))
+    for _ in range(MAX_LOGIN_HOPS):
+        if resp.status in (301, 302, 303, 307, 308):
+            location = urljoin(str(resp.url), resp.headers["Location"])
+            if not urlsplit(location).path.startswith("/cdn-cgi/access/"):
+                break  # the last hop would go to the origin: the client is signed in
+            resp = await session.get(location, allow_redirects=False)
+            text = await resp.text()
+            continue
+        if resp.status == 200 and "/cdn-cgi/access/login/" in resp.url.path:
+            form = {"email": email} if (otp := _OTP_ID.search(text)) is None else _otp_form(edge, otp.group(1))
+            csrf = _CSRF.search(text)
+            if csrf is None:
+                raise LoginRefused(f"the SSO page at {resp.url} has no sign-in form")
+            resp = await session.post(resp.url, data={"csrf": csrf.group(1), **form}, allow_redirects=False)
+            text = await resp.text()
+            continue
+        raise LoginRefused(_refusal(edge, app, email, resp.status, text))
+    else:
+        raise LoginRefused(f"sign-in to {app.name!r} did not finish after {MAX_LOGIN_HOPS} hops from {start_url}")
+    cookie = session.cookie_jar.filter_cookies(URL(start_url)).get(h.CF_AUTHORIZATION)
+    cred = edge.core.credential(cookie.value) if cookie is not None else None
+    if cred is None or app.aud not in cred.auds:
+        raise LoginRefused(_refusal(edge, app, email, resp.status, text))
+
+
+def _otp_form(edge: FakeEdge, otp_id: str) -> dict[str, str]:
+    # one_time_pin: the code is "sent" by logging it; in-process we read it where the edge keeps it
+    _, code, _ = edge.core.otps[otp_id]
+    return {"otp_id": otp_id, "code": code}
+
+
+def _no_redirect(edge: FakeEdge, app: App, url: str, status: int) -> str:
+    why = {
+        200: "a Bypass policy lets it through without sign-in",
+        403: "nothing but a service token can reach it (no Allow policy admits a sign-in from here)",
+        401: "nothing but a service token can reach it (service_auth_401_redirect is on)",
+    }.get(status, "see edge.requests and the response for why")
+    policies = ", ".join(f"{p.name} ({p.decision})" for p in app.policies) or "none"
+    return (
+        f"app {app.name!r} did not send {url} to sign in: it answered {status}, not a 302 to the team domain; "
+        f"{why}; policies: {policies}"
+    )
+
+
+def _refusal(edge: FakeEdge, app: App, email: str, status: int, text: str) -> str:
+    """Why a sign-in ended without an app cookie, in the policies' own words."""
+    page_error = _ERROR.search(text)
+    if page_error is not None:
+        return f"the team domain refused {email}: {html.unescape(page_error.group(1)).strip()}"
+    config = edge.core.config
+    who = Identity.for_email(email, config.user(email), default_country=config.default_country)
+    verdict = decide(app, Facts(ipaddress.ip_address("127.0.0.1"), who.country), who)
+    policies = ", ".join(f"{p.name} ({p.decision})" for p in app.policies) or "none"
+    if verdict.outcome == "deny" and verdict.policy is not None:
+        why = f"the Block policy {verdict.policy.name!r} matches"
+    elif verdict.outcome == "deny":
+        why = "no Allow policy includes this identity"
+    else:
+        why = f"the edge answered {status}"
+    return f"app {app.name!r} refused {email} at sign-in ({status}): {why}; policies: {policies}"
+
+
+# --- starting edges ----------------------------------------------------------------------------
+
+
+ConfigInput = Mapping[str, Any] | str | os.PathLike[str]
+
+
+class FakeEdgeFactory(Protocol):
+    """The type of the ``fakeedge`` fixture: ``edge = await fakeedge(config=...)``."""
+
+    def __call__(
+        self,
+        config: ConfigInput,
+        *,
+        clock: Clock | None = None,
+        keys_dir: str | os.PathLike[str] | None = None,
+        record: bool = True,
+    ) -> Awaitable[FakeEdge]: ...
+
+
+class EdgeFactory:
+    """Starts :class:`FakeEdge` instances and closes them all, last started first.
+
+    Usable as an async context manager outside pytest; the ``fakeedge`` fixture wraps one.
+    """
+
+    def __init__(self) -> None:
+        self._edges: list[FakeEdge] = []
+
+    async def __call__(
+        self,
+        config: ConfigInput,
+        *,
+        clock: Clock | None = None,
+        keys_dir: str | os.PathLike[str] | None = None,
+        record: bool = True,
+    ) -> FakeEdge:
+        """Start an edge on 127.0.0.1 (a free port) in front of the origins ``config`` names.
+
+        Args:
+            config: a config mapping (the YAML's structure) or the path of a YAML file. In a
+                mapping, an ingress rule's ``service`` may be an ``aiohttp.web.Application``
+                (started on a free port, its URL used instead), or a callable that takes the
+                running :class:`FakeEdge` and returns one (or an awaitable of one): for an
+                origin that needs ``edge.certs_url``, ``edge.aud(...)`` or ``edge.team_domain``.
+            clock: the edge's clock (default: a new real-time :class:`Clock`).
+            keys_dir: where the signing keys live. Default: the config's ``keys_dir`` if it
+                names one, else a temporary directory removed with the edge.
+            record: keep a record of what origins receive (``edge.requests``).
+
+        Raises:
+            ConfigError: the config is wrong; the message names the key.
+        """
+        edge = await _start_edge(config, clock=clock, keys_dir=keys_dir, record=record)
+        self._edges.append(edge)
+        return edge
+
+    async def close(self) -> None:
+        while self._edges:
+            await self._edges.pop().close()
+
+    async def __aenter__(self) -> EdgeFactory:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+async def _start_edge(
+    config: ConfigInput, *, clock: Clock | None, keys_dir: str | os.PathLike[str] | None, record: bool
+) -> FakeEdge:
+    stack = contextlib.AsyncExitStack()
+    factories: list[tuple[int, Callable[[FakeEdge], Any]]] = []
+    try:
+        if isinstance(config, Mapping):
+            raw = dict(config)
+            started: dict[int, str] = {}
+            rules = list(raw.get("ingress") or [])
+            for i, rule in enumerate(rules):
+                service = rule.get("service") if isinstance(rule, Mapping) else None
+                if isinstance(service, web.Application):
+                    rules[i] = {**rule, "service": await _run_app(stack, service, started)}
+                elif callable(service):
+                    factories.append((i, service))
+                    rules[i] = {**rule, "service": "http://127.0.0.1:9"}  # until the edge runs
+            raw["ingress"] = rules
+            if keys_dir is None and "keys_dir" not in raw:
+                keys_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="fakeedge-keys-"))
+            if keys_dir is not None:
+                raw["keys_dir"] = str(keys_dir)
+            parsed = parse_config(raw, source="fakeedge(config=...)")
+        else:
+            parsed = _load_yaml(stack, Path(config), keys_dir)
+        core = Edge.create(parsed, clock)
+        core.recorder = RequestLog() if record else None
+        runner, (_, port) = await start(core, "127.0.0.1", 0)
+        stack.push_async_callback(runner.cleanup)
+        # first of all at teardown: a slow certs answer in progress must not hold up the runner's cleanup
+        stack.callback(lambda: core.certs_fault.clear() if core.certs_fault is not None else None)
+        edge = FakeEdge(core, port, stack)
+        for i, factory in factories:
+            app = factory(edge)
+            if inspect.isawaitable(app):
+                app = await app
+            if not isinstance(app, web.Application):
+                raise TypeError(
+                    f"ingress[{i}].service: a callable service must return an aiohttp.web.Application, "
+                    f"got {type(app).__name__}"
+                )
+            url = await _run_app(stack, app, {})
+            ingress = list(core.config.ingress)
+            ingress[i] = dataclasses.replace(ingress[i], service=url)
+            core.config = dataclasses.replace(core.config, ingress=tuple(ingress))
+        return edge
+    except BaseException:
+        await stack.aclose()
+        raise
+
+
+def _load_yaml(stack: contextlib.AsyncExitStack, path: Path, keys_dir: str | os.PathLike[str] | None) -> Config:
+    import yaml
+
+    from .config import load_config
+
+    parsed = load_config(path)
+    if keys_dir is None:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if "keys_dir" in raw:
+            return parsed
+        # a test should not write keys next to the config (often the project's own fakeedge.yml)
+        keys_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="fakeedge-keys-"))
+    return dataclasses.replace(parsed, keys_dir=Path(keys_dir))
+
+
+async def _run_app(stack: contextlib.AsyncExitStack, app: web.Application, started: dict[int, str]) -> str:
+    """Start ``app`` on 127.0.0.1 (a free port) and return its URL; closed with ``stack``.
+
+    ``started`` maps applications already started for this edge (by identity) to their URL: an
+    application named by several ingress rules runs once.
+    """
+    if id(app) not in started:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        started[id(app)] = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    return started[id(app)]

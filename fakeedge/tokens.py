@@ -54,7 +54,7 @@ def service_header(key: SigningKey) -> dict[str, Any]:
 
 
 def verify(token: str, store: KeyStore, now: float) -> tuple[str, dict[str, Any]] | None:
-    """The kid and claims of a token this edge signed and that has not expired at ``now``; else None.
+    """The kid and claims of a token this edge signed and that is valid at ``now`` (exp, nbf); else None.
 
     The caller checks ``aud`` and the session; expiry is checked against the edge clock, not the
     wall clock, so that a test can move time.
@@ -80,4 +80,7 @@ def verify(token: str, store: KeyStore, now: float) -> tuple[str, dict[str, Any]
     exp = claims.get("exp")
     if not isinstance(exp, int | float) or exp <= now:
         return None
+    nbf = claims.get("nbf")
+    if isinstance(nbf, int | float) and nbf > now:
+        return None  # not valid yet on the edge's clock, as a verifying origin would judge it (spec §10)
     return kid, claims

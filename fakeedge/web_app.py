@@ -23,6 +23,7 @@ from .policy import Verdict
 from .tls import edge_context
 from .web_access import Admission, answer_preflight, app_cookies, check, is_preflight, metadata_token
 from .web_cdn_cgi import handle_certs, handle_get_identity
+from .web_control import CONTROL_PREFIX, handle_control
 from .web_login import handle_authorized, handle_login, handle_logout
 from .web_proxy import add_edge_request_headers, clean_request_headers, edge_headers, forward, new_ray
 from .web_request import NO_STORE, client_ip, client_key, edge_key, ray_key, scheme, split_host
@@ -86,6 +87,8 @@ async def handle_team(request: web.Request, edge: Edge) -> web.StreamResponse:
         return await handle_get_identity(request, edge)
     if path == "/cdn-cgi/access/logout":
         return await handle_logout(request, edge, team=True)
+    if path.startswith(CONTROL_PREFIX):
+        return await handle_control(request, edge)
     return _notice(request, 404, "Not found", f"{edge.team_domain} serves only /cdn-cgi/access/* pages.")
 
 
@@ -183,6 +186,8 @@ async def _to_origin(
             upstream_headers[h.AUTHENTICATED_USER_EMAIL] = admission.email
         if admission.set_cookie is not None and app is not None:
             extra = app_cookies(request, app, *admission.set_cookie)  # type: ignore[arg-type]
+    if edge.recorder is not None:
+        edge.recorder.observe(request, host, upstream_headers, admission, app, edge, ray)  # type: ignore[arg-type]
     return await forward(
         request,
         request.app[client_key],

@@ -14,6 +14,13 @@ from .web_request import NO_STORE, client_ip, cookie, ray_key
 
 async def handle_certs(request: web.Request, edge: Edge) -> web.Response:
     """The JWKS document: 200, never a redirect, compact JSON in Cloudflare's order (spec §3)."""
+    if edge.certs_fault is not None:
+        fault = await edge.certs_fault.apply(edge.clock.now())
+        if fault is not None:
+            status, content_type, body = fault
+            return web.Response(
+                status=status, body=body, content_type=content_type, headers=edge_headers(request[ray_key])
+            )
     return web.Response(
         body=edge.keys.certs_document(edge.clock.now()),
         content_type="application/json",

@@ -1,0 +1,290 @@
+"""The control API: the toolkit's powers over HTTP, for tests written in any language.
+
+Served under ``/cdn-cgi/fakeedge/`` on the team domain only. Without ``admin_token`` in the
+config it answers loopback clients only; with one, it answers whoever sends
+``Authorization: Bearer <admin_token>``, and no one else (loopback included). Every POST must be
+``Content-Type: application/json``, even with no body: a web page in a browser cannot send that
+cross-site without a CORS preflight, which the edge never approves.
+
+    POST   token          {"email"|"service_token", "app", "variant", "claims", "header", "lifetime"}
+    GET    keys           POST keys/rotate {"grace": "7d"}
+    GET    clock          POST clock {"advance"|"skew": seconds or "1h"} | {"freeze": true|<epoch>}
+                                      | {"unfreeze": true} | {"reset": true}
+    GET    requests       POST requests {"record": true|false}     DELETE requests
+    GET    certs/fault    POST certs/fault {"mode": "slow"|"empty"|"failing"|null, "delay", "times", "duration"}
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from .config import parse_duration
+from .edge import Edge
+from .errors import FakeEdgeError
+from .faults import certs_fault
+from .mint import VARIANTS, check_variant, mint
+from .record import RequestLog
+from .web_proxy import edge_headers
+from .web_request import NO_STORE, client_ip, ray_key
+
+CONTROL_PREFIX = "/cdn-cgi/fakeedge/"
+TOKEN_KEYS = ("app", "email", "service_token", "variant", "claims", "header", "lifetime")
+CLOCK_ACTIONS = ("advance", "skew", "freeze", "unfreeze", "reset")
+FAULT_KEYS = ("mode", "delay", "times", "duration")
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, message: str, **headers: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.headers = headers
+
+
+def control_allowed(remote: str | None, authorization: str | None, admin_token: str | None) -> bool:
+    """Whether a client may use the control API. Pure.
+
+    Args:
+        remote: the connecting address (the socket's, never a header).
+        authorization: the request's ``Authorization`` header, if any.
+        admin_token: the config's ``admin_token``, if any.
+
+    Returns:
+        With an admin token configured: True only for ``Bearer <admin_token>``, from any address.
+        Without one: True only for a loopback address (127.0.0.0/8, ::1, ::ffff:127.x.y.z).
+    """
+    if admin_token is not None:
+        scheme, _, value = (authorization or "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), admin_token.encode())
+    if not remote:
+        return False
+    try:
+        ip = ipaddress.ip_address(remote.split("%", 1)[0])
+    except ValueError:
+        return False  # a unix socket or something else without an address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped.is_loopback
+    return ip.is_loopback
+
+
+def _json(request: web.Request, data: Any, status: int = 200, **headers: str) -> web.Response:
+    return web.Response(
+        status=status,
+        text=json.dumps(data),
+        content_type="application/json",
+        headers={**edge_headers(request[ray_key]), **NO_STORE, **headers},
+    )
+
+
+async def handle_control(request: web.Request, edge: Edge) -> web.Response:
+    """``/cdn-cgi/fakeedge/*`` on the team domain."""
+    try:
+        if not control_allowed(client_ip(request), request.headers.get("Authorization"), edge.config.admin_token):
+            if edge.config.admin_token is not None:
+                raise _Refused(
+                    401,
+                    "the fakeedge control API needs Authorization: Bearer <admin_token>",
+                    **{"WWW-Authenticate": 'Bearer realm="fakeedge"'},
+                )
+            raise _Refused(
+                403,
+                "the fakeedge control API answers loopback clients only; set admin_token in the config "
+                "and send Authorization: Bearer <admin_token> to use it from elsewhere",
+            )
+        name = request.path.removeprefix(CONTROL_PREFIX).strip("/")
+        routes = _ROUTES.get(name)
+        if routes is None:
+            raise _Refused(404, f"no control endpoint {request.path!r}; endpoints: {', '.join(_ROUTES)}")
+        handler = routes.get(request.method)
+        if handler is None:
+            raise _Refused(
+                405, f"{request.path} takes {', '.join(routes)}, not {request.method}", Allow=", ".join(routes)
+            )
+        body = await _body(request)
+        return _json(request, handler(edge, body))
+    except _Refused as exc:
+        return _json(request, {"error": str(exc)}, exc.status, **exc.headers)
+    except (FakeEdgeError, ValueError, TypeError) as exc:
+        return _json(request, {"error": str(exc)}, 400)
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    if request.method != "POST":
+        return {}  # a cross-site page cannot send DELETE without a preflight; GET changes nothing
+    if request.content_type != "application/json":
+        # even with no body: a no-cors fetch can POST without any Content-Type
+        raise _Refused(
+            415,
+            "send Content-Type: application/json (it keeps web pages in a browser from calling the control API)",
+        )
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise _Refused(400, "the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise _Refused(400, "expected a JSON object")
+    return body
+
+
+def _only(body: dict[str, Any], allowed: tuple[str, ...]) -> None:
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown key(s) {', '.join(unknown)}; valid: {', '.join(allowed)}")
+
+
+# --- endpoints -----------------------------------------------------------------------------------
+
+
+def post_token(edge: Edge, body: dict[str, Any]) -> dict[str, Any]:
+    """A token, as ``fakeedge token`` prints it; a variant may also be a flag (``{"expired": true}``)."""
+    flags = [k for k in body if k.replace("-", "_") in VARIANTS and k != "valid"]
+    _only({k: v for k, v in body.items() if k not in flags}, TOKEN_KEYS)
+    chosen = [k.replace("-", "_") for k in flags if body[k] is True]
+    if "variant" in body:
+        chosen.append(body["variant"])
+    if len(chosen) > 1:
+        raise ValueError(f"give one variant at most, got {', '.join(map(str, chosen))}")
+    for key in ("claims", "header"):
+        if body.get(key) is not None and not isinstance(body[key], dict):
+            raise ValueError(f"{key}: expected a JSON object")
+    variant = check_variant(str(chosen[0])) if chosen else "valid"
+    token = mint(
+        edge,
+        app=_required_text(body, "app"),
+        email=_text(body, "email"),
+        service_token=_text(body, "service_token"),
+        variant=variant,
+        claims=body.get("claims"),
+        header=body.get("header"),
+        lifetime=body.get("lifetime"),
+    )
+    return {"token": token, "variant": variant}
+
+
+def _text(body: dict[str, Any], key: str) -> str | None:
+    return None if body.get(key) is None else _required_text(body, key)
+
+
+def _required_text(body: dict[str, Any], key: str) -> str:
+    value = body.get(key)
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{key}: expected a non-empty string")
+    return value
+
+
+def get_keys(edge: Edge, body: dict[str, Any]) -> dict[str, Any]:
+    now = edge.clock.now()
+    keys = edge.keys
+    in_grace = keys.previous is not None and now < keys.previous_until
+    return {
+        "current": keys.current.kid,
+        "previous": keys.previous.kid if in_grace and keys.previous is not None else None,
+        "previous_until": keys.previous_until if in_grace else None,
+    }
+
+
+def post_rotate(edge: Edge, body: dict[str, Any]) -> dict[str, Any]:
+    _only(body, ("grace",))
+    edge.rotate_keys(parse_duration(body.get("grace", "7d")))
+    return get_keys(edge, body)
+
+
+def get_clock(edge: Edge, body: dict[str, Any]) -> dict[str, Any]:
+    return {"now": edge.clock.now(), "frozen": edge.clock.frozen}
+
+
+def post_clock(edge: Edge, body: dict[str, Any]) -> dict[str, Any]:
+    _only(body, CLOCK_ACTIONS)
+    if len(body) != 1:
+        raise ValueError(f"give one action: {', '.join(CLOCK_ACTIONS)}")
+    ((action, value),) = body.items()
+    clock = edge.clock
+    match action:
+        case "advance":
+            clock.advance(parse_duration(value))
+        case "skew":
+            clock.skew(parse_duration(value))
+        case "freeze":
+            if value is True:
+                clock.freeze()
+            elif isinstance(value, int | float) and not isinstance(value, bool):
+                clock.freeze(float(value))
+            else:
+                raise ValueError("freeze: expected true (now) or seconds since the epoch")
+        case "unfreeze":
+            clock.unfreeze()
+        case "reset":
+            clock.reset()
+    return get_clock(edge, body)
+
+
+def get_requests(edge: Edge, body: dict[str, Any]) -> dict[str, Any]:
+    recorder = edge.recorder
+    return {"recording": recorder is not None, "requests": recorder.to_json() if recorder is not None else []}
+
+
+def post_requests(edge: Edge, body: dict[str, Any]) -> dict[str, Any]:
+    _only(body, ("record",))
+    if not isinstance(body.get("record"), bool):
+        raise ValueError('record: expected true or false, as in {"record": true}')
+    if body["record"] and edge.recorder is None:
+        edge.recorder = RequestLog()
+    elif not body["record"]:
+        edge.recorder = None
+    return get_requests(edge, body)
+
+
+def delete_requests(edge: Edge, body: dict[str, Any]) -> dict[str, Any]:
+    if edge.recorder is not None:
+        edge.recorder.clear()
+    return get_requests(edge, body)
+
+
+def get_fault(edge: Edge, body: dict[str, Any]) -> dict[str, Any]:
+    fault = edge.certs_fault
+    if fault is None or not fault.active(edge.clock.now()):
+        return {"mode": None}
+    return {
+        "mode": fault.mode,
+        "delay": fault.delay,
+        "times": fault.times,
+        "served": fault.served,
+        "until": fault.until,
+    }
+
+
+def post_fault(edge: Edge, body: dict[str, Any]) -> dict[str, Any]:
+    _only(body, FAULT_KEYS)
+    if "mode" not in body:
+        raise ValueError('mode: required: "slow", "empty", "failing", or null to end the fault')
+    if edge.certs_fault is not None:
+        edge.certs_fault.clear()
+        edge.certs_fault = None
+    if body["mode"] is not None:
+        edge.certs_fault = certs_fault(
+            str(body["mode"]),
+            now=edge.clock.now(),
+            delay=body.get("delay", 5.0),
+            times=body.get("times"),
+            duration=body.get("duration"),
+        )
+    return get_fault(edge, body)
+
+
+_Handler = Callable[[Edge, dict[str, Any]], dict[str, Any]]
+_ROUTES: dict[str, dict[str, _Handler]] = {
+    "token": {"POST": post_token},
+    "keys": {"GET": get_keys},
+    "keys/rotate": {"POST": post_rotate},
+    "clock": {"GET": get_clock, "POST": post_clock},
+    "requests": {"GET": get_requests, "POST": post_requests, "DELETE": delete_requests},
+    "certs/fault": {"GET": get_fault, "POST": post_fault},
+}

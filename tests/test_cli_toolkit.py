@@ -1,0 +1,139 @@
+"""``fakeedge token`` and ``fakeedge keys``: the toolkit from the command line, for non-Python stacks."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from fakeedge.cli import main
+from fakeedge.config import default_aud
+from fakeedge.keys import KeyStore
+
+from .conftest import BOT_ID, base_config
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    cfg = base_config("http://127.0.0.1:9")
+    cfg["listen"] = "127.0.0.1:8787"
+    cfg["keys_dir"] = "keys"
+    path = tmp_path / "fakeedge.yml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def run(*args: str) -> Any:
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def decode(token: str, keys_dir: Path, **kwargs: Any) -> dict[str, Any]:
+    """What an origin does, with the certs document the edge would serve from ``keys_dir``."""
+    certs = json.loads(KeyStore(keys_dir, time.time()).certs_document(time.time()))
+    key = {k.key_id: k for k in jwt.PyJWKSet.from_dict(certs).keys}[jwt.get_unverified_header(token)["kid"]]
+    claims: dict[str, Any] = jwt.decode(token, key.key, algorithms=["RS256"], **kwargs)
+    return claims
+
+
+def test_token_prints_a_valid_user_token(config_file: Path) -> None:
+    result = run("token", "--config", str(config_file), "--email", "alice@acme.test", "--app", "Admin")
+    assert result.exit_code == 0, result.output
+    claims = decode(
+        result.output.strip(),
+        config_file.parent / "keys",
+        audience=default_aud("acme", "Admin"),
+        issuer="http://127.0.0.1:8787",  # where `fakeedge serve` listens, as no team_domain is set
+    )
+    assert (claims["email"], claims["country"]) == ("alice@acme.test", "GB")
+
+
+def test_token_variant_flags_and_claims(config_file: Path) -> None:
+    result = run(
+        "token", "--config", str(config_file), "--service-token", "ci-deploy-bot", "--app", "Sentry",
+        "--expired", "--claim", "extra=[1, 2]", "--claim", "note=plain text", "--claim", "sub=",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    with pytest.raises(jwt.ExpiredSignatureError):
+        decode(result.output.strip(), config_file.parent / "keys", audience=default_aud("acme", "Sentry"))
+    claims = decode(
+        result.output.strip(), config_file.parent / "keys", options={"verify_exp": False, "verify_aud": False}
+    )
+    assert claims["common_name"] == BOT_ID
+    assert claims["extra"] == [1, 2]
+    assert claims["note"] == "plain text"
+    assert "sub" not in claims
+
+
+def test_token_mistakes(config_file: Path) -> None:
+    result = run(
+        "token", "--config", str(config_file), "--email", "a@acme.test", "--app", "Admin", "--expired", "--no-kid"
+    )
+    assert result.exit_code == 2
+    assert result.output.splitlines()[-1] == "Error: give one variant flag at most, got --expired --no-kid"
+
+    result = run("token", "--config", str(config_file), "--app", "Admin")
+    assert result.output.splitlines()[-1] == (
+        "Error: give --email (a user token) or --service-token (a service-token token)"
+    )
+
+    result = run("token", "--config", str(config_file), "--email", "a@acme.test", "--app", "Admn")
+    assert result.exit_code == 1
+    assert result.output == "fakeedge: error: no app named 'Admn'; did you mean 'Admin'? apps: Admin, Sentry, Grafana\n"
+
+    result = run("token", "--config", str(config_file), "--email", "a@acme.test", "--app", "Admin", "--claim", "x")
+    assert result.exit_code == 2
+    assert result.output.splitlines()[-1] == "Error: Invalid value for --claim: expected NAME=VALUE, got 'x'"
+
+
+def test_token_needs_a_known_team_domain(tmp_path: Path) -> None:
+    cfg = base_config("http://127.0.0.1:9")
+    cfg["listen"] = "127.0.0.1:0"
+    path = tmp_path / "fakeedge.yml"
+    path.write_text(yaml.safe_dump(cfg))
+    result = run("token", "--config", str(path), "--email", "a@acme.test", "--app", "Admin")
+    assert result.exit_code == 1
+    assert result.output == (
+        f"fakeedge: error: {path}: the team domain (the tokens' iss) is only known once the edge runs "
+        "(listen port 0); set team_domain, or ask the running edge: POST /cdn-cgi/fakeedge/token\n"
+    )
+
+
+def test_keys_show_and_rotate(config_file: Path) -> None:
+    keys_dir = config_file.parent / "keys"
+    shown = run("keys", "show", "--config", str(config_file))
+    assert shown.exit_code == 0, shown.output
+    kid = KeyStore(keys_dir, time.time()).current.kid
+    assert shown.output == f"keys_dir {keys_dir}\ncurrent  {kid}\n"
+
+    rotated = CliRunner().invoke(main, ["keys", "rotate", "--config", str(config_file), "--grace", "1h"])
+    assert rotated.exit_code == 0, rotated.output
+    lines = rotated.stdout.splitlines()
+    new_kid = lines[0].removeprefix("current  ")
+    assert new_kid != kid
+    assert lines[1].startswith(f"previous {kid} (in certs until ")
+    assert rotated.stderr == (
+        "fakeedge: note: a running edge keeps the keys it loaded: restart it, "
+        "or rotate through it with POST /cdn-cgi/fakeedge/keys/rotate\n"
+    )
+    assert run("keys", "show", "--config", str(config_file)).output.splitlines()[1:] == lines
+
+    certs = json.loads(run("keys", "show", "--config", str(config_file), "--certs").output)
+    assert [k["kid"] for k in certs["keys"]] == [kid, new_kid]  # spec §3: previous first
+
+    # the next token is signed by the new key
+    token = run("token", "--config", str(config_file), "--email", "alice@acme.test", "--app", "Admin").output.strip()
+    assert jwt.get_unverified_header(token)["kid"] == new_kid
+
+
+def test_keys_rotate_grace_mistake(config_file: Path) -> None:
+    result = run("keys", "rotate", "--config", str(config_file), "--grace", "a week")
+    assert result.exit_code == 2
+    assert result.output.splitlines()[-1] == (
+        "Error: Invalid value for --grace: expected a duration such as 30s, 15m or 24h, got 'a week'"
+    )
