@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from .errors import ConfigError
 
@@ -401,14 +401,24 @@ def parse_destination(text: str) -> Destination:
     return Destination(host, path)
 
 
+def _split_url(value: str) -> SplitResult | None:
+    """``urlsplit`` that answers None for what it cannot parse, ports included."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is no number or out of range
+    except ValueError:
+        return None
+    return parts
+
+
 def _origin_url(value: str) -> str:
     if value.startswith("http_status:"):
         code = value.partition(":")[2]
         if not code.isdigit() or not 100 <= int(code) <= 999:
             raise ValueError(f"expected http_status:<100-999>, got {value!r}")
         return value
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https", "ws", "wss") or not parts.hostname:
+    parts = _split_url(value)
+    if parts is None or parts.scheme not in ("http", "https", "ws", "wss") or not parts.hostname:
         raise ValueError(f"expected http://host:port, https://host:port or http_status:<code>, got {value!r}")
     if parts.path not in ("", "/") or parts.query:
         # cloudflared refuses a service URL with a path (spec §9.1)
@@ -457,6 +467,8 @@ def load_config(path: str | Path) -> Config:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(source, "", f"cannot read the file ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(source, "", f"not UTF-8 text (byte {exc.start})") from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -478,8 +490,8 @@ def parse_config(raw: Any, *, source: str = "<config>", base_dir: Path | None = 
 
     team_domain = r.text(top.get("team_domain"), "team_domain")
     if team_domain is not None:
-        parts = urlsplit(team_domain)
-        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path.strip("/"):
+        parts = _split_url(team_domain)
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.path.strip("/"):
             raise r.fail(
                 "team_domain", f"expected a URL such as https://{team}.cloudflareaccess.com, got {team_domain!r}"
             )
@@ -572,11 +584,18 @@ def parse_config(raw: Any, *, source: str = "<config>", base_dir: Path | None = 
         default_country=_country(r, top.get("default_country"), "default_country") or "US",
         strict_service_token_auth=r.flag(top.get("strict_service_token_auth"), "strict_service_token_auth", False),
         logout_delay=r.duration(top.get("logout_delay"), "logout_delay", 0.0) or 0.0,
-        origin_timeout=r.duration(top.get("origin_timeout"), "origin_timeout", 100.0) or 100.0,
+        origin_timeout=_positive(r, top.get("origin_timeout"), "origin_timeout", 100.0),
         not_emulated=not_emulated,
         tls_listen=tls_listen,
         branding=_branding(r, top.get("branding")),
     )
+
+
+def _positive(r: _Reader, value: Any, key: str, default: float) -> float:
+    seconds = r.duration(value, key, default)
+    if seconds is None or seconds <= 0:
+        raise r.fail(key, f"expected a duration above zero such as 30s, got {value!r}")
+    return seconds
 
 
 _COLOR = re.compile(r"#[0-9A-Fa-f]{3}(?:[0-9A-Fa-f]{3})?")
@@ -925,6 +944,8 @@ def _ingress_file(r: _Reader, value: Any, base_dir: Path) -> tuple[tuple[Ingress
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise r.fail("ingress_file", f"cannot read {source} ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise r.fail("ingress_file", f"{source} is not UTF-8 text (byte {exc.start})") from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -8,7 +8,6 @@ lookup, not an RSA operation.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -88,6 +87,7 @@ class Edge:
     sessions: dict[str, Session] = field(default_factory=dict)
     logins: dict[str, PendingLogin] = field(default_factory=dict)
     otps: dict[str, tuple[str, str, float]] = field(default_factory=dict)  # id -> (email, code, expires)
+    otp_failures: dict[str, int] = field(default_factory=dict)
     _verified: dict[str, Credential] = field(default_factory=dict)
     _app_tokens: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)
     _apps_by_aud: dict[str, App] = field(default_factory=dict)
@@ -149,9 +149,9 @@ class Edge:
         token = self._tokens_by_client_id.get(client_id)
         if token is None:
             # compare anyway so that an unknown id costs the same as a wrong secret
-            hmac.compare_digest(client_secret.encode(), b"\0" * 32)
+            tokens.secrets_equal(client_secret, "\0" * 32)
             return None
-        if hmac.compare_digest(client_secret.encode(), token.client_secret.encode()):
+        if tokens.secrets_equal(client_secret, token.client_secret):
             return token
         return None
 

@@ -13,6 +13,62 @@ from .config import App, Destination, Policy, Rule, User
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+# --- request hosts and paths, normalised once ---------------------------------------------------
+
+_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+_HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+_PORT = re.compile(r"[0-9]{1,5}")
+
+
+def split_host(host: str) -> tuple[str, str] | None:
+    """``Admin.Acme.test.:8787`` -> (``admin.acme.test``, ``8787``); None when it is no host at all.
+
+    Only letters, digits, ``-``, ``_`` and dots, an IPv4 address, or a bracketed IPv6 literal pass,
+    with an optional all-ASCII-digit port: anything else (``?``, ``#``, ``/``, ``@``, spaces) could
+    change the meaning of a URL the edge builds from it.
+    """
+    host = host.lower()
+    if host.startswith("["):
+        end = host.find("]")
+        name, rest = host[: end + 1], host[end + 1 :]
+        try:
+            ipaddress.IPv6Address(name[1:-1])
+        except ValueError:
+            return None
+        if rest and not rest.startswith(":"):
+            return None
+        port = rest[1:]
+    else:
+        name, _, port = host.partition(":")
+        name = name.rstrip(".")
+        if not _HOSTNAME.fullmatch(name):
+            return None
+    if port and not _PORT.fullmatch(port):
+        return None
+    return name, port
+
+
+def normalize_path(path: str) -> str:
+    """A decoded request path with dot segments removed and repeated slashes merged (RFC 3986 §5.2.4).
+
+    Apps are matched on this form, so ``/x/../private`` and ``//private`` are the ``/private`` an
+    origin would serve them as.
+    """
+    if "/." not in path and "//" not in path and path.startswith("/"):
+        return path
+    out: list[str] = []
+    for segment in path.split("/"):
+        if segment in ("", "."):
+            continue
+        if segment == "..":
+            if out:
+                out.pop()
+            continue
+        out.append(segment)
+    tail = "/" if path.endswith(("/", "/.", "/..")) and out else ""
+    return "/" + "/".join(out) + tail
+
+
 # --- app matching (spec §7.2) ------------------------------------------------------------------
 
 
@@ -66,8 +122,8 @@ class AppIndex:
                         _Entry(app, dest, None, _path_matcher(dest.path), (3, literal_path))
                     )
                     continue
-                # one label only, never several (spec §7.2): "*" becomes "[^.]*", a bare "*" needs one char
-                label = "[^.]+" if first == "*" else "[^.]*".join(re.escape(p) for p in first.split("*"))
+                # one label only, never several (spec §7.2), of hostname characters only
+                label = "[a-z0-9_-]+" if first == "*" else "[a-z0-9_-]*".join(re.escape(p) for p in first.split("*"))
                 kind = 1 if first == "*" else 2
                 entry = _Entry(app, dest, re.compile(label + r"\Z"), _path_matcher(dest.path), (kind, literal_path))
                 self._wild.setdefault(rest, []).append(entry)

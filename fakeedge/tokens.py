@@ -8,6 +8,7 @@ Cloudflare's member order byte for byte (spec §2.1: user tokens ``{alg,kid}``, 
 from __future__ import annotations
 
 import base64
+import hmac
 import json
 from typing import Any
 
@@ -16,6 +17,15 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from .keys import KeyStore, SigningKey
+
+
+def secrets_equal(given: str, expected: str) -> bool:
+    """Compare a client-supplied secret in constant time, whatever characters it holds.
+
+    ``hmac.compare_digest`` refuses non-ASCII ``str``; encoding both sides (lone surrogates
+    included, as undecodable header bytes arrive) keeps odd input an ordinary mismatch.
+    """
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass"))
 
 
 def b64url(data: bytes) -> str:

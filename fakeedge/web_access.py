@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 import json
 import secrets
@@ -32,6 +31,9 @@ class Admission:
     credential: Credential | None = None
 
 
+SINGLE_HEADER_LIMIT = 4096  # a client id and a secret fit many times over
+
+
 @dataclass(frozen=True, slots=True)
 class _ServiceAuth:
     """What the service-token headers amounted to."""
@@ -55,10 +57,12 @@ def read_service_token(request: web.Request, edge: Edge, app: App) -> _ServiceAu
     if single:
         if len(single) != 1:
             return _ServiceAuth(True, malformed=True)
+        if len(single[0]) > SINGLE_HEADER_LIMIT:
+            return _ServiceAuth(True, malformed=True)
         try:
             value = json.loads(single[0])
             client_id, secret = value["cf-access-client-id"], value["cf-access-client-secret"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             return _ServiceAuth(True, malformed=True)
         if not isinstance(client_id, str) or not isinstance(secret, str):
             return _ServiceAuth(True, malformed=True)
@@ -72,19 +76,16 @@ def read_service_token(request: web.Request, edge: Edge, app: App) -> _ServiceAu
 
 def presented_credential(request: web.Request, edge: Edge, app: App) -> Credential | None:
     """A valid app token for ``app`` from the cookie or ``Cf-Access-Token`` (spec §5, §9.2)."""
-    for token, from_cookie in (
-        (cookie(request, h.CF_AUTHORIZATION), True),
-        (request.headers.get(h.ACCESS_TOKEN), False),
-    ):
+    for token in (cookie(request, h.CF_AUTHORIZATION), request.headers.get(h.ACCESS_TOKEN)):
         if not token:
             continue
         cred = edge.credential(token)
         if cred is None or cred.kind == "org" or app.aud not in cred.auds:
             continue  # expired, revoked, foreign or another app's token: as if absent (spec §13.6)
-        if from_cookie and app.enable_binding_cookie and cred.session is not None:
-            # spec §1.5: a browser's CF_Authorization is only good with its CF_Binding
+        if app.enable_binding_cookie and cred.session is not None:
+            # spec §1.5: a user's token is only good with its CF_Binding, however it is presented
             binding = cookie(request, h.CF_BINDING)
-            if binding is None or not hmac.compare_digest(binding, binding_value(cred.token)):
+            if binding is None or not tokens.secrets_equal(binding, binding_value(cred.token)):
                 continue
         return cred
     return None

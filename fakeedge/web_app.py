@@ -9,24 +9,25 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from typing import TextIO
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 from aiohttp import web
 
 from . import headers as h
 from . import pages
+from .config import App
 from .edge import Edge
 from .env import base_url, shown_host
 from .errors import ConfigError
-from .policy import Verdict
+from .policy import Verdict, normalize_path, split_host
 from .tls import edge_context
 from .web_access import Admission, answer_preflight, app_cookies, check, is_preflight, metadata_token
 from .web_cdn_cgi import handle_certs, handle_get_identity
 from .web_control import CONTROL_PREFIX, handle_control
 from .web_login import handle_authorized, handle_login, handle_logout
 from .web_proxy import add_edge_request_headers, clean_request_headers, edge_headers, forward, new_ray
-from .web_request import NO_STORE, client_ip, client_key, edge_key, ray_key, scheme, split_host
+from .web_request import NO_STORE, client_ip, client_key, edge_key, ray_key, scheme
 
 log = logging.getLogger("fakeedge")
 
@@ -80,7 +81,7 @@ async def handle_team(request: web.Request, edge: Edge) -> web.StreamResponse:
     """The team domain: login pages, certs, get-identity, logout (spec §1.3, §3, §4)."""
     path = request.path
     if path.startswith("/cdn-cgi/access/login/"):
-        return await handle_login(request)
+        return await handle_login(request, edge)
     if path == "/cdn-cgi/access/certs":
         return await handle_certs(request, edge)
     if path == "/cdn-cgi/access/get-identity":
@@ -92,15 +93,15 @@ async def handle_team(request: web.Request, edge: Edge) -> web.StreamResponse:
     return _notice(request, 404, "Not found", f"{edge.team_domain} serves only /cdn-cgi/access/* pages.")
 
 
-async def handle_app_cdn_cgi(request: web.Request, edge: Edge) -> web.StreamResponse | None:
+async def handle_app_cdn_cgi(request: web.Request, edge: Edge, host: str, path: str) -> web.StreamResponse | None:
     """``/cdn-cgi/access/*`` answered by the edge on an app host (spec §4)."""
-    match request.path:
+    match path:
         case "/cdn-cgi/access/authorized":
             return await handle_authorized(request, edge)
         case "/cdn-cgi/access/certs":
             return await handle_certs(request, edge)
         case "/cdn-cgi/access/get-identity":
-            return await handle_get_identity(request, edge)
+            return await handle_get_identity(request, edge, app_host=host)
         case "/cdn-cgi/access/logout":
             return await handle_logout(request, edge, team=False)
     return None
@@ -108,72 +109,71 @@ async def handle_app_cdn_cgi(request: web.Request, edge: Edge) -> web.StreamResp
 
 async def handle(request: web.Request) -> web.StreamResponse:
     """Every request, whatever the host: the team domain, Access, then the ingress rules."""
-    edge = request.app[edge_key]
-    ray = request[ray_key] = new_ray()
-    host, _ = split_host(request.host)
     started = time.perf_counter()
-    app_name = policy_name = "-"
-    decision = "route"
-    response: web.StreamResponse
-    try:
-        if host == edge.team_hostname:
-            decision = "team"
-            response = await handle_team(request, edge)
-            return response
-        path = request.path
-        if path.startswith("/cdn-cgi/access/"):
-            answer = await handle_app_cdn_cgi(request, edge)
-            if answer is not None:
-                decision = "cdn-cgi"
-                response = answer
-                return response
-        match = edge.index.match(host, path)
-        admission: Admission | None = None
-        drop = None
-        if match is not None:
-            app_name = match.app.name
-            drop = match.app.read_service_tokens_from_header
-            if request.method == "HEAD" and request.headers.get(h.METADATA_REQUEST) == "true":
-                decision = "metadata"
-                response = web.Response(headers={**edge_headers(ray), h.METADATA: metadata_token(request, edge, match)})
-                return response
-            if is_preflight(request) and not match.app.options_preflight_bypass:
-                decision = "preflight"
-                response = answer_preflight(request, match.app)
-                return response
-            outcome = (
-                Admission(Verdict("bypass"), country=edge.config.default_country)
-                if is_preflight(request)
-                else check(request, edge, match)
-            )
-            if isinstance(outcome, web.Response):
-                decision = f"refuse:{outcome.status}"
-                response = outcome
-                return response
-            admission = outcome
-            decision = admission.verdict.outcome
-            policy_name = admission.verdict.policy.name if admission.verdict.policy else "-"
-        response = await _to_origin(request, edge, host, admission, drop, match.app if match else None, ray)
-        return response
-    finally:
-        status = response.status if "response" in locals() else 500
-        edge_log = request.app[access_log_key]
-        if edge_log.enabled:
-            elapsed = (time.perf_counter() - started) * 1000
-            edge_log.write(
-                f"{request.method} {request.host}{request.path_qs[:200]} {status} "
-                f"app={app_name} policy={policy_name} decision={decision} {elapsed:.1f}ms ray={ray}"
-            )
+    ray = request[ray_key] = new_ray()
+    response, app_name, policy_name, decision = await _answer(request, ray)
+    edge_log = request.app[access_log_key]
+    if edge_log.enabled:
+        elapsed = (time.perf_counter() - started) * 1000
+        edge_log.write(
+            f"{request.method} {request.host}{request.path_qs[:200]} {response.status} "
+            f"app={app_name} policy={policy_name} decision={decision} {elapsed:.1f}ms ray={ray}"
+        )
+    return response
+
+
+async def _answer(request: web.Request, ray: str) -> tuple[web.StreamResponse, str, str, str]:
+    """The response, and the app, policy and decision for the access log."""
+    edge = request.app[edge_key]
+    parsed = split_host(request.host)
+    if parsed is None or not request.raw_path.startswith("/"):
+        # a Host that is no host name, or an absolute-form target whose host could differ from
+        # the Host header Access decided on: refuse rather than guess which one the origin reads
+        return (
+            _notice(request, 400, "Bad request", "The request's host or target is malformed."),
+            "-",
+            "-",
+            "bad-request",
+        )
+    host = parsed[0]
+    if host == edge.team_hostname:
+        return await handle_team(request, edge), "-", "-", "team"
+    # apps are matched on the path an origin would serve: dot segments and "//" resolved
+    path = normalize_path(request.path)
+    if path.startswith("/cdn-cgi/access/"):
+        answer = await handle_app_cdn_cgi(request, edge, host, path)
+        if answer is not None:
+            return answer, "-", "-", "cdn-cgi"
+    match = edge.index.match(host, path)
+    if match is None:
+        return await _to_origin(request, edge, host, path, None, None), "-", "-", "route"
+    app = match.app
+    if request.method == "HEAD" and request.headers.get(h.METADATA_REQUEST) == "true":
+        token = metadata_token(request, edge, match)
+        return web.Response(headers={**edge_headers(ray), h.METADATA: token}), app.name, "-", "metadata"
+    if is_preflight(request):
+        if not app.options_preflight_bypass:
+            return answer_preflight(request, app), app.name, "-", "preflight"
+        admission = Admission(Verdict("bypass"), country=edge.config.default_country)
+    else:
+        outcome = check(request, edge, match)
+        if isinstance(outcome, web.Response):
+            return outcome, app.name, "-", f"refuse:{outcome.status}"
+        admission = outcome
+    policy = admission.verdict.policy.name if admission.verdict.policy else "-"
+    response = await _to_origin(request, edge, host, path, admission, app)
+    return response, app.name, policy, admission.verdict.outcome
 
 
 async def _to_origin(
-    request: web.Request, edge: Edge, host: str, admission: Admission | None, drop: str | None, app: object, ray: str
+    request: web.Request, edge: Edge, host: str, path: str, admission: Admission | None, app: App | None
 ) -> web.StreamResponse:
-    rule = edge.route(host, request.path)
+    ray = request[ray_key]
+    rule = edge.route(host, path)
     status = rule.status
     if status is not None:
         return web.Response(status=status, headers=edge_headers(ray))
-    upstream_headers = clean_request_headers(request, drop=drop)
+    upstream_headers = clean_request_headers(request, drop=app.read_service_tokens_from_header if app else None)
     country = admission.country if admission else edge.config.default_country
     add_edge_request_headers(
         upstream_headers, request, ip=client_ip(request), country=country, ray=ray, scheme=scheme(request)
@@ -185,14 +185,20 @@ async def _to_origin(
         if admission.email:
             upstream_headers[h.AUTHENTICATED_USER_EMAIL] = admission.email
         if admission.set_cookie is not None and app is not None:
-            extra = app_cookies(request, app, *admission.set_cookie)  # type: ignore[arg-type]
+            extra = app_cookies(request, app, *admission.set_cookie)
     if edge.recorder is not None:
-        edge.recorder.observe(request, host, upstream_headers, admission, app, edge, ray)  # type: ignore[arg-type]
+        edge.recorder.observe(request, host, upstream_headers, admission, app, edge, ray)
+    # the path as the client sent it, unless it needed normalising: then the form Access judged
+    target = request.raw_path
+    if path != request.path:
+        query = request.raw_path.partition("?")[2]
+        target = quote(path, safe="/:@!$&'()*+,;=-._~") + ("?" + query if query else "")
     return await forward(
         request,
         request.app[client_key],
         rule,
         upstream_headers,
+        target=target,
         ray=ray,
         read_timeout=edge.config.origin_timeout,
         extra_response_headers=extra,

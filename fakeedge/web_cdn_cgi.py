@@ -28,15 +28,20 @@ async def handle_certs(request: web.Request, edge: Edge) -> web.Response:
     )
 
 
-async def handle_get_identity(request: web.Request, edge: Edge) -> web.Response:
-    """The composite identity of the session behind the presented token, or 401 (spec §4.1)."""
+async def handle_get_identity(request: web.Request, edge: Edge, *, app_host: str | None = None) -> web.Response:
+    """The composite identity of the session behind the presented token, or 401 (spec §4.1).
+
+    On the team domain any of the edge's tokens will do; on an app host (``app_host``) only a
+    token for an app on that host: another app's token, or the org session, is no session here.
+    """
+    auds = None if app_host is None else {app.aud for app in edge.index.apps_for_host(app_host)}
     for token in (
         cookie(request, h.CF_AUTHORIZATION),
         request.headers.get(h.JWT_ASSERTION),
         request.headers.get(h.ACCESS_TOKEN),
     ):
         cred = edge.credential(token) if token else None
-        if cred is not None:
+        if cred is not None and (auds is None or (cred.kind != "org" and not auds.isdisjoint(cred.auds))):
             return web.Response(
                 text=json.dumps(edge.identity_document(cred, client_ip(request))),
                 content_type="application/json",

@@ -16,7 +16,6 @@ cross-site without a CORS preflight, which the edge never approves.
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 import json
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from .errors import FakeEdgeError
 from .faults import certs_fault
 from .mint import VARIANTS, check_variant, mint
 from .record import RequestLog
+from .tokens import secrets_equal
 from .web_proxy import edge_headers
 from .web_request import NO_STORE, client_ip, ray_key
 
@@ -60,7 +60,7 @@ def control_allowed(remote: str | None, authorization: str | None, admin_token: 
     """
     if admin_token is not None:
         scheme, _, value = (authorization or "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), admin_token.encode())
+        return scheme.lower() == "bearer" and secrets_equal(value.strip(), admin_token)
     if not remote:
         return False
     try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import hmac
 import ipaddress
 import json
 import logging
@@ -17,15 +16,17 @@ from . import claims, pages, tokens
 from . import headers as h
 from .config import App
 from .edge import Edge, Session
-from .policy import Facts, Identity, decide
+from .policy import Facts, Identity, decide, split_host
 from .web_access import app_cookies, block
 from .web_proxy import edge_headers
-from .web_request import NO_STORE, clear_cookie, client_ip, cookie, ray_key, set_cookie, split_host
+from .web_request import NO_STORE, clear_cookie, client_ip, cookie, ray_key, set_cookie
 
 log = logging.getLogger("fakeedge")
 
 _EMAIL = re.compile(r"[^@\s<>\"']+@[^@\s<>\"']+\.[^@\s<>\"']+")
 OTP_TTL = 600
+OTP_ATTEMPTS = 5
+FORM_LIMIT = 64 * 1024
 LOGIN_PREFIX = "/cdn-cgi/access/login/"
 
 
@@ -54,12 +55,12 @@ def safe_redirect_path(value: str | None) -> str:
 
 def _login_target(request: web.Request, edge: Edge) -> tuple[App, str, str] | None:
     """The (app, app host[:port], redirect path) a login URL names, or None if it names no app."""
-    host_port = request.path.removeprefix(LOGIN_PREFIX).lower()
-    name, port = split_host(host_port)
-    if port and port.isdigit() and int(port) not in edge.ports:
+    parsed = split_host(request.path.removeprefix(LOGIN_PREFIX))
+    if parsed is None:
+        return None  # not a host name: it would end up in the callback URL's authority
+    name, port = parsed
+    if port and int(port) not in edge.ports:
         return None  # only this edge's own ports: no bouncing to another local service
-    if port and not port.isdigit():
-        return None
     app = edge.app_by_aud(request.query.get("kid", ""))
     if app is None:
         return None
@@ -70,11 +71,8 @@ def _login_target(request: web.Request, edge: Edge) -> tuple[App, str, str] | No
     return app, f"{name}:{port}" if port else name, path
 
 
-async def handle_login(request: web.Request) -> web.StreamResponse:
+async def handle_login(request: web.Request, edge: Edge) -> web.StreamResponse:
     """GET/POST ``/cdn-cgi/access/login/<host>`` on the team domain."""
-    from .web_request import edge_key
-
-    edge = request.app[edge_key]
     target = _login_target(request, edge)
     if target is None:
         return _html(request, pages.unknown_app(request[ray_key]), 404)
@@ -87,30 +85,42 @@ async def handle_login(request: web.Request) -> web.StreamResponse:
             return _complete(request, edge, session, app, host, path)  # silent SSO (spec §1.3)
         return _login_page(request, edge, app)
 
+    if request.content_length is None or request.content_length > FORM_LIMIT:
+        # a sign-in form is a few hundred bytes; never buffer an unbounded body for it
+        return _html(
+            request, pages.notice("Request too large", "The sign-in form is too large.", request[ray_key]), 413
+        )
     form = await request.post()
     csrf = cookie(request, h.CF_SESSION)
-    if not csrf or not hmac.compare_digest(str(form.get("csrf", "")), csrf):
+    if not csrf or not tokens.secrets_equal(str(form.get("csrf", "")), csrf):
         return _login_page(request, edge, app, error="Your sign-in form expired. Please try again.", status=400)
 
     if "otp_id" in form:
-        entry = edge.otps.get(str(form["otp_id"]))
+        otp_id = str(form["otp_id"])
+        entry = edge.otps.get(otp_id)
         if entry is None or entry[2] <= edge.clock.now():
             return _login_page(request, edge, app, error="That code has expired. Please start again.", status=400)
         email, code, _ = entry
-        if not hmac.compare_digest(str(form.get("code", "")).strip(), code):
+        if not tokens.secrets_equal(str(form.get("code", "")).strip(), code):
+            failures = edge.otp_failures[otp_id] = edge.otp_failures.get(otp_id, 0) + 1
+            if failures >= OTP_ATTEMPTS:
+                # a six-digit code would fall to guessing well within its lifetime otherwise
+                del edge.otps[otp_id], edge.otp_failures[otp_id]
+                return _login_page(request, edge, app, error="Too many wrong codes. Please start again.", status=400)
             return _html(
                 request,
                 pages.one_time_pin(
                     app.name,
                     email,
                     csrf=csrf,
-                    otp_id=str(form["otp_id"]),
+                    otp_id=otp_id,
                     error="That code is not valid.",
                     brand=edge.config.branding,
                 ),
                 400,
             )
-        del edge.otps[str(form["otp_id"])]
+        del edge.otps[otp_id]
+        edge.otp_failures.pop(otp_id, None)
         identity = Identity.for_email(
             email, edge.config.user(email), default_country=edge.config.default_country, idp="onetimepin"
         )
@@ -204,8 +214,8 @@ def _app_scheme(edge: Edge, host: str, team_secure: bool) -> str:
     Without a port the app was reached on a default port: take the team request's scheme (the
     real edge calls back over https, and a TLS team domain means a TLS edge).
     """
-    port = split_host(host)[1]
-    if port.isdigit() and int(port) in edge.ports:
+    port = host.rpartition(":")[2] if not host.endswith("]") else ""
+    if port.isascii() and port.isdigit() and int(port) in edge.ports:
         return "https" if int(port) in edge.tls_ports else "http"
     return "https" if team_secure else "http"
 
@@ -227,7 +237,7 @@ EAGER_LIMIT = 5  # spec §1.4: Cloudflare chained at most five domains; longer c
 
 def eager_hosts(app: App, current: str) -> tuple[str, ...]:
     """The app's other concrete hosts (same port as ``current``), for the eager cookie chain."""
-    name, port = split_host(current)
+    name, _, port = current.rpartition(":") if not current.endswith("]") and ":" in current else (current, "", "")
     hosts = list(dict.fromkeys(d.host for d in app.destinations if "*" not in d.host))
     if len(hosts) < 2 or len(hosts) > EAGER_LIMIT:
         return ()  # wildcard hosts cannot be visited: only the concrete ones are chained
@@ -240,7 +250,7 @@ async def handle_authorized(request: web.Request, edge: Edge) -> web.Response:
     invalid = pending is None or pending.host != request.host.lower()
     if pending is not None and pending.app_session_hash is not None:
         app_session = cookie(request, h.CF_APP_SESSION) or ""
-        invalid = invalid or not hmac.compare_digest(claims.app_session_hash(app_session), pending.app_session_hash)
+        invalid = invalid or not tokens.secrets_equal(claims.app_session_hash(app_session), pending.app_session_hash)
     if invalid or pending is None:
         return _html(
             request,

@@ -58,9 +58,10 @@ def clean_request_headers(request: web.Request, *, drop: str | None = None) -> C
     if conn:
         connection_tokens = {t.strip().lower() for t in conn.split(",")}
     out: CIMultiDict[str] = CIMultiDict()
-    drop_low = drop.lower() if drop else None
+    drop_low = drop.lower().replace("_", "-") if drop else None
     for name, value in request.headers.items():
-        low = name.lower()
+        # CGI and WSGI servers read "_" as "-": Cf_Access_Authenticated_User_Email is the same header
+        low = name.lower().replace("_", "-")
         if (
             low in h.HOP_BY_HOP
             or low in h.SPOOFABLE_EXACT
@@ -70,7 +71,7 @@ def clean_request_headers(request: web.Request, *, drop: str | None = None) -> C
         ):
             continue
         if low == "cookie" and h.CF_BINDING in value:
-            value = "; ".join(c for c in value.split("; ") if not c.strip().startswith(h.CF_BINDING + "="))
+            value = "; ".join(c.strip() for c in value.split(";") if not c.strip().startswith(h.CF_BINDING + "="))
             if not value:
                 continue
         out.add(name, value)
@@ -97,6 +98,7 @@ async def forward(
     rule: IngressRule,
     upstream_headers: CIMultiDict[str],
     *,
+    target: str,
     ray: str,
     read_timeout: float,
     extra_response_headers: Iterable[tuple[str, str]] = (),
@@ -107,9 +109,9 @@ async def forward(
         upstream_headers["Host"] = rule.http_host_header
     # encoded=True: the path and query go on as the client sent them; yarl would otherwise re-encode
     # them (%2F -> / in the query, %7e -> ~), breaking URLs an origin checks byte for byte (signatures)
-    url = URL(rule.service + request.raw_path, encoded=True)
+    url = URL(rule.service + target, encoded=True)
     if _is_websocket(request):
-        return await _forward_websocket(request, client, url, upstream_headers, rule, ray)
+        return await _forward_websocket(request, client, url, upstream_headers, rule, ray, read_timeout)
     body = request.content.iter_chunked(CHUNK) if request.body_exists else None
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=rule.connect_timeout, sock_read=read_timeout)
     try:
@@ -169,7 +171,9 @@ def origin_error(request: web.Request, status: int, title: str, ray: str, detail
 
 
 def _is_websocket(request: web.Request) -> bool:
-    return request.headers.get("Upgrade", "").lower() == "websocket"
+    # only a GET can be a websocket handshake (RFC 6455 §4.1): an OPTIONS preflight let through
+    # without Access must not turn into an upgrade the origin sees as an authenticated GET
+    return request.method == "GET" and request.headers.get("Upgrade", "").lower() == "websocket"
 
 
 async def _forward_websocket(
@@ -179,19 +183,21 @@ async def _forward_websocket(
     upstream_headers: CIMultiDict[str],
     rule: IngressRule,
     ray: str,
+    handshake_timeout: float,
 ) -> web.StreamResponse:
     protocols = tuple(p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip())
     headers = CIMultiDict((k, v) for k, v in upstream_headers.items() if k.lower() not in WS_HEADERS)
     try:
-        upstream = await client.ws_connect(
-            url,
-            headers=headers,
-            protocols=protocols,
-            timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=10),
-            autoclose=False,
-            autoping=False,
-            max_msg_size=0,
-        )
+        async with asyncio.timeout(handshake_timeout):  # the ClientWSTimeout has no handshake bound
+            upstream = await client.ws_connect(
+                url,
+                headers=headers,
+                protocols=protocols,
+                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=10),
+                autoclose=False,
+                autoping=False,
+                max_msg_size=0,
+            )
     except aiohttp.WSServerHandshakeError as exc:
         return web.Response(status=exc.status or 502, headers=edge_headers(ray))
     except TimeoutError:

@@ -21,16 +21,6 @@ NO_STORE = {
 }
 
 
-def split_host(host: str) -> tuple[str, str]:
-    """``Admin.Acme.test:8787`` -> (``admin.acme.test``, ``8787``); IPv6 literals keep brackets."""
-    host = host.lower()
-    if host.startswith("["):
-        end = host.find("]")
-        return host[: end + 1], host[end + 2 :]
-    name, _, port = host.partition(":")
-    return name.rstrip("."), port
-
-
 def client_ip(request: web.Request) -> str:
     """The connecting address: only the socket is trusted, never a header."""
     return request.remote or "127.0.0.1"

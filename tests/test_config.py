@@ -223,3 +223,42 @@ def test_cli_check_summarises(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert f"app 'Admin': admin.acme.test  aud={default_aud('acme', 'Admin')}  policies=2" in result.stdout
     assert "ingress teapot.acme.test -> http_status:418" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        (
+            "team_domain",
+            "http://[::1",
+            "f.yml: team_domain: expected a URL such as https://acme.cloudflareaccess.com, got 'http://[::1'",
+        ),
+        (
+            "team_domain",
+            "http://127.0.0.1:abc",
+            "f.yml: team_domain: expected a URL such as https://acme.cloudflareaccess.com, got 'http://127.0.0.1:abc'",
+        ),
+        ("origin_timeout", "0s", "f.yml: origin_timeout: expected a duration above zero such as 30s, got '0s'"),
+    ],
+)
+def test_urls_and_timeouts_are_checked(key: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(_with(key, value), source="f.yml")
+    assert str(info.value) == message
+
+
+def test_service_port_is_checked() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(_with("ingress.0.service", "http://127.0.0.1:abc"), source="f.yml")
+    assert str(info.value) == (
+        "f.yml: ingress[0].service: expected http://host:port, https://host:port or http_status:<code>, "
+        "got 'http://127.0.0.1:abc'"
+    )
+
+
+def test_non_utf8_config_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "fakeedge.yml"
+    path.write_bytes(b"team: acme\n# \xff\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: not UTF-8 text (byte 13)"
