@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from . import claims, tokens
 from .clock import Clock
-from .config import App, Config, IngressRule, Policy, ServiceToken, sub_for
+from .config import App, Config, IngressRule, Policy, ServiceToken, route, sub_for
 from .keys import ROTATION_GRACE, KeyStore, SigningKey
 from .policy import AppIndex, Identity
 
@@ -121,11 +121,8 @@ class Edge:
         return netloc.split(":", 1)[0]
 
     def route(self, host: str, path: str) -> IngressRule:
-        """The first ingress rule matching (host, path); the last one always matches (spec §9.1)."""
-        for rule in self.config.ingress:
-            if rule.matches(host, path):
-                return rule
-        return self.config.ingress[-1]
+        """The ingress rule that routes (host, path)."""
+        return route(self.config.ingress, host, path)[1]
 
     def app_by_aud(self, aud: str) -> App | None:
         return self._apps_by_aud.get(aud)

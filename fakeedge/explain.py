@@ -6,10 +6,10 @@ The local counterpart of Cloudflare's policy tester and ``cloudflared tunnel ing
 from __future__ import annotations
 
 import ipaddress
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
-from .config import Config, Rule
-from .policy import AppIndex, Facts, Identity, decide
+from .config import Config, Rule, route
+from .policy import AppIndex, Facts, Identity, decide, normalize_path, split_host
 
 
 def _rule_text(rule: Rule | None) -> str:
@@ -32,14 +32,16 @@ def explain(
         ValueError: the URL has no host, the IP is not an address, or the service token is unknown.
     """
     parts = urlsplit(url if "://" in url else "http://" + url)
-    host = (parts.hostname or "").lower()
-    if not host:
+    parsed = split_host(parts.netloc.rpartition("@")[2])
+    if parsed is None or not parsed[0]:
         raise ValueError(f"expected a URL such as https://admin.acme.test/path, got {url!r}")
-    path = parts.path or "/"
+    host = parsed[0]
+    # the same host and path the edge judges: lower-case, no trailing dot, decoded, normalised
+    path = normalize_path(unquote(parts.path or "/"))
     address = ipaddress.ip_address(ip)
     lines = [f"url       {parts.scheme}://{host}{path}"]
 
-    rule_index, rule = next((i, r) for i, r in enumerate(config.ingress) if r.matches(host, path))
+    rule_index, rule = route(config.ingress, host, path)
     shown = f"{rule.hostname or '*'}{' path ~ ' + rule.path.pattern if rule.path else ''}"
     lines.append(f"ingress   rule {rule_index}: {shown} -> {rule.service}")
 

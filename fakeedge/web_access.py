@@ -158,6 +158,11 @@ def _service_admission(edge: Edge, app: App, verdict: Verdict, client_id: str, *
     return Admission(verdict, jwt, country=edge.config.default_country, set_cookie=(jwt, exp) if set_cookie else None)
 
 
+def refusal_headers(ray: str, app: App) -> dict[str, str]:
+    """Headers of every Access refusal: the edge's, no-store, and the app's AUD and domain (spec §1.8)."""
+    return {**edge_headers(ray), **NO_STORE, h.ACCESS_AUD: app.aud, h.ACCESS_DOMAIN: app.domain}
+
+
 def is_preflight(request: web.Request) -> bool:
     return (
         request.method == "OPTIONS"
@@ -175,7 +180,7 @@ def answer_preflight(request: web.Request, app: App) -> web.Response:
     """
     ray = request[ray_key]
     cors = app.cors_headers
-    base = {**edge_headers(ray), h.ACCESS_AUD: app.aud, h.ACCESS_DOMAIN: app.domain}
+    base = refusal_headers(ray, app)
     if cors is None:
         return web.Response(status=403, headers=base)
     origin = request.headers["Origin"]
@@ -272,7 +277,7 @@ def access_denied(request: web.Request, edge: Edge, app: App, status: int) -> we
         status=status,
         text=pages.notice("Forbidden" if status == 403 else "Unauthorized", text, ray),
         content_type="text/html",
-        headers={**edge_headers(ray), **NO_STORE, h.ACCESS_AUD: app.aud, h.ACCESS_DOMAIN: app.domain},
+        headers=refusal_headers(ray, app),
     )
 
 
@@ -282,7 +287,7 @@ def block(
     """The 403 block page, or the app's custom deny URL (spec §1.8)."""
     ray = request[ray_key]
     custom = app.custom_deny_url if identity else app.custom_non_identity_deny_url
-    headers = {**edge_headers(ray), **NO_STORE, h.ACCESS_AUD: app.aud, h.ACCESS_DOMAIN: app.domain}
+    headers = refusal_headers(ray, app)
     if custom:
         return web.Response(status=302, headers={**headers, "Location": custom})
     return web.Response(
