@@ -82,6 +82,7 @@ class Edge:
     keys: KeyStore
     index: AppIndex
     team_domain: str = ""
+    _team_hostname: tuple[str, str] = ("", "")  # (team_domain it was derived from, host name)
     ports: set[int] = field(default_factory=set)
     tls_ports: set[int] = field(default_factory=set)  # the subset of ports that speak TLS
     sessions: dict[str, Session] = field(default_factory=dict)
@@ -114,11 +115,16 @@ class Edge:
 
     @property
     def team_hostname(self) -> str:
-        """The team domain's host name alone: cookies, and so sessions, ignore ports."""
-        netloc = self.team_host
-        if netloc.startswith("["):
-            return netloc[: netloc.index("]") + 1]
-        return netloc.split(":", 1)[0]
+        """The team domain's host name alone: cookies, and so sessions, ignore ports.
+
+        Read on every request, so derived once per value of ``team_domain``.
+        """
+        domain, hostname = self._team_hostname
+        if domain != self.team_domain:
+            netloc = self.team_host
+            hostname = netloc[: netloc.index("]") + 1] if netloc.startswith("[") else netloc.split(":", 1)[0]
+            self._team_hostname = (self.team_domain, hostname)
+        return hostname
 
     def route(self, host: str, path: str) -> IngressRule:
         """The ingress rule that routes (host, path)."""

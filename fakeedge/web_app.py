@@ -214,7 +214,11 @@ def create_app(edge: Edge, *, access_log: AccessLog | None = None) -> web.Applic
     async def upstream(app: web.Application) -> AsyncIterator[None]:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, force_close=False)
         async with aiohttp.ClientSession(
-            connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
+            connector=connector,
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            # the origin gets the client's headers, not aiohttp's defaults
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
         ) as client:
             app[client_key] = client
             yield

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import secrets
 from collections.abc import Iterable
 
@@ -113,7 +114,7 @@ async def forward(
     if _is_websocket(request):
         return await _forward_websocket(request, client, url, upstream_headers, rule, ray, read_timeout)
     body = request.content.iter_chunked(CHUNK) if request.body_exists else None
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=rule.connect_timeout, sock_read=read_timeout)
+    timeout = _timeout(rule.connect_timeout, read_timeout)
     try:
         async with client.request(
             request.method,
@@ -122,7 +123,6 @@ async def forward(
             data=body,
             allow_redirects=False,
             timeout=timeout,
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
         ) as upstream:
             out = CIMultiDict((k, v) for k, v in upstream.headers.items() if k.lower() not in RESPONSE_DROP)
             out.update(edge_headers(ray))
@@ -159,6 +159,11 @@ async def forward(
         return origin_error(
             request, 502, "Bad gateway", ray, f"The origin {rule.service} could not be reached ({type(exc).__name__})."
         )
+
+
+@functools.lru_cache(maxsize=64)
+def _timeout(connect: float, read: float) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read)
 
 
 def origin_error(request: web.Request, status: int, title: str, ray: str, detail: str) -> web.Response:
