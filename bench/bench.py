@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from http.client import HTTPMessage
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 from urllib.parse import urlencode, urlsplit
 
 import aiohttp
@@ -112,7 +112,7 @@ async def _start_plain(app: web.Application) -> tuple[web.AppRunner, int]:
     return runner, runner.addresses[0][1]
 
 
-async def _serve(kind: str, arg: Any, conn: Connection) -> None:
+async def _serve(kind: str, arg: Any, conn: Connection, devnull: TextIO) -> None:
     """Start one server, send its port up the pipe, run until the pipe says stop or closes."""
     if kind == "origin":
         runner, port = await _start_plain(origin_app())
@@ -123,8 +123,7 @@ async def _serve(kind: str, arg: Any, conn: Connection) -> None:
         from fakeedge.edge import Edge
         from fakeedge.web_app import AccessLog, start
 
-        # the access log stays on, buffered, to /dev/null: formatting the line is part of the cost
-        devnull = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the server
+        # the access log stays on, buffered, to /dev/null: making the line is part of the cost
         edge = Edge.create(parse_config(arg, source="<bench>"))
         runner, (_, port) = await start(edge, HOST, 0, access_log=AccessLog(devnull))
     conn.send(("ready", port))
@@ -141,7 +140,8 @@ def _server_main(kind: str, arg: Any, conn: Connection, core: int | None) -> Non
     if core is not None:
         os.sched_setaffinity(0, {core})
     try:
-        asyncio.run(_serve(kind, arg, conn))
+        with open(os.devnull, "w") as devnull:
+            asyncio.run(_serve(kind, arg, conn, devnull))
     except BaseException:
         conn.send(("error", traceback.format_exc()))
         raise
@@ -217,8 +217,9 @@ def edge_config(origin: str, keys_dir: Path, app_hosts: list[str], ingress: list
     }
 
 
-def _get(port: int, method: str, target: str, host: str, headers: dict[str, str] | None = None, body: str | None = None
-         ) -> tuple[int, HTTPMessage, bytes]:  # fmt: skip
+def _get(
+    port: int, method: str, target: str, host: str, headers: dict[str, str] | None = None, body: str | None = None
+) -> tuple[int, HTTPMessage, bytes]:
     conn = http.client.HTTPConnection(HOST, port, timeout=10)
     try:
         conn.request(method, target, body=body, headers={"Host": host, **(headers or {})})
