@@ -463,11 +463,16 @@ def apps_mode(args: argparse.Namespace, tmp: Path, core: int | None, started: li
     origin = _start(started, "direct origin", "origin", None, core)
     proxy = _start(started, "minimal proxy", "proxy", origin.url, core)
     targets = [Target("minimal proxy", proxy, origin)]
-    # one wildcard ingress rule, so that only Access's app lookup changes with the number of apps
-    ingress = [{"hostname": "*.bench.test", "service": origin.url}]
     for n in args.apps:
         hosts = [f"app{i}.bench.test" for i in range(n)]
         measured = hosts[n // 2]
+        # by default one wildcard ingress rule, so that only Access's app lookup changes with n;
+        # --ingress per-app gives each app its own rule, which Edge.route() scans in order
+        ingress = (
+            [{"hostname": host, "service": origin.url} for host in hosts]
+            if args.ingress == "per-app"
+            else [{"hostname": "*.bench.test", "service": origin.url}]
+        )
         config = edge_config(origin.url, tmp / f"keys-{n}", hosts, ingress)
         edge = _start(started, f"fakeedge {n} apps", "fakeedge", config, core)
         cookie = sign_in(edge.port, measured)
@@ -512,6 +517,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="a smoke run: 3 s, 1 round, 1 s warm-up")
     parser.add_argument(
         "--apps", type=_app_counts, metavar="N,M", help="instead: the cookie path with N and M apps configured"
+    )
+    parser.add_argument(
+        "--ingress",
+        choices=("wildcard", "per-app"),
+        default="wildcard",
+        help="with --apps: one *.bench.test ingress rule (default) or one rule per app",
     )
     args = parser.parse_args(argv)
     if args.quick:
