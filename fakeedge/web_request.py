@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from email.utils import formatdate
 from typing import Any
 
@@ -64,7 +65,7 @@ def cookie_header(
     """
     parts = [f"{name}={value}"]
     if expires is not None:
-        parts.append("Expires=" + formatdate(expires, usegmt=True))
+        parts.append("Expires=" + _cookie_date(expires))
     parts.append(f"Path={path}")
     if secure:
         parts.append("Secure")
@@ -75,6 +76,13 @@ def cookie_header(
             same_site = "Lax"
         parts.append(f"SameSite={same_site}")
     return "; ".join(parts)
+
+
+# A service token's cookie goes back on every request with the same expiry (spec §5), and
+# formatdate() was 2.3 µs of the 3.4 µs it took to build (bench/README.md).
+@functools.lru_cache(maxsize=256)
+def _cookie_date(expires: float) -> str:
+    return formatdate(expires, usegmt=True)
 
 
 def clear_cookie(response: web.StreamResponse, name: str, *, secure: bool, path: str = "/") -> None:

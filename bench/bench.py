@@ -1,0 +1,572 @@
+"""fakeedge against a direct origin and a minimal aiohttp proxy, on loopback, with wrk.
+
+    python bench/bench.py [--duration S] [--rounds N] [--connections C] [--quick]
+    python bench/bench.py --apps 10,1000
+
+Every server runs in its own process pinned to core 0; wrk (and this script) run on core 1.
+Targets are measured round-robin, N rounds, so that drift on the machine hits all of them alike;
+each figure is the median over the rounds. Nothing listens anywhere but 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import html
+import http.client
+import multiprocessing
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import traceback
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from http.client import HTTPMessage
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, TextIO
+from urllib.parse import urlencode, urlsplit
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+HOST = "127.0.0.1"  # loopback only, always
+SERVER_CORE = 0
+LOAD_CORE = 1
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+READY_TIMEOUT = 60.0  # seconds for a server process to report its port (1,000 apps included)
+BODY = b"fakeedge bench origin: a small fixed body, about one hundred bytes long, served for GET /.\n"
+
+APP_HOST = "app.bench.test"
+PUBLIC_HOST = "public.bench.test"
+EMAIL = "alice@bench.test"
+CLIENT_ID = "0b1e2c3d4e5f60718293a4b5c6d7e8f9.access"
+CLIENT_SECRET = "bench-secret-0123456789abcdef0123456789abcdef"
+TARGET_RATIO = 0.95  # the project's goal: fakeedge's guarded paths >= 0.95x the minimal proxy
+
+HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te", "trailer",
+     "transfer-encoding", "upgrade"}
+)  # fmt: skip
+
+
+class BenchError(Exception):
+    """Something that makes the figures meaningless: a server did not start, a path did not answer 200."""
+
+
+# --- the servers ---------------------------------------------------------------------------------
+
+
+def origin_app() -> web.Application:
+    """The origin every target ends at: ``GET /`` answers a fixed ~100-byte body."""
+
+    async def handle(request: web.Request) -> web.Response:
+        return web.Response(body=BODY, content_type="text/plain")
+
+    app = web.Application()
+    app.router.add_get("/", handle)
+    return app
+
+
+def minimal_proxy_app(origin: str) -> web.Application:
+    """The yardstick: the least a fair aiohttp reverse proxy does, with one shared ClientSession."""
+    session_key = web.AppKey("session_key", aiohttp.ClientSession)
+
+    async def session(app: web.Application) -> AsyncIterator[None]:
+        connector = aiohttp.TCPConnector(limit=0)  # as fakeedge: no cap on upstream connections
+        async with aiohttp.ClientSession(
+            connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
+        ) as client:
+            app[session_key] = client
+            yield
+
+    async def handle(request: web.Request) -> web.Response:
+        headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP)
+        body = await request.read() if request.body_exists else None
+        async with request.app[session_key].request(
+            request.method, origin + request.raw_path, headers=headers, data=body, allow_redirects=False
+        ) as upstream:
+            data = await upstream.read()
+            out = CIMultiDict(
+                (k, v) for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP | {"content-length"}
+            )
+            return web.Response(status=upstream.status, reason=upstream.reason, headers=out, body=data)
+
+    app = web.Application()
+    app.cleanup_ctx.append(session)
+    app.router.add_route("*", "/{tail:.*}", handle)
+    return app
+
+
+async def _start_plain(app: web.Application) -> tuple[web.AppRunner, int]:
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, HOST, 0, backlog=1024).start()
+    return runner, runner.addresses[0][1]
+
+
+async def _serve(kind: str, arg: Any, conn: Connection, devnull: TextIO) -> None:
+    """Start one server, send its port up the pipe, run until the pipe says stop or closes."""
+    if kind == "origin":
+        runner, port = await _start_plain(origin_app())
+    elif kind == "proxy":
+        runner, port = await _start_plain(minimal_proxy_app(arg))
+    else:
+        from fakeedge.config import parse_config
+        from fakeedge.edge import Edge
+        from fakeedge.web_app import AccessLog, start
+
+        # the access log stays on, buffered, to /dev/null: making the line is part of the cost
+        edge = Edge.create(parse_config(arg, source="<bench>"))
+        runner, (_, port) = await start(edge, HOST, 0, access_log=AccessLog(devnull))
+    conn.send(("ready", port))
+    stop = asyncio.Event()
+    # readable means "stop" was sent or the parent is gone (EOF): either way, leave
+    loop = asyncio.get_running_loop()
+    loop.add_reader(conn.fileno(), stop.set)
+    await stop.wait()
+    loop.remove_reader(conn.fileno())
+    await runner.cleanup()
+
+
+def _server_main(kind: str, arg: Any, conn: Connection, core: int | None) -> None:
+    if core is not None:
+        os.sched_setaffinity(0, {core})
+    try:
+        with open(os.devnull, "w") as devnull:
+            asyncio.run(_serve(kind, arg, conn, devnull))
+    except BaseException:
+        conn.send(("error", traceback.format_exc()))
+        raise
+
+
+@dataclass
+class Server:
+    """A server in its own process; ``port`` is known once it has said it is listening."""
+
+    name: str
+    process: multiprocessing.process.BaseProcess
+    conn: Connection
+    port: int = 0
+
+    @classmethod
+    def start(cls, name: str, kind: str, arg: Any, core: int | None) -> Server:
+        ctx = multiprocessing.get_context("spawn")
+        parent, child = ctx.Pipe()
+        process = ctx.Process(target=_server_main, args=(kind, arg, child, core), name=name, daemon=True)
+        process.start()
+        child.close()
+        server = cls(name, process, parent)
+        if not parent.poll(READY_TIMEOUT):
+            server.stop()
+            raise BenchError(f"{name} did not report ready within {READY_TIMEOUT:g}s")
+        try:
+            status, value = parent.recv()
+        except EOFError:
+            process.join(5)
+            raise BenchError(f"{name} exited before it was ready (exit code {process.exitcode})") from None
+        if status != "ready":
+            server.stop()
+            raise BenchError(f"{name} failed to start:\n{value}")
+        server.port = value
+        return server
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):  # already gone
+            self.conn.send(("stop", None))
+        self.process.join(10)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(5)
+        self.conn.close()
+
+
+# --- fakeedge's configuration and credentials ----------------------------------------------------
+
+
+def edge_config(origin: str, keys_dir: Path, app_hosts: list[str], ingress: list[dict[str, str]]) -> dict[str, Any]:
+    """One protected app per host: Allow for the email domain, Service Auth for the bench token."""
+    apps = [
+        {
+            "name": f"bench {host}",
+            "domain": host,
+            "policies": [
+                {"name": "staff", "decision": "allow", "include": [{"email_domain": {"domain": "bench.test"}}]},
+                {"name": "bots", "decision": "non_identity", "include": [{"service_token": {"token_id": "bench"}}]},
+            ],
+        }
+        for host in app_hosts
+    ]
+    return {
+        "team": "bench",
+        "keys_dir": str(keys_dir),
+        "service_tokens": [{"name": "bench", "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}],
+        "apps": apps,
+        "ingress": [*ingress, {"service": "http_status:404"}],
+    }
+
+
+def _get(
+    port: int, method: str, target: str, host: str, headers: dict[str, str] | None = None, body: str | None = None
+) -> tuple[int, HTTPMessage, bytes]:
+    conn = http.client.HTTPConnection(HOST, port, timeout=10)
+    try:
+        conn.request(method, target, body=body, headers={"Host": host, **(headers or {})})
+        response = conn.getresponse()
+        return response.status, response.headers, response.read()
+    finally:
+        conn.close()
+
+
+def _cookies(headers: HTTPMessage) -> dict[str, str]:
+    out = {}
+    for line in headers.get_all("Set-Cookie") or ():
+        name, _, value = line.split(";", 1)[0].partition("=")
+        out[name.strip()] = value.strip()
+    return out
+
+
+def _expect(what: str, status: int, wanted: int, headers: HTTPMessage) -> None:
+    if status != wanted:
+        raise BenchError(f"{what}: expected {wanted}, got {status} (Location: {headers.get('Location')})")
+
+
+def sign_in(port: int, app_host: str, email: str = EMAIL) -> str:
+    """A ``CF_Authorization`` app cookie, got through the real browser flow (spec §1.2-§1.5)."""
+    app_hp = f"{app_host}:{port}"
+    status, headers, _ = _get(port, "GET", "/", app_hp)
+    _expect(f"GET http://{app_hp}/", status, 302, headers)
+    app_session = _cookies(headers)["CF_AppSession"]
+    login = urlsplit(headers["Location"])
+    if (login.hostname, login.port) != (HOST, port):
+        raise BenchError(f"the login URL {headers['Location']} is not on this edge")
+    login_target = f"{login.path}?{login.query}"
+
+    status, headers, page = _get(port, "GET", login_target, login.netloc)
+    _expect("GET the login page", status, 200, headers)
+    found = re.search(r'name="csrf" value="([^"]*)"', page.decode())
+    if found is None:
+        raise BenchError("no csrf field on the login page")
+    csrf, cf_session = html.unescape(found.group(1)), _cookies(headers)["CF_Session"]
+
+    form = urlencode({"email": email, "csrf": csrf})
+    status, headers, _ = _get(
+        port,
+        "POST",
+        login_target,
+        login.netloc,
+        {"Cookie": f"CF_Session={cf_session}", "Content-Type": "application/x-www-form-urlencoded"},
+        form,
+    )
+    _expect("POST the login form", status, 302, headers)
+    callback = urlsplit(headers["Location"])
+    if callback.netloc != app_hp or callback.path != "/cdn-cgi/access/authorized":
+        raise BenchError(f"the login did not come back to the app: {headers['Location']}")
+
+    status, headers, _ = _get(
+        port, "GET", f"{callback.path}?{callback.query}", app_hp, {"Cookie": f"CF_AppSession={app_session}"}
+    )
+    _expect("GET /cdn-cgi/access/authorized", status, 302, headers)
+    token = _cookies(headers).get("CF_Authorization")
+    if not token:
+        raise BenchError("/cdn-cgi/access/authorized set no CF_Authorization cookie")
+    return token
+
+
+# --- targets and measurements --------------------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    rps: float
+    p50: float  # ms
+    p99: float  # ms
+    requests: int
+    bad: int  # non-2xx/3xx responses and socket errors
+    front_cpu: float  # CPU microseconds per request in the process wrk talks to
+    origin_cpu: float | None  # ... and in the origin behind it
+    preempted: float  # times per request the front process lost core 0 without waiting (to the origin)
+
+
+@dataclass
+class Target:
+    name: str
+    front: Server  # the server wrk talks to
+    origin: Server | None  # the origin behind it, if not the front itself
+    host: str | None = None  # Host header; None: 127.0.0.1:port
+    headers: dict[str, str] = field(default_factory=dict)
+    samples: list[Sample] = field(default_factory=list)
+
+    @property
+    def port(self) -> int:
+        return self.front.port
+
+    def all_headers(self) -> dict[str, str]:
+        return {**({"Host": self.host} if self.host else {}), **self.headers}
+
+    def check(self) -> None:
+        """One request by hand: the figures mean nothing unless this path really reaches the origin."""
+        headers = self.all_headers()
+        status, _, body = _get(self.port, "GET", "/", headers.pop("Host", f"{HOST}:{self.port}"), headers)
+        if status != 200 or body != BODY:
+            raise BenchError(f"{self.name}: GET / answered {status} {body[:80]!r}, not the origin's 200")
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+    return float(value) * _UNITS[unit]
+
+
+def cpu_seconds(server: Server) -> float:
+    """User + system CPU time a server process has used so far."""
+    stat = Path(f"/proc/{server.process.pid}/stat").read_text()
+    fields = stat.rpartition(")")[2].split()  # after the command name, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime (proc(5) fields 14, 15)
+
+
+def preemptions(server: Server) -> int:
+    """How often the process was switched out while it still had work: here, each time the origin woke."""
+    for line in Path(f"/proc/{server.process.pid}/status").read_text().splitlines():
+        if line.startswith("nonvoluntary_ctxt_switches:"):
+            return int(line.split(":")[1])
+    return 0
+
+
+def run_wrk(target: Target, duration: float, connections: int) -> Sample:
+    """One wrk run, 1 thread, on the load core (inherited from this process)."""
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency", "--timeout", "5s"]
+    for name, value in target.all_headers().items():
+        cmd += ["-H", f"{name}: {value}"]
+    cmd.append(f"http://{HOST}:{target.port}/")
+    front_before, preempted_before = cpu_seconds(target.front), preemptions(target.front)
+    origin_before = cpu_seconds(target.origin) if target.origin else 0.0
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30, check=True).stdout
+    front_used = cpu_seconds(target.front) - front_before
+    preempted = preemptions(target.front) - preempted_before
+    origin_used = cpu_seconds(target.origin) - origin_before if target.origin else None
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M)
+    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M)
+    total = re.search(r"(\d+) requests in", out)
+    if not (rps and p50 and p99 and total):
+        raise BenchError(f"cannot read wrk's output:\n{out}")
+    bad = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses:\s+(\d+)", out))
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if socket_errors:
+        bad += sum(int(n) for n in socket_errors.groups())
+    requests = max(int(total.group(1)), 1)
+    return Sample(
+        float(rps.group(1)),
+        _ms(p50.group(1)),
+        _ms(p99.group(1)),
+        requests,
+        bad,
+        front_used / requests * 1e6,
+        origin_used / requests * 1e6 if origin_used is not None else None,
+        preempted / requests,
+    )
+
+
+def measure(targets: list[Target], *, duration: float, rounds: int, connections: int, warmup: float) -> None:
+    """Warm every target up once, then ``rounds`` round-robin passes, rotating who goes first."""
+    for target in targets:
+        run_wrk(target, warmup, connections)
+    for r in range(rounds):
+        order = targets[r % len(targets) :] + targets[: r % len(targets)]
+        for target in order:
+            sample = run_wrk(target, duration, connections)
+            target.samples.append(sample)
+            flag = f"  {sample.bad} BAD RESPONSES" if sample.bad else ""
+            print(f"  round {r + 1}/{rounds}  {target.name:<34} {sample.rps:>8.0f} req/s  "
+                  f"p50 {sample.p50:6.2f} ms  p99 {sample.p99:6.2f} ms  "
+                  f"cpu {sample.front_cpu:5.0f} us/req{flag}", flush=True)  # fmt: skip
+
+
+def ratio(target: Target, reference: Target) -> float:
+    """The median over rounds of target/reference req/s, each pair measured in the same round."""
+    return statistics.median(t.rps / r.rps for t, r in zip(target.samples, reference.samples, strict=True))
+
+
+def report(targets: list[Target], proxy: Target | None, direct: Target | None) -> None:
+    """The table: medians over rounds.
+
+    ``cpu us/req`` is the CPU time per request of the process wrk talks to, ``origin us`` the
+    origin's behind it, ``preempt`` how many times per request the front was switched out for
+    the origin (they share core 0): the more CPU a front burns, the more often the origin wakes
+    for one request instead of a batch, and the dearer both get.
+    """
+    print()
+    print(f"{'target':<34} {'req/s':>7} {'(min-max)':>13} {'p50 ms':>7} {'p99 ms':>7} {'x proxy':>7} "
+          f"{'x direct':>8} {'cpu us/req':>10} {'origin us':>9} {'preempt':>7}")  # fmt: skip
+    for t in targets:
+        rps = [s.rps for s in t.samples]
+        origin_cpu = [s.origin_cpu for s in t.samples if s.origin_cpu is not None]
+        print(
+            f"{t.name:<34} {statistics.median(rps):>7.0f} {f'({min(rps):.0f}-{max(rps):.0f})':>13} "
+            f"{statistics.median(s.p50 for s in t.samples):>7.2f} {statistics.median(s.p99 for s in t.samples):>7.2f} "
+            f"{f'{ratio(t, proxy):.2f}' if proxy else '-':>7} {f'{ratio(t, direct):.2f}' if direct else '-':>8} "
+            f"{statistics.median(s.front_cpu for s in t.samples):>10.0f} "
+            f"{f'{statistics.median(origin_cpu):.0f}' if origin_cpu else '-':>9} "
+            f"{statistics.median(s.preempted for s in t.samples):>7.2f}"
+        )
+    bad = sum(s.bad for t in targets for s in t.samples)
+    if bad:
+        print(f"\nWARNING: {bad} non-2xx responses or socket errors: these figures are not valid")
+
+
+# --- the two modes -------------------------------------------------------------------------------
+
+
+def main_mode(args: argparse.Namespace, tmp: Path, core: int | None, started: list[Server]) -> None:
+    origin = _start(started, "direct origin", "origin", None, core)
+    proxy = _start(started, "minimal proxy", "proxy", origin.url, core)
+    ingress = [{"hostname": APP_HOST, "service": origin.url}, {"hostname": PUBLIC_HOST, "service": origin.url}]
+    edge = _start(started, "fakeedge", "fakeedge", edge_config(origin.url, tmp / "keys", [APP_HOST], ingress), core)
+    cookie = sign_in(edge.port, APP_HOST)
+    app_hp = f"{APP_HOST}:{edge.port}"
+    targets = [
+        Target("direct origin", origin, None),
+        Target("minimal proxy", proxy, origin),
+        Target("fakeedge unprotected host", edge, origin, f"{PUBLIC_HOST}:{edge.port}"),
+        Target("fakeedge cookie path", edge, origin, app_hp, {"Cookie": f"CF_Authorization={cookie}"}),
+        Target(
+            "fakeedge service-token path",
+            edge,
+            origin,
+            app_hp,
+            {"CF-Access-Client-Id": CLIENT_ID, "CF-Access-Client-Secret": CLIENT_SECRET},
+        ),
+    ]
+    _run(args, targets, targets[1], targets[0])
+    for t in targets[3:]:
+        r = ratio(t, targets[1])
+        print(
+            f"{t.name}: {r:.2f}x the minimal proxy: {'meets' if r >= TARGET_RATIO else 'MISSES'} the {TARGET_RATIO}x target"
+        )
+
+
+def apps_mode(args: argparse.Namespace, tmp: Path, core: int | None, started: list[Server]) -> None:
+    origin = _start(started, "direct origin", "origin", None, core)
+    proxy = _start(started, "minimal proxy", "proxy", origin.url, core)
+    targets = [Target("minimal proxy", proxy, origin)]
+    for n in args.apps:
+        hosts = [f"app{i}.bench.test" for i in range(n)]
+        measured = hosts[n // 2]
+        # by default one wildcard ingress rule, so that only Access's app lookup changes with n;
+        # --ingress per-app gives each app its own rule, which Edge.route() scans in order
+        ingress = (
+            [{"hostname": host, "service": origin.url} for host in hosts]
+            if args.ingress == "per-app"
+            else [{"hostname": "*.bench.test", "service": origin.url}]
+        )
+        config = edge_config(origin.url, tmp / f"keys-{n}", hosts, ingress)
+        edge = _start(started, f"fakeedge {n} apps", "fakeedge", config, core)
+        cookie = sign_in(edge.port, measured)
+        targets.append(
+            Target(
+                f"fakeedge cookie path, {n} apps",
+                edge,
+                origin,
+                f"{measured}:{edge.port}",
+                {"Cookie": f"CF_Authorization={cookie}"},
+            )
+        )
+    _run(args, targets, targets[0], None)
+
+
+def _start(started: list[Server], name: str, kind: str, arg: Any, core: int | None) -> Server:
+    server = Server.start(name, kind, arg, core)
+    started.append(server)
+    return server
+
+
+def _run(args: argparse.Namespace, targets: list[Target], proxy: Target, direct: Target | None) -> None:
+    for target in targets:
+        target.check()
+    measure(targets, duration=args.duration, rounds=args.rounds, connections=args.connections, warmup=args.warmup)
+    report(targets, proxy, direct)
+
+
+def _app_counts(text: str) -> list[int]:
+    counts = [int(part) for part in text.split(",") if part.strip()]
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"expected app counts such as 10,1000, got {text!r}")
+    return counts
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run (default 10)")
+    parser.add_argument("--rounds", type=int, default=3, help="round-robin passes over the targets (default 3)")
+    parser.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of unrecorded load per target first")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 3 s, 1 round, 1 s warm-up")
+    parser.add_argument(
+        "--apps", type=_app_counts, metavar="N,M", help="instead: the cookie path with N and M apps configured"
+    )
+    parser.add_argument(
+        "--ingress",
+        choices=("wildcard", "per-app"),
+        default="wildcard",
+        help="with --apps: one *.bench.test ingress rule (default) or one rule per app",
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.duration, args.rounds, args.warmup = 3.0, 1, 1.0
+    if args.duration <= 0 or args.rounds < 1 or args.connections < 1:
+        parser.error("--duration, --rounds and --connections must be positive")
+    return args
+
+
+def _pin() -> int | None:
+    """Put this process (and so wrk) on the load core; the servers' core, or None if there is no second core."""
+    if not hasattr(os, "sched_setaffinity") or not {SERVER_CORE, LOAD_CORE} <= os.sched_getaffinity(0):
+        print("WARNING: cannot pin to cores 0 and 1: servers and wrk share the CPUs", file=sys.stderr)
+        return None
+    os.sched_setaffinity(0, {LOAD_CORE})
+    return SERVER_CORE
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("bench: wrk is not installed (apt-get install wrk)", file=sys.stderr)
+        return 2
+    core = _pin()
+    print(
+        f"python {platform.python_version()}, aiohttp {aiohttp.__version__}, {os.cpu_count()} cpus; "
+        f"servers on core {core}, wrk on core {LOAD_CORE if core is not None else '-'}; "
+        f"wrk -t1 -c{args.connections}, {args.rounds} x {args.duration:g} s per target",
+        flush=True,
+    )
+    mode: Callable[[argparse.Namespace, Path, int | None, list[Server]], None] = apps_mode if args.apps else main_mode
+    started: list[Server] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="fakeedge-bench-") as tmp:
+            try:
+                mode(args, Path(tmp), core, started)
+            finally:
+                for server in reversed(started):
+                    server.stop()
+    except BenchError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
