@@ -214,14 +214,6 @@ class Branding:
     description: str | None = None
 
 
-def route(ingress: tuple[IngressRule, ...], host: str, path: str) -> tuple[int, IngressRule]:
-    """The first ingress rule matching (host, path) and its index; the last one matches all (spec §9.1)."""
-    for index, rule in enumerate(ingress):
-        if rule.matches(host, path):
-            return index, rule
-    return len(ingress) - 1, ingress[-1]
-
-
 @dataclass(frozen=True, slots=True)
 class Config:
     source: str

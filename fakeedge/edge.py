@@ -15,9 +15,9 @@ from urllib.parse import urlsplit
 
 from . import claims, tokens
 from .clock import Clock
-from .config import App, Config, IngressRule, Policy, ServiceToken, route, sub_for
+from .config import App, Config, IngressRule, Policy, ServiceToken, sub_for
 from .keys import ROTATION_GRACE, KeyStore, SigningKey
-from .policy import AppIndex, Identity
+from .policy import AppIndex, Identity, IngressIndex
 
 if TYPE_CHECKING:
     from .faults import CertsFault
@@ -81,6 +81,7 @@ class Edge:
     clock: Clock
     keys: KeyStore
     index: AppIndex
+    ingress: IngressIndex
     team_domain: str = ""
     _team_hostname: tuple[str, str] = ("", "")  # (team_domain it was derived from, host name)
     ports: set[int] = field(default_factory=set)
@@ -99,12 +100,25 @@ class Edge:
     @classmethod
     def create(cls, config: Config, clock: Clock | None = None) -> Edge:
         clock = clock or Clock()
-        edge = cls(config=config, clock=clock, keys=KeyStore(config.keys_dir, clock.now()), index=AppIndex(config.apps))
-        edge._apps_by_aud = {a.aud: a for a in config.apps}
-        edge._tokens_by_client_id = {t.client_id: t for t in config.service_tokens}
+        edge = cls(
+            config=config,
+            clock=clock,
+            keys=KeyStore(config.keys_dir, clock.now()),
+            index=AppIndex(config.apps),
+            ingress=IngressIndex(config.ingress),
+        )
+        edge.reconfigure(config)
         if config.team_domain:
             edge.team_domain = config.team_domain
         return edge
+
+    def reconfigure(self, config: Config) -> None:
+        """Use ``config`` from now on, with every lookup built from it (tests fill in origin URLs)."""
+        self.config = config
+        self.index = AppIndex(config.apps)
+        self.ingress = IngressIndex(config.ingress)
+        self._apps_by_aud = {a.aud: a for a in config.apps}
+        self._tokens_by_client_id = {t.client_id: t for t in config.service_tokens}
 
     # -- addresses --
 
@@ -128,7 +142,7 @@ class Edge:
 
     def route(self, host: str, path: str) -> IngressRule:
         """The ingress rule that routes (host, path)."""
-        return route(self.config.ingress, host, path)[1]
+        return self.ingress.route(host, path)[1]
 
     def app_by_aud(self, aud: str) -> App | None:
         return self._apps_by_aud.get(aud)

@@ -8,8 +8,8 @@ from __future__ import annotations
 import ipaddress
 from urllib.parse import unquote, urlsplit
 
-from .config import Config, Rule, route
-from .policy import AppIndex, Facts, Identity, decide, normalize_path, split_host
+from .config import Config, Rule
+from .policy import AppIndex, Facts, Identity, IngressIndex, decide, normalize_path, split_host
 
 
 def _rule_text(rule: Rule | None) -> str:
@@ -41,7 +41,7 @@ def explain(
     address = ipaddress.ip_address(ip)
     lines = [f"url       {parts.scheme}://{host}{path}"]
 
-    rule_index, rule = route(config.ingress, host, path)
+    rule_index, rule = IngressIndex(config.ingress).route(host, path)
     shown = f"{rule.hostname or '*'}{' path ~ ' + rule.path.pattern if rule.path else ''}"
     lines.append(f"ingress   rule {rule_index}: {shown} -> {rule.service}")
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import heapq
 import ipaddress
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from .config import App, Destination, Policy, Rule, User
+from .config import App, Destination, IngressRule, Policy, Rule, User
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -156,6 +157,33 @@ class AppIndex:
     def apps_for_host(self, host: str) -> list[App]:
         """Every app with a destination on ``host``, whatever its path."""
         return list(dict.fromkeys(e.app for e in self._candidates(host)))
+
+
+class IngressIndex:
+    """cloudflared's ingress rules (spec §9.1): first match wins, the last one matches everything.
+
+    Rules on an exact hostname are found by dict lookup and merged, in order, with the few that
+    can match any host (wildcards, no hostname), so 1,000 rules cost about what 10 do.
+    """
+
+    def __init__(self, rules: tuple[IngressRule, ...]) -> None:
+        self._rules = rules
+        self._exact: dict[str, list[int]] = {}
+        self._other: list[int] = []
+        for index, rule in enumerate(rules):
+            if rule.hostname is None or rule.hostname.startswith("*"):
+                self._other.append(index)
+            else:
+                self._exact.setdefault(rule.hostname, []).append(index)
+
+    def route(self, host: str, path: str) -> tuple[int, IngressRule]:
+        """The first rule matching (host, path), and its index in the config."""
+        exact = self._exact.get(host)
+        for index in heapq.merge(exact, self._other) if exact else self._other:
+            rule = self._rules[index]
+            if rule.matches(host, path):
+                return index, rule
+        return len(self._rules) - 1, self._rules[-1]
 
 
 # --- identities and request facts ------------------------------------------------------------

@@ -419,7 +419,7 @@ class FakeEdge:
         (user,) = parse_config(raw, source=f"login({email!r})").users
         config = self.core.config
         others = tuple(u for u in config.users if u.email.lower() != email.lower())
-        self.core.config = dataclasses.replace(config, users=(*others, user))
+        self.core.reconfigure(dataclasses.replace(config, users=(*others, user)))
 
     async def close(self) -> None:
         """Close every client, the edge and the origins it started, in reverse order."""
@@ -605,7 +605,7 @@ async def _start_edge(
             url = await _run_app(stack, app, {})
             ingress = list(core.config.ingress)
             ingress[i] = dataclasses.replace(ingress[i], service=url)
-            core.config = dataclasses.replace(core.config, ingress=tuple(ingress))
+            core.reconfigure(dataclasses.replace(core.config, ingress=tuple(ingress)))
         return edge
     except BaseException:
         await stack.aclose()

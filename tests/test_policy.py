@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from fakeedge.config import parse_config
-from fakeedge.policy import AppIndex, Facts, Identity, decide
+from fakeedge.policy import AppIndex, Facts, Identity, IngressIndex, decide
 
 ORIGIN = "http://127.0.0.1:9"
 
@@ -378,8 +378,32 @@ INGRESS = _ingress(
     ],
 )
 def test_ingress_matching(host: str, path: str, index: int) -> None:
-    rule = next(r for r in INGRESS if r.matches(host, path))
-    assert INGRESS.index(rule) == index
+    assert IngressIndex(INGRESS).route(host, path)[0] == index
+
+
+def test_ingress_order_is_kept_across_exact_and_wildcard_rules() -> None:
+    rules = _ingress(
+        [
+            {"hostname": "*.a.test", "path": "^/api", "service": "http://127.0.0.1:1"},
+            {"hostname": "x.a.test", "service": "http://127.0.0.1:2"},
+            {"hostname": "*.a.test", "service": "http://127.0.0.1:3"},
+            {"hostname": "x.a.test", "path": "never-reached", "service": "http://127.0.0.1:4"},
+            {"service": "http_status:404"},
+        ]
+    )
+    index = IngressIndex(rules)
+    assert index.route("x.a.test", "/api/v1")[0] == 0
+    assert index.route("x.a.test", "/web")[0] == 1
+    assert index.route("y.a.test", "/web")[0] == 2
+    assert index.route("b.test", "/")[0] == 4
+    many = IngressIndex(
+        _ingress(
+            [{"hostname": f"h{i}.test", "service": "http://127.0.0.1:1"} for i in range(1000)]
+            + [{"service": "http_status:404"}]
+        )
+    )
+    assert many._other == [1000]  # a lookup tries the host's own rules and the catch-all, not 1,000
+    assert many.route("h999.test", "/")[0] == 999
 
 
 @pytest.mark.parametrize("module", ["fakeedge.config", "fakeedge.policy", "fakeedge.claims", "fakeedge.explain"])
