@@ -75,7 +75,22 @@ def origin_app() -> web.Application:
     return app
 
 
-def minimal_proxy_app(origin: str) -> web.Application:
+# What any Access-checking edge must add for the origin (spec §2.6, §8), whatever its logic: the
+# edge headers and an assertion of a real token's size. A proxy that adds only these separates
+# the cost of the wire work the spec requires from the cost of fakeedge's own decisions.
+WIRE_HEADERS = {
+    "X-Forwarded-Proto": "http",
+    "CF-Connecting-IP": "127.0.0.1",
+    "CF-IPCountry": "US",
+    "CF-Ray": "0123456789abcdef-DEV",
+    "CF-Visitor": '{"scheme":"http"}',
+    "CDN-Loop": "cloudflare",
+    "Cf-Access-Jwt-Assertion": "e" * 820,
+    "Cf-Access-Authenticated-User-Email": EMAIL,
+}
+
+
+def minimal_proxy_app(origin: str, extra_headers: dict[str, str] | None = None) -> web.Application:
     """The yardstick: the least a fair aiohttp reverse proxy does, with one shared ClientSession."""
     session_key = web.AppKey("session_key", aiohttp.ClientSession)
 
@@ -89,6 +104,9 @@ def minimal_proxy_app(origin: str) -> web.Application:
 
     async def handle(request: web.Request) -> web.Response:
         headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP)
+        if extra_headers:
+            headers["X-Forwarded-For"] = "127.0.0.1"
+            headers.update(extra_headers)
         body = await request.read() if request.body_exists else None
         async with request.app[session_key].request(
             request.method, origin + request.raw_path, headers=headers, data=body, allow_redirects=False
@@ -118,6 +136,8 @@ async def _serve(kind: str, arg: Any, conn: Connection, devnull: TextIO) -> None
         runner, port = await _start_plain(origin_app())
     elif kind == "proxy":
         runner, port = await _start_plain(minimal_proxy_app(arg))
+    elif kind == "wire-proxy":
+        runner, port = await _start_plain(minimal_proxy_app(arg, WIRE_HEADERS))
     else:
         from fakeedge.config import parse_config
         from fakeedge.edge import Edge
@@ -434,6 +454,7 @@ def report(targets: list[Target], proxy: Target | None, direct: Target | None) -
 def main_mode(args: argparse.Namespace, tmp: Path, core: int | None, started: list[Server]) -> None:
     origin = _start(started, "direct origin", "origin", None, core)
     proxy = _start(started, "minimal proxy", "proxy", origin.url, core)
+    wire = _start(started, "proxy + Access wire work", "wire-proxy", origin.url, core)
     ingress = [{"hostname": APP_HOST, "service": origin.url}, {"hostname": PUBLIC_HOST, "service": origin.url}]
     edge = _start(started, "fakeedge", "fakeedge", edge_config(origin.url, tmp / "keys", [APP_HOST], ingress), core)
     cookie = sign_in(edge.port, APP_HOST)
@@ -441,6 +462,7 @@ def main_mode(args: argparse.Namespace, tmp: Path, core: int | None, started: li
     targets = [
         Target("direct origin", origin, None),
         Target("minimal proxy", proxy, origin),
+        Target("proxy + Access wire work", wire, origin),
         Target("fakeedge unprotected host", edge, origin, f"{PUBLIC_HOST}:{edge.port}"),
         Target("fakeedge cookie path", edge, origin, app_hp, {"Cookie": f"CF_Authorization={cookie}"}),
         Target(
@@ -452,10 +474,11 @@ def main_mode(args: argparse.Namespace, tmp: Path, core: int | None, started: li
         ),
     ]
     _run(args, targets, targets[1], targets[0])
-    for t in targets[3:]:
+    for t in targets[4:]:
         r = ratio(t, targets[1])
         print(
-            f"{t.name}: {r:.2f}x the minimal proxy: {'meets' if r >= TARGET_RATIO else 'MISSES'} the {TARGET_RATIO}x target"
+            f"{t.name}: {r:.2f}x the minimal proxy: {'meets' if r >= TARGET_RATIO else 'MISSES'} the {TARGET_RATIO}x target; "
+            f"{ratio(t, targets[2]):.2f}x a proxy doing the same required wire work"
         )
 
 
