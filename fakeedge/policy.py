@@ -170,6 +170,7 @@ class IngressIndex:
         self._rules = rules
         self._exact: dict[str, list[int]] = {}
         self._other: list[int] = []
+        self._by_host: dict[str, list[int]] = {}  # exact host -> its rules merged with _other, in order
         for index, rule in enumerate(rules):
             if rule.hostname is None or rule.hostname.startswith("*"):
                 self._other.append(index)
@@ -179,11 +180,17 @@ class IngressIndex:
     def route(self, host: str, path: str) -> tuple[int, IngressRule]:
         """The first rule matching (host, path), and its index in the config."""
         exact = self._exact.get(host)
-        for index in heapq.merge(exact, self._other) if exact else self._other:
+        for index in self._merged(host, exact) if exact else self._other:
             rule = self._rules[index]
             if rule.matches(host, path):
                 return index, rule
         return len(self._rules) - 1, self._rules[-1]
+
+    def _merged(self, host: str, exact: list[int]) -> list[int]:
+        merged = self._by_host.get(host)
+        if merged is None:
+            merged = self._by_host[host] = list(heapq.merge(exact, self._other))
+        return merged
 
 
 # --- identities and request facts ------------------------------------------------------------
