@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 import sys
@@ -26,7 +27,7 @@ from .web_access import Admission, answer_preflight, app_cookies, check, is_pref
 from .web_cdn_cgi import handle_certs, handle_get_identity
 from .web_control import CONTROL_PREFIX, handle_control
 from .web_login import handle_authorized, handle_login, handle_logout
-from .web_proxy import add_edge_request_headers, clean_request_headers, edge_headers, forward, new_ray
+from .web_proxy import Deadlines, add_edge_request_headers, clean_request_headers, edge_headers, forward, new_ray
 from .web_request import NO_STORE, client_ip, client_key, edge_key, ray_key, scheme
 
 log = logging.getLogger("fakeedge")
@@ -66,6 +67,7 @@ class AccessLog:
 
 
 access_log_key = web.AppKey("access_log_key", AccessLog)
+deadlines_key = web.AppKey("deadlines_key", Deadlines)
 
 
 def _notice(request: web.Request, status: int, title: str, message: str) -> web.Response:
@@ -201,6 +203,7 @@ async def _to_origin(
         target=target,
         ray=ray,
         read_timeout=edge.config.origin_timeout,
+        deadlines=request.app[deadlines_key],
         extra_response_headers=extra,
     )
 
@@ -225,7 +228,16 @@ def create_app(edge: Edge, *, access_log: AccessLog | None = None) -> web.Applic
         if access_log is not None:
             access_log.flush()
 
+    async def watch_deadlines(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(app[deadlines_key].run())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    app[deadlines_key] = Deadlines(tick=min(1.0, max(0.02, edge.config.origin_timeout / 10)))
     app.cleanup_ctx.append(upstream)
+    app.cleanup_ctx.append(watch_deadlines)
     app.router.add_route("*", "/{tail:.*}", handle)
     return app
 
