@@ -118,7 +118,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     if edge_log.enabled:
         elapsed = (time.perf_counter() - started) * 1000
         edge_log.write(
-            f"{request.method} {request.host}{request.path_qs[:200]} {response.status} "
+            f"{request.method} {request.host}{request.raw_path[:200]} {response.status} "
             f"app={app_name} policy={policy_name} decision={decision} {elapsed:.1f}ms ray={ray}"
         )
     return response
