@@ -132,6 +132,10 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1000, help="requests counted per target")
+    parser.add_argument(
+        "--paths", default="unprotected,cookie,service-token", help="fakeedge paths to measure, comma-separated"
+    )
+    parser.add_argument("--no-proxy", action="store_true", help="fakeedge only, to iterate on a change quickly")
     args = parser.parse_args()
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise SystemExit("needs valgrind: apt-get install -y valgrind")
@@ -149,11 +153,21 @@ def main() -> None:
                 ("fakeedge cookie path", "fakeedge", B.APP_HOST, {}, True),
                 ("fakeedge service-token path", "fakeedge", B.APP_HOST, token, False),
             ]
+            wanted = args.paths.split(",")
+            rows = [row for row in rows if row[0].removeprefix("fakeedge ").removesuffix(" path").split()[0] in wanted]
             table: list[tuple[str, int, int, int]] = []
-            wire, _ = measure("wire-proxy", origin.url, "x.bench.test", {}, args.requests, tmp, False)
+            wire = (
+                0
+                if args.no_proxy
+                else measure("wire-proxy", origin.url, "x.bench.test", {}, args.requests, tmp, False)[0]
+            )
             for name, kind, host, headers, cookie in rows:
                 count, sent = measure(kind, origin.url, host, headers, args.requests, tmp, cookie)
-                proxy, _ = measure("proxy", origin.url, "x.bench.test", sent, args.requests, tmp, False)
+                proxy = (
+                    count
+                    if args.no_proxy
+                    else measure("proxy", origin.url, "x.bench.test", sent, args.requests, tmp, False)[0]
+                )
                 table.append((name, count, proxy, wire))
                 print(f"  {name:<30} {count:>9,}   minimal proxy, same request {proxy:>9,}", flush=True)
         finally:

@@ -44,8 +44,18 @@ class _ServiceAuth:
     malformed: bool = False
 
 
+NO_SERVICE_TOKEN = _ServiceAuth(False)
+
+
 def read_service_token(request: web.Request, edge: Edge, app: App) -> _ServiceAuth:
     """The client's service-token credentials (spec §5): two headers, or the app's single header."""
+    headers = request.headers
+    if (
+        h.CLIENT_ID not in headers
+        and h.CLIENT_SECRET not in headers
+        and (app.read_service_tokens_from_header is None or app.read_service_tokens_from_header not in headers)
+    ):
+        return NO_SERVICE_TOKEN  # the common case, a browser: no lists built
     ids = request.headers.getall(h.CLIENT_ID, [])
     secrets_ = request.headers.getall(h.CLIENT_SECRET, [])
     single = (
