@@ -36,6 +36,16 @@ def _errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_CONFIG,
+    show_default=True,
+    help="The YAML config.",
+)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="fakeedge")
 def main() -> None:
@@ -166,13 +176,7 @@ def _claim(text: str) -> tuple[str, Any]:
 
 
 @main.command()
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=DEFAULT_CONFIG,
-    show_default=True,
-)
+@config_option
 @click.option("--app", required=True, help="The app's name; its AUD is the token's aud.")
 @click.option("--email", help="A user token for this address (spec §2.2).")
 @click.option("--service-token", "service_token", help="A service-token token for this name, id or client id.")
@@ -237,13 +241,7 @@ def _utc(ts: float) -> str:
 
 
 @keys.command("show")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=DEFAULT_CONFIG,
-    show_default=True,
-)
+@config_option
 @click.option("--certs", "as_certs", is_flag=True, help="Print the /cdn-cgi/access/certs document instead.")
 @_errors
 def keys_show(config_path: Path, as_certs: bool) -> None:
@@ -264,13 +262,7 @@ def keys_show(config_path: Path, as_certs: bool) -> None:
 
 
 @keys.command("rotate")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=DEFAULT_CONFIG,
-    show_default=True,
-)
+@config_option
 @click.option("--grace", default="7d", show_default=True, help="How long the previous key stays in certs.")
 @_errors
 def keys_rotate(config_path: Path, grace: str) -> None:
@@ -296,13 +288,7 @@ def keys_rotate(config_path: Path, grace: str) -> None:
 
 
 @main.command()
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=DEFAULT_CONFIG,
-    show_default=True,
-)
+@config_option
 @_errors
 def check(config_path: Path) -> None:
     """Validate a config and summarise its apps, hosts and AUDs."""
@@ -331,13 +317,7 @@ def check(config_path: Path) -> None:
 
 
 @main.command()
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=DEFAULT_CONFIG,
-    show_default=True,
-)
+@config_option
 @click.argument("url")
 @click.option("--email", help="Explain for a user signed in with this address.")
 @click.option("--service-token", "service_token", help="Explain for this service token (name, id or client id).")
@@ -407,13 +387,7 @@ def ca_env(config_path: Path | None, export: bool) -> None:
 
 
 @main.command("env")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=DEFAULT_CONFIG,
-    show_default=True,
-)
+@config_option
 @click.option(
     "--ca-file",
     help="The CA certificate's path as the origin sees it (e.g. a container mount). Default: `fakeedge ca path`.",

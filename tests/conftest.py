@@ -19,6 +19,24 @@ from fakeedge.edge import Edge
 from fakeedge.testing import loopback_session
 from fakeedge.web_app import start
 
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's; Playwright never downloads a browser here
+CHROMIUM_ARGS = [
+    "--no-sandbox",  # CI runs as root, where Chromium's sandbox refuses to start
+    "--disable-gpu",
+    # no background traffic: this network refuses it, and a refused connection is noise in a failure
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+BROWSER_MARKS = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason=f"needs Debian's Chromium at {CHROMIUM} (apt-get install chromium)"
+    ),
+]
+
 BOT_ID = "2f0e3c7c8d1b4a5e9f6a7b8c9d0e1f2a.access"
 BOT_SECRET = "s3cret-bot-value-0123456789abcdef"
 OTHER_ID = "99999999999999999999999999999999.access"

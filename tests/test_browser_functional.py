@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal, assert_never
 
 import jwt
@@ -28,30 +27,14 @@ from fakeedge import headers as h
 from fakeedge.config import default_aud
 from fakeedge.demo import whoami_app
 
-from .conftest import RunningEdge, base_config
+from .conftest import BROWSER_MARKS, CHROMIUM, CHROMIUM_ARGS, RunningEdge, base_config
 
-CHROMIUM = Path("/usr/bin/chromium")
 APP_HOST = "admin.acme.test"  # the Admin app of base_config: email_domain acme.test or GitHub org acme
 TIMEOUT_MS = 10_000
-CHROMIUM_ARGS = [
-    "--no-sandbox",  # CI runs as root, where Chromium's sandbox refuses to start
-    "--disable-gpu",
-    # no background traffic: this network refuses it, and a refused connection is noise in a failure
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    # the apps' names reach the edge without /etc/hosts; the team domain is 127.0.0.1 already
-    "--host-resolver-rules=MAP *.acme.test 127.0.0.1",
-]
+# the apps' names reach the edge without /etc/hosts; the team domain is 127.0.0.1 already
+ARGS = [*CHROMIUM_ARGS, "--host-resolver-rules=MAP *.acme.test 127.0.0.1"]
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(), reason=f"needs Debian's Chromium at {CHROMIUM} (apt-get install chromium)"
-    ),
-]
+pytestmark = BROWSER_MARKS
 
 
 @dataclass
@@ -98,7 +81,7 @@ async def browser() -> AsyncIterator[Browser]:
     """Headless Debian Chromium; never Playwright's own download (``playwright install`` is not used)."""
     async with async_playwright() as playwright:
         # a cold start on a CI machine can take longer than a page: 30 s, still bounded
-        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=30_000)
+        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, timeout=30_000)
         yield chromium
         await chromium.close()
 

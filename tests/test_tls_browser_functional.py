@@ -22,29 +22,13 @@ from playwright.async_api import Browser, Error, async_playwright
 
 from fakeedge import headers as h
 
-from .conftest import Origin, base_config
+from .conftest import BROWSER_MARKS, CHROMIUM, CHROMIUM_ARGS, Origin, base_config
 from .tls_support import MakeTLSEdge, TLSEdge, make_tls_edge
 
 __all__ = ["make_tls_edge"]
-CHROMIUM = Path("/usr/bin/chromium")
 TEAM = "https://acme.cloudflareaccess.com"
 TIMEOUT_MS = 10_000
-CHROMIUM_ARGS = [
-    "--no-sandbox",  # CI runs as root, where Chromium's sandbox refuses to start
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(), reason=f"needs Debian's Chromium at {CHROMIUM} (apt-get install chromium)"
-    ),
-]
+pytestmark = BROWSER_MARKS
 
 
 def nss_home(root: Path, ca_file: Path | None) -> Path:
