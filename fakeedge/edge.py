@@ -17,7 +17,7 @@ from . import claims, tokens
 from .clock import Clock
 from .config import App, Config, IngressRule, Policy, ServiceToken, sub_for
 from .keys import ROTATION_GRACE, KeyStore, SigningKey
-from .policy import AppIndex, Identity, IngressIndex
+from .policy import AppIndex, Identity, IngressIndex, Verdict
 
 if TYPE_CHECKING:
     from .faults import CertsFault
@@ -91,6 +91,7 @@ class Edge:
     otps: dict[str, tuple[str, str, float]] = field(default_factory=dict)  # id -> (email, code, expires)
     otp_failures: dict[str, int] = field(default_factory=dict)
     _verified: dict[str, Credential] = field(default_factory=dict)
+    verdicts: dict[tuple[str, str | None, str, str, str | None], Verdict] = field(default_factory=dict)
     _app_tokens: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)
     _apps_by_aud: dict[str, App] = field(default_factory=dict)
     _tokens_by_client_id: dict[str, ServiceToken] = field(default_factory=dict)
@@ -119,6 +120,7 @@ class Edge:
         self.ingress = IngressIndex(config.ingress)
         self._apps_by_aud = {a.aud: a for a in config.apps}
         self._tokens_by_client_id = {t.client_id: t for t in config.service_tokens}
+        self.verdicts.clear()
 
     # -- addresses --
 
@@ -302,6 +304,12 @@ class Edge:
             return None  # not one of ours (or from before a restart): sign in again
         kind: Literal["app", "org"] = "org" if payload.get("type") == "org" else "app"
         return Credential(token, kind, payload, payload["exp"], auds, kid, session)
+
+    def remember_verdict(self, key: tuple[str, str | None, str, str, str | None], verdict: Verdict) -> None:
+        """Keep a policy verdict for (app, session, address, country, service token), bounded."""
+        if len(self.verdicts) >= CACHE_LIMIT:
+            self.verdicts.clear()
+        self.verdicts[key] = verdict
 
     def _remember(self, cred: Credential) -> None:
         if len(self._verified) >= CACHE_LIMIT:

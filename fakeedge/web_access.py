@@ -6,6 +6,7 @@ import functools
 import ipaddress
 import json
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -87,9 +88,7 @@ def read_service_token(request: web.Request, edge: Edge, app: App) -> _ServiceAu
 
 def presented_credential(request: web.Request, edge: Edge, app: App) -> Credential | None:
     """A valid app token for ``app`` from the cookie or ``Cf-Access-Token`` (spec §5, §9.2)."""
-    for token in (cookie(request, h.CF_AUTHORIZATION), request.headers.get(h.ACCESS_TOKEN)):
-        if not token:
-            continue
+    for token in _presented_tokens(request):
         cred = edge.credential(token)
         if cred is None or cred.kind == "org" or app.aud not in cred.auds:
             continue  # expired, revoked, foreign or another app's token: as if absent (spec §13.6)
@@ -100,6 +99,15 @@ def presented_credential(request: web.Request, edge: Edge, app: App) -> Credenti
                 continue
         return cred
     return None
+
+
+def _presented_tokens(request: web.Request) -> Iterator[str]:
+    token = cookie(request, h.CF_AUTHORIZATION)
+    if token:
+        yield token
+    token = request.headers.get(h.ACCESS_TOKEN)
+    if token:
+        yield token
 
 
 def binding_value(token: str) -> str:
@@ -141,7 +149,14 @@ def check(request: web.Request, edge: Edge, match: AppMatch) -> Admission | web.
             # spec §5: a service token's JWT works as a session only where an Allow policy exists
             token_client_id = cred.service_token.client_id
     country = who.country if who else default_country
-    verdict = decide(app, Facts(ip, country, token_client_id), who)
+    # the policies are fixed and a session's identity too: the verdict only changes with the
+    # non-identity facts, which are part of the key (spec §6.3: those are checked every request)
+    key = (app.aud, cred.session.nonce if cred and cred.session else None, ip_text, country, token_client_id)
+    cached = edge.verdicts.get(key)
+    if cached is None:
+        cached = decide(app, Facts(ip, country, token_client_id), who)
+        edge.remember_verdict(key, cached)
+    verdict = cached
     match verdict.outcome:
         case "service":
             if token_client_id is None:
