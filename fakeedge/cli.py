@@ -122,6 +122,9 @@ async def _serve(
         # asyncio's message names the address that could not be bound
         raise FakeEdgeError(f"cannot listen ({exc.strerror}); try --listen/--tls-listen 127.0.0.1:0") from None
     out = sys.stderr
+    if demo:
+        # the one thing a newcomer needs, before anything else scrolls by
+        print(f"\n  Open http://localhost:{bound_port}/ in your browser and sign in as a persona.\n", file=out)
     if host is not None:
         print(f"fakeedge: listening on http://{host}:{bound_port} (team domain {edge.team_domain})", file=out)
     if tls_listen is not None:
@@ -138,8 +141,7 @@ async def _serve(
         print(f"fakeedge: note: {key} is accepted but not emulated", file=out)
     if demo:
         print(
-            f"\n  Open http://localhost:{bound_port}/ in your browser and sign in as a persona.\n"
-            f"  Service token: curl -H 'CF-Access-Client-Id: {config.service_tokens[0].client_id}' "
+            f"\n  Service token: curl -H 'CF-Access-Client-Id: {config.service_tokens[0].client_id}' "
             f"-H 'CF-Access-Client-Secret: {config.service_tokens[0].client_secret}' http://localhost:{bound_port}/\n"
             f"  (demo app {DEMO_APP!r}; Ctrl-C stops)\n",
             file=out,
