@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import ipaddress
+import math
 import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -262,12 +263,28 @@ def parse_duration(text: str | int | float) -> float:
     """Parse a Go duration such as ``24h``, ``2h45m`` or ``300ms`` (spec §1.6) into seconds.
 
     Raises:
-        ValueError: the text is not a duration.
+        ValueError: the text is not a duration, or not a finite one within a century.
     """
     if isinstance(text, bool):
         raise ValueError("expected a duration such as 30s, 15m or 24h")
     if isinstance(text, int | float):
-        return float(text)
+        return _bounded(float(text), text)
+    if not isinstance(text, str):
+        raise ValueError(f"expected a duration such as 30s, 15m or 24h, got {text!r}")
+    return _bounded(_parse_duration_text(text), text)
+
+
+MAX_DURATION = 100 * 365 * 86400.0
+
+
+def _bounded(seconds: float, given: object) -> float:
+    # NaN, infinities and astronomic values would break every expiry computed from them
+    if not math.isfinite(seconds) or abs(seconds) > MAX_DURATION:
+        raise ValueError(f"expected a duration within a hundred years, got {given!r}")
+    return seconds
+
+
+def _parse_duration_text(text: str) -> float:
     text = text.strip()
     if text in ("0", "immediate"):
         return 0.0

@@ -70,6 +70,9 @@ class CertsFault:
         self.clear()
 
 
+MAX_DELAY = 3600.0  # a slow certs endpoint, not a hung one
+
+
 def certs_fault(
     mode: str,
     *,
@@ -95,7 +98,7 @@ def certs_fault(
     if times is not None and (isinstance(times, bool) or not isinstance(times, int) or times < 1):
         raise ValueError(f"times: expected a whole number of requests from 1, got {times!r}")
     seconds = parse_duration(delay)
-    if seconds < 0:
-        raise ValueError(f"delay: expected zero or more seconds, got {delay!r}")
+    if not 0 <= seconds <= MAX_DELAY:
+        raise ValueError(f"delay: expected 0 to {MAX_DELAY:g} seconds, got {delay!r}")
     until = None if duration is None else now + parse_duration(duration)
     return CertsFault(mode, seconds, times, until)

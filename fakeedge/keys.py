@@ -149,7 +149,7 @@ class KeyStore:
 
     def _load_or_create(self, now: float) -> None:
         try:
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            make_keys_dir(self.directory)
         except OSError as exc:
             raise KeyStoreError(f"{self.directory}: cannot create the keys directory ({exc.strerror})") from None
         state_path = self.directory / STATE_FILE
@@ -184,7 +184,7 @@ class KeyStore:
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
         _write_private(self.directory / f"{key.kid}.key", pem)
-        (self.directory / f"{key.kid}.crt").write_text(key.cert_pem)
+        _write_file(self.directory / f"{key.kid}.crt", key.cert_pem.encode(), 0o644)
 
     def _write_state(self) -> None:
         state = {
@@ -202,12 +202,25 @@ class KeyStore:
                 path.with_suffix(".crt").unlink(missing_ok=True)
 
 
+def make_keys_dir(directory: Path) -> None:
+    """Create ``keys_dir`` mode 0711: others may reach the public CA copy in ``ca-cert/`` by its
+    path, but never list the folder or read a private file (those are 0600)."""
+    if not directory.is_dir():
+        directory.mkdir(mode=0o711, parents=True, exist_ok=True)
+        os.chmod(directory, 0o711)  # whatever the umask
+
+
 def _write_private(path: Path, data: bytes) -> None:
     """Write atomically with mode 0600 from the start (never briefly world-readable)."""
+    _write_file(path, data, 0o600)
+
+
+def _write_file(path: Path, data: bytes, mode: int) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         os.write(fd, data)
     finally:
         os.close(fd)
+    os.chmod(tmp, mode)  # whatever the umask
     os.replace(tmp, path)

@@ -342,12 +342,14 @@ class FakeEdge:
         Raises:
             ValueError: an unknown mode or a bad number.
         """
+        # built first: a refused fault leaves the running one in place
+        fault = (
+            None
+            if mode is None
+            else certs_fault(mode, now=self.core.clock.now(), delay=delay, times=times, duration=duration)
+        )
         if self.core.certs_fault is not None:
             self.core.certs_fault.clear()
-            self.core.certs_fault = None
-        if mode is None:
-            return None
-        fault = certs_fault(mode, now=self.core.clock.now(), delay=delay, times=times, duration=duration)
         self.core.certs_fault = fault
         return fault
 

@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat,
 
 from .config import Config
 from .errors import KeyStoreError
+from .keys import make_keys_dir
 
 CA_DIR = "ca"
 CA_CERT_DIR = "ca-cert"
@@ -72,7 +73,7 @@ class LocalCA:
         """
         private_dir = keys_dir / CA_DIR
         try:
-            keys_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            make_keys_dir(keys_dir)
             if not (private_dir / KEY_FILE).exists():
                 _create(keys_dir, private_dir)
         except OSError as exc:

@@ -109,7 +109,7 @@ async def handle_control(request: web.Request, edge: Edge) -> web.Response:
         return _json(request, handler(edge, body))
     except _Refused as exc:
         return _json(request, {"error": str(exc)}, exc.status, **exc.headers)
-    except (FakeEdgeError, ValueError, TypeError) as exc:
+    except (FakeEdgeError, ValueError, TypeError, ArithmeticError) as exc:
         return _json(request, {"error": str(exc)}, 400)
 
 
@@ -126,12 +126,16 @@ async def _body(request: web.Request) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        body = json.loads(raw)
-    except ValueError:
+        body = json.loads(raw, parse_constant=_no_constant)
+    except (ValueError, RecursionError):
         raise _Refused(400, "the body is not JSON") from None
     if not isinstance(body, dict):
         raise _Refused(400, "expected a JSON object")
     return body
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(name)
 
 
 def _only(body: dict[str, Any], allowed: tuple[str, ...]) -> None:
@@ -147,6 +151,9 @@ def post_token(edge: Edge, body: dict[str, Any]) -> dict[str, Any]:
     """A token, as ``fakeedge token`` prints it; a variant may also be a flag (``{"expired": true}``)."""
     flags = [k for k in body if k.replace("-", "_") in VARIANTS and k != "valid"]
     _only({k: v for k, v in body.items() if k not in flags}, TOKEN_KEYS)
+    for k in flags:
+        if not isinstance(body[k], bool):
+            raise ValueError(f"{k}: expected true or false, got {body[k]!r}")
     chosen = [k.replace("-", "_") for k in flags if body[k] is True]
     if "variant" in body:
         chosen.append(body["variant"])
@@ -215,7 +222,7 @@ def post_clock(edge: Edge, body: dict[str, Any]) -> dict[str, Any]:
         case "freeze":
             if value is True:
                 clock.freeze()
-            elif isinstance(value, int | float) and not isinstance(value, bool):
+            elif isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= MAX_EPOCH:
                 clock.freeze(float(value))
             else:
                 raise ValueError("freeze: expected true (now) or seconds since the epoch")
@@ -265,19 +272,22 @@ def post_fault(edge: Edge, body: dict[str, Any]) -> dict[str, Any]:
     _only(body, FAULT_KEYS)
     if "mode" not in body:
         raise ValueError('mode: required: "slow", "empty", "failing", or null to end the fault')
-    if edge.certs_fault is not None:
-        edge.certs_fault.clear()
-        edge.certs_fault = None
-    if body["mode"] is not None:
-        edge.certs_fault = certs_fault(
+    fault = None
+    if body["mode"] is not None:  # built first: a refused request leaves the running fault alone
+        fault = certs_fault(
             str(body["mode"]),
             now=edge.clock.now(),
             delay=body.get("delay", 5.0),
             times=body.get("times"),
             duration=body.get("duration"),
         )
+    if edge.certs_fault is not None:
+        edge.certs_fault.clear()
+    edge.certs_fault = fault
     return get_fault(edge, body)
 
+
+MAX_EPOCH = 253402300799  # 9999-12-31T23:59:59Z: beyond it, dates do not format
 
 _Handler = Callable[[Edge, dict[str, Any]], dict[str, Any]]
 _ROUTES: dict[str, dict[str, _Handler]] = {

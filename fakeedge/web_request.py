@@ -24,7 +24,8 @@ NO_STORE = {
 
 def client_ip(request: web.Request) -> str:
     """The connecting address: only the socket is trusted, never a header."""
-    return request.remote or "127.0.0.1"
+    # no peer address (not a TCP socket): an address that matches nothing, loopback least of all
+    return request.remote or "0.0.0.0"
 
 
 def scheme(request: web.Request) -> str:

@@ -262,3 +262,10 @@ def test_non_utf8_config_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert str(info.value) == f"{path}: not UTF-8 text (byte 13)"
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 1e300, "999999999999h"])
+def test_durations_are_finite_and_bounded(value: float | str) -> None:
+    with pytest.raises(ValueError) as info:
+        parse_duration(value)
+    assert str(info.value) == f"expected a duration within a hundred years, got {value!r}"

@@ -261,3 +261,53 @@ def test_admin_token_must_be_long() -> None:
     with pytest.raises(ConfigError) as exc:
         parse_config({"team": "acme", "admin_token": "short"}, source="fakeedge.yml")
     assert str(exc.value) == "fakeedge.yml: admin_token: expected a secret of at least 16 characters, got str 'short'"
+
+
+async def raw_call(edge: FakeEdge, name: str, body: bytes) -> tuple[int, dict[str, Any]]:
+    url = f"{edge.team_domain}/cdn-cgi/fakeedge/{name}"
+    async with edge.client().post(url, data=body, headers={"Content-Type": "application/json"}) as resp:
+        return resp.status, await resp.json()
+
+
+@pytest.mark.parametrize(
+    ("name", "body"),
+    [
+        ("clock", b'{"advance": NaN}'),
+        ("clock", b'{"advance": Infinity}'),
+        ("clock", b'{"advance": 1e300}'),
+        ("clock", b'{"freeze": 1e300}'),
+        ("token", b'{"email": "a@acme.test", "app": "Admin", "lifetime": 1e309}'),
+        ("token", b'{"email": "a@acme.test", "app": "Admin", "expired": "yes"}'),
+        ("keys/rotate", b'{"grace": 1e309}'),
+        ("certs/fault", b'{"mode": "slow", "delay": NaN}'),
+        ("certs/fault", b'{"mode": "slow", "delay": 1e9}'),
+        ("clock", b"[" * 100_000),
+    ],
+    ids=[
+        "nan",
+        "infinity",
+        "huge advance",
+        "huge freeze",
+        "huge lifetime",
+        "flag not a boolean",
+        "huge grace",
+        "nan delay",
+        "huge delay",
+        "deep json",
+    ],
+)
+async def test_odd_numbers_and_shapes_are_refused(edge: FakeEdge, name: str, body: bytes) -> None:
+    status, answer = await raw_call(edge, name, body)
+    assert status == 400, answer
+    # and the edge still works
+    status, answer = await call(edge, "GET", "clock")
+    assert status == 200 and answer["now"] > 1_700_000_000
+    client = await edge.login("alice@acme.test", app="Admin")
+    async with client.get(edge.url("Admin")) as resp:
+        assert resp.status == 200
+
+
+async def test_a_refused_fault_leaves_the_running_one(edge: FakeEdge) -> None:
+    assert (await call(edge, "POST", "certs/fault", {"mode": "failing"}))[0] == 200
+    assert (await call(edge, "POST", "certs/fault", {"mode": "failing", "times": 0}))[0] == 400
+    assert (await call(edge, "GET", "certs/fault"))[1]["mode"] == "failing"

@@ -19,7 +19,7 @@ def _mode(path: Path) -> int:
 def test_keys_are_owner_only_and_survive_restarts(tmp_path: Path) -> None:
     directory = tmp_path / "keys"
     store = KeyStore(directory, now=1_800_000_000)
-    assert _mode(directory) == 0o700
+    assert _mode(directory) == 0o711  # reachable by path (the public CA copy), not listable
     key_file = directory / f"{store.current.kid}.key"
     assert _mode(key_file) == 0o600
     assert _mode(directory / "state.json") == 0o600
