@@ -27,7 +27,15 @@ from .web_access import Admission, answer_preflight, app_cookies, check, is_pref
 from .web_cdn_cgi import handle_certs, handle_get_identity
 from .web_control import CONTROL_PREFIX, handle_control
 from .web_login import handle_authorized, handle_login, handle_logout
-from .web_proxy import Deadlines, add_edge_request_headers, clean_request_headers, edge_headers, forward, new_ray
+from .web_proxy import (
+    Deadlines,
+    OriginPool,
+    add_edge_request_headers,
+    clean_request_headers,
+    edge_headers,
+    forward,
+    new_ray,
+)
 from .web_request import NO_STORE, client_ip, client_key, edge_key, ray_key, scheme
 
 log = logging.getLogger("fakeedge")
@@ -68,6 +76,7 @@ class AccessLog:
 
 access_log_key = web.AppKey("access_log_key", AccessLog)
 deadlines_key = web.AppKey("deadlines_key", Deadlines)
+pool_key = web.AppKey("pool_key", OriginPool)
 
 
 def _notice(request: web.Request, status: int, title: str, message: str) -> web.Response:
@@ -205,11 +214,12 @@ async def _to_origin(
         read_timeout=edge.config.origin_timeout,
         deadlines=request.app[deadlines_key],
         extra_response_headers=extra,
+        pool=request.app[pool_key],
     )
 
 
 def create_app(edge: Edge, *, access_log: AccessLog | None = None) -> web.Application:
-    """The aiohttp application for ``edge``; its upstream ClientSession lives and dies with it."""
+    """The aiohttp application for ``edge``; its upstream ClientSession and origin pool live and die with it."""
     app = web.Application(client_max_size=0)
     app[edge_key] = edge
     app[access_log_key] = access_log or AccessLog(enabled=False)
@@ -224,7 +234,11 @@ def create_app(edge: Edge, *, access_log: AccessLog | None = None) -> web.Applic
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
         ) as client:
             app[client_key] = client
-            yield
+            pool = app[pool_key] = OriginPool()
+            try:
+                yield
+            finally:
+                pool.close()
         if access_log is not None:
             access_log.flush()
 

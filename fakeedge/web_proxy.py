@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import random
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import aiohttp
 from aiohttp import web
+from aiohttp.client_proto import ResponseHandler
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_writer import _serialize_headers
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -109,15 +112,34 @@ async def forward(
     read_timeout: float,
     deadlines: Deadlines,
     extra_response_headers: Iterable[tuple[str, str]] = (),
+    pool: OriginPool | None = None,
 ) -> web.StreamResponse:
-    """Send the request to ``rule``'s origin and stream the answer back."""
+    """Send the request to ``rule``'s origin and stream the answer back.
+
+    Plain-http origins go through ``pool`` when one is given; https origins and websockets
+    through ``client``.
+    """
     if rule.http_host_header:
         upstream_headers[h.X_FORWARDED_HOST] = request.host
         upstream_headers["Host"] = rule.http_host_header
+    websocket = _is_websocket(request)
+    if pool is not None and not websocket and (origin := _plain_origin(rule.service)) is not None:
+        return await _forward_pooled(
+            request,
+            pool,
+            origin,
+            rule,
+            upstream_headers,
+            target=target,
+            ray=ray,
+            read_timeout=read_timeout,
+            deadlines=deadlines,
+            extra_response_headers=extra_response_headers,
+        )
     # encoded=True: the path and query go on as the client sent them; yarl would otherwise re-encode
     # them (%2F -> / in the query, %7e -> ~), breaking URLs an origin checks byte for byte (signatures)
     url = URL(rule.service + target, encoded=True)
-    if _is_websocket(request):
+    if websocket:
         return await _forward_websocket(request, client, url, upstream_headers, rule, ray, read_timeout)
     body = request.content.iter_chunked(CHUNK) if request.body_exists else None
     loop = asyncio.get_running_loop()
@@ -178,6 +200,228 @@ async def forward(
     return origin_error(
         request, 502, "Bad gateway", ray, f"The origin {rule.service} could not be reached ({type(failure).__name__})."
     )
+
+
+async def _forward_pooled(
+    request: web.Request,
+    pool: OriginPool,
+    origin: tuple[str, int],
+    rule: IngressRule,
+    upstream_headers: CIMultiDict[str],
+    *,
+    target: str,
+    ray: str,
+    read_timeout: float,
+    deadlines: Deadlines,
+    extra_response_headers: Iterable[tuple[str, str]],
+) -> web.StreamResponse:
+    """``forward`` over a pooled keep-alive connection, with the same answers, errors and timeouts."""
+    host, port = origin
+    method = request.method
+    body = request.content.iter_chunked(CHUNK) if request.body_exists else None
+    chunked = False
+    # as aiohttp's client frames a body: the client's Content-Length kept, else chunked; an empty
+    # POST-like request says Content-Length: 0
+    if body is not None:
+        if "Content-Length" not in upstream_headers:
+            upstream_headers["Transfer-Encoding"] = "chunked"
+            chunked = True
+    elif method not in BODYLESS_METHODS and "Content-Length" not in upstream_headers:
+        upstream_headers["Content-Length"] = "0"
+    if "Host" not in upstream_headers:
+        upstream_headers["Host"] = host if port == 80 else f"{host}:{port}"
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    response: web.StreamResponse | None = None
+    failure: BaseException | None = None
+    proto: ResponseHandler | None = None
+    writer: asyncio.Task[None] | None = None
+    deadlines.set(task, loop.time() + read_timeout)
+    try:
+        head = _serialize_headers(f"{method} {target} HTTP/1.1", upstream_headers)
+        retry = body is None and method in IDEMPOTENT
+        while True:
+            proto, reused = await pool.acquire(host, port, rule.connect_timeout)
+            proto.set_response_params(skip_payload=method == "HEAD", read_until_eof=True, auto_decompress=False)
+            transport = proto.transport
+            assert transport is not None
+            transport.write(head)
+            if body is not None:
+                writer = asyncio.create_task(_send_body(proto, body, chunked))
+                writer.add_done_callback(functools.partial(_body_sent, proto))
+            try:
+                message, payload = await proto.read()
+                # 1xx (100 Continue, 103 Early Hints) are skipped, as aiohttp's client does; 101 is final
+                while 100 <= message.code < 200 and message.code != 101:
+                    message, payload = await proto.read()
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                # a kept-alive connection the origin closed meanwhile: once more on a new one (RFC 9112 §9.3.1)
+                if not (reused and retry):
+                    raise
+                retry = False
+                proto.close()
+                proto = None
+                continue
+            break
+        status = message.code
+        headers = message.headers
+        out = CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in RESPONSE_DROP)
+        out.update(edge_headers(ray))
+        for k, v in extra_response_headers:
+            out.add(k, v)
+        raw_length = headers.get("Content-Length")
+        length = int(raw_length) if raw_length else None
+        if method != "HEAD" and length is not None and length <= SMALL_BODY and status not in (204, 304):
+            data = await payload.read()
+            _release(pool, origin, proto, writer)
+            proto = None
+            out.popall("Content-Length", None)
+            return web.Response(status=status, reason=message.reason, headers=out, body=data)
+        response = web.StreamResponse(status=status, reason=message.reason, headers=out)
+        await response.prepare(request)
+        async for chunk in payload.iter_chunked(CHUNK):
+            deadlines.set(task, loop.time() + read_timeout)
+            await response.write(chunk)
+        _release(pool, origin, proto, writer)
+        proto = None
+        await response.write_eof()
+        return response
+    except asyncio.CancelledError:
+        if not deadlines.clear(task):
+            raise  # not ours: the client went away, or the server is stopping
+        failure = TimeoutError()
+    except (aiohttp.ClientError, HttpProcessingError, OSError, _ConnectError) as exc:
+        failure = exc
+    finally:
+        deadlines.clear(task)
+        if proto is not None:  # failed, cancelled or cut short: never back to the pool
+            proto.close()
+        if writer is not None and not writer.done():
+            writer.cancel()
+    if response is not None:
+        # the origin died or stalled mid-body: the status is gone already, so cut the
+        # connection rather than pretend the body is complete
+        if request.transport is not None:
+            request.transport.close()
+        return response
+    if isinstance(failure, TimeoutError):
+        return origin_error(
+            request, 504, "Gateway time-out", ray, f"The origin did not answer within {read_timeout:g}s."
+        )
+    return origin_error(
+        request, 502, "Bad gateway", ray, f"The origin {rule.service} could not be reached ({_failure_name(failure)})."
+    )
+
+
+def _failure_name(failure: BaseException | None) -> str:
+    # the names aiohttp's client gave the same failures
+    if isinstance(failure, _ConnectError):
+        return "ClientConnectorError"
+    if isinstance(failure, HttpProcessingError):
+        return "ClientResponseError"
+    return type(failure).__name__
+
+
+def _body_sent(proto: ResponseHandler, writer: asyncio.Task[None]) -> None:
+    if writer.cancelled():
+        return
+    exc = writer.exception()
+    if exc is not None:
+        # the response read fails with it rather than wait for an origin still expecting the body
+        proto.set_exception(aiohttp.ClientOSError(str(exc)) if isinstance(exc, OSError) else exc)
+
+
+def _release(
+    pool: OriginPool, origin: tuple[str, int], proto: ResponseHandler, writer: asyncio.Task[None] | None
+) -> None:
+    """Pool ``proto`` if it can carry another request, else close it."""
+    body_done = writer is None or (writer.done() and not writer.cancelled() and writer.exception() is None)
+    if body_done and not proto.should_close and proto.is_connected():
+        pool.release(origin[0], origin[1], proto)
+    else:
+        proto.close()
+
+
+MAX_IDLE = 100  # kept-alive origin connections per origin beyond this are closed when released
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+BODYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})  # aiohttp client: no Content-Length: 0
+
+
+class OriginPool:
+    """Keep-alive HTTP/1.1 connections to plain-http origins, reused across requests.
+
+    aiohttp's ClientSession.request builds a ClientRequest, a ClientResponse, a connector key and
+    timers per request; here a request is one write of its head and a parse with aiohttp's own
+    C parser and protocol (``ResponseHandler``). A connection goes back to the pool only once its
+    response was read to the end, its request body sent whole, and the origin did not ask to close.
+    """
+
+    def __init__(self) -> None:
+        self._idle: dict[tuple[str, int], list[ResponseHandler]] = {}
+
+    async def acquire(self, host: str, port: int, connect_timeout: float) -> tuple[ResponseHandler, bool]:
+        idle = self._idle.get((host, port))
+        while idle:
+            proto = idle.pop()
+            # not closed by the origin meanwhile, nothing unsolicited received while idle
+            if proto.is_connected() and not proto.should_close:
+                return proto, True
+            proto.close()
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(connect_timeout):
+                _, proto = await loop.create_connection(lambda: ResponseHandler(loop), host, port)
+        except TimeoutError:
+            raise
+        except OSError as exc:
+            raise _ConnectError(exc) from exc
+        return proto, False
+
+    def release(self, host: str, port: int, proto: ResponseHandler) -> None:
+        idle = self._idle.setdefault((host, port), [])
+        if len(idle) < MAX_IDLE:
+            idle.append(proto)
+        else:
+            proto.close()
+
+    def close(self) -> None:
+        for idle in self._idle.values():
+            for proto in idle:
+                proto.close()
+        self._idle.clear()
+
+
+class _ConnectError(Exception):
+    """The origin could not be connected to (refused, unreachable, unresolvable)."""
+
+
+@functools.lru_cache(maxsize=64)
+def _plain_origin(service: str) -> tuple[str, int] | None:
+    """(host, port) of an ``http://`` origin, None for anything else (https stays on aiohttp)."""
+    url = URL(service)
+    if url.scheme != "http" or url.raw_host is None:
+        return None
+    return url.raw_host, url.port or 80
+
+
+async def _send_body(proto: ResponseHandler, body: AsyncIterator[bytes], chunked: bool) -> None:
+    async for chunk in body:
+        if not chunk:
+            continue
+        transport = proto.transport
+        if transport is None or transport.is_closing():
+            raise aiohttp.ClientConnectionResetError("Cannot write to closing transport")
+        if chunked:
+            transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+        else:
+            transport.write(chunk)
+        await proto._drain_helper()
+    if chunked:
+        transport = proto.transport
+        if transport is None or transport.is_closing():
+            raise aiohttp.ClientConnectionResetError("Cannot write to closing transport")
+        transport.write(b"0\r\n\r\n")
 
 
 class Deadlines:
