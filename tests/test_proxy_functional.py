@@ -198,3 +198,46 @@ async def test_websocket_passes_through_with_the_assertion(make_edge, make_origi
         assert await asyncio.wait_for(ws.receive_bytes(), 5) == b"cba"
     assert seen["Cf-Access-Jwt-Assertion"].count(".") == 2
     assert "CF-Access-Client-Secret" not in seen
+
+
+async def test_origin_connections_are_pooled_and_closed_ones_are_not_reused(make_edge, make_origin) -> None:  # type: ignore[no-untyped-def]
+    peers: list[int] = []
+
+    async def peer(request: web.Request) -> web.Response:
+        assert request.transport is not None
+        peers.append(request.transport.get_extra_info("peername")[1])
+        close = request.query.get("close") == "1"
+        return web.Response(text="ok", headers={"Connection": "close"} if close else {})
+
+    def setup(app: web.Application) -> None:
+        app.router.add_get("/peer", peer)
+
+    origin = await make_origin(setup)
+    running = await make_edge(base_config(origin.url))
+    for query in ("", "", "?close=1", ""):
+        resp = await running.client.get(running.url("public.acme.test", "/peer" + query))
+        assert resp.status == 200 and await resp.text() == "ok"
+    # one kept-alive connection for the first three requests; the origin closed it after the third
+    assert peers[0] == peers[1] == peers[2] != peers[3]
+
+
+async def test_chunked_and_close_delimited_origin_bodies(make_edge) -> None:  # type: ignore[no-untyped-def]
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        if b"GET /chunked" in head:
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+        else:
+            writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + b"z" * 100_000)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    try:
+        running = await make_edge(base_config(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"))
+        resp = await running.client.get(running.url("public.acme.test", "/chunked"))
+        assert resp.status == 200 and await resp.read() == b"hello world"
+        resp = await running.client.get(running.url("public.acme.test", "/eof"))
+        assert resp.status == 200 and await resp.read() == b"z" * 100_000
+    finally:
+        server.close()
+        await server.wait_closed()
