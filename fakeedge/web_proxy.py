@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import random
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 import aiohttp
@@ -146,7 +146,7 @@ async def forward(
     task = asyncio.current_task()
     assert task is not None
     response: web.StreamResponse | None = None
-    failure: Exception | None = None
+    failure: BaseException | None = None
     # the origin must answer, and keep sending, within read_timeout (an idle stream is cut)
     deadlines.set(task, loop.time() + read_timeout)
     try:
@@ -158,17 +158,8 @@ async def forward(
             allow_redirects=False,
             timeout=_timeout(rule.connect_timeout),
         ) as upstream:
-            out = CIMultiDict((k, v) for k, v in upstream.headers.items() if k.lower() not in RESPONSE_DROP)
-            out.update(edge_headers(ray))
-            for k, v in extra_response_headers:
-                out.add(k, v)
-            length = upstream.content_length
-            if (
-                request.method != "HEAD"
-                and length is not None
-                and length <= SMALL_BODY
-                and upstream.status not in (204, 304)
-            ):
+            out = _response_headers(upstream.headers, ray, extra_response_headers)
+            if _read_whole(request.method, upstream.content_length, upstream.status):
                 data = await upstream.read()
                 out.popall("Content-Length", None)
                 return web.Response(status=upstream.status, reason=upstream.reason, headers=out, body=data)
@@ -187,19 +178,7 @@ async def forward(
         failure = exc
     finally:
         deadlines.clear(task)
-    if response is not None:
-        # the origin died or stalled mid-body: the status is gone already, so cut the
-        # connection rather than pretend the body is complete
-        if request.transport is not None:
-            request.transport.close()
-        return response
-    if isinstance(failure, TimeoutError):
-        return origin_error(
-            request, 504, "Gateway time-out", ray, f"The origin did not answer within {read_timeout:g}s."
-        )
-    return origin_error(
-        request, 502, "Bad gateway", ray, f"The origin {rule.service} could not be reached ({type(failure).__name__})."
-    )
+    return _failed(request, response, failure, rule, ray, read_timeout)
 
 
 async def _forward_pooled(
@@ -266,13 +245,9 @@ async def _forward_pooled(
             break
         status = message.code
         headers = message.headers
-        out = CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in RESPONSE_DROP)
-        out.update(edge_headers(ray))
-        for k, v in extra_response_headers:
-            out.add(k, v)
+        out = _response_headers(headers, ray, extra_response_headers)
         raw_length = headers.get("Content-Length")
-        length = int(raw_length) if raw_length else None
-        if method != "HEAD" and length is not None and length <= SMALL_BODY and status not in (204, 304):
+        if _read_whole(method, int(raw_length) if raw_length else None, status):
             data = await payload.read()
             _release(pool, origin, proto, writer)
             proto = None
@@ -299,6 +274,32 @@ async def _forward_pooled(
             proto.close()
         if writer is not None and not writer.done():
             writer.cancel()
+    return _failed(request, response, failure, rule, ray, read_timeout)
+
+
+def _response_headers(headers: Mapping[str, str], ray: str, extra: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
+    """The origin's response headers for the client: hop-by-hop and edge-owned ones replaced."""
+    out = CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in RESPONSE_DROP)
+    out.update(edge_headers(ray))
+    for k, v in extra:
+        out.add(k, v)
+    return out
+
+
+def _read_whole(method: str, length: int | None, status: int) -> bool:
+    """Whether a response body is small enough to read whole rather than stream."""
+    return method != "HEAD" and length is not None and length <= SMALL_BODY and status not in (204, 304)
+
+
+def _failed(
+    request: web.Request,
+    response: web.StreamResponse | None,
+    failure: BaseException | None,
+    rule: IngressRule,
+    ray: str,
+    read_timeout: float,
+) -> web.StreamResponse:
+    """The answer when the origin failed: 504 or 502 before the response started, a cut after."""
     if response is not None:
         # the origin died or stalled mid-body: the status is gone already, so cut the
         # connection rather than pretend the body is complete
