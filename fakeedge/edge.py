@@ -67,10 +67,28 @@ class PendingLogin:
     host: str  # host[:port], lower-case
     redirect_path: str
     policy: Policy | None
-    app_session_hash: str | None
+    app_session_hash: str  # of the CF_AppSession the browser got with the 302 to the login (spec §1.2)
     expires: float
     final: str | None = None  # eager chain (spec §1.4): where the last hop sends the browser
     chain: tuple[str, ...] | None = None  # app hosts still to visit; None before the first hop
+
+
+@dataclass(frozen=True, slots=True)
+class ChainHop:
+    """The next host of an eager cookie chain (spec §1.4), waiting for the browser to arrive there.
+
+    Each host of the chain is signed in like any other: the browser gets that host's own
+    ``CF_AppSession`` and signed ``meta``, the team domain completes the login silently from the
+    browser's org session, and the callback checks that host's ``CF_AppSession``. The hop only
+    says where the chain goes next and for which session, so a leaked hop URL signs nobody in.
+    """
+
+    session: Session
+    app: App
+    host: str  # host[:port], lower-case
+    rest: tuple[str, ...]  # hosts after this one
+    final: str  # where the browser goes when the chain is done
+    expires: float
 
 
 @dataclass(slots=True)
@@ -88,6 +106,7 @@ class Edge:
     tls_ports: set[int] = field(default_factory=set)  # the subset of ports that speak TLS
     sessions: dict[str, Session] = field(default_factory=dict)
     logins: dict[str, PendingLogin] = field(default_factory=dict)
+    chain_hops: dict[str, ChainHop] = field(default_factory=dict)
     otps: dict[str, tuple[str, str, float]] = field(default_factory=dict)  # id -> (email, code, expires)
     otp_failures: dict[str, int] = field(default_factory=dict)
     _verified: dict[str, Credential] = field(default_factory=dict)
@@ -330,12 +349,26 @@ class Edge:
             return None
         return pending
 
+    def add_chain_hop(self, hop_args: dict[str, Any]) -> str:
+        hop_id = secrets.token_urlsafe(24)
+        self.chain_hops[hop_id] = ChainHop(expires=self.clock.now() + LOGIN_NONCE_TTL, **hop_args)
+        return hop_id
+
+    def chain_hop(self, hop_id: str, *, take: bool) -> ChainHop | None:
+        """The chain hop of that id if it has not expired; ``take`` makes it the last use."""
+        hop = self.chain_hops.pop(hop_id, None) if take else self.chain_hops.get(hop_id)
+        if hop is None or hop.expires <= self.clock.now():
+            return None
+        return hop
+
     def _prune(self, now: float) -> None:
         if len(self.sessions) > CACHE_LIMIT:
             for nonce in [n for n, s in self.sessions.items() if not s.alive(now)]:
                 del self.sessions[nonce]
         for nonce in [n for n, p in self.logins.items() if p.expires <= now]:
             del self.logins[nonce]
+        for hop_id in [n for n, p in self.chain_hops.items() if p.expires <= now]:
+            del self.chain_hops[hop_id]
 
     # -- identity documents --
 
