@@ -171,7 +171,7 @@ async def handle_login(request: web.Request, edge: Edge) -> web.StreamResponse:
 
     session = edge.login(identity)
     response = _complete(request, edge, session, app, host, path, binding)
-    set_cookie(response, h.CF_AUTHORIZATION, session.org_token, expires=session.exp, secure=secure)
+    set_cookie(response, h.CF_AUTHORIZATION, edge.org_token(session), expires=session.exp, secure=secure)
     return response
 
 
