@@ -39,6 +39,14 @@ SESSION_DURATION = 24 * 3600  # the team-domain (global) session, Cloudflare's d
 # each one costs with its tokens; an evicted session's tokens stop working (sign in again).
 SESSION_LIMIT = 100_000
 PENDING_LIMIT = 100_000  # callback nonces and chain hops: each lives two minutes
+# One-time PINs: five guesses a code (web_login), and at most this many codes not yet redeemed per
+# address and per client address in any ten minutes: 25 guesses per address per 10 min, so an even
+# chance at a six-digit code takes about 200 days. Redeemed codes give their slot back, so a test
+# suite signing the same user in again and again is never held back.
+OTP_TTL = 600
+OTP_WINDOW = 600
+OTP_PER_EMAIL = 5
+OTP_PER_CLIENT = 20
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -174,6 +182,52 @@ class ChainHop:
 
 
 @dataclass(slots=True)
+class OneTimePin:
+    """A code sent (printed) for ``email``, asked for from ``client``; five wrong tries and it is gone."""
+
+    email: str
+    code: str
+    client: str
+    failures: int = 0
+
+
+class IssueLimit:
+    """At most ``count`` things issued per key in any ``window`` seconds: a sliding log per key.
+
+    Each key's log holds at most ``count`` (time, id) rows, and the keys live in an
+    :class:`Expiring` store that forgets a key once its window is empty.
+    """
+
+    def __init__(self, count: int, window: float, keys: int = PENDING_LIMIT) -> None:
+        self.count = count
+        self.window = window
+        self._logs: Expiring[str, list[tuple[float, str]]] = Expiring(keys)
+
+    def _live(self, key: str, now: float) -> list[tuple[float, str]]:
+        return [row for row in self._logs.get(key, now) or () if row[0] > now - self.window]
+
+    def wait(self, key: str, now: float) -> float:
+        """Seconds until ``key`` may have one more; 0 when it may now."""
+        log = self._live(key, now)
+        if len(log) < self.count:
+            return 0.0
+        return log[-self.count][0] + self.window - now
+
+    def record(self, key: str, item: str, now: float) -> None:
+        log = self._live(key, now)
+        log.append((now, item))
+        self._logs.put(key, log, now + self.window, now)
+
+    def release(self, key: str, item: str, now: float) -> None:
+        """Give ``item``'s slot back (a code that was used as meant)."""
+        log = [row for row in self._live(key, now) if row[1] != item]
+        if log:
+            self._logs.put(key, log, log[-1][0] + self.window, now)
+        else:
+            self._logs.pop(key, now)
+
+
+@dataclass(slots=True)
 class Edge:
     """Everything the web handlers share. Build with :func:`Edge.create`."""
 
@@ -189,8 +243,9 @@ class Edge:
     sessions: Expiring[str, Session] = field(default_factory=lambda: Expiring(SESSION_LIMIT))
     logins: Expiring[str, PendingLogin] = field(default_factory=lambda: Expiring(PENDING_LIMIT))
     chain_hops: Expiring[str, ChainHop] = field(default_factory=lambda: Expiring(PENDING_LIMIT))
-    otps: dict[str, tuple[str, str, float]] = field(default_factory=dict)  # id -> (email, code, expires)
-    otp_failures: dict[str, int] = field(default_factory=dict)
+    otps: Expiring[str, OneTimePin] = field(default_factory=lambda: Expiring(PENDING_LIMIT))
+    otps_per_email: IssueLimit = field(default_factory=lambda: IssueLimit(OTP_PER_EMAIL, OTP_WINDOW))
+    otps_per_client: IssueLimit = field(default_factory=lambda: IssueLimit(OTP_PER_CLIENT, OTP_WINDOW))
     _verified: dict[str, Credential] = field(default_factory=dict)
     verdicts: dict[tuple[str, str | None, str, str, str | None], Verdict] = field(default_factory=dict)
     _app_tokens: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)  # service tokens
@@ -439,6 +494,48 @@ class Edge:
         """The chain hop of that id if it has not expired; ``take`` makes it the last use."""
         now = self.clock.now()
         return self.chain_hops.pop(hop_id, now) if take else self.chain_hops.get(hop_id, now)
+
+    # -- one-time PINs --
+
+    def otp_wait(self, email: str, client: str) -> tuple[float, Literal["email", "client"]]:
+        """Seconds before another code may go to ``email`` asked from ``client`` (0: now), and which limit."""
+        now = self.clock.now()
+        by_email = self.otps_per_email.wait(email.lower(), now)
+        by_client = self.otps_per_client.wait(client, now)
+        return (by_email, "email") if by_email >= by_client else (by_client, "client")
+
+    def add_otp(self, email: str, client: str) -> tuple[str, OneTimePin]:
+        """A new code for ``email`` (call :meth:`otp_wait` first): its id and the code."""
+        now = self.clock.now()
+        otp_id = secrets.token_urlsafe(16)
+        pin = OneTimePin(email, f"{secrets.randbelow(10**6):06d}", client)
+        self.otps.put(otp_id, pin, now + OTP_TTL, now)
+        self.otps_per_email.record(email.lower(), otp_id, now)
+        self.otps_per_client.record(client, otp_id, now)
+        return otp_id, pin
+
+    def otp(self, otp_id: str) -> OneTimePin | None:
+        """The code of that id, if it has neither expired nor been used up."""
+        return self.otps.get(otp_id, self.clock.now())
+
+    def check_otp(self, otp_id: str, code: str, attempts: int) -> Literal["ok", "wrong", "spent", "expired"]:
+        """Try ``code``: right (the code is used up, its slots given back), wrong, or wrong too often."""
+        now = self.clock.now()
+        pin = self.otps.get(otp_id, now)
+        if pin is None:
+            return "expired"
+        if tokens.secrets_equal(code, pin.code):
+            self.otps.pop(otp_id, now)
+            self.otps_per_email.release(pin.email.lower(), otp_id, now)
+            self.otps_per_client.release(pin.client, otp_id, now)
+            return "ok"
+        pin.failures += 1
+        if pin.failures >= attempts:
+            # a six-digit code would fall to guessing well within its lifetime otherwise; its
+            # slots stay taken, so the next code for this address waits its turn
+            self.otps.pop(otp_id, now)
+            return "spent"
+        return "wrong"
 
     # -- identity documents --
 

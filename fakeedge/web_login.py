@@ -6,6 +6,7 @@ import base64
 import ipaddress
 import json
 import logging
+import math
 import re
 import secrets
 from urllib.parse import quote
@@ -24,7 +25,6 @@ from .web_request import NO_STORE, clear_cookie, client_ip, cookie, ray_key, set
 log = logging.getLogger("fakeedge")
 
 _EMAIL = re.compile(r"[^@\s<>\"']+@[^@\s<>\"']+\.[^@\s<>\"']+")
-OTP_TTL = 600
 OTP_ATTEMPTS = 5
 FORM_LIMIT = 64 * 1024
 LOGIN_PREFIX = "/cdn-cgi/access/login/"
@@ -125,21 +125,18 @@ async def handle_login(request: web.Request, edge: Edge) -> web.StreamResponse:
 
     if "otp_id" in form:
         otp_id = str(form["otp_id"])
-        entry = edge.otps.get(otp_id)
-        if entry is None or entry[2] <= edge.clock.now():
+        pin = edge.otp(otp_id)
+        outcome = edge.check_otp(otp_id, str(form.get("code", "")).strip(), OTP_ATTEMPTS)
+        if pin is None or outcome == "expired":
             return _login_page(request, edge, app, error="That code has expired. Please start again.", status=400)
-        email, code, _ = entry
-        if not tokens.secrets_equal(str(form.get("code", "")).strip(), code):
-            failures = edge.otp_failures[otp_id] = edge.otp_failures.get(otp_id, 0) + 1
-            if failures >= OTP_ATTEMPTS:
-                # a six-digit code would fall to guessing well within its lifetime otherwise
-                del edge.otps[otp_id], edge.otp_failures[otp_id]
-                return _login_page(request, edge, app, error="Too many wrong codes. Please start again.", status=400)
+        if outcome == "spent":
+            return _login_page(request, edge, app, error="Too many wrong codes. Please start again.", status=400)
+        if outcome == "wrong":
             return _html(
                 request,
                 pages.one_time_pin(
                     app.name,
-                    email,
+                    pin.email,
                     csrf=csrf,
                     otp_id=otp_id,
                     error="That code is not valid.",
@@ -147,10 +144,8 @@ async def handle_login(request: web.Request, edge: Edge) -> web.StreamResponse:
                 ),
                 400,
             )
-        del edge.otps[otp_id]
-        edge.otp_failures.pop(otp_id, None)
         identity = Identity.for_email(
-            email, edge.config.user(email), default_country=edge.config.default_country, idp="onetimepin"
+            pin.email, edge.config.user(pin.email), default_country=edge.config.default_country, idp="onetimepin"
         )
     else:
         email = str(form.get("email", "")).strip()
@@ -160,19 +155,37 @@ async def handle_login(request: web.Request, edge: Edge) -> web.StreamResponse:
         if user is None and not edge.config.allow_any_email:
             return _login_page(request, edge, app, error=f"{email} is not one of the configured users.", status=403)
         if edge.config.one_time_pin:
-            otp_id = secrets.token_urlsafe(16)
-            code = f"{secrets.randbelow(10**6):06d}"
-            edge.otps[otp_id] = (email, code, edge.clock.now() + OTP_TTL)
-            log.warning("fakeedge: one-time PIN for %s is %s", email, code)
-            return _html(
-                request, pages.one_time_pin(app.name, email, csrf=csrf, otp_id=otp_id, brand=edge.config.branding)
-            )
+            return _send_code(request, edge, app, email, csrf)
         identity = Identity.for_email(email, user, default_country=edge.config.default_country)
 
     session = edge.login(identity)
     response = _complete(request, edge, session, app, host, path, binding)
     set_cookie(response, h.CF_AUTHORIZATION, edge.org_token(session), expires=session.exp, secure=secure)
     return response
+
+
+def _send_code(request: web.Request, edge: Edge, app: App, email: str, csrf: str) -> web.Response:
+    """The code step: a new one-time PIN, printed in the log, unless the address or client had enough."""
+    wait, which = edge.otp_wait(email, client_ip(request))
+    if wait > 0:
+        minutes = math.ceil(wait / 60)
+        count = edge.otps_per_email.count if which == "email" else edge.otps_per_client.count
+        where = f"sent to {email}" if which == "email" else "asked for from your address"
+        window = edge.otps_per_email.window // 60
+        message = (
+            f"Too many sign-in codes were {where}: at most {count} in {window:g} minutes. "
+            f"Please try again in {minutes} minute{'s' if minutes != 1 else ''}."
+        )
+        log.warning("fakeedge: one-time PIN refused: %s", message)
+        return _html(
+            request,
+            pages.notice("Too many codes", message, request[ray_key]),
+            429,
+            **{"Retry-After": str(math.ceil(wait))},
+        )
+    otp_id, pin = edge.add_otp(email, client_ip(request))
+    log.warning("fakeedge: one-time PIN for %s is %s", email, pin.code)
+    return _html(request, pages.one_time_pin(app.name, email, csrf=csrf, otp_id=otp_id, brand=edge.config.branding))
 
 
 def _login_page(request: web.Request, edge: Edge, app: App, *, error: str = "", status: int = 200) -> web.Response:

@@ -7,18 +7,23 @@ clock, never by sleeping.
 
 from __future__ import annotations
 
+import logging
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import aiohttp
+import pytest
+
 from fakeedge.clock import Clock
 from fakeedge.config import parse_config
 from fakeedge.edge import Edge
 from fakeedge.policy import Identity
 
-from .conftest import base_config
+from .conftest import Origin, RunningEdge, base_config
 
 T0 = 1_800_000_000.0
 
@@ -133,3 +138,148 @@ def test_callback_nonces_and_chain_hops_are_pruned_and_capped(tmp_path: Path) ->
     for _ in range(100):
         edge.add_login(args)
     assert len(edge.logins) == 100 and edge.take_login(first) is None
+
+
+# -- one-time PIN: codes are limited per address and per client, over a sliding window ------------
+
+CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+OTP_ID = re.compile(r'name="otp_id" value="([^"]+)"')
+PIN = re.compile(r"one-time PIN for (\S+) is (\d{6})")
+
+
+@pytest.fixture
+async def otp_edge(make_edge, origin: Origin) -> RunningEdge:  # type: ignore[no-untyped-def]
+    cfg = base_config(origin.url)
+    cfg["one_time_pin"] = True
+    running: RunningEdge = await make_edge(cfg)
+    running.clock.freeze()
+    return running
+
+
+class Pins:
+    """One browser on the one-time-PIN login: ask for codes, read them from the log, type them."""
+
+    def __init__(self, edge: RunningEdge, caplog: pytest.LogCaptureFixture) -> None:
+        self.edge, self.caplog = edge, caplog
+        self.login = ""
+        self.csrf = ""
+
+    async def open(self) -> None:
+        resp = await self.edge.client.get(self.edge.url("admin.acme.test"), allow_redirects=False)
+        self.login = resp.headers["Location"]
+        csrf = CSRF.search(await (await self.edge.client.get(self.login)).text())
+        assert csrf is not None
+        self.csrf = csrf.group(1)
+
+    async def ask(self, email: str) -> tuple[aiohttp.ClientResponse, str, str]:
+        """Ask for a code for ``email``: the answer, and the code's id and value when one was sent."""
+        self.caplog.clear()
+        with self.caplog.at_level(logging.INFO, logger="fakeedge"):
+            resp = await self.edge.client.post(self.login, data={"csrf": self.csrf, "email": email})
+        otp_id = OTP_ID.search(await resp.text())
+        pin = PIN.search(self.caplog.text)
+        return resp, otp_id.group(1) if otp_id else "", pin.group(2) if pin else ""
+
+    async def type(self, otp_id: str, code: str) -> aiohttp.ClientResponse:
+        return await self.edge.client.post(
+            self.login, data={"csrf": self.csrf, "otp_id": otp_id, "code": code}, allow_redirects=False
+        )
+
+
+def _wrong(code: str) -> str:
+    return f"{(int(code) + 1) % 10**6:06d}"
+
+
+async def test_codes_per_address_are_limited_and_a_right_code_still_works(
+    otp_edge: RunningEdge, caplog: pytest.LogCaptureFixture
+) -> None:
+    pins = Pins(otp_edge, caplog)
+    await pins.open()
+    sent = []
+    for _ in range(5):
+        resp, otp_id, code = await pins.ask("bob@acme.test")
+        assert resp.status == 200 and otp_id and code
+        sent.append((otp_id, code))
+        otp_edge.clock.advance(60)
+    resp, otp_id, code = await pins.ask("bob@acme.test")
+    assert (resp.status, otp_id, code) == (429, "", "")  # no sixth code within ten minutes
+    assert resp.headers["Retry-After"] == "300"  # the first code's ten minutes end in five
+    text = await resp.text()
+    assert "<h1>Too many codes</h1>" in text
+    assert (
+        "Too many sign-in codes were sent to bob@acme.test: at most 5 in 10 minutes. "
+        "Please try again in 5 minutes." in text
+    )
+    # the codes already sent still work: the limit stops new codes, not the user
+    otp_id, code = sent[-1]
+    assert (await pins.type(otp_id, _wrong(code))).status == 400
+    resp = await pins.type(otp_id, code)
+    assert resp.status == 302 and "/cdn-cgi/access/authorized?nonce=" in resp.headers["Location"]
+    # another address is not held back by bob's limit
+    resp, _, code = await pins.ask("carol@acme.test")
+    assert resp.status == 200 and code
+    # the window slides: five minutes on, the first code has left it (and the redeemed one gave its slot back)
+    otp_edge.clock.advance(300)
+    for _ in range(2):
+        resp, _, code = await pins.ask("bob@acme.test")
+        assert resp.status == 200 and code
+    resp, _, _ = await pins.ask("bob@acme.test")
+    assert resp.status == 429
+
+
+async def test_codes_per_client_are_limited(otp_edge: RunningEdge, caplog: pytest.LogCaptureFixture) -> None:
+    pins = Pins(otp_edge, caplog)
+    await pins.open()
+    for n in range(20):
+        resp, _, code = await pins.ask(f"user{n}@acme.test")
+        assert resp.status == 200 and code, n
+    resp, _, code = await pins.ask("user20@acme.test")
+    assert (resp.status, code) == (429, "")
+    assert resp.headers["Retry-After"] == "600"
+    assert (
+        "Too many sign-in codes were asked for from your address: at most 20 in 10 minutes. "
+        "Please try again in 10 minutes." in await resp.text()
+    )
+    otp_edge.clock.advance(600)
+    resp, _, code = await pins.ask("user20@acme.test")
+    assert resp.status == 200 and code
+
+
+async def test_redeemed_codes_do_not_count(otp_edge: RunningEdge, caplog: pytest.LogCaptureFixture) -> None:
+    """A test suite that signs the same user in over and over is never held back."""
+    pins = Pins(otp_edge, caplog)
+    await pins.open()
+    for _ in range(12):
+        resp, otp_id, code = await pins.ask("bob@acme.test")
+        assert resp.status == 200
+        assert (await pins.type(otp_id, code)).status == 302
+
+
+async def test_guessing_is_bounded_per_address(otp_edge: RunningEdge, caplog: pytest.LogCaptureFixture) -> None:
+    """At most 5 codes x 5 guesses per address in 10 minutes: 25 guesses, not thousands."""
+    pins = Pins(otp_edge, caplog)
+    await pins.open()
+    guesses = 0
+    for _ in range(10):
+        resp, otp_id, code = await pins.ask("bob@acme.test")
+        if resp.status == 429:
+            break
+        for _ in range(5):
+            guesses += 1
+            resp = await pins.type(otp_id, _wrong(code))
+            assert resp.status == 400
+        assert "Too many wrong codes. Please start again." in await resp.text()
+    assert guesses == 25
+
+
+async def test_codes_expire_and_are_dropped(otp_edge: RunningEdge, caplog: pytest.LogCaptureFixture) -> None:
+    pins = Pins(otp_edge, caplog)
+    await pins.open()
+    _, otp_id, code = await pins.ask("bob@acme.test")
+    otp_edge.clock.advance(601)
+    resp = await pins.type(otp_id, code)
+    assert resp.status == 400
+    assert "That code has expired. Please start again." in await resp.text()
+    _, otp_id, code = await pins.ask("carol@acme.test")
+    assert len(otp_edge.edge.otps) == 1  # the expired code left the store
+    assert (await pins.type(otp_id, code)).status == 302
