@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import ipaddress
 import itertools
 import secrets
 from collections import OrderedDict
@@ -158,7 +159,6 @@ class PendingLogin:
     redirect_path: str
     policy: Policy | None
     app_session_hash: str  # of the CF_AppSession the browser got with the 302 to the login (spec §1.2)
-    expires: float
     final: str | None = None  # eager chain (spec §1.4): where the last hop sends the browser
     chain: tuple[str, ...] | None = None  # app hosts still to visit; None before the first hop
 
@@ -178,12 +178,11 @@ class ChainHop:
     host: str  # host[:port], lower-case
     rest: tuple[str, ...]  # hosts after this one
     final: str  # where the browser goes when the chain is done
-    expires: float
 
 
 @dataclass(slots=True)
 class OneTimePin:
-    """A code sent (printed) for ``email``, asked for from ``client``; five wrong tries and it is gone."""
+    """A code sent (printed) for ``email``, asked for from ``client`` (its limit key); five wrong tries and it is gone."""
 
     email: str
     code: str
@@ -225,6 +224,15 @@ class IssueLimit:
             self._logs.put(key, log, log[-1][0] + self.window, now)
         else:
             self._logs.pop(key, now)
+
+
+def _client_key(client: str) -> str:
+    """The address a client limit counts against: an IPv6 client's /64, which one host commonly owns whole."""
+    try:
+        ip = ipaddress.ip_address(client)
+    except ValueError:
+        return client
+    return str(ipaddress.ip_network(f"{ip}/64", strict=False)) if ip.version == 6 else str(ip)
 
 
 @dataclass(slots=True)
@@ -477,7 +485,7 @@ class Edge:
     def add_login(self, pending_args: dict[str, Any]) -> str:
         nonce = secrets.token_urlsafe(24)
         now = self.clock.now()
-        self.logins.put(nonce, PendingLogin(expires=now + LOGIN_NONCE_TTL, **pending_args), now + LOGIN_NONCE_TTL, now)
+        self.logins.put(nonce, PendingLogin(**pending_args), now + LOGIN_NONCE_TTL, now)
         return nonce
 
     def take_login(self, nonce: str) -> PendingLogin | None:
@@ -487,7 +495,7 @@ class Edge:
     def add_chain_hop(self, hop_args: dict[str, Any]) -> str:
         hop_id = secrets.token_urlsafe(24)
         now = self.clock.now()
-        self.chain_hops.put(hop_id, ChainHop(expires=now + LOGIN_NONCE_TTL, **hop_args), now + LOGIN_NONCE_TTL, now)
+        self.chain_hops.put(hop_id, ChainHop(**hop_args), now + LOGIN_NONCE_TTL, now)
         return hop_id
 
     def chain_hop(self, hop_id: str, *, take: bool) -> ChainHop | None:
@@ -501,17 +509,17 @@ class Edge:
         """Seconds before another code may go to ``email`` asked from ``client`` (0: now), and which limit."""
         now = self.clock.now()
         by_email = self.otps_per_email.wait(email.lower(), now)
-        by_client = self.otps_per_client.wait(client, now)
+        by_client = self.otps_per_client.wait(_client_key(client), now)
         return (by_email, "email") if by_email >= by_client else (by_client, "client")
 
     def add_otp(self, email: str, client: str) -> tuple[str, OneTimePin]:
         """A new code for ``email`` (call :meth:`otp_wait` first): its id and the code."""
         now = self.clock.now()
         otp_id = secrets.token_urlsafe(16)
-        pin = OneTimePin(email, f"{secrets.randbelow(10**6):06d}", client)
+        pin = OneTimePin(email, f"{secrets.randbelow(10**6):06d}", _client_key(client))
         self.otps.put(otp_id, pin, now + OTP_TTL, now)
         self.otps_per_email.record(email.lower(), otp_id, now)
-        self.otps_per_client.record(client, otp_id, now)
+        self.otps_per_client.record(pin.client, otp_id, now)
         return otp_id, pin
 
     def otp(self, otp_id: str) -> OneTimePin | None:

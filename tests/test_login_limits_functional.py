@@ -283,3 +283,14 @@ async def test_codes_expire_and_are_dropped(otp_edge: RunningEdge, caplog: pytes
     _, otp_id, code = await pins.ask("carol@acme.test")
     assert len(otp_edge.edge.otps) == 1  # the expired code left the store
     assert (await pins.type(otp_id, code)).status == 302
+
+
+def test_an_ipv6_client_is_limited_by_its_64(tmp_path: Path) -> None:
+    edge = _edge(tmp_path)
+    for n in range(20):
+        assert edge.otp_wait(f"user{n}@acme.test", f"2001:db8:1:2::{n + 1:x}") == (0.0, "email")
+        edge.add_otp(f"user{n}@acme.test", f"2001:db8:1:2::{n + 1:x}")
+    # another address in the same /64: the same client; another /64 or an IPv4 address: not
+    assert edge.otp_wait("new@acme.test", "2001:db8:1:2:ffff::1") == (600.0, "client")
+    assert edge.otp_wait("new@acme.test", "2001:db8:1:3::1") == (0.0, "email")
+    assert edge.otp_wait("new@acme.test", "192.0.2.1") == (0.0, "email")
