@@ -3,14 +3,23 @@
 Tokens are signed once per session (or service token) and app, then reused until close to expiry;
 tokens that come back in cookies are verified once and remembered, so a request costs a dict
 lookup, not an RSA operation.
+
+Everything with a lifetime sits in an :class:`Expiring` store: dropped when it expires, at a cost
+that does not grow with how many there are, and capped (oldest out first), so that a long run or
+a flood of sign-ins neither grows memory without bound nor slows sign-in down.
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
+import ipaddress
+import itertools
 import secrets
+from collections import OrderedDict
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from . import claims, tokens
@@ -26,6 +35,87 @@ if TYPE_CHECKING:
 REUSE_MARGIN = 60  # re-sign a cached token when it has less than this many seconds left
 CACHE_LIMIT = 10_000
 LOGIN_NONCE_TTL = 120
+SESSION_DURATION = 24 * 3600  # the team-domain (global) session, Cloudflare's default (spec §1.6)
+# Hard caps: past them the oldest entry is dropped. 100,000 sessions are ~200 MB at the ~2 KiB
+# each one costs with its tokens; an evicted session's tokens stop working (sign in again).
+SESSION_LIMIT = 100_000
+PENDING_LIMIT = 100_000  # callback nonces and chain hops: each lives two minutes
+# One-time PINs: five guesses a code (web_login), and at most this many codes not yet redeemed per
+# address and per client address in any ten minutes: 25 guesses per address per 10 min, so an even
+# chance at a six-digit code takes about 200 days. Redeemed codes give their slot back, so a test
+# suite signing the same user in again and again is never held back.
+OTP_TTL = 600
+OTP_WINDOW = 600
+OTP_PER_EMAIL = 5
+OTP_PER_CLIENT = 20
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class Expiring(Generic[K, V]):
+    """A map whose entries expire, with a hard cap on how many it holds.
+
+    Every write first drops the entries that have expired, found through a heap ordered by
+    expiry: each entry is dropped once, at O(log n), so the cost is amortised over the writes and
+    does not depend on how many live entries there are. Past ``limit`` entries, a write drops the
+    oldest one (insertion order) whatever its expiry, and returns it. Reads never return an
+    expired entry, pruned or not.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._items: OrderedDict[K, tuple[V, float]] = OrderedDict()
+        self._heap: list[tuple[float, int, K]] = []
+        self._seq = itertools.count()  # ties in the heap never compare keys
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key: K, now: float) -> V | None:
+        entry = self._items.get(key)
+        if entry is None or entry[1] <= now:
+            return None
+        return entry[0]
+
+    def pop(self, key: K, now: float) -> V | None:
+        """Remove ``key``; its value if it had not expired."""
+        entry = self._items.pop(key, None)
+        if entry is None or entry[1] <= now:
+            return None
+        return entry[0]
+
+    def put(self, key: K, value: V, expires: float, now: float) -> V | None:
+        """Keep ``value`` until ``expires``; returns the value the cap pushed out, if any."""
+        self.prune(now)
+        evicted = None
+        if self._items.pop(key, None) is None and len(self._items) >= self.limit:
+            _, (evicted, _) = self._items.popitem(last=False)
+        self._items[key] = (value, expires)
+        heapq.heappush(self._heap, (expires, next(self._seq), key))
+        if len(self._heap) > 2 * len(self._items) + 1024:
+            # entries popped or pushed out before expiring left their heap rows behind: rebuild,
+            # O(n) once every n writes or so
+            self._heap = [(exp, next(self._seq), k) for k, (_, exp) in self._items.items()]
+            heapq.heapify(self._heap)
+        return evicted
+
+    def prune(self, now: float) -> None:
+        """Drop every entry that has expired by ``now``."""
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            expires, _, key = heapq.heappop(heap)
+            entry = self._items.get(key)
+            if entry is not None and entry[1] == expires:
+                del self._items[key]
+
+    def values(self, now: float | None = None) -> Iterator[V]:
+        """The values not expired at ``now`` (default: every one held), oldest first."""
+        return (value for value, expires in self._items.values() if now is None or expires > now)
+
+    def clear(self) -> None:
+        self._items.clear()
+        self._heap.clear()
 
 
 @dataclass(slots=True)
@@ -37,8 +127,9 @@ class Session:
     sub: str
     iat: int
     exp: int
-    org_token: str = ""
+    org_token: str = ""  # signed on first use: a session made to mint tokens never needs it
     revoked_at: float | None = None
+    app_tokens: dict[str, tuple[str, float, str]] = field(default_factory=dict)  # aud -> (jwt, exp, kid)
 
     def alive(self, now: float) -> bool:
         return now < self.exp and (self.revoked_at is None or now < self.revoked_at)
@@ -67,10 +158,81 @@ class PendingLogin:
     host: str  # host[:port], lower-case
     redirect_path: str
     policy: Policy | None
-    app_session_hash: str | None
-    expires: float
+    app_session_hash: str  # of the CF_AppSession the browser got with the 302 to the login (spec §1.2)
     final: str | None = None  # eager chain (spec §1.4): where the last hop sends the browser
     chain: tuple[str, ...] | None = None  # app hosts still to visit; None before the first hop
+
+
+@dataclass(frozen=True, slots=True)
+class ChainHop:
+    """The next host of an eager cookie chain (spec §1.4), waiting for the browser to arrive there.
+
+    Each host of the chain is signed in like any other: the browser gets that host's own
+    ``CF_AppSession`` and signed ``meta``, the team domain completes the login silently from the
+    browser's org session, and the callback checks that host's ``CF_AppSession``. The hop only
+    says where the chain goes next and for which session, so a leaked hop URL signs nobody in.
+    """
+
+    session: Session
+    app: App
+    host: str  # host[:port], lower-case
+    rest: tuple[str, ...]  # hosts after this one
+    final: str  # where the browser goes when the chain is done
+
+
+@dataclass(slots=True)
+class OneTimePin:
+    """A code sent (printed) for ``email``, asked for from ``client`` (its limit key); five wrong tries and it is gone."""
+
+    email: str
+    code: str
+    client: str
+    failures: int = 0
+
+
+class IssueLimit:
+    """At most ``count`` things issued per key in any ``window`` seconds: a sliding log per key.
+
+    Each key's log holds at most ``count`` (time, id) rows, and the keys live in an
+    :class:`Expiring` store that forgets a key once its window is empty.
+    """
+
+    def __init__(self, count: int, window: float, keys: int = PENDING_LIMIT) -> None:
+        self.count = count
+        self.window = window
+        self._logs: Expiring[str, list[tuple[float, str]]] = Expiring(keys)
+
+    def _live(self, key: str, now: float) -> list[tuple[float, str]]:
+        return [row for row in self._logs.get(key, now) or () if row[0] > now - self.window]
+
+    def wait(self, key: str, now: float) -> float:
+        """Seconds until ``key`` may have one more; 0 when it may now."""
+        log = self._live(key, now)
+        if len(log) < self.count:
+            return 0.0
+        return log[-self.count][0] + self.window - now
+
+    def record(self, key: str, item: str, now: float) -> None:
+        log = self._live(key, now)
+        log.append((now, item))
+        self._logs.put(key, log, now + self.window, now)
+
+    def release(self, key: str, item: str, now: float) -> None:
+        """Give ``item``'s slot back (a code that was used as meant)."""
+        log = [row for row in self._live(key, now) if row[1] != item]
+        if log:
+            self._logs.put(key, log, log[-1][0] + self.window, now)
+        else:
+            self._logs.pop(key, now)
+
+
+def _client_key(client: str) -> str:
+    """The address a client limit counts against: an IPv6 client's /64, which one host commonly owns whole."""
+    try:
+        ip = ipaddress.ip_address(client)
+    except ValueError:
+        return client
+    return str(ipaddress.ip_network(f"{ip}/64", strict=False)) if ip.version == 6 else str(ip)
 
 
 @dataclass(slots=True)
@@ -86,13 +248,15 @@ class Edge:
     _team_hostname: tuple[str, str] = ("", "")  # (team_domain it was derived from, host name)
     ports: set[int] = field(default_factory=set)
     tls_ports: set[int] = field(default_factory=set)  # the subset of ports that speak TLS
-    sessions: dict[str, Session] = field(default_factory=dict)
-    logins: dict[str, PendingLogin] = field(default_factory=dict)
-    otps: dict[str, tuple[str, str, float]] = field(default_factory=dict)  # id -> (email, code, expires)
-    otp_failures: dict[str, int] = field(default_factory=dict)
+    sessions: Expiring[str, Session] = field(default_factory=lambda: Expiring(SESSION_LIMIT))
+    logins: Expiring[str, PendingLogin] = field(default_factory=lambda: Expiring(PENDING_LIMIT))
+    chain_hops: Expiring[str, ChainHop] = field(default_factory=lambda: Expiring(PENDING_LIMIT))
+    otps: Expiring[str, OneTimePin] = field(default_factory=lambda: Expiring(PENDING_LIMIT))
+    otps_per_email: IssueLimit = field(default_factory=lambda: IssueLimit(OTP_PER_EMAIL, OTP_WINDOW))
+    otps_per_client: IssueLimit = field(default_factory=lambda: IssueLimit(OTP_PER_CLIENT, OTP_WINDOW))
     _verified: dict[str, Credential] = field(default_factory=dict)
     verdicts: dict[tuple[str, str | None, str, str, str | None], Verdict] = field(default_factory=dict)
-    _app_tokens: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)
+    _app_tokens: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)  # service tokens
     _apps_by_aud: dict[str, App] = field(default_factory=dict)
     _tokens_by_client_id: dict[str, ServiceToken] = field(default_factory=dict)
     certs_fault: CertsFault | None = None  # tests: /cdn-cgi/access/certs slow, empty or failing
@@ -158,7 +322,7 @@ class Edge:
     def rotate_keys(self, grace: float = ROTATION_GRACE) -> SigningKey:
         """A new current signing key; the previous one stays in certs for ``grace`` seconds (spec §3)."""
         key = self.keys.rotate(self.clock.now(), grace)
-        self._app_tokens.clear()  # tokens signed from now on use the new key
+        self._app_tokens.clear()  # tokens signed from now on use the new key (sessions' by their kid)
         return key
 
     # -- service tokens --
@@ -200,36 +364,36 @@ class Edge:
     # -- sessions --
 
     def login(self, identity: Identity) -> Session:
-        """Start a session (an org token on the team domain) for a signed-in identity."""
+        """Start a session (an org session on the team domain) for a signed-in identity."""
         now = int(self.clock.now())
         nonce = claims.identity_nonce()
-        session = Session(nonce, identity, sub_for(self.config.team, identity.email), now, now + 24 * 3600)
-        payload = claims.user_claims(
-            aud=self.org_aud,
-            email=identity.email,
-            now=now,
-            exp=session.exp,
-            iss=self.team_domain,
-            nonce=nonce,
-            sub=session.sub,
-            country=identity.country,
-            token_type="org",
-        )
-        session.org_token = tokens.sign(payload, self.keys.current)
-        self.sessions[nonce] = session
-        self._remember(
-            Credential(
-                session.org_token,
-                "org",
-                payload,
-                session.exp,
-                frozenset([self.org_aud]),
-                self.keys.current.kid,
-                session,
-            )
-        )
-        self._prune(now)
+        session = Session(nonce, identity, sub_for(self.config.team, identity.email), now, now + SESSION_DURATION)
+        evicted = self.sessions.put(nonce, session, session.exp, now)
+        if evicted is not None:
+            evicted.revoked_at = 0.0  # over the cap: its tokens, remembered or not, stop working now
         return session
+
+    def org_token(self, session: Session) -> str:
+        """The session's org token (the team domain's ``CF_Authorization``), signed on first use."""
+        if not session.org_token:
+            who = session.identity
+            payload = claims.user_claims(
+                aud=self.org_aud,
+                email=who.email,
+                now=session.iat,
+                exp=session.exp,
+                iss=self.team_domain,
+                nonce=session.nonce,
+                sub=session.sub,
+                country=who.country,
+                token_type="org",
+            )
+            key = self.keys.current
+            session.org_token = tokens.sign(payload, key)
+            self._remember(
+                Credential(session.org_token, "org", payload, session.exp, frozenset([self.org_aud]), key.kid, session)
+            )
+        return session.org_token
 
     @property
     def org_aud(self) -> str:
@@ -238,10 +402,10 @@ class Edge:
     def app_jwt(self, session: Session, app: App, policy: Policy | None) -> tuple[str, float]:
         """The user app JWT (spec §2.2) for a session, signed once per session and app."""
         now = self.clock.now()
-        key = (session.nonce, app.aud)
-        cached = self._app_tokens.get(key)
-        if cached is not None and cached[1] - now > REUSE_MARGIN:
-            return cached
+        signing_key = self.keys.current
+        cached = session.app_tokens.get(app.aud)
+        if cached is not None and cached[1] - now > REUSE_MARGIN and cached[2] == signing_key.kid:
+            return cached[0], cached[1]
         iat = int(now)
         duration = policy.session_duration if policy and policy.session_duration is not None else app.session_duration
         exp = iat + duration
@@ -257,9 +421,9 @@ class Edge:
             country=who.country,
             custom=who.user.custom if who.user else None,
         )
-        jwt = tokens.sign(payload, self.keys.current)
-        self._remember(Credential(jwt, "app", payload, exp, frozenset([app.aud]), self.keys.current.kid, session))
-        self._app_tokens[key] = (jwt, exp)
+        jwt = tokens.sign(payload, signing_key)
+        self._remember(Credential(jwt, "app", payload, exp, frozenset([app.aud]), signing_key.kid, session))
+        session.app_tokens[app.aud] = (jwt, exp, signing_key.kid)  # kept with the session, gone with it
         return jwt, exp
 
     def revoke(self, session: Session) -> None:
@@ -299,7 +463,7 @@ class Edge:
             if st is None:
                 return None
             return Credential(token, "service", payload, payload["exp"], auds, kid, service_token=st)
-        session = self.sessions.get(payload.get("identity_nonce", ""))
+        session = self.sessions.get(payload.get("identity_nonce", ""), now)
         if session is None:
             return None  # not one of ours (or from before a restart): sign in again
         kind: Literal["app", "org"] = "org" if payload.get("type") == "org" else "app"
@@ -320,22 +484,66 @@ class Edge:
 
     def add_login(self, pending_args: dict[str, Any]) -> str:
         nonce = secrets.token_urlsafe(24)
-        self.logins[nonce] = PendingLogin(expires=self.clock.now() + LOGIN_NONCE_TTL, **pending_args)
+        now = self.clock.now()
+        self.logins.put(nonce, PendingLogin(**pending_args), now + LOGIN_NONCE_TTL, now)
         return nonce
 
     def take_login(self, nonce: str) -> PendingLogin | None:
         """Pop a callback nonce: whatever happens next, it cannot be used twice."""
-        pending = self.logins.pop(nonce, None)
-        if pending is None or pending.expires <= self.clock.now():
-            return None
-        return pending
+        return self.logins.pop(nonce, self.clock.now())
 
-    def _prune(self, now: float) -> None:
-        if len(self.sessions) > CACHE_LIMIT:
-            for nonce in [n for n, s in self.sessions.items() if not s.alive(now)]:
-                del self.sessions[nonce]
-        for nonce in [n for n, p in self.logins.items() if p.expires <= now]:
-            del self.logins[nonce]
+    def add_chain_hop(self, hop_args: dict[str, Any]) -> str:
+        hop_id = secrets.token_urlsafe(24)
+        now = self.clock.now()
+        self.chain_hops.put(hop_id, ChainHop(**hop_args), now + LOGIN_NONCE_TTL, now)
+        return hop_id
+
+    def chain_hop(self, hop_id: str, *, take: bool) -> ChainHop | None:
+        """The chain hop of that id if it has not expired; ``take`` makes it the last use."""
+        now = self.clock.now()
+        return self.chain_hops.pop(hop_id, now) if take else self.chain_hops.get(hop_id, now)
+
+    # -- one-time PINs --
+
+    def otp_wait(self, email: str, client: str) -> tuple[float, Literal["email", "client"]]:
+        """Seconds before another code may go to ``email`` asked from ``client`` (0: now), and which limit."""
+        now = self.clock.now()
+        by_email = self.otps_per_email.wait(email.lower(), now)
+        by_client = self.otps_per_client.wait(_client_key(client), now)
+        return (by_email, "email") if by_email >= by_client else (by_client, "client")
+
+    def add_otp(self, email: str, client: str) -> tuple[str, OneTimePin]:
+        """A new code for ``email`` (call :meth:`otp_wait` first): its id and the code."""
+        now = self.clock.now()
+        otp_id = secrets.token_urlsafe(16)
+        pin = OneTimePin(email, f"{secrets.randbelow(10**6):06d}", _client_key(client))
+        self.otps.put(otp_id, pin, now + OTP_TTL, now)
+        self.otps_per_email.record(email.lower(), otp_id, now)
+        self.otps_per_client.record(pin.client, otp_id, now)
+        return otp_id, pin
+
+    def otp(self, otp_id: str) -> OneTimePin | None:
+        """The code of that id, if it has neither expired nor been used up."""
+        return self.otps.get(otp_id, self.clock.now())
+
+    def check_otp(self, otp_id: str, code: str, attempts: int) -> Literal["ok", "wrong", "spent", "expired"]:
+        """Try ``code``: right (the code is used up, its slots given back), wrong, or wrong too often."""
+        now = self.clock.now()
+        pin = self.otps.get(otp_id, now)
+        if pin is None:
+            return "expired"
+        if tokens.secrets_equal(code, pin.code):
+            self.otps.pop(otp_id, now)
+            self.otps_per_email.release(pin.email.lower(), otp_id, now)
+            self.otps_per_client.release(pin.client, otp_id, now)
+            return "ok"
+        pin.failures += 1
+        if pin.failures >= attempts:
+            # a six-digit code would fall to guessing well within its lifetime otherwise; its
+            # slots stay taken, so the next code for this address waits its turn
+            self.otps.pop(otp_id, now)
+            return "spent"
+        return "wrong"
 
     # -- identity documents --
 

@@ -461,8 +461,8 @@ async def _sign_in(session: aiohttp.ClientSession, edge: FakeEdge, app: App, sta
 
 def _otp_form(edge: FakeEdge, otp_id: str) -> dict[str, str]:
     # one_time_pin: the code is "sent" by logging it; in-process we read it where the edge keeps it
-    _, code, _ = edge.core.otps[otp_id]
-    return {"otp_id": otp_id, "code": code}
+    pin = edge.core.otp(otp_id)
+    return {"otp_id": otp_id, "code": pin.code if pin else ""}
 
 
 def _no_redirect(edge: FakeEdge, app: App, url: str, status: int) -> str:

@@ -63,11 +63,12 @@ def service_header(key: SigningKey) -> dict[str, Any]:
     return {"kid": key.kid, "alg": "RS256", "typ": "JWT"}
 
 
-def verify(token: str, store: KeyStore, now: float) -> tuple[str, dict[str, Any]] | None:
+def verify(token: str, store: KeyStore, now: float, *, leeway: float = 0) -> tuple[str, dict[str, Any]] | None:
     """The kid and claims of a token this edge signed and that is valid at ``now`` (exp, nbf); else None.
 
     The caller checks ``aud`` and the session; expiry is checked against the edge clock, not the
-    wall clock, so that a test can move time.
+    wall clock, so that a test can move time. ``leeway`` accepts a token that expired that many
+    seconds ago.
     """
     try:
         kid = jwt.get_unverified_header(token).get("kid")
@@ -88,7 +89,7 @@ def verify(token: str, store: KeyStore, now: float) -> tuple[str, dict[str, Any]
     except jwt.PyJWTError:
         return None
     exp = claims.get("exp")
-    if not isinstance(exp, int | float) or exp <= now:
+    if not isinstance(exp, int | float) or exp <= now - leeway:
         return None
     nbf = claims.get("nbf")
     if isinstance(nbf, int | float) and nbf > now:

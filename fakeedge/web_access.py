@@ -255,10 +255,17 @@ def metadata_token(request: web.Request, edge: Edge, match: AppMatch) -> str:
     )
 
 
-def login_redirect(request: web.Request, edge: Edge, app: App, *, service_token_status: bool) -> web.Response:
-    """The 302 to the team domain's login page, as the real edge sends it (spec §1.2)."""
+def login_url(
+    request: web.Request, edge: Edge, app: App, path_qs: str, *, service_token_status: bool = False
+) -> tuple[str, str]:
+    """The team-domain login URL for ``app`` at this request's host, and the new ``CF_AppSession``.
+
+    The signed ``meta`` carries the SHA-256 of that ``CF_AppSession`` (spec §1.2): the login
+    refuses a ``meta`` that does not verify, and the callback refuses a browser whose
+    ``CF_AppSession`` does not hash to it, so a callback URL is good only in the browser that was
+    sent to the login.
+    """
     now = int(edge.clock.now())
-    path_qs = request.raw_path
     app_session = "n" + secrets.token_hex(8)
     meta = tokens.sign(
         claims.meta_claims(
@@ -278,6 +285,18 @@ def login_redirect(request: web.Request, edge: Edge, app: App, *, service_token_
     location = (
         f"{edge.team_domain}/cdn-cgi/access/login/{request.host}?kid={app.aud}&meta={meta}&redirect_url={redirect_url}"
     )
+    return location, app_session
+
+
+def set_app_session(response: web.StreamResponse, request: web.Request, edge: Edge, app_session: str) -> None:
+    """The ``CF_AppSession`` cookie of a redirect to the login (spec §1.2: 24 h, no SameSite)."""
+    expires = int(edge.clock.now()) + 86400
+    set_cookie(response, h.CF_APP_SESSION, app_session, expires=expires, secure=request.secure, same_site=None)
+
+
+def login_redirect(request: web.Request, edge: Edge, app: App, *, service_token_status: bool) -> web.Response:
+    """The 302 to the team domain's login page, as the real edge sends it (spec §1.2)."""
+    location, app_session = login_url(request, edge, app, request.raw_path, service_token_status=service_token_status)
     ray = request[ray_key]
     response = web.Response(
         status=302,
@@ -294,7 +313,7 @@ def login_redirect(request: web.Request, edge: Edge, app: App, *, service_token_
             ),
         },
     )
-    set_cookie(response, h.CF_APP_SESSION, app_session, expires=now + 86400, secure=request.secure, same_site=None)
+    set_app_session(response, request, edge, app_session)
     return response
 
 

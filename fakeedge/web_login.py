@@ -6,6 +6,7 @@ import base64
 import ipaddress
 import json
 import logging
+import math
 import re
 import secrets
 from urllib.parse import quote
@@ -15,19 +16,23 @@ from aiohttp import web
 from . import claims, pages, tokens
 from . import headers as h
 from .config import App
-from .edge import Edge, Session
+from .edge import ChainHop, Edge, Session
 from .policy import Facts, Identity, decide, split_host
-from .web_access import app_cookies, block
+from .web_access import app_cookies, block, login_url, set_app_session
 from .web_proxy import edge_headers
 from .web_request import NO_STORE, clear_cookie, client_ip, cookie, ray_key, set_cookie
 
 log = logging.getLogger("fakeedge")
 
 _EMAIL = re.compile(r"[^@\s<>\"']+@[^@\s<>\"']+\.[^@\s<>\"']+")
-OTP_TTL = 600
 OTP_ATTEMPTS = 5
 FORM_LIMIT = 64 * 1024
 LOGIN_PREFIX = "/cdn-cgi/access/login/"
+META_LIMIT = 4096  # a real meta is about 1 KiB; a longer one is not ours, and is not worth an RSA check
+# The sign-in form posts back to the login URL, meta included, after the user has typed (and
+# perhaps waited for a one-time PIN): the meta's signature and binding still count for this long
+# after its five minutes (spec §1.2); opening the login, and silent SSO, need an unexpired meta.
+META_FORM_GRACE = 3600
 
 
 def _html(request: web.Request, body: str, status: int = 200, **extra: str) -> web.Response:
@@ -72,17 +77,40 @@ def _login_target(request: web.Request, edge: Edge) -> tuple[App, str, str] | No
 
 
 async def handle_login(request: web.Request, edge: Edge) -> web.StreamResponse:
-    """GET/POST ``/cdn-cgi/access/login/<host>`` on the team domain."""
+    """GET/HEAD/POST ``/cdn-cgi/access/login/<host>`` on the team domain."""
     target = _login_target(request, edge)
     if target is None:
         return _html(request, pages.unknown_app(request[ray_key]), 404)
     app, host, path = target
     secure = request.secure
+    opening = request.method in ("GET", "HEAD")  # HEAD: cloudflared's org-token exchange (spec §9.2)
+    binding = _meta_binding(request, edge, app, host, grace=0 if opening else META_FORM_GRACE)
+    if binding is None:
+        # no meta, or one this edge did not sign for this app and host: a login started anywhere
+        # but in this browser's 302 would hand its callback to whoever opens it (login CSRF)
+        return _html(
+            request,
+            pages.notice(
+                "Invalid login link",
+                "This sign-in link was not issued to your browser by the application, or it has expired. "
+                "Please go to the URL of your application again.",
+                request[ray_key],
+            ),
+            400,
+        )
 
-    if request.method == "GET":
+    if opening:
         session = _org_session(request, edge)
+        hop_id = request.query.get("chain")
+        hop = edge.chain_hop(hop_id, take=True) if hop_id else None
+        if hop is not None and hop.app is app and hop.host == host:
+            if session is not hop.session:
+                # not the browser of the sign-in that started the chain: the chain stops here,
+                # and this host asks for a sign-in when it is visited
+                return _redirect(request, hop.final)
+            return _complete(request, edge, session, app, host, path, binding, final=hop.final, chain=hop.rest)
         if session is not None:
-            return _complete(request, edge, session, app, host, path)  # silent SSO (spec §1.3)
+            return _complete(request, edge, session, app, host, path, binding)  # silent SSO (spec §1.3)
         return _login_page(request, edge, app)
 
     if request.content_length is None or request.content_length > FORM_LIMIT:
@@ -97,21 +125,18 @@ async def handle_login(request: web.Request, edge: Edge) -> web.StreamResponse:
 
     if "otp_id" in form:
         otp_id = str(form["otp_id"])
-        entry = edge.otps.get(otp_id)
-        if entry is None or entry[2] <= edge.clock.now():
+        pin = edge.otp(otp_id)
+        outcome = edge.check_otp(otp_id, str(form.get("code", "")).strip(), OTP_ATTEMPTS)
+        if pin is None or outcome == "expired":
             return _login_page(request, edge, app, error="That code has expired. Please start again.", status=400)
-        email, code, _ = entry
-        if not tokens.secrets_equal(str(form.get("code", "")).strip(), code):
-            failures = edge.otp_failures[otp_id] = edge.otp_failures.get(otp_id, 0) + 1
-            if failures >= OTP_ATTEMPTS:
-                # a six-digit code would fall to guessing well within its lifetime otherwise
-                del edge.otps[otp_id], edge.otp_failures[otp_id]
-                return _login_page(request, edge, app, error="Too many wrong codes. Please start again.", status=400)
+        if outcome == "spent":
+            return _login_page(request, edge, app, error="Too many wrong codes. Please start again.", status=400)
+        if outcome == "wrong":
             return _html(
                 request,
                 pages.one_time_pin(
                     app.name,
-                    email,
+                    pin.email,
                     csrf=csrf,
                     otp_id=otp_id,
                     error="That code is not valid.",
@@ -119,10 +144,8 @@ async def handle_login(request: web.Request, edge: Edge) -> web.StreamResponse:
                 ),
                 400,
             )
-        del edge.otps[otp_id]
-        edge.otp_failures.pop(otp_id, None)
         identity = Identity.for_email(
-            email, edge.config.user(email), default_country=edge.config.default_country, idp="onetimepin"
+            pin.email, edge.config.user(pin.email), default_country=edge.config.default_country, idp="onetimepin"
         )
     else:
         email = str(form.get("email", "")).strip()
@@ -132,19 +155,37 @@ async def handle_login(request: web.Request, edge: Edge) -> web.StreamResponse:
         if user is None and not edge.config.allow_any_email:
             return _login_page(request, edge, app, error=f"{email} is not one of the configured users.", status=403)
         if edge.config.one_time_pin:
-            otp_id = secrets.token_urlsafe(16)
-            code = f"{secrets.randbelow(10**6):06d}"
-            edge.otps[otp_id] = (email, code, edge.clock.now() + OTP_TTL)
-            log.warning("fakeedge: one-time PIN for %s is %s", email, code)
-            return _html(
-                request, pages.one_time_pin(app.name, email, csrf=csrf, otp_id=otp_id, brand=edge.config.branding)
-            )
+            return _send_code(request, edge, app, email, csrf)
         identity = Identity.for_email(email, user, default_country=edge.config.default_country)
 
     session = edge.login(identity)
-    response = _complete(request, edge, session, app, host, path)
-    set_cookie(response, h.CF_AUTHORIZATION, session.org_token, expires=session.exp, secure=secure)
+    response = _complete(request, edge, session, app, host, path, binding)
+    set_cookie(response, h.CF_AUTHORIZATION, edge.org_token(session), expires=session.exp, secure=secure)
     return response
+
+
+def _send_code(request: web.Request, edge: Edge, app: App, email: str, csrf: str) -> web.Response:
+    """The code step: a new one-time PIN, printed in the log, unless the address or client had enough."""
+    wait, which = edge.otp_wait(email, client_ip(request))
+    if wait > 0:
+        minutes = math.ceil(wait / 60)
+        count = edge.otps_per_email.count if which == "email" else edge.otps_per_client.count
+        where = f"sent to {email}" if which == "email" else "asked for from your address"
+        window = edge.otps_per_email.window // 60
+        message = (
+            f"Too many sign-in codes were {where}: at most {count} in {window:g} minutes. "
+            f"Please try again in {minutes} minute{'s' if minutes != 1 else ''}."
+        )
+        log.warning("fakeedge: one-time PIN refused: %s", message)
+        return _html(
+            request,
+            pages.notice("Too many codes", message, request[ray_key]),
+            429,
+            **{"Retry-After": str(math.ceil(wait))},
+        )
+    otp_id, pin = edge.add_otp(email, client_ip(request))
+    log.warning("fakeedge: one-time PIN for %s is %s", email, pin.code)
+    return _html(request, pages.one_time_pin(app.name, email, csrf=csrf, otp_id=otp_id, brand=edge.config.branding))
 
 
 def _login_page(request: web.Request, edge: Edge, app: App, *, error: str = "", status: int = 200) -> web.Response:
@@ -173,8 +214,23 @@ def _org_session(request: web.Request, edge: Edge) -> Session | None:
     return cred.session
 
 
-def _complete(request: web.Request, edge: Edge, session: Session, app: App, host: str, path: str) -> web.Response:
-    """After sign-in: the block page, or a 302 to the app's callback with a one-time nonce."""
+def _complete(
+    request: web.Request,
+    edge: Edge,
+    session: Session,
+    app: App,
+    host: str,
+    path: str,
+    binding: str,
+    *,
+    final: str | None = None,
+    chain: tuple[str, ...] | None = None,
+) -> web.Response:
+    """After sign-in: the block page, or a 302 to the app's callback with a one-time nonce.
+
+    The nonce is bound to ``binding``, the ``app_session_hash`` of the verified ``meta``: only the
+    browser holding that ``CF_AppSession`` on the app host can use it (spec §1.2, §1.4).
+    """
     who = session.identity
     facts = Facts(ipaddress.ip_address(client_ip(request)), who.country)
     verdict = decide(app, facts, who)
@@ -194,7 +250,9 @@ def _complete(request: web.Request, edge: Edge, session: Session, app: App, host
             "host": host,
             "redirect_path": path,
             "policy": verdict.policy,
-            "app_session_hash": _app_session_hash(request, edge),
+            "app_session_hash": binding,
+            "final": final,
+            "chain": chain,
         }
     )
     state = (
@@ -220,16 +278,39 @@ def _app_scheme(edge: Edge, host: str, team_secure: bool) -> str:
     return "https" if team_secure else "http"
 
 
-def _app_session_hash(request: web.Request, edge: Edge) -> str | None:
-    """The ``app_session_hash`` of the signed ``meta`` this login came with, if any."""
-    meta = request.query.get("meta")
-    if not meta:
+def _redirect(request: web.Request, location: str) -> web.Response:
+    return web.Response(status=302, headers={**edge_headers(request[ray_key]), **NO_STORE, "Location": location})
+
+
+def _meta_binding(request: web.Request, edge: Edge, app: App, host: str, *, grace: float) -> str | None:
+    """The ``app_session_hash`` of the login URL's ``meta``, if this edge signed it for this login.
+
+    It must verify against the edge's keys, be of type ``meta``, name the ``kid`` app as its
+    ``aud`` and the login path's host as its ``hostname``, and not have expired more than
+    ``grace`` seconds ago (spec §1.2); else None.
+    """
+    meta = request.query.get("meta", "")
+    if not meta or len(meta) > META_LIMIT:
         return None
-    verified = tokens.verify(meta, edge.keys, edge.clock.now())
-    if verified is None or verified[1].get("type") != "meta":
+    verified = tokens.verify(meta, edge.keys, edge.clock.now(), leeway=grace)
+    if verified is None:
         return None
-    value = verified[1].get("app_session_hash")
-    return value if isinstance(value, str) else None
+    payload = verified[1]
+    hostname = payload.get("hostname")
+    value = payload.get("app_session_hash")
+    if (
+        payload.get("type") != "meta"
+        or payload.get("aud") != app.aud
+        or not isinstance(hostname, str)
+        or split_host(hostname) != split_host(host)
+        or not isinstance(value, str)
+        or not _HASH.fullmatch(value)
+    ):
+        return None
+    return value
+
+
+_HASH = re.compile(r"[0-9a-f]{64}")
 
 
 EAGER_LIMIT = 5  # spec §1.4: Cloudflare chained at most five domains; longer chains break
@@ -244,21 +325,29 @@ def eager_hosts(app: App, current: str) -> tuple[str, ...]:
     return tuple(f"{h}:{port}" if port else h for h in hosts if h != name)
 
 
+def _invalid_login(request: web.Request) -> web.Response:
+    return _html(
+        request,
+        pages.notice(
+            "Invalid login session", "Please try going to the URL of your application again.", request[ray_key]
+        ),
+        400,
+    )
+
+
 async def handle_authorized(request: web.Request, edge: Edge) -> web.Response:
-    """``/cdn-cgi/access/authorized`` on the app host: one-time nonce -> app cookie -> 302 (spec §1.4)."""
+    """``/cdn-cgi/access/authorized`` on the app host: one-time nonce -> app cookie -> 302 (spec §1.4).
+
+    With ``?chain=`` instead of a nonce, the start of the next host of an eager cookie chain.
+    """
+    if "nonce" not in request.query and "chain" in request.query:
+        return _start_chain_hop(request, edge, edge.chain_hop(request.query["chain"], take=False))
     pending = edge.take_login(request.query.get("nonce", ""))
-    invalid = pending is None or pending.host != request.host.lower()
-    if pending is not None and pending.app_session_hash is not None:
-        app_session = cookie(request, h.CF_APP_SESSION) or ""
-        invalid = invalid or not tokens.secrets_equal(claims.app_session_hash(app_session), pending.app_session_hash)
-    if invalid or pending is None:
-        return _html(
-            request,
-            pages.notice(
-                "Invalid login session", "Please try going to the URL of your application again.", request[ray_key]
-            ),
-            400,
-        )
+    if pending is None or pending.host != request.host.lower():
+        return _invalid_login(request)
+    app_session = cookie(request, h.CF_APP_SESSION) or ""
+    if not tokens.secrets_equal(claims.app_session_hash(app_session), pending.app_session_hash):
+        return _invalid_login(request)  # another browser than the one sent to the login (login CSRF)
     if not pending.session.alive(edge.clock.now()):
         return _html(
             request,
@@ -271,24 +360,26 @@ async def handle_authorized(request: web.Request, edge: Edge) -> web.Response:
     location = pending.final or f"{scheme}://{pending.host}{pending.redirect_path}"
     chain = pending.chain if pending.chain is not None else eager_hosts(pending.app, pending.host)
     if chain:
-        # spec §1.4 "eager redirect": set the cookie on each concrete domain of the app in one go
-        nonce = edge.add_login(
-            {
-                "session": pending.session,
-                "app": pending.app,
-                "host": chain[0],
-                "redirect_path": pending.redirect_path,
-                "policy": pending.policy,
-                "app_session_hash": None,
-                "final": location,
-                "chain": chain[1:],
-            }
+        # spec §1.4 "eager redirect": set the cookie on each concrete domain of the app in one go;
+        # each host is an ordinary bound sign-in of its own (ChainHop), never a bare nonce in a URL
+        hop_id = edge.add_chain_hop(
+            {"session": pending.session, "app": pending.app, "host": chain[0], "rest": chain[1:], "final": location}
         )
-        location = f"{scheme}://{chain[0]}/cdn-cgi/access/authorized?nonce={nonce}"
-    response = web.Response(status=302, headers={**edge_headers(request[ray_key]), **NO_STORE, "Location": location})
+        location = f"{scheme}://{chain[0]}/cdn-cgi/access/authorized?chain={hop_id}"
+    response = _redirect(request, location)
     for name, value in app_cookies(request, pending.app, jwt, exp):
         response.headers.add(name, value)
     clear_cookie(response, h.CF_APP_SESSION, secure=request.secure)
+    return response
+
+
+def _start_chain_hop(request: web.Request, edge: Edge, hop: ChainHop | None) -> web.Response:
+    """The browser reached the next host of a chain: this host's ``CF_AppSession``, then the login."""
+    if hop is None or hop.host != request.host.lower():
+        return _invalid_login(request)
+    location, app_session = login_url(request, edge, hop.app, "/")
+    response = _redirect(request, f"{location}&chain={request.query['chain']}")
+    set_app_session(response, request, edge, app_session)
     return response
 
 

@@ -1,0 +1,296 @@
+"""Sign-in state stays bounded, and the one-time PIN cannot be farmed.
+
+Sessions, callback nonces, chain hops and one-time PINs live in stores with expiry and a hard cap;
+a sign-in costs the same with 60,000 sessions behind it as with none. Time moves on the edge's
+clock, never by sleeping.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import aiohttp
+import pytest
+
+from fakeedge.clock import Clock
+from fakeedge.config import parse_config
+from fakeedge.edge import Edge
+from fakeedge.policy import Identity
+
+from .conftest import Origin, RunningEdge, base_config
+
+T0 = 1_800_000_000.0
+
+
+def _edge(tmp_path: Path) -> Edge:
+    raw = {**base_config("http://127.0.0.1:9"), "keys_dir": str(tmp_path / "keys")}
+    clock = Clock()
+    clock.freeze(T0)
+    return Edge.create(parse_config(raw, source="test.yml", base_dir=tmp_path), clock=clock)
+
+
+def _identity(edge: Edge, email: str = "alice@acme.test") -> Identity:
+    return Identity.for_email(email, edge.config.user(email), default_country="US")
+
+
+def _sign_in(edge: Edge, who: Identity) -> None:
+    """The state a browser sign-in goes through: a session, its callback nonce, the callback."""
+    session = edge.login(who)
+    nonce = edge.add_login(
+        {
+            "session": session,
+            "app": edge.app("Admin"),
+            "host": "admin.acme.test",
+            "redirect_path": "/",
+            "policy": None,
+            "app_session_hash": "0" * 64,
+        }
+    )
+    assert edge.take_login(nonce) is not None
+
+
+def _lines(work: Callable[[], Any]) -> int:
+    """How many Python lines ``work`` executes: a count of operations that no machine load changes."""
+    count = 0
+
+    def trace(frame: FrameType, event: str, arg: Any) -> Any:
+        nonlocal count
+        if event == "line":
+            count += 1
+        return trace
+
+    sys.settrace(trace)
+    try:
+        work()
+    finally:
+        sys.settrace(None)
+    return count
+
+
+def test_sessions_are_bounded_and_sign_in_cost_does_not_grow_with_them(tmp_path: Path) -> None:
+    edge = _edge(tmp_path)
+    who = _identity(edge)
+    assert edge.sessions.limit == 100_000  # the documented default
+    created = 0
+    base: int | None = None
+    for target in (1_000, 11_000, 30_000, 60_000):
+        while created < target:
+            edge.login(who)
+            created += 1
+        cost = _lines(lambda: [_sign_in(edge, who) for _ in range(20)])
+        created += 20
+        if base is None:
+            base = cost
+        else:
+            # the same work give or take the heap's depth; a scan of every session would be 1000x
+            assert cost < 2 * base, (target, cost, base)
+    assert len(edge.sessions) == created
+
+    edge.clock.advance(24 * 3600)  # every one of them has ended: the next write drops them all
+    fresh = edge.login(who)
+    assert len(edge.sessions) == 1
+    assert edge.sessions.get(fresh.nonce, edge.clock.now()) is fresh
+
+    # the cap: the oldest session goes first, and its tokens stop working with it
+    edge.sessions.limit = 5_000
+    oldest = edge.login(who)
+    org = edge.org_token(oldest)
+    app_token, _ = edge.app_jwt(oldest, edge.app("Admin"), None)
+    assert edge.credential(org) is not None and edge.credential(app_token) is not None
+    for _ in range(5_000):
+        edge.login(who)
+    assert len(edge.sessions) == 5_000
+    assert edge.sessions.get(oldest.nonce, edge.clock.now()) is None
+    assert edge.credential(org) is None and edge.credential(app_token) is None
+
+
+def test_callback_nonces_and_chain_hops_are_pruned_and_capped(tmp_path: Path) -> None:
+    edge = _edge(tmp_path)
+    session = edge.login(_identity(edge))
+    args = {
+        "session": session,
+        "app": edge.app("Admin"),
+        "host": "admin.acme.test",
+        "redirect_path": "/",
+        "policy": None,
+        "app_session_hash": "0" * 64,
+    }
+    nonces = [edge.add_login(args) for _ in range(1_000)]
+    hops = [
+        edge.add_chain_hop({"session": session, "app": edge.app("Admin"), "host": "x", "rest": (), "final": "/"})
+        for _ in range(1_000)
+    ]
+    assert (len(edge.logins), len(edge.chain_hops)) == (1_000, 1_000)
+    edge.clock.advance(121)  # callback nonces and hops live two minutes
+    assert edge.take_login(nonces[0]) is None and edge.chain_hop(hops[0], take=False) is None
+    edge.add_login(args)
+    edge.add_chain_hop({"session": session, "app": edge.app("Admin"), "host": "x", "rest": (), "final": "/"})
+    assert (len(edge.logins), len(edge.chain_hops)) == (1, 1)
+
+    edge.logins.limit = 100
+    first = edge.add_login(args)
+    for _ in range(100):
+        edge.add_login(args)
+    assert len(edge.logins) == 100 and edge.take_login(first) is None
+
+
+# -- one-time PIN: codes are limited per address and per client, over a sliding window ------------
+
+CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+OTP_ID = re.compile(r'name="otp_id" value="([^"]+)"')
+PIN = re.compile(r"one-time PIN for (\S+) is (\d{6})")
+
+
+@pytest.fixture
+async def otp_edge(make_edge, origin: Origin) -> RunningEdge:  # type: ignore[no-untyped-def]
+    cfg = base_config(origin.url)
+    cfg["one_time_pin"] = True
+    running: RunningEdge = await make_edge(cfg)
+    running.clock.freeze()
+    return running
+
+
+class Pins:
+    """One browser on the one-time-PIN login: ask for codes, read them from the log, type them."""
+
+    def __init__(self, edge: RunningEdge, caplog: pytest.LogCaptureFixture) -> None:
+        self.edge, self.caplog = edge, caplog
+        self.login = ""
+        self.csrf = ""
+
+    async def open(self) -> None:
+        resp = await self.edge.client.get(self.edge.url("admin.acme.test"), allow_redirects=False)
+        self.login = resp.headers["Location"]
+        csrf = CSRF.search(await (await self.edge.client.get(self.login)).text())
+        assert csrf is not None
+        self.csrf = csrf.group(1)
+
+    async def ask(self, email: str) -> tuple[aiohttp.ClientResponse, str, str]:
+        """Ask for a code for ``email``: the answer, and the code's id and value when one was sent."""
+        self.caplog.clear()
+        with self.caplog.at_level(logging.INFO, logger="fakeedge"):
+            resp = await self.edge.client.post(self.login, data={"csrf": self.csrf, "email": email})
+        otp_id = OTP_ID.search(await resp.text())
+        pin = PIN.search(self.caplog.text)
+        return resp, otp_id.group(1) if otp_id else "", pin.group(2) if pin else ""
+
+    async def type(self, otp_id: str, code: str) -> aiohttp.ClientResponse:
+        return await self.edge.client.post(
+            self.login, data={"csrf": self.csrf, "otp_id": otp_id, "code": code}, allow_redirects=False
+        )
+
+
+def _wrong(code: str) -> str:
+    return f"{(int(code) + 1) % 10**6:06d}"
+
+
+async def test_codes_per_address_are_limited_and_a_right_code_still_works(
+    otp_edge: RunningEdge, caplog: pytest.LogCaptureFixture
+) -> None:
+    pins = Pins(otp_edge, caplog)
+    await pins.open()
+    sent = []
+    for _ in range(5):
+        resp, otp_id, code = await pins.ask("bob@acme.test")
+        assert resp.status == 200 and otp_id and code
+        sent.append((otp_id, code))
+        otp_edge.clock.advance(60)
+    resp, otp_id, code = await pins.ask("bob@acme.test")
+    assert (resp.status, otp_id, code) == (429, "", "")  # no sixth code within ten minutes
+    assert resp.headers["Retry-After"] == "300"  # the first code's ten minutes end in five
+    text = await resp.text()
+    assert "<h1>Too many codes</h1>" in text
+    assert (
+        "Too many sign-in codes were sent to bob@acme.test: at most 5 in 10 minutes. "
+        "Please try again in 5 minutes." in text
+    )
+    # the codes already sent still work: the limit stops new codes, not the user
+    otp_id, code = sent[-1]
+    assert (await pins.type(otp_id, _wrong(code))).status == 400
+    resp = await pins.type(otp_id, code)
+    assert resp.status == 302 and "/cdn-cgi/access/authorized?nonce=" in resp.headers["Location"]
+    # another address is not held back by bob's limit
+    resp, _, code = await pins.ask("carol@acme.test")
+    assert resp.status == 200 and code
+    # the window slides: five minutes on, the first code has left it (and the redeemed one gave its slot back)
+    otp_edge.clock.advance(300)
+    for _ in range(2):
+        resp, _, code = await pins.ask("bob@acme.test")
+        assert resp.status == 200 and code
+    resp, _, _ = await pins.ask("bob@acme.test")
+    assert resp.status == 429
+
+
+async def test_codes_per_client_are_limited(otp_edge: RunningEdge, caplog: pytest.LogCaptureFixture) -> None:
+    pins = Pins(otp_edge, caplog)
+    await pins.open()
+    for n in range(20):
+        resp, _, code = await pins.ask(f"user{n}@acme.test")
+        assert resp.status == 200 and code, n
+    resp, _, code = await pins.ask("user20@acme.test")
+    assert (resp.status, code) == (429, "")
+    assert resp.headers["Retry-After"] == "600"
+    assert (
+        "Too many sign-in codes were asked for from your address: at most 20 in 10 minutes. "
+        "Please try again in 10 minutes." in await resp.text()
+    )
+    otp_edge.clock.advance(600)
+    resp, _, code = await pins.ask("user20@acme.test")
+    assert resp.status == 200 and code
+
+
+async def test_redeemed_codes_do_not_count(otp_edge: RunningEdge, caplog: pytest.LogCaptureFixture) -> None:
+    """A test suite that signs the same user in over and over is never held back."""
+    pins = Pins(otp_edge, caplog)
+    await pins.open()
+    for _ in range(12):
+        resp, otp_id, code = await pins.ask("bob@acme.test")
+        assert resp.status == 200
+        assert (await pins.type(otp_id, code)).status == 302
+
+
+async def test_guessing_is_bounded_per_address(otp_edge: RunningEdge, caplog: pytest.LogCaptureFixture) -> None:
+    """At most 5 codes x 5 guesses per address in 10 minutes: 25 guesses, not thousands."""
+    pins = Pins(otp_edge, caplog)
+    await pins.open()
+    guesses = 0
+    for _ in range(10):
+        resp, otp_id, code = await pins.ask("bob@acme.test")
+        if resp.status == 429:
+            break
+        for _ in range(5):
+            guesses += 1
+            resp = await pins.type(otp_id, _wrong(code))
+            assert resp.status == 400
+        assert "Too many wrong codes. Please start again." in await resp.text()
+    assert guesses == 25
+
+
+async def test_codes_expire_and_are_dropped(otp_edge: RunningEdge, caplog: pytest.LogCaptureFixture) -> None:
+    pins = Pins(otp_edge, caplog)
+    await pins.open()
+    _, otp_id, code = await pins.ask("bob@acme.test")
+    otp_edge.clock.advance(601)
+    resp = await pins.type(otp_id, code)
+    assert resp.status == 400
+    assert "That code has expired. Please start again." in await resp.text()
+    _, otp_id, code = await pins.ask("carol@acme.test")
+    assert len(otp_edge.edge.otps) == 1  # the expired code left the store
+    assert (await pins.type(otp_id, code)).status == 302
+
+
+def test_an_ipv6_client_is_limited_by_its_64(tmp_path: Path) -> None:
+    edge = _edge(tmp_path)
+    for n in range(20):
+        assert edge.otp_wait(f"user{n}@acme.test", f"2001:db8:1:2::{n + 1:x}") == (0.0, "email")
+        edge.add_otp(f"user{n}@acme.test", f"2001:db8:1:2::{n + 1:x}")
+    # another address in the same /64: the same client; another /64 or an IPv4 address: not
+    assert edge.otp_wait("new@acme.test", "2001:db8:1:2:ffff::1") == (600.0, "client")
+    assert edge.otp_wait("new@acme.test", "2001:db8:1:3::1") == (0.0, "email")
+    assert edge.otp_wait("new@acme.test", "192.0.2.1") == (0.0, "email")
