@@ -1,0 +1,131 @@
+"""Hostile requests from issue 9, on raw sockets: what an HTTP client library would tidy up is sent as is."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from .conftest import Origin, RunningEdge, base_config
+
+ANSWER_TIMEOUT = 10.0  # generous: the machine is shared; a hang is what these tests catch
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def header(self, name: str) -> list[str]:
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+
+async def exchange(port: int, request: bytes, timeout: float = ANSWER_TIMEOUT) -> Answer:
+    """Send ``request`` byte for byte and read the answer to the end (the request says ``Connection: close``).
+
+    Raises TimeoutError when the edge does not answer and close within ``timeout``: a hang.
+    """
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        data = await asyncio.wait_for(reader.read(), timeout)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    assert data, "the edge closed the connection without an answer"
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = [(k, v.strip()) for k, _, v in (line.partition(":") for line in lines[1:])]
+    return Answer(int(lines[0].split(" ", 2)[1]), headers, body)
+
+
+def get(target: str, host: str, port: int, extra: str = "") -> bytes:
+    return f"GET {target} HTTP/1.1\r\nHost: {host}:{port}\r\n{extra}Connection: close\r\n\r\n".encode()
+
+
+def bypass_config(origin: Origin) -> dict[str, Any]:
+    """Admin protects admin.acme.test and a Bypass app opens admin.acme.test/public/*; the same on
+    www.acme.test with /public* (a prefix); files.acme.test is unprotected with an ingress rule
+    that refuses /internal."""
+    cfg = base_config(origin.url)
+    everyone = [{"name": "all", "decision": "bypass", "include": [{"everyone": {}}]}]
+    staff = [{"name": "staff", "decision": "allow", "include": [{"email_domain": {"domain": "acme.test"}}]}]
+    cfg["apps"] += [
+        {"name": "Public pages", "domain": "admin.acme.test/public/*", "policies": everyone},
+        {"name": "Site", "domain": "www.acme.test", "policies": staff},
+        {"name": "Site public", "domain": "www.acme.test/public*", "policies": everyone},
+    ]
+    cfg["ingress"][:0] = [
+        {"hostname": "www.acme.test", "service": origin.url},
+        {"hostname": "files.acme.test", "path": "^/internal", "service": "http_status:403"},
+        {"hostname": "files.acme.test", "service": origin.url},
+    ]
+    return cfg
+
+
+# --- item 1: paths are judged as Cloudflare normalises them (spec §14.1) ------------------------
+
+
+BORROWED = [
+    ("admin.acme.test", "/public\\../private"),
+    ("admin.acme.test", "/public/..\\"),
+    ("admin.acme.test", "/public\\../admin/x"),
+    ("admin.acme.test", "/public%2fsecret"),  # %2F is data: not /public/secret (spec §14.1)
+    ("admin.acme.test", "/public%2Fsecret/x"),
+    ("admin.acme.test", "/public/%2e%2e\\admin"),
+    ("admin.acme.test", "/public//..//..\\private"),
+    ("www.acme.test", "/public\\../private"),  # the issue's reproductions, with a /public* Bypass app
+    ("www.acme.test", "/public/..\\"),
+    ("www.acme.test", "/public\\../admin/x"),
+    ("www.acme.test", "/public/x/../..\\private"),
+]
+
+
+@pytest.mark.parametrize(("host", "target"), BORROWED, ids=[h.split(".")[0] + t for h, t in BORROWED])
+async def test_a_bypass_path_cannot_be_borrowed_by_another_path(
+    make_edge: Callable[..., Awaitable[RunningEdge]], origin: Origin, host: str, target: str
+) -> None:
+    running = await make_edge(bypass_config(origin))
+    answer = await exchange(running.port, get(target, host, running.port))
+    assert answer.status == 302  # the protected Admin app judged it: a login first
+    assert origin.received == []
+
+
+async def test_the_bypass_path_itself_still_reaches_the_origin_as_sent(
+    make_edge: Callable[..., Awaitable[RunningEdge]], origin: Origin
+) -> None:
+    running = await make_edge(bypass_config(origin))
+    sent = ["/public/page", "/%70ublic/a%2fb", "/public/x/..\\y"]
+    for target in sent:
+        answer = await exchange(running.port, get(target, "admin.acme.test", running.port))
+        assert answer.status == 200, target
+        assert "Cf-Access-Jwt-Assertion" not in origin.last.headers
+    # Cloudflare's default normalisation scope is "incoming": the origin gets the URL as sent
+    assert [r.path for r in origin.received] == sent
+
+
+@pytest.mark.parametrize("target", ["/x/..\\internal/secret", "/%69nternal", "//internal", "/a/./../internal"])
+async def test_ingress_path_rules_see_the_normalised_path(
+    make_edge: Callable[..., Awaitable[RunningEdge]], origin: Origin, target: str
+) -> None:
+    running = await make_edge(bypass_config(origin))
+    answer = await exchange(running.port, get(target, "files.acme.test", running.port))
+    assert answer.status == 403
+    assert origin.received == []
+
+
+async def test_a_fragment_in_the_request_target_is_refused(
+    make_edge: Callable[..., Awaitable[RunningEdge]], origin: Origin
+) -> None:
+    # "#" cannot appear in a request target (RFC 9112 §3.2); origins cut the path there, so
+    # "/private#/../public/x" would be judged as /public/x and served as /private
+    running = await make_edge(bypass_config(origin))
+    for target in ("/private#/../public/x", "/public/x?a#b"):
+        answer = await exchange(running.port, get(target, "admin.acme.test", running.port))
+        assert answer.status == 400, target
+    assert origin.received == []
