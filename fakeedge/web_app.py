@@ -253,7 +253,8 @@ def create_app(edge: Edge, *, access_log: AccessLog | None = None) -> web.Applic
     app[deadlines_key] = Deadlines(tick=min(1.0, max(0.02, edge.config.origin_timeout / 10)))
     app.cleanup_ctx.append(upstream)
     app.cleanup_ctx.append(watch_deadlines)
-    app.router.add_route("*", "/{tail:.*}", handle)
+    # every path, "\n" included: with ".*" aiohttp's router answers /x%0a with its own 404 page
+    app.router.add_route("*", r"/{tail:[\s\S]*}", handle)
     return app
 
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
+import jwt
 import pytest
 
 from .conftest import Origin, RunningEdge, base_config
@@ -128,4 +131,81 @@ async def test_a_fragment_in_the_request_target_is_refused(
     for target in ("/private#/../public/x", "/public/x?a#b"):
         answer = await exchange(running.port, get(target, "admin.acme.test", running.port))
         assert answer.status == 400, target
+    assert origin.received == []
+
+
+# --- item 3: the 302's WWW-Authenticate, Location and meta JWT hold whatever the path is --------
+
+# printable ASCII but '"', "\" and space: what a quoted-string URL can hold without being cut short
+METADATA = re.compile(
+    r'Cloudflare-Access resource_metadata="(http://admin\.acme\.test:\d+'
+    r'/\.well-known/cloudflare-access-protected-resource(/[!#-\[\]-~]*))"'
+)
+ODD_BYTES = [*range(0x00, 0x20), 0x7F, *range(0x80, 0x100)]
+
+
+def _verifier(running: RunningEdge) -> Callable[[str], dict[str, Any]]:
+    """Verify Access-signed JWTs against the edge's served JWKS, as a stock client does."""
+    client = jwt.PyJWKClient(f"{running.team}/cdn-cgi/access/certs", cache_jwk_set=True, lifespan=3600)
+
+    def verify(token: str) -> dict[str, Any]:
+        key = client.get_signing_key_from_jwt(token)
+        claims: dict[str, Any] = jwt.decode(token, key.key, algorithms=["RS256"], audience=running.aud("Admin"))
+        return claims
+
+    return verify
+
+
+async def _check_login_redirect(running: RunningEdge, verify: Callable[[str], dict[str, Any]], target: str) -> str:
+    """One request for ``target`` on the protected Admin app; the checked 302's metadata path."""
+    answer = await exchange(running.port, get(target, "admin.acme.test", running.port))
+    assert answer.status == 302, target
+    [www] = answer.header("WWW-Authenticate")
+    match = METADATA.fullmatch(www)
+    assert match is not None, (target, www)  # one parameter, and the quoted-string intact
+    [location] = answer.header("Location")
+    assert "\r" not in location and "\n" not in location and " " not in location
+    query = dict(parse_qsl(urlsplit(location).query, keep_blank_values=True))
+    assert query["redirect_url"] == target, location  # encodeURIComponent'd path+query, decoded once
+    meta = await asyncio.to_thread(verify, query["meta"])
+    assert meta["redirect_url"] == target
+    return match.group(2)
+
+
+async def test_www_authenticate_cannot_be_given_a_second_parameter(
+    make_edge: Callable[..., Awaitable[RunningEdge]], origin: Origin
+) -> None:
+    running = await make_edge(bypass_config(origin))
+    verify = _verifier(running)
+    injected = "/x%22,%20resource_metadata=%22https://evil.test/meta"
+    path = await _check_login_redirect(running, verify, injected)
+    assert path == "/x%22,%20resource_metadata=%22https:/evil.test/meta"  # normalised, still one value
+    assert await _check_login_redirect(running, verify, '/x"y\\z?q="\\') == "/x%22y/z"
+    assert await _check_login_redirect(running, verify, "/a/%7e/../b%2f?x") == "/a/b%2F"
+    assert origin.received == []
+
+
+async def test_every_odd_byte_in_the_path_gets_a_well_formed_302(
+    make_edge: Callable[..., Awaitable[RunningEdge]], origin: Origin
+) -> None:
+    # /x%0d, /x%00, /x%01, /x%7f got no answer: the decoded byte went into the header
+    running = await make_edge(bypass_config(origin))
+    verify = _verifier(running)
+    for byte in ODD_BYTES:
+        escaped = f"%{byte:02x}"
+        assert await _check_login_redirect(running, verify, f"/x{escaped}y") == f"/x{escaped.upper()}y"
+    assert origin.received == []
+
+
+async def test_every_raw_odd_byte_in_the_target_gets_an_answer(
+    make_edge: Callable[..., Awaitable[RunningEdge]], origin: Origin
+) -> None:
+    # unescaped, the HTTP parser refuses them itself; what matters is an answer, never silence
+    running = await make_edge(bypass_config(origin))
+    for byte in ODD_BYTES:
+        request = b"GET /x" + bytes([byte]) + b"y HTTP/1.1\r\nHost: admin.acme.test\r\nConnection: close\r\n\r\n"
+        answer = await exchange(running.port, request)
+        assert answer.status in (302, 400), byte
+        for www in answer.header("WWW-Authenticate"):
+            assert METADATA.fullmatch(www.replace("admin.acme.test", f"admin.acme.test:{running.port}")), www
     assert origin.received == []
