@@ -12,7 +12,7 @@ from urllib.parse import parse_qsl, urlsplit
 import jwt
 import pytest
 
-from .conftest import Origin, RunningEdge, base_config
+from .conftest import BOT_ID, BOT_SECRET, Origin, RunningEdge, base_config
 
 ANSWER_TIMEOUT = 10.0  # generous: the machine is shared; a hang is what these tests catch
 
@@ -209,3 +209,55 @@ async def test_every_raw_odd_byte_in_the_target_gets_an_answer(
         for www in answer.header("WWW-Authenticate"):
             assert METADATA.fullmatch(www.replace("admin.acme.test", f"admin.acme.test:{running.port}")), www
     assert origin.received == []
+
+
+# --- item 4: Connection may name headers, but not Host or the ones the edge sets -----------------
+
+EDGE_SET = (
+    "Host, Cf-Access-Jwt-Assertion, Cf-Access-Authenticated-User-Email, CF-Connecting-IP, X-Forwarded-For, "
+    "X-Forwarded-Proto, X-Forwarded-Host, CF-Ray, CF-Visitor, CF-IPCountry, CDN-Loop, Cookie, Content-Length"
+)
+
+
+async def test_connection_cannot_send_a_request_to_another_virtual_host(
+    make_edge: Callable[..., Awaitable[RunningEdge]], origin: Origin
+) -> None:
+    # public.acme.test and admin.acme.test are two virtual hosts of one origin (base_config)
+    running = await make_edge(bypass_config(origin))
+    for connection in ("close, Host", "Host, close", "close, host", "close\r\nConnection: Host"):
+        answer = await exchange(
+            running.port,
+            f"GET / HTTP/1.1\r\nHost: public.acme.test:{running.port}\r\nConnection: {connection}\r\n\r\n".encode(),
+        )
+        assert answer.status == 200, connection
+        assert origin.last.headers["Host"] == f"public.acme.test:{running.port}", connection
+
+
+async def test_connection_cannot_remove_what_the_edge_sets(
+    make_edge: Callable[..., Awaitable[RunningEdge]], origin: Origin
+) -> None:
+    running = await make_edge(bypass_config(origin))
+    verify = _verifier(running)
+    body = b"x" * 89
+    request = (
+        f"POST /api HTTP/1.1\r\nHost: admin.acme.test:{running.port}\r\n"
+        f"CF-Access-Client-Id: {BOT_ID}\r\nCF-Access-Client-Secret: {BOT_SECRET}\r\n"
+        "X-Forwarded-For: 203.0.113.7\r\nCookie: a=1\r\nX-Hop: gone\r\nX-Other: gone\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close, X-Hop, {EDGE_SET}\r\nConnection: X-Other\r\n\r\n"
+    ).encode() + body
+    answer = await exchange(running.port, request)
+    assert answer.status == 200
+    seen = origin.last.headers
+    assert seen["Host"] == f"admin.acme.test:{running.port}"
+    claims = await asyncio.to_thread(verify, seen["Cf-Access-Jwt-Assertion"])
+    assert claims["common_name"] == BOT_ID
+    assert seen["CF-Connecting-IP"] == "127.0.0.1"
+    assert seen["X-Forwarded-For"] == "203.0.113.7,127.0.0.1"
+    assert seen["X-Forwarded-Proto"] == "http"
+    assert seen["CF-Visitor"] == '{"scheme":"http"}'
+    assert seen["CDN-Loop"] == "cloudflare"
+    assert seen["CF-Ray"] == answer.header("CF-Ray")[0]
+    assert seen["Cookie"] == "a=1"
+    assert origin.last.body_size == len(body)
+    # what Connection names is still removed when it is the client's own hop-by-hop header
+    assert "X-Hop" not in seen and "X-Other" not in seen
