@@ -521,8 +521,22 @@ async def _forward_websocket(
     ray: str,
     handshake_timeout: float,
 ) -> web.StreamResponse:
+    if request.body_exists:
+        # RFC 6455 §4.1: a handshake is a GET without a body. Forwarded, its head would promise the
+        # origin a body the upgrade never sends, and the client would wait for a 504: refused here,
+        # before the origin sees anything, and the connection closed since its framing is in doubt
+        refusal = web.Response(
+            status=400,
+            text=pages.notice("Bad request", "A websocket handshake cannot carry a body.", ray),
+            content_type="text/html",
+            headers={**edge_headers(ray), "Cache-Control": "no-store"},
+        )
+        refusal.force_close()
+        return refusal
     protocols = tuple(p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip())
-    headers = CIMultiDict((k, v) for k, v in upstream_headers.items() if k.lower() not in WS_HEADERS)
+    headers = CIMultiDict(
+        (k, v) for k, v in upstream_headers.items() if k.lower() not in WS_HEADERS and k.lower() != "content-length"
+    )
     try:
         async with asyncio.timeout(handshake_timeout):  # the ClientWSTimeout has no handshake bound
             upstream = await client.ws_connect(

@@ -11,6 +11,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import jwt
 import pytest
+from aiohttp import web
 
 from .conftest import BOT_ID, BOT_SECRET, Origin, RunningEdge, base_config
 
@@ -28,22 +29,27 @@ class Answer:
 
 
 async def exchange(port: int, request: bytes, timeout: float = ANSWER_TIMEOUT) -> Answer:
-    """Send ``request`` byte for byte and read the answer to the end (the request says ``Connection: close``).
+    """Send ``request`` byte for byte and read one answer, as a client does: the head, then
+    ``Content-Length`` bytes, or everything up to the close when there is none.
 
-    Raises TimeoutError when the edge does not answer and close within ``timeout``: a hang.
+    Raises TimeoutError when the answer is not complete within ``timeout``: a hang.
     """
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         writer.write(request)
         await writer.drain()
-        data = await asyncio.wait_for(reader.read(), timeout)
+        async with asyncio.timeout(timeout):
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError as exc:
+                raise AssertionError(f"the edge closed the connection without an answer: {exc.partial!r}") from None
+            lines = head[:-4].decode("latin-1").split("\r\n")
+            headers = [(k, v.strip()) for k, _, v in (line.partition(":") for line in lines[1:])]
+            length = [v for k, v in headers if k.lower() == "content-length"]
+            body = await reader.readexactly(int(length[0])) if length else await reader.read()
     finally:
         writer.close()
         await writer.wait_closed()
-    assert data, "the edge closed the connection without an answer"
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = [(k, v.strip()) for k, _, v in (line.partition(":") for line in lines[1:])]
     return Answer(int(lines[0].split(" ", 2)[1]), headers, body)
 
 
@@ -261,3 +267,69 @@ async def test_connection_cannot_remove_what_the_edge_sets(
     assert origin.last.body_size == len(body)
     # what Connection names is still removed when it is the client's own hop-by-hop header
     assert "X-Hop" not in seen and "X-Other" not in seen
+
+
+# --- item 5: a websocket handshake with a body is refused, never half forwarded ------------------
+
+HANDSHAKE = (
+    "GET /ws HTTP/1.1\r\nHost: public.acme.test:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+)
+
+
+async def _websocket_origin(make_origin: Callable[..., Awaitable[Origin]], seen: list[str]) -> Origin:
+    async def ws(request: web.Request) -> web.StreamResponse:
+        seen.append(request.headers.get("Content-Length", "-"))
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        await socket.close()
+        return socket
+
+    return await make_origin(lambda app: app.router.add_get("/ws", ws))
+
+
+@pytest.mark.parametrize(
+    ("extra", "body"),
+    [
+        ("Content-Length: 89\r\n", b"x" * 89),
+        ("Content-Length: 89\r\n", b""),  # the body announced and never sent
+        ("Content-Length: 89\r\n", b"x" * 10),
+        ("Transfer-Encoding: chunked\r\n", b"5\r\nhello\r\n0\r\n\r\n"),
+        ("Transfer-Encoding: chunked\r\n", b""),
+        ("Transfer-Encoding: chunked\r\n", b"0\r\n\r\n"),
+    ],
+    ids=["length-sent", "length-unsent", "length-short", "chunked-sent", "chunked-unsent", "chunked-empty"],
+)
+async def test_websocket_handshake_with_a_body_is_refused(
+    make_edge: Callable[..., Awaitable[RunningEdge]],
+    make_origin: Callable[..., Awaitable[Origin]],
+    extra: str,
+    body: bytes,
+) -> None:
+    seen: list[str] = []
+    origin = await _websocket_origin(make_origin, seen)
+    running = await make_edge(bypass_config(origin))
+    request = HANDSHAKE.format(port=running.port, extra=extra).encode() + body
+    answer = await exchange(running.port, request)  # answered and closed within ANSWER_TIMEOUT
+    assert answer.status == 400
+    assert answer.header("Server") == ["cloudflare"] and answer.header("CF-Ray")
+    assert b"A websocket handshake cannot carry a body." in answer.body
+    assert seen == []  # the origin never saw the handshake
+
+
+async def test_websocket_handshake_without_a_body_still_upgrades(
+    make_edge: Callable[..., Awaitable[RunningEdge]], make_origin: Callable[..., Awaitable[Origin]]
+) -> None:
+    seen: list[str] = []
+    origin = await _websocket_origin(make_origin, seen)
+    running = await make_edge(bypass_config(origin))
+    for extra in ("", "Content-Length: 0\r\n"):
+        reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
+        try:
+            writer.write(HANDSHAKE.format(port=running.port, extra=extra).encode())
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), ANSWER_TIMEOUT)
+        finally:
+            writer.close()
+            await writer.wait_closed()
+        assert head.startswith(b"HTTP/1.1 101 "), head
+    assert seen == ["-", "-"]  # no framing header on a handshake
