@@ -13,6 +13,9 @@ import jwt
 import pytest
 from aiohttp import web
 
+from fakeedge.config import parse_config
+from fakeedge.explain import explain
+
 from .conftest import BOT_ID, BOT_SECRET, Origin, RunningEdge, base_config
 
 ANSWER_TIMEOUT = 10.0  # generous: the machine is shared; a hang is what these tests catch
@@ -138,6 +141,17 @@ async def test_a_fragment_in_the_request_target_is_refused(
         answer = await exchange(running.port, get(target, "admin.acme.test", running.port))
         assert answer.status == 400, target
     assert origin.received == []
+
+
+def test_explain_judges_the_path_the_edge_judges(origin: Origin) -> None:
+    config = parse_config(bypass_config(origin), source="t.yml")
+    for url, app in [
+        ("http://admin.acme.test/public%2fsecret", "'Admin' via admin.acme.test "),
+        ("http://admin.acme.test/public/x", "'Public pages' via admin.acme.test/public/* "),
+        ("http://www.acme.test/public\\../private", "'Site' via www.acme.test "),
+    ]:
+        lines = explain(config, url)
+        assert next(line for line in lines if line.startswith("app ")).startswith(f"app       {app}"), lines
 
 
 # --- item 3: the 302's WWW-Authenticate, Location and meta JWT hold whatever the path is --------
