@@ -6,7 +6,7 @@ The local counterpart of Cloudflare's policy tester and ``cloudflared tunnel ing
 from __future__ import annotations
 
 import ipaddress
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from .config import Config, Rule
 from .policy import AppIndex, Facts, Identity, IngressIndex, decide, normalize_path, split_host
@@ -36,8 +36,8 @@ def explain(
     if parsed is None or not parsed[0]:
         raise ValueError(f"expected a URL such as https://admin.acme.test/path, got {url!r}")
     host = parsed[0]
-    # the same host and path the edge judges: lower-case, no trailing dot, decoded, normalised
-    path = normalize_path(unquote(parts.path or "/"))
+    # the same host and path the edge judges: lower-case, no trailing dot, normalised (spec §14.1)
+    path = normalize_path(parts.path or "/")
     address = ipaddress.ip_address(ip)
     lines = [f"url       {parts.scheme}://{host}{path}"]
 

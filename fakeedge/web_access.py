@@ -16,7 +16,7 @@ from . import claims, pages, tokens
 from . import headers as h
 from .config import App
 from .edge import Credential, Edge
-from .policy import AppMatch, Facts, Identity, Verdict, decide
+from .policy import AppMatch, Facts, Identity, Verdict, decide, normalize_path
 from .web_proxy import edge_headers
 from .web_request import NO_STORE, app_cookie_header, client_ip, cookie, ray_key, scheme, set_cookie
 
@@ -307,9 +307,11 @@ def login_redirect(request: web.Request, edge: Edge, app: App, *, service_token_
             "Access-Control-Allow-Credentials": "true",
             **NO_STORE,
             **edge_headers(ray),
+            # the path Access judged (spec §14.1), never the decoded one: normalised, it holds only
+            # URL characters and %XX escapes, so no '"', "\\", space or control ends the quoted-string
             "WWW-Authenticate": (
                 f'Cloudflare-Access resource_metadata="{scheme(request)}://{request.host}'
-                f'/.well-known/cloudflare-access-protected-resource{request.path}"'
+                f'/.well-known/cloudflare-access-protected-resource{normalize_path(path_qs.partition("?")[0])}"'
             ),
         },
     )

@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from typing import TextIO
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -137,9 +137,12 @@ async def _answer(request: web.Request, ray: str) -> tuple[web.StreamResponse, s
     """The response, and the app, policy and decision for the access log."""
     edge = request.app[edge_key]
     parsed = split_host(request.host)
-    if parsed is None or not request.raw_path.startswith("/"):
+    raw_path = request.raw_path
+    if parsed is None or not raw_path.startswith("/") or "#" in raw_path:
         # a Host that is no host name, or an absolute-form target whose host could differ from
-        # the Host header Access decided on: refuse rather than guess which one the origin reads
+        # the Host header Access decided on: refuse rather than guess which one the origin reads.
+        # A "#" has no place in a request target (RFC 9112 §3.2): origins cut the path there,
+        # so "/private#/../public" would be judged as one path and served as another
         return (
             _notice(request, 400, "Bad request", "The request's host or target is malformed."),
             "-",
@@ -149,8 +152,9 @@ async def _answer(request: web.Request, ray: str) -> tuple[web.StreamResponse, s
     host = parsed[0]
     if host == edge.team_hostname:
         return await handle_team(request, edge), "-", "-", "team"
-    # apps are matched on the path an origin would serve: dot segments and "//" resolved
-    path = normalize_path(request.path)
+    # apps are matched on the raw path as Cloudflare normalises it (spec §14.1): "\\" and "//"
+    # are "/", dot segments resolved, and "%2F" stays data (aiohttp's request.path decodes it)
+    path = normalize_path(raw_path.partition("?")[0])
     if path.startswith("/cdn-cgi/access/"):
         answer = await handle_app_cdn_cgi(request, edge, host, path)
         if answer is not None:
@@ -199,17 +203,14 @@ async def _to_origin(
             extra = app_cookies(request, app, *admission.set_cookie)
     if edge.recorder is not None:
         edge.recorder.observe(request, host, upstream_headers, admission, app, edge, ray)
-    # the path as the client sent it, unless it needed normalising: then the form Access judged
-    target = request.raw_path
-    if path != request.path:
-        query = request.raw_path.partition("?")[2]
-        target = quote(path, safe="/:@!$&'()*+,;=-._~") + ("?" + query if query else "")
     return await forward(
         request,
         request.app[client_key],
         rule,
         upstream_headers,
-        target=target,
+        # the URL as the client sent it: Cloudflare's default normalisation scope is "incoming"
+        # only (spec §14.1), so origins see what they would see behind Cloudflare
+        target=request.raw_path,
         ray=ray,
         read_timeout=edge.config.origin_timeout,
         deadlines=request.app[deadlines_key],
@@ -252,7 +253,8 @@ def create_app(edge: Edge, *, access_log: AccessLog | None = None) -> web.Applic
     app[deadlines_key] = Deadlines(tick=min(1.0, max(0.02, edge.config.origin_timeout / 10)))
     app.cleanup_ctx.append(upstream)
     app.cleanup_ctx.append(watch_deadlines)
-    app.router.add_route("*", "/{tail:.*}", handle)
+    # every path, "\n" included: with ".*" aiohttp's router answers /x%0a with its own 404 page
+    app.router.add_route("*", r"/{tail:[\s\S]*}", handle)
     return app
 
 

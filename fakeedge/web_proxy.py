@@ -55,17 +55,48 @@ def edge_headers(ray: str) -> dict[str, str]:
     return {"Server": "cloudflare", "CF-Ray": ray}
 
 
+# Never removed because the client's Connection header names them (RFC 9110 §7.6.1 lets a sender
+# name any header there): Host is what Access and the ingress rules judged, Cookie may carry the
+# CF_Authorization an origin verifies, Content-Length frames the body, and the edge's own headers
+# are set, or appended to (X-Forwarded-For), whatever the client asked.
+CONNECTION_PROOF = frozenset(
+    {
+        "host",
+        "cookie",
+        "content-length",
+        *(
+            name.lower()
+            for name in (
+                h.JWT_ASSERTION,
+                h.AUTHENTICATED_USER_EMAIL,
+                h.CONNECTING_IP,
+                h.IP_COUNTRY,
+                h.RAY,
+                h.VISITOR,
+                h.CDN_LOOP,
+                h.X_FORWARDED_FOR,
+                h.X_FORWARDED_PROTO,
+                h.X_FORWARDED_HOST,
+            )
+        ),
+    }
+)
+
+
 def clean_request_headers(request: web.Request, *, drop: str | None = None) -> CIMultiDict[str]:
     """The client's headers minus hop-by-hop and anything that could spoof identity (spec §2.6, §8).
 
     Every ``Cf-Access-*`` header (assertions, emails, client ids and secrets, tokens),
     ``CF-Connecting-IP``-style headers, and the ``CF_Binding`` cookie are removed; ``drop`` names one
-    more header to remove (an app's single-header service token).
+    more header to remove (an app's single-header service token). Headers the client's
+    ``Connection`` names are removed too, except ``Host``, ``Cookie``, ``Content-Length`` and the
+    ones the edge sets (``CONNECTION_PROOF``): ``Connection: close, Host`` must not send the
+    request to the origin's default virtual host.
     """
     connection_tokens: set[str] = set()
-    conn = request.headers.get("Connection")
-    if conn:
-        connection_tokens = {t.strip().lower() for t in conn.split(",")}
+    for conn in request.headers.getall("Connection", ()):
+        connection_tokens.update(t.strip().lower().replace("_", "-") for t in conn.split(","))
+    connection_tokens -= CONNECTION_PROOF
     out: CIMultiDict[str] = CIMultiDict()
     drop_low = drop.lower().replace("_", "-") if drop else None
     for name, value in request.headers.items():
@@ -490,8 +521,22 @@ async def _forward_websocket(
     ray: str,
     handshake_timeout: float,
 ) -> web.StreamResponse:
+    if request.body_exists:
+        # RFC 6455 §4.1: a handshake is a GET without a body. Forwarded, its head would promise the
+        # origin a body the upgrade never sends, and the client would wait for a 504: refused here,
+        # before the origin sees anything, and the connection closed since its framing is in doubt
+        refusal = web.Response(
+            status=400,
+            text=pages.notice("Bad request", "A websocket handshake cannot carry a body.", ray),
+            content_type="text/html",
+            headers={**edge_headers(ray), "Cache-Control": "no-store"},
+        )
+        refusal.force_close()
+        return refusal
     protocols = tuple(p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip())
-    headers = CIMultiDict((k, v) for k, v in upstream_headers.items() if k.lower() not in WS_HEADERS)
+    headers = CIMultiDict(
+        (k, v) for k, v in upstream_headers.items() if k.lower() not in WS_HEADERS and k.lower() != "content-length"
+    )
     try:
         async with asyncio.timeout(handshake_timeout):  # the ClientWSTimeout has no handshake bound
             upstream = await client.ws_connect(
