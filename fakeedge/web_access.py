@@ -311,7 +311,7 @@ def login_redirect(request: web.Request, edge: Edge, app: App, *, service_token_
             # URL characters and %XX escapes, so no '"', "\\", space or control ends the quoted-string
             "WWW-Authenticate": (
                 f'Cloudflare-Access resource_metadata="{scheme(request)}://{request.host}'
-                f'/.well-known/cloudflare-access-protected-resource{normalize_path(path_qs.partition("?")[0])}"'
+                f'/.well-known/cloudflare-access-protected-resource{normalize_path(request.raw_path.partition("?")[0])}"'
             ),
         },
     )
