@@ -158,6 +158,8 @@ FAULT_CASES: dict[str, CertsFaultMode] = {"certs_failing": "failing", "certs_emp
 EXCERPT = 48
 BODY_LIMIT = 64 * 1024  # read this much of an answer: enough to find an email, never a whole download
 ATTACKER_EMAIL = TAMPERED_EMAIL
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_ROTATION_WAIT = 35.0  # PyJWKClient and jose wait 30 s between refetches by default
 
 Accept = Callable[[int], bool] | Collection[int]
 
@@ -633,9 +635,9 @@ async def run_audit(
     email: str | None = None,
     accept: Accept | None = None,
     edge_url: str | None = None,
-    timeout: float = 10.0,
+    timeout: float = DEFAULT_TIMEOUT,
     stall: float | None = None,
-    rotation_wait: float = 35.0,
+    rotation_wait: float = DEFAULT_ROTATION_WAIT,
 ) -> Report:
     """Run the battery against ``origin_url`` with tokens of ``app`` signed by ``edge``.
 

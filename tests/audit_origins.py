@@ -53,13 +53,14 @@ class Refused(Exception):
 class Checker:
     """An origin's Access check with at most one flaw; ``flaw=None`` is the correct one."""
 
-    def __init__(self, edge: FakeEdge, app: str, flaw: str | None, *, cooldown: float = 0.0) -> None:
+    def __init__(self, issuer: str, audience: str, flaw: str | None, *, cooldown: float = 0.0) -> None:
         assert flaw is None or flaw in FLAWS, flaw
         self.flaw = flaw
-        self.audience = edge.aud(app)
-        self.issuer = edge.team_domain
+        self.audience = audience
+        self.issuer = issuer
         # cooldown 0: refetch on every unknown kid, so that a rotated key is found at once (PyJWT's default waits 30 s)
-        self.jwks = jwt.PyJWKClient(edge.certs_url, timeout=CERTS_TIMEOUT, cooldown_duration=cooldown)
+        certs = f"{issuer}/cdn-cgi/access/certs"
+        self.jwks = jwt.PyJWKClient(certs, timeout=CERTS_TIMEOUT, cooldown_duration=cooldown)
 
     def identity(self, headers: Any, cookie: str | None) -> str:
         """The user's email, or Refused."""
@@ -146,21 +147,22 @@ class Checker:
 
 def audit_origin(app: str, flaw: str | None = None, **options: Any) -> Callable[[FakeEdge], web.Application]:
     """An ingress ``service`` for the fakeedge fixture: the origin, pointed at the running edge."""
+    return lambda edge: origin_app(edge.team_domain, edge.aud(app), flaw, **options)
 
-    def build(edge: FakeEdge) -> web.Application:
-        checker = Checker(edge, app, flaw, **options)
 
-        async def handle(request: web.Request) -> web.Response:
-            cookie = request.cookies.get("CF_Authorization")
-            try:
-                # PyJWKClient fetches with urllib: in a thread, not in the loop that also runs the edge
-                email = await asyncio.to_thread(checker.identity, request.headers, cookie)
-            except (Refused, jwt.PyJWTError) as exc:
-                return web.Response(status=401, text=f"Authentication error: {exc}")
-            return web.json_response({"email": email})
+def origin_app(issuer: str, audience: str, flaw: str | None = None, **options: Any) -> web.Application:
+    """The origin: ``GET /api/me`` answers ``{"email": ...}`` for a user it accepts, else 401."""
+    checker = Checker(issuer, audience, flaw, **options)
 
-        web_app = web.Application()
-        web_app.router.add_get("/api/me", handle)
-        return web_app
+    async def handle(request: web.Request) -> web.Response:
+        cookie = request.cookies.get("CF_Authorization")
+        try:
+            # PyJWKClient fetches with urllib: in a thread, not in the loop that also runs the edge
+            email = await asyncio.to_thread(checker.identity, request.headers, cookie)
+        except (Refused, jwt.PyJWTError) as exc:
+            return web.Response(status=401, text=f"Authentication error: {exc}")
+        return web.json_response({"email": email})
 
-    return build
+    web_app = web.Application()
+    web_app.router.add_get("/api/me", handle)
+    return web_app
