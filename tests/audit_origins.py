@@ -21,10 +21,10 @@ from cryptography.hazmat.primitives import serialization
 from fakeedge.audit import TOKEN_CASES
 from fakeedge.testing import FakeEdge
 
-SIGNATURE_CASES = frozenset({"foreign_key", "unknown_kid", "no_kid", "alg_none", "hs256_public_key", "tampered"})
+SIGNATURE_CASES = frozenset({"foreign_key", "unknown_kid", "alg_none", "hs256_public_key", "tampered"})
 REFUSE_CASES = frozenset(
     {"no_assertion", "email_header_only", *TOKEN_CASES, "certs_failing", "certs_empty", "certs_slow"}
-)
+) - {"no_kid"}
 
 FLAWS: dict[str, frozenset[str]] = {
     "trusts_email_header": frozenset({"email_header_only", "email_header_disagrees"}),
@@ -34,15 +34,17 @@ FLAWS: dict[str, frozenset[str]] = {
     "alg_none": frozenset({"alg_none"}),
     "ignores_exp": frozenset({"expired"}),
     "ignores_nbf": frozenset({"not_yet_valid"}),
-    "any_key": frozenset({"unknown_kid", "no_kid"}),
+    "any_key": frozenset({"unknown_kid"}),
     "fails_open_certs": frozenset({"certs_failing", "certs_empty", "certs_slow"}),
     "hs256": frozenset({"hs256_public_key"}),
     "service_token_as_user": frozenset({"service_token"}),
     # it never needs a key, so a token whose key is unreachable passes too
     "no_signature": SIGNATURE_CASES | {"certs_failing", "certs_empty", "certs_slow"},
-    "cookie_unverified": frozenset(TOKEN_CASES),
+    "cookie_unverified": frozenset(TOKEN_CASES) - {"no_kid"},
     "serves_anyone": REFUSE_CASES | {"email_header_disagrees"},
 }
+# the flaws that also take a genuinely signed token without a kid: a warning, not a failure
+NO_KID_ACCEPTED = frozenset({"any_key", "no_signature", "cookie_unverified", "serves_anyone"})
 CERTS_TIMEOUT = 1.0  # the origins' certs fetch timeout; the audit's certs_slow stalls longer
 
 
