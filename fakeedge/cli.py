@@ -291,10 +291,16 @@ def keys_rotate(config_path: Path, grace: str) -> None:
 
 @main.command()
 @config_option
+@click.option("--strict", is_flag=True, help="Fail-open warnings are errors (exit 1).")
 @_errors
-def check(config_path: Path) -> None:
-    """Validate a config and summarise its apps, hosts and AUDs."""
+def check(config_path: Path, strict: bool) -> None:
+    """Validate a config, summarise its apps, hosts and AUDs, and warn of fail-open shapes.
+
+    Each warning names the config key, why the shape lets requests reach an origin without
+    Access, and what to change (docs/audit.md lists the shapes).
+    """
     from .config import load_config
+    from .config_audit import audit_config
 
     config = load_config(config_path)
     click.echo(f"{config_path}: ok (team {config.team})")
@@ -316,6 +322,11 @@ def check(config_path: Path) -> None:
         click.echo(f"  tls {host}:{port}: certificates for {', '.join(tls_hostnames(config, team))}")
     for key in config.not_emulated:
         click.echo(f"  note: {key} is accepted but not emulated")
+    findings = audit_config(config)
+    for finding in findings:
+        click.echo(f"  warning: {finding}")
+    if strict and findings:
+        raise FakeEdgeError(f"{config_path}: {len(findings)} fail-open warning(s), and --strict makes them errors")
 
 
 @main.command()
