@@ -471,11 +471,22 @@ class _Run:
         if attempt.accepted:
             self.add(case, "pass", None, [attempt])
             return True
-        reason = self.refusal_reason(attempt)
-        self.add(case, "inconclusive", reason, [attempt])
-        self.report.inconclusive.append(f"control {case!r} refused: {reason}")
-        self.control_refused = True
+        self.unproven(case, self.refusal_reason(attempt), [attempt], control=True)
         return False
+
+    def unproven(self, case: str, reason: str, attempts: list[Attempt], *, control: bool = False) -> None:
+        """An inconclusive row; the run's reasons keep the first cause, not its echoes."""
+        if self.control_refused:
+            self.add(case, "inconclusive", "refused, but so was a control", attempts)
+            return
+        self.add(case, "inconclusive", reason, attempts)
+        self.report.inconclusive.append(f"control {case!r} refused: {reason}" if control else f"{case}: {reason}")
+        self.control_refused |= control
+
+    @property
+    def wait(self) -> float:
+        """How long to retry the rotation rows: not at all once a control was refused."""
+        return 0.0 if self.control_refused else self.rotation_wait
 
     def refusal_reason(self, attempt: Attempt) -> str:
         if attempt.status is None:
@@ -501,14 +512,16 @@ class _Run:
             verdict: Verdict = "warn" if case in WARN_WHEN_ACCEPTED else "FAIL"
             self.add(case, verdict, CASES[case].fix + (f" (in the {where})" if where else ""), attempts)
         elif self.control_refused:
-            self.add(case, "inconclusive", "refused, but so was the valid control", attempts)
+            self.add(case, "inconclusive", "refused, but so was a control", attempts)
         else:
             self.add(case, "pass", None, attempts)
 
     async def email_disagreement(self) -> None:
         attempt, body = await self.send("header", self.token(), email=ATTACKER_EMAIL)
         text = body.decode("utf-8", "replace").lower()
-        if not attempt.accepted:
+        if not attempt.accepted and self.control_refused:
+            self.unproven("email_header_disagrees", "refused", [attempt])
+        elif not attempt.accepted:
             self.add("email_header_disagrees", "pass", "refused the mismatch", [attempt])
         elif ATTACKER_EMAIL in text:
             self.add("email_header_disagrees", "FAIL", CASES["email_header_disagrees"].fix, [attempt])
@@ -551,13 +564,12 @@ class _Run:
                 "edge_signed_in", "skipped", f"the edge itself refused {self.email} ({signed_in.status})", [signed_in]
             )
         else:
-            self.add("edge_signed_in", "inconclusive", self.refusal_reason(signed_in), [signed_in])
-            self.report.inconclusive.append(f"control 'edge_signed_in' refused: {self.refusal_reason(signed_in)}")
+            self.unproven("edge_signed_in", self.refusal_reason(signed_in), [signed_in], control=True)
 
     async def rotated_key(self) -> None:
         self.edge.rotate_keys()
         token = self.token()
-        deadline = time.monotonic() + self.rotation_wait
+        deadline = time.monotonic() + self.wait
         attempts = 0
         while True:
             attempt, _ = await self.send("header", token, email=self.email)
@@ -575,8 +587,7 @@ class _Run:
             f"a token signed by a new key in certs was still refused after {self.rotation_wait:g}s: "
             "the origin does not refetch certs for an unknown kid (check its cooldown)"
         )
-        self.add("rotated_key", "inconclusive", reason, [attempt])
-        self.report.inconclusive.append(f"control 'rotated_key' refused: {reason}")
+        self.unproven("rotated_key", reason, [attempt], control=True)
 
     async def certs_fault_case(self, case: str, mode: CertsFaultMode) -> None:
         """Rotate, break certs, send a token signed with the key the origin has not seen (spec §3, §11)."""
@@ -586,7 +597,7 @@ class _Run:
         if self.edge.certs_fault is not None:
             self.edge.certs_fault.clear()
         self.edge.certs_fault = fault
-        deadline = time.monotonic() + self.rotation_wait
+        deadline = time.monotonic() + self.wait
         try:
             while True:
                 # no email header: an origin that trusts it must not pass this row for the wrong reason
@@ -601,8 +612,7 @@ class _Run:
             self.add(case, "FAIL", CASES[case].fix, [attempt])
         elif not fault.served:
             reason = "the origin never fetched certs for the new kid, so its failure handling went untested"
-            self.add(case, "inconclusive", reason, [attempt])
-            self.report.inconclusive.append(f"{case}: {reason}")
+            self.unproven(case, reason, [attempt])
         elif attempt.status is None and mode == "slow":
             self.add(case, "warn", "no answer while certs stalled: give the certs fetch a timeout", [attempt])
         else:

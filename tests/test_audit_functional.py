@@ -72,6 +72,8 @@ async def test_each_flaw_is_reported_on_exactly_its_rows(fakeedge: FakeEdgeFacto
     assert verdicts(report, "FAIL") == FLAWS[flaw], report
     unproven = CERTS_ROWS - FLAWS[flaw] if flaw in NO_CERTS_FETCH else set()
     assert verdicts(report, "inconclusive") == unproven, report
+    untested = "the origin never fetched certs for the new kid, so its failure handling went untested"
+    assert report.inconclusive == [f"{case}: {untested}" for case in CASES if case in unproven]
     warned = {"no_kid"} if flaw in NO_KID_ACCEPTED else set()
     assert verdicts(report, "warn") == warned, report
     assert verdicts(report, "pass") == set(CASES) - FLAWS[flaw] - unproven - warned, report
@@ -109,7 +111,9 @@ async def test_a_wrong_path_or_a_dead_origin_is_inconclusive(fakeedge: FakeEdgeF
     edge = await fakeedge(audit_config(audit_origin("Admin")))
     wrong_path = await edge.audit(origin_url(edge), app="Admin", path="/api/nope", stall=STALL, rotation_wait=0)
     assert wrong_path.outcome == "inconclusive"
-    assert wrong_path.inconclusive[0] == "control 'valid' refused: 404: wrong path? (/api/nope)"
+    # the first cause only: every later row refused too, for the same reason
+    assert wrong_path.inconclusive == ["control 'valid' refused: 404: wrong path? (/api/nope)"]
+    assert wrong_path.row("rotated_key").why == "refused, but so was a control"
     runner = web.AppRunner(web.Application())
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
