@@ -221,23 +221,15 @@ class Row:
         return cls(data["case"], data["expected"], data["verdict"], data["why"], attempts)
 
 
-@dataclass(slots=True)
-class Report:
-    """What :func:`run_audit` found. ``assert report.ok, report`` prints the table.
-
-    Attributes:
-        origin: the URL the direct requests went to.
-        app: the app whose tokens were sent; ``aud`` its AUD.
-        rows: one per case, in battery order.
-        inconclusive: why the run proves nothing, when a control was refused.
-    """
+class _Summary:
+    """The verdict over rows: shared by :class:`Report` and the run that fills one in."""
 
     origin: str
     app: str
     aud: str
     email: str
-    rows: list[Row] = field(default_factory=list)
-    inconclusive: list[str] = field(default_factory=list)
+    rows: list[Row]
+    inconclusive: list[str]
 
     @property
     def failures(self) -> list[Row]:
@@ -251,16 +243,19 @@ class Report:
 
     @property
     def outcome(self) -> Literal["ok", "fail", "inconclusive"]:
+        """``fail`` when something was wrongly accepted, else ``inconclusive`` when a control was refused."""
         return "fail" if self.failures else "inconclusive" if self.inconclusive else "ok"
 
     def row(self, case: str) -> Row:
+        """The row of ``case`` (a name in :data:`CASES`).
+
+        Raises:
+            KeyError: no such row.
+        """
         for r in self.rows:
             if r.case == case:
                 return r
         raise KeyError(case)
-
-    def __str__(self) -> str:
-        return format_table(self)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -274,8 +269,45 @@ class Report:
             "rows": [r.to_json() for r in self.rows],
         }
 
+
+@dataclass
+class _Draft(_Summary):
+    origin: str
+    app: str
+    aud: str
+    email: str
+    rows: list[Row] = field(default_factory=list)
+    inconclusive: list[str] = field(default_factory=list)
+
+
+class Report(_Summary, str):
+    """What :func:`run_audit` found; also a ``str``: the table.
+
+    Being the table itself is what makes ``assert report.ok, report`` show it whole: pytest cuts a
+    message that is not a string to a 240-character repr.
+
+    Attributes:
+        origin: the URL the direct requests went to.
+        app: the app whose tokens were sent; ``aud`` its AUD; ``email`` the user of the valid ones.
+        rows: one per case, in battery order (:data:`CASES`).
+        inconclusive: why the run proves nothing, first cause first (empty when conclusive).
+    """
+
+    def __new__(
+        cls, origin: str, app: str, aud: str, email: str, rows: list[Row], inconclusive: list[str] | None = None
+    ) -> Report:
+        draft = _Draft(origin, app, aud, email, list(rows), list(inconclusive or []))
+        self = super().__new__(cls, format_table(draft))
+        self.origin, self.app, self.aud, self.email = origin, app, aud, email
+        self.rows, self.inconclusive = draft.rows, draft.inconclusive
+        return self
+
+    def __repr__(self) -> str:
+        return f"<fakeedge audit report: {self.outcome}, {len(self.failures)} failed, {self.origin} as {self.app!r}>"
+
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Report:
+        """A report from :meth:`to_json`'s document (what the control API answers)."""
         return cls(
             data["origin"],
             data["app"],
@@ -289,7 +321,7 @@ class Report:
 # --- formats ---------------------------------------------------------------------------------------
 
 
-def format_table(report: Report) -> str:
+def format_table(report: _Summary) -> str:
     """The report as a text table with a summary line last."""
     head = ("case", "expected", "origin did", "verdict", "why / fix")
     body = [(r.case, r.expected, _clip(r.did, 60), r.verdict, r.why) for r in report.rows]
@@ -315,7 +347,7 @@ def format_table(report: Report) -> str:
     return "\n".join(lines)
 
 
-def format_junit(report: Report) -> str:
+def format_junit(report: _Summary) -> str:
     """The report as JUnit XML: a test case per row (FAIL a failure, inconclusive an error)."""
     cases = []
     for r in report.rows:
@@ -401,7 +433,7 @@ class _Run:
     edge_url: str | None
     service_tokens_expected: str | None  # the policy that admits service tokens, if any
     session: aiohttp.ClientSession
-    report: Report
+    report: _Draft
     control_refused: bool = False
 
     # -- tokens --
@@ -691,16 +723,16 @@ async def run_audit(
     host_name = _concrete(target.destinations[0].host)
     service_policy = next((p.name for p in target.policies if p.decision == "non_identity"), None)
     who = email or default_email(edge, app)
-    report = Report(origin, app, target.aud, who)
+    draft = _Draft(origin, app, target.aud, who)
     connector = aiohttp.TCPConnector(force_close=True)  # each case on a fresh connection, as separate clients
     async with aiohttp.ClientSession(connector=connector) as session:
         run = _Run(
             edge, origin, app, host_name, probe.split("?", 1)[0] if path is None else path, who,
             accept_test(accept), timeout, timeout + 5 if stall is None else stall, rotation_wait,
-            edge_url, service_policy, session, report,
+            edge_url, service_policy, session, draft,
         )  # fmt: skip
         await _battery(run)
-    return report
+    return Report(draft.origin, draft.app, draft.aud, draft.email, draft.rows, draft.inconclusive)
 
 
 def _concrete(host: str) -> str:
@@ -750,4 +782,4 @@ def format_report(report: Report, fmt: Literal["table", "json"]) -> str:
     """The report as ``table`` text or ``json``."""
     if fmt == "json":
         return json.dumps(report.to_json(), indent=2)
-    return format_table(report)
+    return str(report)
