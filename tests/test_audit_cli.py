@@ -100,7 +100,7 @@ async def test_the_command_starts_its_own_edge_and_gates_on_the_verdict(
     state = (tmp_path / "keys" / "state.json").read_bytes()
     junit = tmp_path / "audit.xml"
     code, out, err = await run(
-        "audit", "--config", str(config), "--app", "Admin", f"{origin}/api/me", "--stall", "3",
+        "audit", "--config", str(config), "--app", "Admin", f"{origin}/api/me", "--stall", "6",
         "--junit", str(junit), cwd=tmp_path,
     )  # fmt: skip
     assert (code, err) == (status, "")
@@ -125,7 +125,7 @@ async def test_json_through_a_running_edge_and_inconclusive_exit(
     config.write_text(yaml.safe_dump(audit_config(origin)), encoding="utf-8")
     code, out, err = await run(
         "audit", "--config", str(config), "--app", "Admin", "--edge", edge.team_domain, "--format", "json",
-        "--path", "/nowhere", "--stall", "3", "--rotation-wait", "0", f"{origin}/api/me", cwd=tmp_path,
+        "--path", "/nowhere", "--stall", "6", "--rotation-wait", "0", f"{origin}/api/me", cwd=tmp_path,
     )  # fmt: skip
     assert (code, err) == (3, "")
     report = json.loads(out)
@@ -176,7 +176,7 @@ async def test_the_control_api_runs_the_audit(
     edge = await fakeedge(audit_config("http://127.0.0.1:9"))
     origin = await serve_origin(origin_app(edge.team_domain, edge.aud("Admin"), "ignores_nbf"))
     status, report = await control(
-        edge.team_domain, {"origin": f"{origin}/api/me", "app": "Admin", "stall": "3s", "accept_status": [200]}
+        edge.team_domain, {"origin": f"{origin}/api/me", "app": "Admin", "stall": "6s", "accept_status": [200]}
     )
     assert status == 200
     assert report["outcome"] == "fail"
