@@ -162,3 +162,12 @@ async def test_an_unprotected_path_is_flagged_through_the_edge(fakeedge: FakeEdg
     row = report.row("edge_no_credentials")
     assert row.verdict == "FAIL"
     assert row.why == "no Access app covers admin.acme.test/api/me: anyone reaches the origin through the edge"
+
+
+async def test_without_a_configured_service_token_the_row_sends_its_shape(fakeedge: FakeEdgeFactory) -> None:
+    config = audit_config(audit_origin("Admin", "service_token_as_user"))
+    del config["service_tokens"]
+    edge = await fakeedge(config)
+    report = await edge.audit(origin_url(edge), app="Admin", stall=STALL)
+    assert verdicts(report, "FAIL") == {"service_token"}, report
+    assert report.row("service_token").attempts[0].excerpt == '{"email": "0123456789abcdef0123456789abcdef.a...'  # cut
