@@ -291,10 +291,16 @@ def keys_rotate(config_path: Path, grace: str) -> None:
 
 @main.command()
 @config_option
+@click.option("--strict", is_flag=True, help="Fail-open warnings are errors (exit 1).")
 @_errors
-def check(config_path: Path) -> None:
-    """Validate a config and summarise its apps, hosts and AUDs."""
+def check(config_path: Path, strict: bool) -> None:
+    """Validate a config, summarise its apps, hosts and AUDs, and warn of fail-open shapes.
+
+    Each warning names the config key, why the shape lets requests reach an origin without
+    Access, and what to change (docs/audit.md lists the shapes).
+    """
     from .config import load_config
+    from .config_audit import audit_config
 
     config = load_config(config_path)
     click.echo(f"{config_path}: ok (team {config.team})")
@@ -316,6 +322,11 @@ def check(config_path: Path) -> None:
         click.echo(f"  tls {host}:{port}: certificates for {', '.join(tls_hostnames(config, team))}")
     for key in config.not_emulated:
         click.echo(f"  note: {key} is accepted but not emulated")
+    findings = audit_config(config)
+    for finding in findings:
+        click.echo(f"  warning: {finding}")
+    if strict and findings:
+        raise FakeEdgeError(f"{config_path}: {len(findings)} fail-open warning(s), and --strict makes them errors")
 
 
 @main.command()
@@ -409,6 +420,151 @@ def env(config_path: Path, ca_file: str | None, export: bool) -> None:
     config = load_config(config_path)
     cert = ca_file if ca_file is not None else LocalCA.load(config.keys_dir).cert_path
     click.echo(format_dotenv(origin_env(config, cert), export=export), nl=False)
+
+
+EXIT_FAILED_OPEN = 1  # the origin accepted what it must refuse
+EXIT_INCONCLUSIVE = 3  # a control was refused: the run proves nothing
+
+
+@main.command()
+@config_option
+@click.argument("origin_url", metavar="ORIGIN_URL")
+@click.option("--app", required=True, help="The app whose AUD the origin checks.")
+@click.option("--path", help="The path to probe. Default: ORIGIN_URL's. A page that shows the user is best.")
+@click.option("--email", help="The user of the valid tokens. Default: a persona the app admits.")
+@click.option(
+    "--accept-status",
+    metavar="STATUSES",
+    help="What the origin answers when it accepts, e.g. 200,204 or 200-299,302. Default: any 2xx.",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True, help="Output."
+)
+@click.option("--junit", "junit", type=click.Path(dir_okay=False, path_type=Path), help="Also write JUnit XML here.")
+@click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for each answer.")
+@click.option("--stall", type=float, help="Seconds certs stalls in the certs_slow row. Default: timeout + 5.")
+@click.option(
+    "--rotation-wait",
+    default=35.0,
+    show_default=True,
+    help="Seconds to retry the rotation rows while the origin waits out its certs refetch cooldown.",
+)
+@click.option(
+    "--edge",
+    "edge_url",
+    help="Audit through this running edge's control API (e.g. http://127.0.0.1:8787) instead of starting one.",
+)
+@_errors
+def audit(
+    config_path: Path,
+    origin_url: str,
+    app: str,
+    path: str | None,
+    email: str | None,
+    accept_status: str | None,
+    fmt: str,
+    junit: Path | None,
+    timeout: float,
+    stall: float | None,
+    rotation_wait: float,
+    edge_url: str | None,
+) -> None:
+    """Does the origin at ORIGIN_URL fail open? Send it the audit battery and print a verdict per case.
+
+    Requests go straight to ORIGIN_URL (as an attacker who reached its address would) and
+    through the edge. Without --edge, an edge starts on the config's listen address with a
+    temporary copy of keys_dir (the audit rotates keys; yours are left alone).
+
+    Exit status: 0 nothing wrongly accepted and every control passed; 1 the origin accepted
+    something it must refuse (or an error); 3 inconclusive (a control was refused).
+    """
+    from .audit import Report, format_junit, format_report, parse_accept_status
+    from .config import load_config
+
+    accept = None
+    if accept_status is not None:
+        try:
+            accept = parse_accept_status(accept_status)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--accept-status") from None
+    config = load_config(config_path)
+    options: dict[str, Any] = {
+        "app": app, "path": path, "email": email, "timeout": timeout, "stall": stall, "rotation_wait": rotation_wait,
+    }  # fmt: skip
+    if edge_url is not None:
+        report = Report.from_json(
+            _control_audit(edge_url, config.admin_token, origin_url, options, sorted(accept) if accept else None)
+        )
+    else:
+        try:
+            report = asyncio.run(_audit_local(config, origin_url, accept, options))
+        except ValueError as exc:
+            raise FakeEdgeError(str(exc)) from None
+    click.echo(format_report(report, "json" if fmt == "json" else "table"))
+    if junit is not None:
+        junit.write_text(format_junit(report), encoding="utf-8")
+    if report.outcome != "ok":
+        sys.exit(EXIT_FAILED_OPEN if report.outcome == "fail" else EXIT_INCONCLUSIVE)
+
+
+async def _audit_local(config: Any, origin_url: str, accept: Any, options: dict[str, Any]) -> Any:
+    """Start an edge like ``serve`` (on a temporary copy of keys_dir), run the audit, stop the edge."""
+    import dataclasses
+    import shutil
+    import tempfile
+
+    from .audit import run_audit
+    from .edge import Edge
+    from .web_app import start
+
+    with tempfile.TemporaryDirectory(prefix="fakeedge-audit-") as tmp:
+        keys_dir = Path(tmp) / "keys"
+        if config.keys_dir.is_dir():
+            shutil.copytree(config.keys_dir, keys_dir)
+        edge = Edge.create(dataclasses.replace(config, keys_dir=keys_dir))
+        host, port = config.listen or (None, 0)
+        try:
+            runner, _ = await start(edge, host, port, tls_listen=config.tls_listen)
+        except OSError as exc:
+            shown = f"{host}:{port}" if host is not None else "the tls_listen address"
+            raise FakeEdgeError(
+                f"cannot listen on {shown} ({exc.strerror}); if `fakeedge serve` runs there, "
+                f"audit through it: fakeedge audit --edge {edge.team_domain or f'http://{host}:{port}'} ..."
+            ) from None
+        try:
+            return await run_audit(edge, origin_url, accept=accept, **options)
+        finally:
+            await runner.cleanup()
+
+
+def _control_audit(
+    edge_url: str, admin_token: str | None, origin_url: str, options: dict[str, Any], accept: list[int] | None
+) -> dict[str, Any]:
+    """POST /cdn-cgi/fakeedge/audit on a running edge; its answer, or FakeEdgeError in one line."""
+    import urllib.error
+    import urllib.request
+
+    body = {"origin": origin_url, **{k: v for k, v in options.items() if v is not None}}
+    if accept is not None:
+        body["accept_status"] = accept
+    url = edge_url.rstrip("/") + "/cdn-cgi/fakeedge/audit"
+    headers = {"Content-Type": "application/json"}
+    if admin_token is not None:
+        headers["Authorization"] = f"Bearer {admin_token}"
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
+    wait = options["timeout"] * 60 + 2 * options["rotation_wait"]  # the whole battery, not one answer
+    try:
+        with urllib.request.urlopen(request, timeout=wait) as resp:
+            answer: dict[str, Any] = json.load(resp)
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.load(exc)["error"]
+        except (ValueError, KeyError, TypeError):
+            message = f"HTTP {exc.code}"
+        raise FakeEdgeError(f"{url}: {message}") from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise FakeEdgeError(f"{url}: no answer from the edge ({getattr(exc, 'reason', exc)})") from None
+    return answer
 
 
 if __name__ == "__main__":  # pragma: no cover

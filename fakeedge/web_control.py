@@ -12,17 +12,21 @@ cross-site without a CORS preflight, which the edge never approves.
                                       | {"unfreeze": true} | {"reset": true}
     GET    requests       POST requests {"record": true|false}     DELETE requests
     GET    certs/fault    POST certs/fault {"mode": "slow"|"empty"|"failing"|null, "delay", "times", "duration"}
+    POST   audit          {"origin", "app", "path", "email", "accept_status", "timeout", "stall", "rotation_wait"}
+                          -> the audit report as JSON (docs/audit.md); it rotates keys and breaks certs briefly
 """
 
 from __future__ import annotations
 
+import inspect
 import ipaddress
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
+from .audit import DEFAULT_ROTATION_WAIT, DEFAULT_TIMEOUT, parse_accept_status, run_audit
 from .config import parse_duration
 from .edge import Edge
 from .errors import FakeEdgeError
@@ -37,6 +41,7 @@ CONTROL_PREFIX = "/cdn-cgi/fakeedge/"
 TOKEN_KEYS = ("app", "email", "service_token", "variant", "claims", "header", "lifetime")
 CLOCK_ACTIONS = ("advance", "skew", "freeze", "unfreeze", "reset")
 FAULT_KEYS = ("mode", "delay", "times", "duration")
+AUDIT_KEYS = ("origin", "app", "path", "email", "accept_status", "timeout", "stall", "rotation_wait")
 
 
 class _Refused(Exception):
@@ -106,7 +111,10 @@ async def handle_control(request: web.Request, edge: Edge) -> web.Response:
                 405, f"{request.path} takes {', '.join(routes)}, not {request.method}", Allow=", ".join(routes)
             )
         body = await _body(request)
-        return _json(request, handler(edge, body))
+        result = handler(edge, body)
+        if inspect.isawaitable(result):
+            result = await result
+        return _json(request, result)
     except _Refused as exc:
         return _json(request, {"error": str(exc)}, exc.status, **exc.headers)
     except (FakeEdgeError, ValueError, TypeError, ArithmeticError) as exc:
@@ -287,9 +295,34 @@ def post_fault(edge: Edge, body: dict[str, Any]) -> dict[str, Any]:
     return get_fault(edge, body)
 
 
+async def post_audit(edge: Edge, body: dict[str, Any]) -> dict[str, Any]:
+    """``fakeedge audit`` run by this edge against ``origin``; the report as JSON."""
+    _only(body, AUDIT_KEYS)
+    accept = body.get("accept_status")
+    if isinstance(accept, str):
+        accept = parse_accept_status(accept)
+    elif accept is not None:
+        if not isinstance(accept, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in accept):
+            raise ValueError('accept_status: expected a list of statuses such as [200, 204], or "200-299"')
+        accept = parse_accept_status(",".join(map(str, accept))) if accept else None
+    seconds = {k: parse_duration(body[k]) for k in ("timeout", "stall", "rotation_wait") if body.get(k) is not None}
+    report = await run_audit(
+        edge,
+        _required_text(body, "origin"),
+        app=_required_text(body, "app"),
+        path=_text(body, "path"),
+        email=_text(body, "email"),
+        accept=accept,
+        timeout=seconds.get("timeout", DEFAULT_TIMEOUT),
+        stall=seconds.get("stall"),
+        rotation_wait=seconds.get("rotation_wait", DEFAULT_ROTATION_WAIT),
+    )
+    return report.to_json()
+
+
 MAX_EPOCH = 253402300799  # 9999-12-31T23:59:59Z: beyond it, dates do not format
 
-_Handler = Callable[[Edge, dict[str, Any]], dict[str, Any]]
+_Handler = Callable[[Edge, dict[str, Any]], dict[str, Any] | Awaitable[dict[str, Any]]]
 _ROUTES: dict[str, dict[str, _Handler]] = {
     "token": {"POST": post_token},
     "keys": {"GET": get_keys},
@@ -297,4 +330,5 @@ _ROUTES: dict[str, dict[str, _Handler]] = {
     "clock": {"GET": get_clock, "POST": post_clock},
     "requests": {"GET": get_requests, "POST": post_requests, "DELETE": delete_requests},
     "certs/fault": {"GET": get_fault, "POST": post_fault},
+    "audit": {"POST": post_audit},
 }

@@ -484,7 +484,9 @@ def test_ingress_order_is_kept_across_exact_and_wildcard_rules() -> None:
     assert many.route("h999.test", "/")[0] == 999
 
 
-@pytest.mark.parametrize("module", ["fakeedge.config", "fakeedge.policy", "fakeedge.claims", "fakeedge.explain"])
+@pytest.mark.parametrize(
+    "module", ["fakeedge.config", "fakeedge.policy", "fakeedge.claims", "fakeedge.explain", "fakeedge.config_audit"]
+)
 def test_pure_modules_do_not_load_aiohttp(module: str) -> None:
     code = (
         f"import sys, {module}; assert 'aiohttp' not in sys.modules, sorted(m for m in sys.modules if 'aiohttp' in m)"
