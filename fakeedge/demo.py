@@ -23,6 +23,8 @@ from .config import Config, parse_config
 DEMO_APP = "Demo app"
 DEMO_CLIENT_ID = "0123456789abcdef0123456789abcdef.access"
 DEMO_CLIENT_SECRET = "demo-secret-not-for-production"
+# what the demo's policy admits, said on its sign-in page and in the README
+DEMO_ADMITS = "Demo: any @example.com address gets in; any other address gets the block page."
 
 
 def demo_config(origin_url: str, listen: tuple[str, int]) -> Config:
@@ -30,6 +32,7 @@ def demo_config(origin_url: str, listen: tuple[str, int]) -> Config:
     keys_dir = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fakeedge" / "demo-keys"
     raw: dict[str, Any] = {
         "team": "demo",
+        "branding": {"description": DEMO_ADMITS},
         "listen": f"{listen[0]}:{listen[1]}",
         "keys_dir": str(keys_dir),
         "users": [
@@ -98,6 +101,8 @@ def whoami_app(issuer: Callable[[], str], audience: str) -> web.Application:
     verifier = _Verifier()
 
     async def handle(request: web.Request) -> web.Response:
+        if request.path == "/favicon.ico":
+            return web.Response(status=204)  # not a page: no whoami for the browser's icon request
         token = request.headers.get(h.JWT_ASSERTION)
         verdict: str
         team = issuer()
