@@ -71,6 +71,15 @@ def demo_config(origin_url: str, listen: tuple[str, int]) -> Config:
     return parse_config(raw, source="<built-in demo>")
 
 
+DEMO_ORIGIN_UNKNOWN = "http://127.0.0.1:0"  # the whoami origin's port is only known once serving
+
+
+def offline_demo_config() -> Config:
+    """The demo's config for commands that do not serve (``token``, ``explain``, ``keys``): its
+    default listener, so tokens carry the ``iss`` a default ``fakeedge serve`` has, and its keys."""
+    return demo_config(DEMO_ORIGIN_UNKNOWN, ("127.0.0.1", 8787))
+
+
 class _Verifier:
     """Verifies assertions the way an origin should: PyJWT against the team domain's certs."""
 
