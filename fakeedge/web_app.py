@@ -35,6 +35,7 @@ from .web_proxy import (
     edge_headers,
     forward,
     new_ray,
+    origin_failure_key,
 )
 from .web_request import NO_STORE, client_ip, client_key, edge_key, ray_key, scheme
 
@@ -144,10 +145,12 @@ async def handle(request: web.Request) -> web.StreamResponse:
     edge_log = request.app[access_log_key]
     if edge_log.enabled and decision != "favicon":
         elapsed = (time.perf_counter() - started) * 1000
-        edge_log.write(
+        line = (
             f"{request.method} {request.host}{request.raw_path[:200]} {response.status} "
             f"app={app_name} policy={policy_name} decision={decision} {elapsed:.1f}ms ray={ray}"
         )
+        failure = request.get(origin_failure_key)
+        edge_log.write(line if failure is None else f'{line} error="{failure}"')
     return response
 
 
