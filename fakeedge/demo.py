@@ -7,10 +7,8 @@ browser, so the whole flow runs in a stock browser without touching ``/etc/hosts
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from html import escape
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -19,6 +17,7 @@ from aiohttp import web
 
 from . import headers as h
 from .config import Config, parse_config
+from .keys import user_cache_dir
 
 DEMO_APP = "Demo app"
 DEMO_CLIENT_ID = "0123456789abcdef0123456789abcdef.access"
@@ -29,7 +28,7 @@ DEMO_ADMITS = "Demo: any @example.com address gets in; any other address gets th
 
 def demo_config(origin_url: str, listen: tuple[str, int]) -> Config:
     """The demo's config, with the whoami origin at ``origin_url``."""
-    keys_dir = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fakeedge" / "demo-keys"
+    keys_dir = user_cache_dir() / "fakeedge" / "demo-keys"
     raw: dict[str, Any] = {
         "team": "demo",
         "branding": {"description": DEMO_ADMITS},
