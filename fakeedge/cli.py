@@ -10,12 +10,15 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import click
 
 from .errors import FakeEdgeError
+
+if TYPE_CHECKING:
+    from .config import Config
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_CONFIG = "fakeedge.yml"
@@ -54,7 +57,7 @@ demo_config_option = click.option(
 )
 
 
-def _load_or_demo(config_path: Path | None) -> Any:
+def _load_or_demo(config_path: Path | None) -> Config:
     """The config ``serve`` would run with the same ``--config``: the file, ./fakeedge.yml, else the demo's."""
     from .config import load_config
     from .demo import offline_demo_config
