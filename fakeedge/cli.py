@@ -10,12 +10,15 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import click
 
 from .errors import FakeEdgeError
+
+if TYPE_CHECKING:
+    from .config import Config
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_CONFIG = "fakeedge.yml"
@@ -46,6 +49,27 @@ config_option = click.option(
 )
 
 
+demo_config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=f"The YAML config. Default: ./{DEFAULT_CONFIG} if present, else the built-in demo's (as `serve` does).",
+)
+
+
+def _load_or_demo(config_path: Path | None) -> Config:
+    """The config ``serve`` would run with the same ``--config``: the file, ./fakeedge.yml, else the demo's."""
+    from .config import load_config
+    from .demo import offline_demo_config
+
+    if config_path is None and Path(DEFAULT_CONFIG).is_file():
+        config_path = Path(DEFAULT_CONFIG)
+    if config_path is not None:
+        return load_config(config_path)
+    click.echo(f"fakeedge: note: no ./{DEFAULT_CONFIG}, so the built-in demo's config", err=True)
+    return offline_demo_config()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="fakeedge")
 def main() -> None:
@@ -64,7 +88,8 @@ def main() -> None:
 )
 @click.option(
     "--tls-listen",
-    help="HOST:PORT of a TLS listener as well (leaves from the local CA in keys_dir); overrides `tls_listen`.",
+    help="HOST:PORT of a TLS listener as well, with certificates from the local CA in keys_dir; "
+    "overrides `tls_listen`.",
 )
 @click.option("--access-log/--no-access-log", default=True, show_default=True, help="One line per request on stderr.")
 @_errors
@@ -178,7 +203,7 @@ def _claim(text: str) -> tuple[str, Any]:
 
 
 @main.command()
-@config_option
+@demo_config_option
 @click.option("--app", required=True, help="The app's name; its AUD is the token's aud.")
 @click.option("--email", help="A user token for this address (spec §2.2).")
 @click.option("--service-token", "service_token", help="A service-token token for this name, id or client id.")
@@ -193,7 +218,7 @@ def _claim(text: str) -> tuple[str, Any]:
 @_variant_flags
 @_errors
 def token(
-    config_path: Path,
+    config_path: Path | None,
     app: str,
     email: str | None,
     service_token: str | None,
@@ -206,7 +231,6 @@ def token(
     Signed with the keys in the config's keys_dir; iss is the config's team_domain, else the
     address `fakeedge serve` listens on.
     """
-    from .config import load_config
     from .mint import mint, offline_edge
 
     chosen = [name for name, on in flags.items() if on]
@@ -217,7 +241,7 @@ def token(
     if (email is None) == (service_token is None):
         raise click.UsageError("give --email (a user token) or --service-token (a service-token token)")
     overrides = dict(_claim(text) for text in claims)
-    edge = offline_edge(load_config(config_path))
+    edge = offline_edge(_load_or_demo(config_path))
     try:
         jwt = mint(
             edge,
@@ -243,15 +267,14 @@ def _utc(ts: float) -> str:
 
 
 @keys.command("show")
-@config_option
+@demo_config_option
 @click.option("--certs", "as_certs", is_flag=True, help="Print the /cdn-cgi/access/certs document instead.")
 @_errors
-def keys_show(config_path: Path, as_certs: bool) -> None:
+def keys_show(config_path: Path | None, as_certs: bool) -> None:
     """Show the current key, and the previous one while it is still in certs (spec §3)."""
-    from .config import load_config
     from .keys import KeyStore
 
-    config = load_config(config_path)
+    config = _load_or_demo(config_path)
     now = time.time()
     store = KeyStore(config.keys_dir, now)
     if as_certs:
@@ -264,19 +287,19 @@ def keys_show(config_path: Path, as_certs: bool) -> None:
 
 
 @keys.command("rotate")
-@config_option
+@demo_config_option
 @click.option("--grace", default="7d", show_default=True, help="How long the previous key stays in certs.")
 @_errors
-def keys_rotate(config_path: Path, grace: str) -> None:
+def keys_rotate(config_path: Path | None, grace: str) -> None:
     """Make a new current key; the previous one stays in certs for the grace period (spec §3)."""
-    from .config import load_config, parse_duration
+    from .config import parse_duration
     from .keys import KeyStore
 
     try:
         seconds = parse_duration(grace)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--grace") from None
-    config = load_config(config_path)
+    config = _load_or_demo(config_path)
     now = time.time()
     store = KeyStore(config.keys_dir, now)
     old = store.current.kid
@@ -330,20 +353,19 @@ def check(config_path: Path, strict: bool) -> None:
 
 
 @main.command()
-@config_option
+@demo_config_option
 @click.argument("url")
 @click.option("--email", help="Explain for a user signed in with this address.")
 @click.option("--service-token", "service_token", help="Explain for this service token (name, id or client id).")
 @click.option("--ip", default="127.0.0.1", show_default=True, help="The client address.")
 @_errors
-def explain(config_path: Path, url: str, email: str | None, service_token: str | None, ip: str) -> None:
+def explain(config_path: Path | None, url: str, email: str | None, service_token: str | None, ip: str) -> None:
     """Show which ingress rule, app, policy and rule decide URL, and the outcome."""
-    from .config import load_config
     from .explain import explain as run
 
     if email and service_token:
         raise click.UsageError("give --email or --service-token, not both")
-    config = load_config(config_path)
+    config = _load_or_demo(config_path)
     try:
         lines = run(config, url, email=email, service_token=service_token, ip=ip)
     except ValueError as exc:
@@ -354,13 +376,13 @@ def explain(config_path: Path, url: str, email: str | None, service_token: str |
 def _keys_dir(config_path: Path | None) -> Path:
     """The keys_dir that ``serve`` would use with the same ``--config``."""
     from .config import load_config
-    from .demo import demo_config
+    from .demo import offline_demo_config
 
     if config_path is None and Path(DEFAULT_CONFIG).is_file():
         config_path = Path(DEFAULT_CONFIG)
     if config_path is not None:
         return load_config(config_path).keys_dir
-    return demo_config("http://127.0.0.1:1", ("127.0.0.1", 8787)).keys_dir
+    return offline_demo_config().keys_dir
 
 
 _config_option = click.option(
@@ -411,14 +433,18 @@ def env(config_path: Path, ca_file: str | None, export: bool) -> None:
     """Print, as dotenv lines, what an origin behind this edge needs.
 
     The team domain as a URL and as a bare host, its certs URL, each app's AUD as
-    FAKEEDGE_AUD_<APP NAME>, and the variables that make clients trust the local CA.
+    FAKEEDGE_AUD_<APP NAME>, and, when the edge serves TLS (or --ca-file is given), the
+    variables that make clients trust the local CA. A plain-HTTP config needs no CA: none is
+    printed or created, so an eval of the output leaves the shell's own HTTPS alone.
     """
     from .config import load_config
     from .env import format_dotenv, origin_env
     from .tls import LocalCA
 
     config = load_config(config_path)
-    cert = ca_file if ca_file is not None else LocalCA.load(config.keys_dir).cert_path
+    cert: Path | str | None = ca_file
+    if cert is None and config.tls_listen is not None:
+        cert = LocalCA.load(config.keys_dir).cert_path
     click.echo(format_dotenv(origin_env(config, cert), export=export), nl=False)
 
 
@@ -521,6 +547,8 @@ async def _audit_local(config: Any, origin_url: str, accept: Any, options: dict[
         keys_dir = Path(tmp) / "keys"
         if config.keys_dir.is_dir():
             shutil.copytree(config.keys_dir, keys_dir)
+        else:  # a throwaway folder: no .gitignore or "created ... for private keys" warning
+            keys_dir.mkdir(mode=0o711)
         edge = Edge.create(dataclasses.replace(config, keys_dir=keys_dir))
         host, port = config.listen or (None, 0)
         try:

@@ -48,7 +48,11 @@ def explain(
     match = AppIndex(config.apps).match(host, path)
     if match is None:
         lines.append("app       none: no Access application covers this host and path")
-        lines.append("outcome   proxied without Access (spoofable headers still stripped)")
+        if rule.status is not None:
+            # cloudflared's http_status:N: the edge answers itself, nothing is proxied
+            lines.append(f"outcome   {rule.status} from the edge (ingress {rule.service}); no origin is reached")
+        else:
+            lines.append("outcome   proxied without Access (spoofable headers still stripped)")
         return lines
     app = match.app
     lines.append(f"app       {app.name!r} via {match.destination} (aud {app.aud})")

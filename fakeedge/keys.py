@@ -11,6 +11,7 @@ import base64
 import datetime as dt
 import hashlib
 import json
+import logging
 import os
 import stat
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from .errors import KeyStoreError
+
+log = logging.getLogger("fakeedge")
 
 ROTATION_GRACE = 7 * 24 * 3600  # spec §3: the previous key stays valid for 7 days
 STATE_FILE = "state.json"
@@ -202,12 +205,28 @@ class KeyStore:
                 path.with_suffix(".crt").unlink(missing_ok=True)
 
 
+GITIGNORE = "# fakeedge: private signing keys and CA; never commit them\n*\n"
+
+
 def make_keys_dir(directory: Path) -> None:
     """Create ``keys_dir`` mode 0711: others may reach the public CA copy in ``ca-cert/`` by its
-    path, but never list the folder or read a private file (those are 0600)."""
+    path, but never list the folder or read a private file (those are 0600).
+
+    A new folder gets a ``.gitignore`` that ignores everything in it, and a warning is logged:
+    it usually appears beside a config that is itself committed. Not for a folder in the user's
+    cache (the demo's keys): nobody commits that, and the demo's first line is the URL to open.
+    """
     if not directory.is_dir():
         directory.mkdir(mode=0o711, parents=True, exist_ok=True)
         os.chmod(directory, 0o711)  # whatever the umask
+        _write_file(directory / ".gitignore", GITIGNORE.encode(), 0o644)
+        if not directory.resolve().is_relative_to(user_cache_dir().resolve()):
+            log.warning("fakeedge: created %s for private keys; its .gitignore keeps them out of git", directory)
+
+
+def user_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME``, else ``~/.cache``: where the demo keeps its keys."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
 
 
 def _write_private(path: Path, data: bytes) -> None:

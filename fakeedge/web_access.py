@@ -33,6 +33,7 @@ class Admission:
     credential: Credential | None = None
 
 
+LOGOUT_PATH = "/cdn-cgi/access/logout"  # on the team domain and every app host (spec §1.9)
 SINGLE_HEADER_LIMIT = 4096  # a client id and a secret fit many times over
 
 
@@ -170,7 +171,7 @@ def check(request: web.Request, edge: Edge, match: AppMatch) -> Admission | web.
             assert cred is not None and who is not None
             return Admission(verdict, cred.token, who.email, country, credential=cred)
         case "deny":
-            return block(request, edge, app, identity=True)
+            return block(request, edge, app, identity=True, email=who.email if who else None)
         case "login":
             if request.headers.get(h.X_REQUESTED_WITH, "").lower() == "xmlhttprequest":
                 return access_denied(request, edge, app, 401)  # spec §1.7: AJAX gets 401, not a redirect
@@ -334,17 +335,33 @@ def access_denied(request: web.Request, edge: Edge, app: App, status: int) -> we
 
 
 def block(
-    request: web.Request, edge: Edge, app: App, *, identity: bool, host_header: str | None = None
+    request: web.Request,
+    edge: Edge,
+    app: App,
+    *,
+    identity: bool,
+    host_header: str | None = None,
+    email: str | None = None,
 ) -> web.Response:
-    """The 403 block page, or the app's custom deny URL (spec §1.8)."""
+    """The 403 block page, or the app's custom deny URL (spec §1.8).
+
+    A refused sign-in (``email`` given) gets a way out: "Sign in as someone else" logs out on
+    this host and comes back to the URL that was refused, now without a session, so the sign-in
+    page shows instead of the same refusal.
+    """
     ray = request[ray_key]
     custom = app.custom_deny_url if identity else app.custom_non_identity_deny_url
     headers = refusal_headers(ray, app)
     if custom:
         return web.Response(status=302, headers={**headers, "Location": custom})
+    switch_url = None
+    if email is not None:
+        switch_url = f"{LOGOUT_PATH}?redirect_url={quote(request.path_qs, safe='')}"
     return web.Response(
         status=403,
-        text=pages.forbidden(app.aud, ray, app.custom_deny_message, edge.config.branding),
+        text=pages.forbidden(
+            app.aud, ray, app.custom_deny_message, edge.config.branding, email=email, switch_url=switch_url
+        ),
         content_type="text/html",
         headers=headers,
     )

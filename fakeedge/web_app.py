@@ -35,6 +35,7 @@ from .web_proxy import (
     edge_headers,
     forward,
     new_ray,
+    origin_failure_key,
 )
 from .web_request import NO_STORE, client_ip, client_key, edge_key, ray_key, scheme
 
@@ -88,9 +89,27 @@ def _notice(request: web.Request, status: int, title: str, message: str) -> web.
     )
 
 
+def _launcher(request: web.Request, edge: Edge) -> web.Response:
+    """The team domain's root: links to the apps, on the port and scheme this request came in on."""
+    port = request.host.rpartition(":")[2] if not request.host.endswith("]") and ":" in request.host else ""
+    links = []
+    for app in edge.config.apps:
+        for dest in app.destinations:
+            if "*" not in dest.host:  # a wildcard host names no page a browser can open
+                path = dest.path.split("*", 1)[0] or "/"
+                links.append((app.name, f"{scheme(request)}://{dest.host}{':' + port if port else ''}{path}"))
+    return web.Response(
+        text=pages.launcher(edge.team_domain, links, request[ray_key]),
+        content_type="text/html",
+        headers={**edge_headers(request[ray_key]), **NO_STORE},
+    )
+
+
 async def handle_team(request: web.Request, edge: Edge) -> web.StreamResponse:
     """The team domain: login pages, certs, get-identity, logout (spec §1.3, §3, §4)."""
     path = request.path
+    if path == "/":
+        return _launcher(request, edge)
     if path.startswith("/cdn-cgi/access/login/"):
         return await handle_login(request, edge)
     if path == "/cdn-cgi/access/certs":
@@ -124,12 +143,14 @@ async def handle(request: web.Request) -> web.StreamResponse:
     ray = request[ray_key] = new_ray()
     response, app_name, policy_name, decision = await _answer(request, ray)
     edge_log = request.app[access_log_key]
-    if edge_log.enabled:
+    if edge_log.enabled and decision != "favicon":
         elapsed = (time.perf_counter() - started) * 1000
-        edge_log.write(
+        line = (
             f"{request.method} {request.host}{request.raw_path[:200]} {response.status} "
             f"app={app_name} policy={policy_name} decision={decision} {elapsed:.1f}ms ray={ray}"
         )
+        failure = request.get(origin_failure_key)
+        edge_log.write(line if failure is None else f'{line} error="{failure}"')
     return response
 
 
@@ -151,6 +172,15 @@ async def _answer(request: web.Request, ray: str) -> tuple[web.StreamResponse, s
         )
     host = parsed[0]
     if host == edge.team_hostname:
+        if request.path == "/favicon.ico":
+            # browsers ask on every page of the team domain: an empty answer they may cache, left
+            # out of the access log, where it would be a 404 line after every sign-in page
+            return (
+                web.Response(status=204, headers={**edge_headers(ray), "Cache-Control": "max-age=86400"}),
+                "-",
+                "-",
+                "favicon",
+            )
         return await handle_team(request, edge), "-", "-", "team"
     # apps are matched on the raw path as Cloudflare normalises it (spec §14.1): "\\" and "//"
     # are "/", dot segments resolved, and "%2F" stays data (aiohttp's request.path decodes it)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -26,6 +28,27 @@ def test_keys_are_owner_only_and_survive_restarts(tmp_path: Path) -> None:
     assert kid_of(store.current.public_key) == store.current.kid
     again = KeyStore(directory, now=1_800_000_100)
     assert again.current.kid == store.current.kid
+
+
+def test_a_new_keys_dir_is_announced_and_ignored_by_git(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # keys_dir: keys beside a config the user commits: git must not pick the private keys up
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True, timeout=30)
+    (tmp_path / "fakeedge.yml").write_text("team: acme\n")
+    with caplog.at_level(logging.WARNING, logger="fakeedge"):
+        store = KeyStore(tmp_path / "keys", now=1_800_000_000)
+        KeyStore(tmp_path / "keys", now=1_800_000_000)  # an existing folder: no second warning
+    assert [r.getMessage() for r in caplog.records] == [
+        f"fakeedge: created {tmp_path / 'keys'} for private keys; its .gitignore keeps them out of git"
+    ]
+    assert (tmp_path / f"keys/{store.current.kid}.key").exists()
+    status = subprocess.run(
+        ["git", "-C", str(tmp_path), "status", "--porcelain", "--untracked-files=all"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    assert status.stdout == "?? fakeedge.yml\n"
 
 
 def test_loose_permissions_are_tightened(tmp_path: Path) -> None:
