@@ -652,12 +652,16 @@ def load_yaml(text: str, source: str) -> Any:
         return loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        where = f"line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(source, where, exc.problem or exc.context or "invalid YAML") from None
+        line = f"line {mark.line + 1}" if mark is not None else ""
+        problem = exc.problem or exc.context or "invalid YAML"
+        key = _yaml_error_key(text)
+        if key:
+            raise ConfigError(source, key, f"{line}: {problem}" if line else problem) from None
+        raise ConfigError(source, line, problem) from None
     except yaml.reader.ReaderError as exc:
-        line = text[: exc.position].count("\n") + 1
+        at = text[: exc.position].count("\n") + 1
         char = exc.character if isinstance(exc.character, int) else ord(exc.character[:1] or "\0")
-        raise ConfigError(source, f"line {line}", f"character U+{char:04X} is not allowed in YAML") from None
+        raise ConfigError(source, f"line {at}", f"character U+{char:04X} is not allowed in YAML") from None
     except yaml.YAMLError as exc:
         raise ConfigError(source, "", f"invalid YAML ({type(exc).__name__})") from None
     except RecursionError:
@@ -665,6 +669,55 @@ def load_yaml(text: str, source: str) -> Any:
     finally:
         if loader is not None:
             loader.dispose()
+
+
+def _yaml_error_key(text: str) -> str:
+    """The key path at which YAML that does not parse goes wrong ("" when at the top).
+
+    Replays the parser's events up to the error, keeping the path the way the walk above does.
+    """
+    import yaml
+
+    frames: list[list[Any]] = []  # ["map", key, expecting a key] or ["seq", index, None]
+
+    def node_done() -> None:
+        if frames and frames[-1][0] == "seq":
+            frames[-1][1] += 1
+        elif frames:
+            frames[-1][2] = not frames[-1][2]
+
+    loader = yaml.SafeLoader(text)
+    try:
+        for _ in range(MAX_YAML_VALUES * 2):
+            event = loader.get_event()  # type: ignore[no-untyped-call]
+            if isinstance(event, yaml.StreamEndEvent):
+                break
+            in_key = bool(frames) and frames[-1][0] == "map" and frames[-1][2]
+            if isinstance(event, yaml.ScalarEvent | yaml.AliasEvent):
+                if in_key:
+                    frames[-1][1] = event.value if isinstance(event, yaml.ScalarEvent) else "*"
+                node_done()
+            elif isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
+                if in_key:
+                    frames[-1][1] = "?"
+                mapping = isinstance(event, yaml.MappingStartEvent)
+                frames.append(["map", None, True] if mapping else ["seq", 0, None])
+            elif isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
+                frames.pop()
+                node_done()
+    except yaml.YAMLError:
+        pass
+    finally:
+        loader.dispose()
+    key = ""
+    for kind, name, expecting_key in frames:
+        if kind == "seq":
+            key += f"[{name}]"
+        elif expecting_key:
+            break  # between keys: the error is about this mapping
+        else:
+            key = _join(key, name)
+    return _cut(key, 80)
 
 
 _NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:timestamp")
