@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import hashlib
 import ipaddress
 import math
@@ -436,8 +437,8 @@ def _cut(path: str, limit: int = 160) -> str:
 
 
 def _name(key: Any) -> str:
-    """A mapping key as it appears in a key path: text, cut like values."""
-    text = str(key) if not isinstance(key, int) or key.bit_length() <= _MAX_INT_BITS else _show(key)
+    """A mapping key as it appears in a key path: one line of text, cut like values."""
+    text = one_line(str(key)) if not isinstance(key, int) or key.bit_length() <= _MAX_INT_BITS else _show(key)
     return text if len(text) <= _SHOWN else text[:_SHOWN] + "…"
 
 
@@ -644,7 +645,7 @@ def load_yaml(text: str, source: str) -> Any:
 
     loader = None
     try:
-        loader = yaml.SafeLoader(text)  # its reader refuses control characters here already
+        loader = _loader_class()(text)  # its reader refuses control characters here already
         node = loader.get_single_node()
         if node is None:
             return None
@@ -664,11 +665,43 @@ def load_yaml(text: str, source: str) -> Any:
         raise ConfigError(source, f"line {at}", f"character U+{char:04X} is not allowed in YAML") from None
     except yaml.YAMLError as exc:
         raise ConfigError(source, "", f"invalid YAML ({type(exc).__name__})") from None
-    except RecursionError:
-        raise ConfigError(source, "", f"nested more than {MAX_YAML_DEPTH} levels deep") from None
+    except _TooDeep as exc:
+        raise ConfigError(source, exc.key, f"nested more than {MAX_YAML_DEPTH} levels deep") from None
     finally:
         if loader is not None:
             loader.dispose()
+
+
+class _TooDeep(Exception):
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+@functools.cache
+def _loader_class() -> Any:
+    """PyYAML's SafeLoader that stops composing past ``MAX_YAML_DEPTH`` levels.
+
+    Its composer recurses per level and its scanner rechecks every open level per token, so
+    ``[[[[...`` would cost a RecursionError at best and quadratic time at worst.
+    """
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        depth = 0
+        top_key = ""
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            self.depth += 1
+            try:
+                if self.depth == 2 and isinstance(index, yaml.ScalarNode):
+                    self.top_key = _name(index.value)  # a value at the top: name its key in errors
+                if self.depth > MAX_YAML_DEPTH + 1:
+                    raise _TooDeep(self.top_key)
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
+
+    return Loader
 
 
 def _yaml_error_key(text: str) -> str:
@@ -1180,9 +1213,9 @@ def _rule(r: _Reader, raw: Any, key: str, lists: _Lists) -> Rule:
         raise r.fail(key, f"expected one rule such as {{email: {{email: a@b.test}}}}, got {_kind(raw)}")
     ((kind, body),) = raw.items()
     if kind not in RULE_KINDS:
-        hint = difflib.get_close_matches(str(kind), RULE_KINDS, n=1)
+        hint = difflib.get_close_matches(_name(kind), RULE_KINDS, n=1)
         did = f"; did you mean '{hint[0]}'?" if hint else ""
-        raise r.fail(key, f"unknown rule '{kind}'{did} valid: {', '.join(RULE_KINDS)}")
+        raise r.fail(key, f"unknown rule '{_name(kind)}'{did} valid: {', '.join(RULE_KINDS)}")
     k = f"{key}.{kind}"
 
     def one(field_name: str, *extra: str) -> Any:

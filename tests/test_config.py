@@ -326,7 +326,7 @@ YAML_ERRORS = [
         ],
     ),
     ("alias-cycle", "team: acme\nusers: &u [*u]\n", ["f.yml: users: nested more than 40 levels deep"]),
-    ("deep", "team: acme\napps: " + "[" * 3000 + "]" * 3000 + "\n", ["f.yml: nested more than 40 levels deep"]),
+    ("deep", "team: acme\napps: " + "[" * 3000 + "]" * 3000 + "\n", ["f.yml: apps: nested more than 40 levels deep"]),
     (
         "huge-int",
         "team: acme\nlogout_delay: " + "9" * 5000 + "\n",
@@ -465,6 +465,12 @@ VALUE_ERRORS = [
         f"apps.0.{LONG}",
         1,
         f"f.yml: apps[0].{'x' * 60}…: unknown key '{'x' * 60}…' valid: " + ", ".join(APP_KEYS),
+    ),
+    (
+        "long-rule",
+        "apps.0.policies.0.include",
+        [{LONG: {}}],
+        f"f.yml: apps[0].policies[0].include[0]: unknown rule '{'x' * 60}…' valid: " + ", ".join(RULE_KINDS),
     ),
     (
         "control-in-value",
