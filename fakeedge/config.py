@@ -613,7 +613,7 @@ def load_config(path: str | Path) -> Config:
     path = Path(path)
     source = str(path)
     text = _read_text(path, source, lambda why: ConfigError(source, "", f"cannot read the file ({why})"))
-    raw = load_yaml(text, source)
+    raw = _load_yaml(text, source)
     return parse_config(raw, source=source, base_dir=path.resolve().parent)
 
 
@@ -632,7 +632,7 @@ def _read_text(path: Path, source: str, fail: Callable[[str], ConfigError]) -> s
         raise ConfigError(source, f"line {line}", f"not UTF-8 text (byte {exc.start})") from None
 
 
-def load_yaml(text: str, source: str) -> Any:
+def _load_yaml(text: str, source: str) -> Any:
     """YAML as PyYAML's safe loader reads it, minus what makes a config ambiguous or a bomb.
 
     A key written twice in one mapping is an error (YAML 1.2 forbids it; PyYAML keeps the last),
@@ -995,8 +995,10 @@ def _service_tokens(r: _Reader, raw: Any, team: str, lists: _Lists) -> tuple[Ser
 
 
 def _email_entry(r: _Reader, value: Any, key: str) -> str:
-    email = r.text(value, key, required=True)
-    return str(email).lower()
+    email: str = r.text(value, key, required=True)
+    if "@" not in email:
+        raise r.fail(key, f"expected an email address, got {_show(email)}")
+    return email.lower()
 
 
 def _ip_entry(r: _Reader, value: Any, key: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
@@ -1518,7 +1520,7 @@ def _ingress_file(r: _Reader, value: Any, base_dir: Path) -> tuple[tuple[Ingress
     path = Path(name) if Path(name).is_absolute() else base_dir / name
     source = str(path)
     text = _read_text(path, source, lambda why: r.fail("ingress_file", f"cannot read {_cut(source)} ({why})"))
-    raw = load_yaml(text, source)
+    raw = _load_yaml(text, source)
     fr = r.sub(source)
     if not isinstance(raw, dict):
         raise fr.fail("", f"expected a cloudflared config (a mapping with ingress), got {_kind(raw)}")

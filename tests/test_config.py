@@ -616,6 +616,12 @@ VALUE_ERRORS = [
     ),
     ("dup-app-name", "apps.1.name", "Admin", "f.yml: apps[1].name: duplicate app name 'Admin'"),
     (
+        "email-list-entry",
+        "email_lists",
+        {"staff": ["alice"]},
+        "f.yml: email_lists.staff[0]: expected an email address, got 'alice'",
+    ),
+    (
         "ip-list-entry",
         "ip_lists",
         {"office": ["10.0.0.0/33"]},
