@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import click
 
-from .errors import FakeEdgeError
+from .errors import ConfigError, FakeEdgeError, one_line
 
 if TYPE_CHECKING:
     from .config import Config
@@ -25,13 +25,15 @@ DEFAULT_CONFIG = "fakeedge.yml"
 
 
 def _errors(fn: F) -> F:
-    """Print a user mistake as one line on stderr and exit 1; never a traceback."""
+    """Print a user mistake on stderr, one line per error, and exit 1; never a traceback."""
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except FakeEdgeError as exc:
-            click.echo(f"fakeedge: error: {exc}", err=True)
+            errors = exc.errors if isinstance(exc, ConfigError) else (exc,)
+            for error in errors:
+                click.echo(f"fakeedge: error: {one_line(str(error))}", err=True)
             sys.exit(1)
 
     wrapper.__name__ = fn.__name__

@@ -70,7 +70,9 @@ def demo_config(origin_url: str, listen: tuple[str, int]) -> Config:
     return parse_config(raw, source="<built-in demo>")
 
 
-DEMO_ORIGIN_UNKNOWN = "http://127.0.0.1:0"  # the whoami origin's port is only known once serving
+# the whoami origin's port is only known once serving; port 9 (discard) stands for it, as a
+# service URL must name a real port
+DEMO_ORIGIN_UNKNOWN = "http://127.0.0.1:9"
 
 
 def offline_demo_config() -> Config:

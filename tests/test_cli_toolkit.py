@@ -170,7 +170,7 @@ def test_token_keys_and_explain_fall_back_to_the_demo_config(demo_keys: Path) ->
     assert (explained.exit_code, explained.stderr) == (0, NO_CONFIG_NOTE)
     assert explained.stdout == (
         "url       http://localhost/\n"
-        "ingress   rule 0: localhost -> http://127.0.0.1:0\n"
+        "ingress   rule 0: localhost -> http://127.0.0.1:9\n"
         f"app       'Demo app' via localhost (aud {default_aud('demo', 'Demo app')})\n"
         "caller    carol@example.org (typed address, no attributes) from 127.0.0.1\n"
         "policy    none matched: deny by default\n"
