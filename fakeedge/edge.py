@@ -17,6 +17,7 @@ from . import claims, tokens
 from .clock import Clock
 from .config import App, Config, IngressRule, Policy, ServiceToken, sub_for
 from .keys import ROTATION_GRACE, KeyStore, SigningKey
+from .oauth import Grant, OAuthStore
 from .policy import AppIndex, Identity, IngressIndex, Verdict
 
 if TYPE_CHECKING:
@@ -95,6 +96,7 @@ class Edge:
     _app_tokens: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)
     _apps_by_aud: dict[str, App] = field(default_factory=dict)
     _tokens_by_client_id: dict[str, ServiceToken] = field(default_factory=dict)
+    oauth: OAuthStore = field(default_factory=OAuthStore)  # managed OAuth (spec §14.2)
     certs_fault: CertsFault | None = None  # tests: /cdn-cgi/access/certs slow, empty or failing
     recorder: RequestLog | None = None  # tests: what origins received; off by default
 
@@ -267,6 +269,45 @@ class Edge:
         at = self.clock.now() + self.config.logout_delay
         if session.revoked_at is None or at < session.revoked_at:
             session.revoked_at = at
+        for grant in self.oauth.grants_of_login(session.nonce):
+            # issue 12: logout ends the OAuth grants the browser session authorised
+            grant_session = self.sessions.get(grant.session_nonce)
+            if grant_session is not None and (grant_session.revoked_at is None or at < grant_session.revoked_at):
+                grant_session.revoked_at = at
+
+    # -- managed OAuth (spec §14.2) --
+
+    def oauth_session(self, identity: Identity, exp: float) -> Session:
+        """A session of its own for an OAuth grant, living as long as its refresh tokens."""
+        now = int(self.clock.now())
+        nonce = claims.identity_nonce()
+        session = Session(nonce, identity, sub_for(self.config.team, identity.email), now, int(exp))
+        self.sessions[nonce] = session
+        self._prune(now)
+        return session
+
+    def oauth_grant(self, token: str, app: App) -> Grant | None:
+        """The live grant behind an ``oauth:`` access token, if it is good for ``app``.
+
+        A grant obtained on one domain of an app is good on all of them (spec §14.2): only the
+        app's AUD has to match.
+        """
+        now = self.clock.now()
+        grant = self.oauth.grant_for_access(token, now)
+        if grant is None or grant.aud != app.aud:
+            return None
+        session = self.sessions.get(grant.session_nonce)
+        if session is None or not session.alive(now):
+            return None
+        return grant
+
+    def oauth_credential(self, token: str, app: App) -> Credential | None:
+        """The app JWT credential an ``oauth:`` access token stands for at the edge, or None."""
+        grant = self.oauth_grant(token, app)
+        if grant is None:
+            return None
+        jwt, _ = self.app_jwt(self.sessions[grant.session_nonce], app, None)
+        return self.credential(jwt)
 
     # -- verification --
 
