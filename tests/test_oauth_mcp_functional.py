@@ -10,9 +10,11 @@ edge's JWKS with PyJWKClient and answers with the email inside.
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -243,3 +245,41 @@ async def test_sdk_registration_refused_for_a_disallowed_redirect_uri(
         "'http://localhost:9/callback' is not allowed by the app's dynamic_client_registration settings\"}"
     )
     assert person.authorizations == 0
+
+
+NODE_DIR = Path(__file__).resolve().parent / "node"
+
+
+@pytest.mark.skipif(
+    not (NODE_DIR / "node_modules" / "@modelcontextprotocol" / "sdk").exists(),
+    reason="needs the TypeScript SDK: npm ci --prefix tests/node (.ci/run does it)",
+)
+async def test_typescript_sdk_does_the_same_flow(mcp_edge: RunningEdge) -> None:
+    """The official TypeScript SDK (@modelcontextprotocol/sdk) through the same steps, once."""
+    proc = await asyncio.create_subprocess_exec(
+        "node",
+        str(NODE_DIR / "mcp_client.mjs"),
+        mcp_edge.url("localhost", "/mcp"),
+        REDIRECT_URI,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    person = Person("alice@acme.test")
+    try:
+        first = json.loads(await asyncio.wait_for(proc.stdout.readline(), 30) or b"{}")
+        assert "authorize" in first, (first, await proc.stderr.read())
+        await person.redirect(first["authorize"])
+        result = await person.callback()
+        assert result.state == "node-state"
+        proc.stdin.write(result.code.encode() + b"\n")
+        await proc.stdin.drain()
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        await person.browser.close()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, err.decode()
+    assert json.loads(out) == {"tools": ["whoami"], "text": "alice@acme.test", "token": "oauth:"}
