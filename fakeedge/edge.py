@@ -286,6 +286,16 @@ class Edge:
         self._prune(now)
         return session
 
+    def revoke_grant(self, grant_id: str | None) -> Grant | None:
+        """End an OAuth grant now: its tokens, and the app JWTs minted for it, stop working."""
+        grant = self.oauth.revoke(grant_id) if grant_id is not None else None
+        if grant is not None:
+            session = self.sessions.get(grant.session_nonce)
+            if session is not None:
+                now = self.clock.now()
+                session.revoked_at = now if session.revoked_at is None else min(now, session.revoked_at)
+        return grant
+
     def oauth_grant(self, token: str, app: App) -> Grant | None:
         """The live grant behind an ``oauth:`` access token, if it is good for ``app``.
 

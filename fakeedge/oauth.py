@@ -190,18 +190,16 @@ class OAuthStore:
         key = digest(value)
         code = self.codes.pop(key, None)
         if code is None:
-            if key in self.spent:
-                # RFC 6749 §4.1.2: a replayed code revokes what the first use got
-                grant_id = self.spent[key]
-                if grant_id is not None:
-                    self.revoke(grant_id)
-                return None, True
-            return None, False
+            return None, key in self.spent
         _bound(self.spent, CODE_LIMIT)
         self.spent[key] = None
         if code.expires <= now:
             return None, False
         return code, False
+
+    def grant_of_spent_code(self, value: str) -> str | None:
+        """The grant a used code produced (RFC 6749 §4.1.2: a replay should revoke it)."""
+        return self.spent.get(digest(value))
 
     def spend(self, value: str, grant_id: str) -> None:
         """Remember which grant a used code produced, so that a replay can revoke it."""

@@ -419,6 +419,8 @@ async def handle_token(request: web.Request, edge: Edge, host: str) -> web.Respo
                     return _oauth_error(request, "invalid_request", f"{name} is required")
             code, replayed = edge.oauth.take_code(form["code"], now)
             if code is None:
+                if replayed:
+                    edge.revoke_grant(edge.oauth.grant_of_spent_code(form["code"]))
                 why = (
                     "the authorization code was already used"
                     if replayed
@@ -458,7 +460,7 @@ async def handle_token(request: web.Request, edge: Edge, host: str) -> web.Respo
             grant = found
             grant_session = edge.sessions.get(grant.session_nonce)
             if grant_session is None or not grant_session.alive(now):
-                edge.oauth.revoke(grant.id)
+                edge.revoke_grant(grant.id)
                 return _oauth_error(request, "invalid_grant", "the session behind this grant has ended")
             # spec §14.2: "policies are re-evaluated on each token refresh"
             who = grant.identity
@@ -472,7 +474,7 @@ async def handle_token(request: web.Request, edge: Edge, host: str) -> web.Respo
                 verdict.outcome,
             )
             if verdict.outcome != "allow":
-                edge.oauth.revoke(grant.id)
+                edge.revoke_grant(grant.id)
                 return _oauth_error(request, "invalid_grant", "the application's policies no longer allow this user")
         case None:
             return _oauth_error(request, "invalid_request", "grant_type is required")

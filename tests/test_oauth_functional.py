@@ -460,7 +460,7 @@ async def test_expired_code(edge: RunningEdge) -> None:
     )
 
 
-async def test_code_replay_is_refused_and_revokes_the_first_tokens(edge: RunningEdge) -> None:
+async def test_code_replay_is_refused_and_revokes_the_first_tokens(edge: RunningEdge, origin: Origin) -> None:
     client_id, code, verifier = await _code(edge)
     form = {
         "grant_type": "authorization_code",
@@ -471,6 +471,9 @@ async def test_code_replay_is_refused_and_revokes_the_first_tokens(edge: Running
     }
     status, first = await token(edge, form)
     assert status == 200
+    url = edge.url("mcp.acme.test", "/mcp")
+    assert (await edge.client.get(url, headers=bearer(first["access_token"]))).status == 200
+    assertion = origin.last.headers["Cf-Access-Jwt-Assertion"]
     assert await token(edge, form) == (
         400,
         {"error": "invalid_grant", "error_description": "the authorization code was already used"},
@@ -481,6 +484,9 @@ async def test_code_replay_is_refused_and_revokes_the_first_tokens(edge: Running
         edge, {"grant_type": "refresh_token", "refresh_token": first["refresh_token"], "client_id": client_id}
     )
     assert status == 400
+    # nor does the assertion minted for that grant work as a credential of its own
+    resp = await edge.client.get(url, headers={"Cf-Access-Token": assertion, "Accept": "*/*"}, allow_redirects=False)
+    assert resp.status == 401
 
 
 async def test_confidential_client_must_authenticate(edge: RunningEdge) -> None:
