@@ -18,6 +18,7 @@ from fakeedge.config import parse_config
 from fakeedge.testing import browser_login, loopback_session
 
 from .conftest import Origin, RunningEdge
+from .test_hardening_functional import raw
 
 CALLBACK = "http://127.0.0.1:9/callback"
 
@@ -602,3 +603,97 @@ async def test_token_from_one_domain_works_on_all_of_the_app(edge: RunningEdge, 
         edge.url("plain.acme.test", "/"), headers=bearer(body["access_token"]), allow_redirects=False
     )
     assert resp.status == 302
+
+
+# --- an attacker's requests ------------------------------------------------------------------------
+
+
+async def test_raw_path_cannot_break_out_of_the_challenge(edge: RunningEdge) -> None:
+    # sent as bytes: no client library percent-encodes the quote, comma and backslash for us
+    status, head = await raw(
+        edge.port,
+        b'GET /x"y,z\\w HTTP/1.1\r\nHost: mcp.acme.test\r\nAccept: */*\r\nConnection: close\r\n\r\n',
+    )
+    assert status == 401
+    challenge = next(line for line in head.split(b"\r\n") if line.lower().startswith(b"www-authenticate:"))
+    assert challenge == (
+        b'WWW-Authenticate: Bearer realm="OAuth", resource_metadata="http://mcp.acme.test'
+        b'/.well-known/cloudflare-access-protected-resource/x%22y%2Cz%5Cw"'
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "error"),
+    [
+        (b"grant_type=refresh_token&grant_type=authorization_code", "application/x-www-form-urlencoded", 400, "invalid_request"),
+        (b"grant_type=authorization_code&code=%ff", "application/x-www-form-urlencoded", 400, "invalid_request"),
+        (b"x=" + b"a" * (64 * 1024), "application/x-www-form-urlencoded", 413, "invalid_request"),
+    ],
+    ids=["duplicate-param", "not-utf8", "too-large"],
+)  # fmt: skip
+async def test_token_endpoint_rejects_malformed_bodies(
+    edge: RunningEdge, body: bytes, content_type: str, status: int, error: str
+) -> None:
+    resp = await edge.client.post(
+        edge.url("mcp.acme.test", "/cdn-cgi/access/oauth/token"), data=body, headers={"Content-Type": content_type}
+    )
+    assert resp.status == status
+    assert (await resp.json())["error"] == error
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "description"),
+    [
+        (b"not json", 400, "the body is not JSON"),
+        (b"[]", 400, "the body is not a JSON object"),
+        (b'{"redirect_uris": "http://127.0.0.1/cb"}', 400, "redirect_uris must be a list of 1 to 20 strings"),
+        (b'{"redirect_uris": []}', 400, "redirect_uris must be a list of 1 to 20 strings"),
+        (b"{" + b" " * (64 * 1024) + b"}", 413, "the body is larger than 65536 bytes"),
+        (
+            b'{"redirect_uris": ["http://127.0.0.1/cb"], "token_endpoint_auth_method": "private_key_jwt"}',
+            400,
+            "token_endpoint_auth_method must be one of none, client_secret_basic, client_secret_post",
+        ),
+        (
+            b'{"redirect_uris": ["http://127.0.0.1/cb"], "grant_types": ["implicit"]}',
+            400,
+            "grant_types may only hold authorization_code and refresh_token",
+        ),
+    ],
+    ids=["not-json", "array", "uris-string", "uris-empty", "too-large", "auth-method", "grant-type"],
+)
+async def test_registration_rejects_malformed_metadata(
+    edge: RunningEdge, body: bytes, status: int, description: str
+) -> None:
+    resp = await edge.client.post(
+        edge.url("mcp.acme.test", "/cdn-cgi/access/oauth/registration"),
+        data=body,
+        headers={"Content-Type": "application/json"},
+    )
+    assert resp.status == status
+    assert (await resp.json())["error_description"] == description
+
+
+async def test_tokens_are_not_interchangeable(edge: RunningEdge) -> None:
+    client_id, body = await grant(edge)
+    url = edge.url("mcp.acme.test", "/mcp")
+    # the refresh token is no access token, and the access token no refresh token
+    resp = await edge.client.get(url, headers=bearer("oauth:" + body["refresh_token"]), allow_redirects=False)
+    assert resp.status == 401
+    status, refused = await token(
+        edge, {"grant_type": "refresh_token", "refresh_token": body["access_token"], "client_id": client_id}
+    )
+    assert (status, refused["error"]) == (400, "invalid_grant")
+    # a client cannot refresh another client's grant
+    other = await register(edge, [CALLBACK])
+    status, refused = await token(
+        edge, {"grant_type": "refresh_token", "refresh_token": body["refresh_token"], "client_id": other["client_id"]}
+    )
+    assert (status, refused["error"]) == (400, "invalid_grant")
+    # nor can a client of another host's app use this app's endpoints
+    resp = await edge.client.post(
+        edge.url("plain.acme.test", "/cdn-cgi/access/oauth/token"),
+        data={"grant_type": "refresh_token", "refresh_token": body["refresh_token"], "client_id": client_id},
+        allow_redirects=False,
+    )
+    assert resp.status == 302  # no managed OAuth on Plain: an ordinary protected path
