@@ -296,6 +296,49 @@ class Edge:
                 session.revoked_at = now if session.revoked_at is None else min(now, session.revoked_at)
         return grant
 
+    def revoke_oauth(self, *, grant: str | None = None, email: str | None = None) -> list[Grant]:
+        """End the grant with this id, or every grant of this email; the grants ended."""
+        wanted = email.lower() if email is not None else None
+        ids = [
+            g.id
+            for g in list(self.oauth.grants.values())
+            if g.id == grant or (wanted is not None and g.identity.email.lower() == wanted)
+        ]
+        return [g for g in (self.revoke_grant(i) for i in ids) if g is not None]
+
+    def oauth_document(self) -> dict[str, Any]:
+        """Registered clients and live grants, JSON-ready (the control API's ``GET oauth``)."""
+        now = self.clock.now()
+
+        def app_name(aud: str) -> str | None:
+            app = self.app_by_aud(aud)
+            return app.name if app is not None else None
+
+        return {
+            "clients": [
+                {
+                    "client_id": c.client_id,
+                    "app": app_name(c.aud),
+                    "redirect_uris": list(c.redirect_uris),
+                    "token_endpoint_auth_method": c.auth_method,
+                    "client_id_issued_at": c.issued_at,
+                }
+                for c in self.oauth.clients.values()
+            ],
+            "grants": [
+                {
+                    "id": g.id,
+                    "client_id": g.client_id,
+                    "app": app_name(g.aud),
+                    "email": g.identity.email,
+                    "expires": g.expires,
+                    "access_tokens": sum(1 for k in g.access if self.oauth.access.get(k, ("", 0.0))[1] > now),
+                }
+                for g in self.oauth.grants.values()
+                if g.expires > now
+            ],
+        }
+
     def oauth_grant(self, token: str, app: App) -> Grant | None:
         """The live grant behind an ``oauth:`` access token, if it is good for ``app``.
 

@@ -251,6 +251,10 @@ class OAuthStore:
             self.refresh.pop(grant.refresh, None)
         return grant
 
+    def grant_of_session(self, session_nonce: str) -> Grant | None:
+        """The grant whose own session has this ``identity_nonce``, if any."""
+        return next((g for g in self.grants.values() if g.session_nonce == session_nonce), None)
+
     def grants_of_login(self, login_nonce: str) -> list[Grant]:
         return [g for g in self.grants.values() if g.login_nonce == login_nonce]
 

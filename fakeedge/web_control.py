@@ -12,6 +12,7 @@ cross-site without a CORS preflight, which the edge never approves.
                                       | {"unfreeze": true} | {"reset": true}
     GET    requests       POST requests {"record": true|false}     DELETE requests
     GET    certs/fault    POST certs/fault {"mode": "slow"|"empty"|"failing"|null, "delay", "times", "duration"}
+    GET    oauth          POST oauth/revoke {"grant": id} | {"email": address}    (managed OAuth, spec §14.2)
 """
 
 from __future__ import annotations
@@ -287,6 +288,18 @@ def post_fault(edge: Edge, body: dict[str, Any]) -> dict[str, Any]:
     return get_fault(edge, body)
 
 
+def get_oauth(edge: Edge, body: dict[str, Any]) -> dict[str, Any]:
+    return edge.oauth_document()
+
+
+def post_oauth_revoke(edge: Edge, body: dict[str, Any]) -> dict[str, Any]:
+    _only(body, ("grant", "email"))
+    if len(body) != 1 or not isinstance(next(iter(body.values()), None), str):
+        raise ValueError('expected one of {"grant": "<grant id>"} or {"email": "<address>"}')
+    ended = edge.revoke_oauth(grant=body.get("grant"), email=body.get("email"))
+    return {"revoked": [g.id for g in ended], **edge.oauth_document()}
+
+
 MAX_EPOCH = 253402300799  # 9999-12-31T23:59:59Z: beyond it, dates do not format
 
 _Handler = Callable[[Edge, dict[str, Any]], dict[str, Any]]
@@ -297,4 +310,6 @@ _ROUTES: dict[str, dict[str, _Handler]] = {
     "clock": {"GET": get_clock, "POST": post_clock},
     "requests": {"GET": get_requests, "POST": post_requests, "DELETE": delete_requests},
     "certs/fault": {"GET": get_fault, "POST": post_fault},
+    "oauth": {"GET": get_oauth},
+    "oauth/revoke": {"POST": post_oauth_revoke},
 }

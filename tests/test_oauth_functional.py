@@ -15,7 +15,7 @@ import jwt
 import pytest
 
 from fakeedge.config import parse_config
-from fakeedge.testing import browser_login, loopback_session
+from fakeedge.testing import FakeEdgeFactory, browser_login, loopback_session
 
 from .conftest import Origin, RunningEdge
 from .test_hardening_functional import raw
@@ -697,3 +697,46 @@ async def test_tokens_are_not_interchangeable(edge: RunningEdge) -> None:
         allow_redirects=False,
     )
     assert resp.status == 302  # no managed OAuth on Plain: an ordinary protected path
+
+
+# --- the toolkit -----------------------------------------------------------------------------------
+
+
+async def test_toolkit_lists_records_and_revokes_grants(fakeedge: FakeEdgeFactory, origin: Origin) -> None:
+    edge = await fakeedge(oauth_config(origin.url))
+    running = RunningEdge(edge.core, edge.port, None, edge.client())  # type: ignore[arg-type]
+    client_id, body = await grant(running)
+    url = running.url("tools.acme.test", "/api")
+
+    listed = edge.oauth()
+    (entry,) = listed["grants"]
+    assert entry == {
+        "id": entry["id"],
+        "client_id": client_id,
+        "app": "Tools",
+        "email": "alice@acme.test",
+        "expires": entry["expires"],
+        "access_tokens": 1,
+    }
+    assert [c["client_id"] for c in listed["clients"]] == [client_id]
+
+    assert (await running.client.get(url, headers=bearer(body["access_token"]))).status == 200
+    assert edge.requests.last.grant == entry["id"]  # which grant a request came through
+    assert edge.requests.to_json()[-1]["grant"] == entry["id"]
+
+    # the control API lists and revokes too
+    control = f"{edge.team_domain}/cdn-cgi/fakeedge/oauth"
+    async with running.client.get(control) as resp:
+        assert (await resp.json())["grants"] == [entry]
+    async with running.client.post(control + "/revoke", json={"email": "ALICE@acme.test"}) as resp:
+        assert resp.status == 200
+        answer = await resp.json()
+    assert (answer["revoked"], answer["grants"]) == ([entry["id"]], [])
+    resp = await running.client.get(url, headers=bearer(body["access_token"]), allow_redirects=False)
+    assert resp.status == 401
+    async with running.client.post(control + "/revoke", json={"grant": 1}) as resp:
+        assert (resp.status, await resp.json()) == (
+            400,
+            {"error": 'expected one of {"grant": "<grant id>"} or {"email": "<address>"}'},
+        )
+    assert edge.revoke_oauth(grant="unknown") == []
