@@ -217,6 +217,7 @@ async def test_sdk_refreshes_an_expired_access_token_without_the_person(mcp_edge
         assert first is not None
         # 16 minutes on: past the default 15-minute access token, on the edge's clock and the client's
         mcp_edge.clock.advance(16 * 60)
+        # the SDK judges expiry by time.time(), which the edge's clock does not move: tell it too
         auth.context.token_expiry_time = time.time() - 1
         _, email = await call_whoami(mcp_edge, auth)
     finally:
