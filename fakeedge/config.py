@@ -124,6 +124,26 @@ class CorsHeaders:
 
 
 @dataclass(frozen=True, slots=True)
+class DynamicClientRegistration:
+    """``oauth_configuration.dynamic_client_registration`` (spec §14.2): which redirect URIs may register."""
+
+    enabled: bool = True
+    allow_any_on_localhost: bool = False
+    allow_any_on_loopback: bool = False
+    allowed_uris: tuple[str, ...] = ()  # http(s) entries may end in "/*"; custom schemes match exactly
+
+
+@dataclass(frozen=True, slots=True)
+class OAuthConfiguration:
+    """An app's managed OAuth (spec §14.2), under Cloudflare's API names."""
+
+    enabled: bool = False
+    dynamic_client_registration: DynamicClientRegistration = field(default_factory=DynamicClientRegistration)
+    access_token_lifetime: int = 15 * 60  # grant.access_token_lifetime
+    session_duration: int | None = None  # grant.session_duration: refresh tokens; None = the app's
+
+
+@dataclass(frozen=True, slots=True)
 class App:
     name: str
     destinations: tuple[Destination, ...]
@@ -141,6 +161,7 @@ class App:
     custom_deny_url: str | None = None
     custom_non_identity_deny_url: str | None = None
     custom_deny_message: str | None = None
+    oauth_configuration: OAuthConfiguration | None = None
 
     @property
     def domain(self) -> str:
@@ -450,6 +471,9 @@ def _names(names: Iterable[Any], none: str = "none") -> str:
 def _unknown_key(name: Any, allowed: Sequence[str]) -> str:
     hint = difflib.get_close_matches(_name(name), allowed, n=1)
     did = f"; did you mean '{hint[0]}'?" if hint else ""
+    # the key path already shows the name; a long one is not shown twice (the line stays readable)
+    if len(str(name)) > _SHOWN:  # cut in the key path already
+        return f"unknown key{did or ';'} valid: {', '.join(allowed)}"
     return f"unknown key '{_name(name)}'{did} valid: {', '.join(allowed)}"
 
 
@@ -585,12 +609,15 @@ APP_KEYS = (
     "same_site_cookie_attribute", "http_only_cookie_attribute", "path_cookie_attribute",
     "enable_binding_cookie", "service_auth_401_redirect", "read_service_tokens_from_header",
     "options_preflight_bypass", "cors_headers", "custom_deny_url", "custom_non_identity_deny_url",
-    "custom_deny_message", "type",
+    "custom_deny_message", "type", "oauth_configuration",
 )  # fmt: skip
 POLICY_KEYS = ("name", "decision", "include", "exclude", "require", "session_duration", "precedence")
 USER_KEYS = ("email", "name", "groups", "github_orgs", "country", "amr", "idp", "custom")
 TOKEN_KEYS = ("name", "id", "client_id", "client_secret")
 INGRESS_KEYS = ("hostname", "path", "service", "originRequest")
+OAUTH_KEYS = ("enabled", "dynamic_client_registration", "grant")
+OAUTH_DCR_KEYS = ("enabled", "allow_any_on_localhost", "allow_any_on_loopback", "allowed_uris")
+OAUTH_GRANT_KEYS = ("access_token_lifetime", "session_duration")
 CORS_KEYS = (
     "allow_all_origins", "allowed_origins", "allow_all_methods", "allowed_methods", "allow_all_headers",
     "allowed_headers", "allow_credentials", "max_age",
@@ -1419,6 +1446,7 @@ def _app(r: _Reader, raw: Any, key: str, team: str, lists: _Lists) -> App:
             r, m.get("custom_non_identity_deny_url"), f"{key}.custom_non_identity_deny_url"
         ),
         custom_deny_message=r.text(m.get("custom_deny_message"), f"{key}.custom_deny_message", multiline=True),
+        oauth_configuration=_oauth(r, m.get("oauth_configuration"), f"{key}.oauth_configuration"),
     )
 
 
@@ -1440,6 +1468,66 @@ def _redirect_url(r: _Reader, value: Any, key: str) -> str | None:
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or not _is_host(parts.hostname):
         raise r.fail(key, f"expected an http(s) URL such as https://intranet.acme.test/denied, got {_show(url)}")
     return url
+
+
+def _oauth(r: _Reader, raw: Any, key: str) -> OAuthConfiguration | None:
+    if raw is None:
+        return None
+    m = r.mapping(raw, key, OAUTH_KEYS)
+    dk = f"{key}.dynamic_client_registration"
+    d = r.mapping(m.get("dynamic_client_registration"), dk, OAUTH_DCR_KEYS)
+    uris = _strings(r, d.get("allowed_uris"), f"{dk}.allowed_uris")
+    for i, uri in enumerate(uris):
+        problem = allowed_uri_problem(uri)
+        if problem:
+            raise r.fail(f"{dk}.allowed_uris[{i}]", f"{problem}, got {_show(uri)}")
+    gk = f"{key}.grant"
+    g = r.mapping(m.get("grant"), gk, OAUTH_GRANT_KEYS)
+    lifetime = r.duration(g.get("access_token_lifetime"), f"{gk}.access_token_lifetime", 900.0) or 0.0
+    if lifetime <= 0:
+        raise r.fail(
+            f"{gk}.access_token_lifetime", f"expected a positive duration, got {g.get('access_token_lifetime')!r}"
+        )
+    refresh = r.duration(g.get("session_duration"), f"{gk}.session_duration", None)
+    if refresh is not None and refresh <= 0:
+        raise r.fail(f"{gk}.session_duration", f"expected a positive duration, got {g.get('session_duration')!r}")
+    return OAuthConfiguration(
+        enabled=r.flag(m.get("enabled"), f"{key}.enabled", False),
+        dynamic_client_registration=DynamicClientRegistration(
+            enabled=r.flag(d.get("enabled"), f"{dk}.enabled", True),
+            allow_any_on_localhost=r.flag(d.get("allow_any_on_localhost"), f"{dk}.allow_any_on_localhost", False),
+            allow_any_on_loopback=r.flag(d.get("allow_any_on_loopback"), f"{dk}.allow_any_on_loopback", False),
+            allowed_uris=uris,
+        ),
+        access_token_lifetime=max(1, int(lifetime)),
+        session_duration=_int_or_none(refresh),
+    )
+
+
+def allowed_uri_problem(uri: str) -> str | None:
+    """Why ``uri`` cannot be an ``allowed_uris`` entry (spec §14.2), or None when it can.
+
+    http(s) entries are URLs that may end in ``/*``; other (custom) schemes match exactly and
+    cannot contain wildcards, credentials or fragments.
+    """
+    scheme, colon, rest = uri.partition(":")
+    if not colon or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme):
+        return "expected an absolute URI such as https://app.example.com/callback or myapp://callback"
+    if "#" in uri:
+        return "a redirect URI cannot contain a fragment"
+    star = uri.find("*")
+    if scheme.lower() in ("http", "https"):
+        if star != -1 and (star != len(uri) - 1 or not uri.endswith("/*")):
+            return "a wildcard is only allowed as a final /*"
+        parts = urlsplit(uri.removesuffix("*"))
+        if not parts.hostname or parts.username is not None or parts.password is not None:
+            return "expected an http(s) URL with a host and no credentials"
+        return None
+    if star != -1:
+        return "a custom-scheme URI cannot contain wildcards"
+    if rest.startswith("//") and "@" in rest[2:].split("/", 1)[0]:
+        return "a custom-scheme URI cannot contain credentials"
+    return None
 
 
 def _ingress(r: _Reader, raw: Any) -> tuple[tuple[IngressRule, ...], tuple[str, ...]]:

@@ -26,6 +26,7 @@ from . import claims, tokens
 from .clock import Clock
 from .config import App, Config, IngressRule, Policy, ServiceToken, sub_for
 from .keys import ROTATION_GRACE, KeyStore, SigningKey
+from .oauth import Grant, OAuthStore
 from .policy import AppIndex, Identity, IngressIndex, Verdict
 
 if TYPE_CHECKING:
@@ -259,6 +260,7 @@ class Edge:
     _app_tokens: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)  # service tokens
     _apps_by_aud: dict[str, App] = field(default_factory=dict)
     _tokens_by_client_id: dict[str, ServiceToken] = field(default_factory=dict)
+    oauth: OAuthStore = field(default_factory=OAuthStore)  # managed OAuth (spec §14.2)
     certs_fault: CertsFault | None = None  # tests: /cdn-cgi/access/certs slow, empty or failing
     recorder: RequestLog | None = None  # tests: what origins received; off by default
 
@@ -431,6 +433,100 @@ class Edge:
         at = self.clock.now() + self.config.logout_delay
         if session.revoked_at is None or at < session.revoked_at:
             session.revoked_at = at
+        for grant in self.oauth.grants_of_login(session.nonce):
+            # issue 12: logout ends the OAuth grants the browser session authorised
+            grant_session = self.sessions.get(grant.session_nonce, self.clock.now())
+            if grant_session is not None and (grant_session.revoked_at is None or at < grant_session.revoked_at):
+                grant_session.revoked_at = at
+
+    # -- managed OAuth (spec §14.2) --
+
+    def oauth_session(self, identity: Identity, exp: float) -> Session:
+        """A session of its own for an OAuth grant, living as long as its refresh tokens."""
+        now = int(self.clock.now())
+        nonce = claims.identity_nonce()
+        session = Session(nonce, identity, sub_for(self.config.team, identity.email), now, int(exp))
+        evicted = self.sessions.put(nonce, session, session.exp, now)
+        if evicted is not None:
+            evicted.revoked_at = 0.0  # over the cap, as in login()
+        return session
+
+    def revoke_grant(self, grant_id: str | None) -> Grant | None:
+        """End an OAuth grant now: its tokens, and the app JWTs minted for it, stop working."""
+        grant = self.oauth.revoke(grant_id) if grant_id is not None else None
+        if grant is not None:
+            now = self.clock.now()
+            session = self.sessions.get(grant.session_nonce, now)
+            if session is not None:
+                session.revoked_at = now if session.revoked_at is None else min(now, session.revoked_at)
+        return grant
+
+    def revoke_oauth(self, *, grant: str | None = None, email: str | None = None) -> list[Grant]:
+        """End the grant with this id, or every grant of this email; the grants ended."""
+        wanted = email.lower() if email is not None else None
+        ids = [
+            g.id
+            for g in list(self.oauth.grants.values())
+            if g.id == grant or (wanted is not None and g.identity.email.lower() == wanted)
+        ]
+        return [g for g in (self.revoke_grant(i) for i in ids) if g is not None]
+
+    def oauth_document(self) -> dict[str, Any]:
+        """Registered clients and live grants, JSON-ready (the control API's ``GET oauth``)."""
+        now = self.clock.now()
+
+        def app_name(aud: str) -> str | None:
+            app = self.app_by_aud(aud)
+            return app.name if app is not None else None
+
+        return {
+            "clients": [
+                {
+                    "client_id": c.client_id,
+                    "app": app_name(c.aud),
+                    "redirect_uris": list(c.redirect_uris),
+                    "token_endpoint_auth_method": c.auth_method,
+                    "client_id_issued_at": c.issued_at,
+                }
+                for c in self.oauth.clients.values()
+            ],
+            "grants": [
+                {
+                    "id": g.id,
+                    "client_id": g.client_id,
+                    "app": app_name(g.aud),
+                    "email": g.identity.email,
+                    "expires": g.expires,
+                    "access_tokens": sum(1 for k in g.access if self.oauth.access.get(k, ("", 0.0))[1] > now),
+                }
+                for g in self.oauth.grants.values()
+                if g.expires > now
+            ],
+        }
+
+    def oauth_grant(self, token: str, app: App) -> Grant | None:
+        """The live grant behind an ``oauth:`` access token, if it is good for ``app``.
+
+        A grant obtained on one domain of an app is good on all of them (spec §14.2): only the
+        app's AUD has to match.
+        """
+        now = self.clock.now()
+        grant = self.oauth.grant_for_access(token, now)
+        if grant is None or grant.aud != app.aud:
+            return None
+        session = self.sessions.get(grant.session_nonce, now)
+        if session is None or not session.alive(now):
+            return None
+        return grant
+
+    def oauth_credential(self, token: str, app: App) -> Credential | None:
+        """The app JWT credential an ``oauth:`` access token stands for at the edge, or None."""
+        grant = self.oauth_grant(token, app)
+        session = None if grant is None else self.sessions.get(grant.session_nonce, self.clock.now())
+        if session is None:
+            return None
+        jwt, _ = self.app_jwt(session, app, None)
+        return self.credential(jwt)
 
     # -- verification --
 

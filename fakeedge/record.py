@@ -40,6 +40,7 @@ class Record:
         claims: the ``Cf-Access-Jwt-Assertion``'s claims as the edge verified them, or None.
         ray: the Ray ID, also in the ``CF-Ray`` header and the client's response.
         at: the edge clock's time.
+        grant: the managed-OAuth grant id the request came through (an ``oauth:`` token), or None.
     """
 
     method: str
@@ -52,6 +53,7 @@ class Record:
     claims: Mapping[str, Any] | None
     ray: str
     at: float
+    grant: str | None = None
 
     @property
     def email(self) -> str | None:
@@ -80,6 +82,7 @@ class Record:
             "claims": dict(self.claims) if self.claims is not None else None,
             "ray": self.ray,
             "at": self.at,
+            "grant": self.grant,
         }
 
 
@@ -101,9 +104,13 @@ class RequestLog:
     ) -> None:
         """Append what the edge is about to send to the origin (called by the proxy)."""
         claims = None
+        grant = None
         if admission is not None and admission.assertion:
             cred = admission.credential or edge.credential(admission.assertion)
             claims = dict(cred.claims) if cred is not None else None
+            if cred is not None and cred.session is not None and edge.oauth.grants:
+                found = edge.oauth.grant_of_session(cred.session.nonce)
+                grant = found.id if found is not None else None
         verdict = admission.verdict if admission is not None else None
         self._records.append(
             Record(
@@ -117,6 +124,7 @@ class RequestLog:
                 claims=claims,
                 ray=ray,
                 at=edge.clock.now(),
+                grant=grant,
             )
         )
 

@@ -319,6 +319,25 @@ class FakeEdge:
         """
         return self.core.rotate_keys(parse_duration(grace)).kid
 
+    # -- managed OAuth (spec §14.2) --
+
+    def oauth(self) -> dict[str, Any]:
+        """Registered OAuth clients and live grants: ``{"clients": [...], "grants": [...]}``.
+
+        Each grant has ``id``, ``client_id``, ``app``, ``email``, ``expires`` (edge clock) and
+        ``access_tokens`` (live ones); ``edge.requests`` records carry the ``grant`` id a request
+        came through.
+        """
+        return self.core.oauth_document()
+
+    def revoke_oauth(self, *, grant: str | None = None, email: str | None = None) -> list[str]:
+        """End a grant by id, or every grant of ``email``: its access and refresh tokens stop working.
+
+        Returns:
+            The ids of the grants ended.
+        """
+        return [g.id for g in self.core.revoke_oauth(grant=grant, email=email)]
+
     def certs_fault(
         self,
         mode: str | None,

@@ -99,7 +99,20 @@ def presented_credential(request: web.Request, edge: Edge, app: App) -> Credenti
             if binding is None or not tokens.secrets_equal(binding, binding_value(cred.token)):
                 continue
         return cred
+    if app.oauth_configuration is not None and app.oauth_configuration.enabled:
+        bearer = oauth_bearer(request)
+        if bearer is not None:
+            return edge.oauth_credential(bearer, app)  # spec §14.2: the opaque token stands for the user
     return None
+
+
+def oauth_bearer(request: web.Request) -> str | None:
+    """The managed-OAuth access token of ``Authorization: Bearer oauth:…`` (spec §2.5), if any."""
+    scheme_, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    if scheme_.lower() != "bearer" or not token.startswith("oauth:"):
+        return None
+    return token
 
 
 def _presented_tokens(request: web.Request) -> Iterator[str]:

@@ -16,14 +16,14 @@ import aiohttp
 from aiohttp import web
 
 from . import headers as h
-from . import pages
+from . import pages, web_oauth
 from .config import App
 from .edge import Edge
 from .env import base_url, shown_host
 from .errors import ConfigError
 from .policy import Verdict, normalize_path, split_host
 from .tls import edge_context
-from .web_access import Admission, answer_preflight, app_cookies, check, is_preflight, metadata_token
+from .web_access import Admission, answer_preflight, app_cookies, check, is_preflight, metadata_token, oauth_bearer
 from .web_cdn_cgi import handle_certs, handle_get_identity
 from .web_control import CONTROL_PREFIX, handle_control
 from .web_login import handle_authorized, handle_login, handle_logout
@@ -189,6 +189,10 @@ async def _answer(request: web.Request, ray: str) -> tuple[web.StreamResponse, s
         answer = await handle_app_cdn_cgi(request, edge, host, path)
         if answer is not None:
             return answer, "-", "-", "cdn-cgi"
+    if path.startswith(web_oauth.PATHS):
+        answer = await web_oauth.handle(request, edge, host, path)
+        if answer is not None:
+            return answer, "-", "-", "oauth"
     match = edge.index.match(host, path)
     if match is None:
         return await _to_origin(request, edge, host, path, None, None), "-", "-", "route"
@@ -203,6 +207,7 @@ async def _answer(request: web.Request, ray: str) -> tuple[web.StreamResponse, s
     else:
         outcome = check(request, edge, match)
         if isinstance(outcome, web.Response):
+            outcome = web_oauth.refusal(request, edge, app, outcome)  # spec §14.2: 401 for API clients
             return outcome, app.name, "-", f"refuse:{outcome.status}"
         admission = outcome
     policy = admission.verdict.policy.name if admission.verdict.policy else "-"
@@ -229,6 +234,8 @@ async def _to_origin(
             upstream_headers[h.JWT_ASSERTION] = admission.assertion
         if admission.email:
             upstream_headers[h.AUTHENTICATED_USER_EMAIL] = admission.email
+        if app is not None and web_oauth.enabled(app) and oauth_bearer(request) is not None:
+            upstream_headers.popall("Authorization", None)  # an Access credential, like CF_Binding
         if admission.set_cookie is not None and app is not None:
             extra = app_cookies(request, app, *admission.set_cookie)
     if edge.recorder is not None:

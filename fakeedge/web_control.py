@@ -14,6 +14,7 @@ cross-site without a CORS preflight, which the edge never approves.
     GET    certs/fault    POST certs/fault {"mode": "slow"|"empty"|"failing"|null, "delay", "times", "duration"}
     POST   audit          {"origin", "app", "path", "email", "accept_status", "timeout", "stall", "rotation_wait"}
                           -> the audit report as JSON (docs/audit.md); it rotates keys and breaks certs briefly
+    GET    oauth          POST oauth/revoke {"grant": id} | {"email": address}    (managed OAuth, spec §14.2)
 """
 
 from __future__ import annotations
@@ -318,6 +319,16 @@ async def post_audit(edge: Edge, body: dict[str, Any]) -> dict[str, Any]:
         rotation_wait=seconds.get("rotation_wait", DEFAULT_ROTATION_WAIT),
     )
     return report.to_json()
+def get_oauth(edge: Edge, body: dict[str, Any]) -> dict[str, Any]:
+    return edge.oauth_document()
+
+
+def post_oauth_revoke(edge: Edge, body: dict[str, Any]) -> dict[str, Any]:
+    _only(body, ("grant", "email"))
+    if len(body) != 1 or not isinstance(next(iter(body.values()), None), str):
+        raise ValueError('expected one of {"grant": "<grant id>"} or {"email": "<address>"}')
+    ended = edge.revoke_oauth(grant=body.get("grant"), email=body.get("email"))
+    return {"revoked": [g.id for g in ended], **edge.oauth_document()}
 
 
 MAX_EPOCH = 253402300799  # 9999-12-31T23:59:59Z: beyond it, dates do not format
@@ -331,4 +342,6 @@ _ROUTES: dict[str, dict[str, _Handler]] = {
     "requests": {"GET": get_requests, "POST": post_requests, "DELETE": delete_requests},
     "certs/fault": {"GET": get_fault, "POST": post_fault},
     "audit": {"POST": post_audit},
+    "oauth": {"GET": get_oauth},
+    "oauth/revoke": {"POST": post_oauth_revoke},
 }

@@ -464,7 +464,7 @@ VALUE_ERRORS = [
         "long-key",
         f"apps.0.{LONG}",
         1,
-        f"f.yml: apps[0].{'x' * 60}…: unknown key '{'x' * 60}…' valid: " + ", ".join(APP_KEYS),
+        f"f.yml: apps[0].{'x' * 60}…: unknown key; valid: " + ", ".join(APP_KEYS),
     ),
     (
         "long-rule",
