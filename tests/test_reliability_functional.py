@@ -97,3 +97,89 @@ async def test_a_client_that_leaves_closes_the_origin_connection(make_edge, thin
     thinker.release.set()
     resp = await running.client.get(running.url("public.acme.test", "/think"))
     assert (resp.status, await resp.text()) == (200, "thought")
+
+
+UPLOAD_CHUNK = 50 * 1024
+UPLOAD_CHUNKS = 25  # 1.25 MiB over about 1.5 s: three origin timeouts of steady upload
+
+
+async def slow_upload() -> AsyncIterator[bytes]:
+    for _ in range(UPLOAD_CHUNKS):
+        await asyncio.sleep(0.06)
+        yield b"u" * UPLOAD_CHUNK
+
+
+@dataclass
+class Stalling:
+    url: str
+    received: list[int] = field(default_factory=list)  # body sizes read whole
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@pytest.fixture
+async def stalling() -> AsyncIterator[Stalling]:
+    """An origin that reads the whole body, then answers ``/echo`` at once and ``/stall`` never;
+    ``/deaf`` never reads the body."""
+    state = Stalling("")
+
+    async def handle(request: web.Request) -> web.Response:
+        size = 0
+        if request.path == "/deaf":  # never reads the body: the edge's writes back up
+            await asyncio.wait_for(state.release.wait(), 30)
+        async for chunk in request.content.iter_chunked(1 << 16):
+            size += len(chunk)
+        state.received.append(size)
+        if request.path == "/stall":
+            await asyncio.wait_for(state.release.wait(), 30)
+        return web.Response(text=str(size))
+
+    app = web.Application(client_max_size=0)
+    app.router.add_post("/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    state.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    yield state
+    state.release.set()
+    await runner.cleanup()
+
+
+async def test_a_slow_steady_upload_is_not_an_origin_timeout(make_edge, stalling: Stalling, forwarder: str) -> None:  # type: ignore[no-untyped-def]
+    # origin_timeout is the wait for the origin (spec §12 choice), not for the client's upload
+    cfg = base_config(stalling.url)
+    cfg["origin_timeout"] = "500ms"
+    running = await make_edge(cfg)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    resp = await running.client.post(running.url("public.acme.test", "/echo"), data=slow_upload())
+    assert (resp.status, await resp.text()) == (200, str(UPLOAD_CHUNK * UPLOAD_CHUNKS))
+    assert loop.time() - started > 1.0  # the upload did take longer than the origin timeout
+
+
+async def test_an_origin_that_stalls_after_the_body_gets_the_504_page(make_edge, stalling: Stalling, forwarder: str) -> None:  # type: ignore[no-untyped-def]
+    cfg = base_config(stalling.url)
+    cfg["origin_timeout"] = "500ms"
+    running = await make_edge(cfg)
+    resp = await running.client.post(running.url("public.acme.test", "/stall"), data=slow_upload())
+    assert resp.status == 504
+    assert "Gateway time-out" in await resp.text()
+    assert "The origin did not answer within 0.5s." in await resp.text()
+    # the whole body reached the origin first: the timeout ran from there
+    assert stalling.received == [UPLOAD_CHUNK * UPLOAD_CHUNKS]
+
+
+async def test_an_origin_that_stops_reading_the_body_gets_the_504_page(make_edge, stalling: Stalling, forwarder: str) -> None:  # type: ignore[no-untyped-def]
+    # writing to the origin is waiting for the origin: the timeout runs while the edge's writes back up
+    cfg = base_config(stalling.url)
+    cfg["origin_timeout"] = "500ms"
+    running = await make_edge(cfg)
+
+    async def fast_upload() -> AsyncIterator[bytes]:
+        for _ in range(64):  # far more than the socket buffers between edge and origin hold
+            yield b"f" * (1 << 20)
+
+    async with asyncio.timeout(20):
+        resp = await running.client.post(running.url("public.acme.test", "/deaf"), data=fast_upload())
+        assert resp.status == 504
+        assert "The origin did not answer within 0.5s." in await resp.text()
+    assert stalling.received == []
