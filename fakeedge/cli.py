@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -67,10 +68,23 @@ def main() -> None:
     help="HOST:PORT of a TLS listener as well (leaves from the local CA in keys_dir); overrides `tls_listen`.",
 )
 @click.option("--access-log/--no-access-log", default=True, show_default=True, help="One line per request on stderr.")
+@click.option(
+    "--shutdown-timeout",
+    default="8s",
+    show_default=True,
+    help="On SIGTERM or SIGINT, how long requests in flight may take to finish before they are cut.",
+)
 @_errors
-def serve(config_path: Path | None, listen: str | None, tls_listen: str | None, access_log: bool) -> None:
-    """Run the edge in front of your services (or the demo, with no config)."""
-    from .config import load_config, parse_host_port
+def serve(
+    config_path: Path | None, listen: str | None, tls_listen: str | None, access_log: bool, shutdown_timeout: str
+) -> None:
+    """Run the edge in front of your services (or the demo, with no config).
+
+    SIGTERM or SIGINT (Ctrl-C) stops it gracefully, also as PID 1 in a container: it stops
+    accepting, lets requests in flight finish within --shutdown-timeout, writes the access log
+    and exits 0. A second signal stops it at once (exit 1).
+    """
+    from .config import load_config, parse_duration, parse_host_port
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     listen_addr = tls_addr = None
@@ -85,15 +99,27 @@ def serve(config_path: Path | None, listen: str | None, tls_listen: str | None, 
             listen_addr = parsed
         else:
             tls_addr = parsed
+    try:
+        grace = parse_duration(shutdown_timeout)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--shutdown-timeout") from None
     if config_path is None and Path(DEFAULT_CONFIG).is_file():
         config_path = Path(DEFAULT_CONFIG)
     config = load_config(config_path) if config_path is not None else None
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(config, listen_addr, access_log, tls_addr))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):  # a Ctrl-C before the signal handlers are in place
+            asyncio.run(_serve(config, listen_addr, access_log, tls_addr, grace))
+    except asyncio.CancelledError:
+        click.echo("fakeedge: stopped at once (second signal); requests in flight were cut", err=True)
+        sys.exit(1)
 
 
 async def _serve(
-    config: Any, listen: tuple[str, int] | None, access_log: bool, tls_listen: tuple[str, int] | None = None
+    config: Any,
+    listen: tuple[str, int] | None,
+    access_log: bool,
+    tls_listen: tuple[str, int] | None = None,
+    shutdown_timeout: float = 8.0,
 ) -> None:
     from .demo import DEMO_APP, demo_config, start_whoami
     from .edge import Edge
@@ -112,9 +138,10 @@ async def _serve(
     tls_listen = tls_listen or config.tls_listen
     edge = Edge.create(config)
     edge_box.append(edge)
+    log_sink = AccessLog() if access_log else None
     try:
         runner, (_bound_host, bound_port) = await start(
-            edge, host, port, access_log=AccessLog() if access_log else None, tls_listen=tls_listen
+            edge, host, port, access_log=log_sink, tls_listen=tls_listen, shutdown_timeout=shutdown_timeout
         )
     except OSError as exc:
         if tls_listen is None:
@@ -148,11 +175,44 @@ async def _serve(
             flush=True,
         )
     try:
-        await asyncio.Event().wait()
+        signum = await _until_signal()
+        print(
+            f"fakeedge: {signum.name}: stopping; requests in flight may take up to {shutdown_timeout:g}s "
+            "(a second signal stops at once)",
+            file=out,
+            flush=True,
+        )
     finally:
-        await runner.cleanup()
-        for r in extra_runners:
-            await r.cleanup()
+        try:
+            await runner.cleanup()  # stop accepting, let requests in flight finish, flush the access log
+            for r in extra_runners:
+                await r.cleanup()
+        finally:
+            if log_sink is not None:
+                log_sink.flush()  # what was answered before a second signal cut the rest
+    print("fakeedge: stopped", file=out, flush=True)
+
+
+async def _until_signal() -> signal.Signals:
+    """Wait for SIGTERM or SIGINT; a second one cancels the calling task (stop at once).
+
+    Handled explicitly: as PID 1 (a container's entrypoint) a signal with no handler is ignored
+    by the kernel, and Python leaves SIGTERM without one.
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    received: asyncio.Future[signal.Signals] = loop.create_future()
+
+    def on_signal(signum: signal.Signals) -> None:
+        if received.done():
+            task.cancel()
+        else:
+            received.set_result(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    return await received
 
 
 def _variant_flags(fn: F) -> F:

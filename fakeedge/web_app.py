@@ -39,6 +39,9 @@ from .web_proxy import (
 from .web_request import NO_STORE, client_ip, client_key, edge_key, ray_key, scheme
 
 log = logging.getLogger("fakeedge")
+# requests in flight get this long on shutdown: cut, flushed and gone before `docker stop` sends
+# SIGKILL (10 s after SIGTERM by default)
+SHUTDOWN_TIMEOUT = 8.0
 
 
 class AccessLog:
@@ -296,6 +299,7 @@ async def start(
     access_log: AccessLog | None = None,
     tls_listen: tuple[str, int] | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    shutdown_timeout: float = SHUTDOWN_TIMEOUT,
 ) -> tuple[web.AppRunner, tuple[str, int]]:
     """Start the edge on host:port (0 for any free port) and return the runner and bound address.
 
@@ -307,6 +311,8 @@ async def start(
         tls_listen: (host, port) of a TLS listener as well; its bound port is in ``edge.tls_ports``.
         ssl_context: the TLS listener's context; by default the local CA of ``keys_dir`` with a
             leaf per configured name (:func:`fakeedge.tls.edge_context`).
+        shutdown_timeout: how long ``runner.cleanup()`` lets requests in flight finish (after it
+            stops accepting) before cutting them.
 
     Returns:
         The runner (``cleanup()`` stops everything) and the plain listener's bound address, or
@@ -322,7 +328,11 @@ async def start(
     # handler_cancellation: a client that leaves cancels its request, so the forwarder closes the
     # origin connection and the origin sees the disconnect, as at Cloudflare (a 499 in its logs)
     runner = web.AppRunner(
-        create_app(edge, access_log=access_log), access_log=None, handle_signals=False, handler_cancellation=True
+        create_app(edge, access_log=access_log),
+        access_log=None,
+        handle_signals=False,
+        handler_cancellation=True,
+        shutdown_timeout=shutdown_timeout,
     )
     await runner.setup()
     try:

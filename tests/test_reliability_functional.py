@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from aiohttp import web
 
 from fakeedge import web_proxy
+from fakeedge.testing import loopback_session
 
 from .conftest import base_config
 
@@ -183,3 +192,169 @@ async def test_an_origin_that_stops_reading_the_body_gets_the_504_page(make_edge
         assert resp.status == 504
         assert "The origin did not answer within 0.5s." in await resp.text()
     assert stalling.received == []
+
+
+class Served:
+    """``fakeedge serve`` in a subprocess, its stderr collected line by line."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+        self.port = 0
+        self._listening = asyncio.Event()
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.proc.stderr is not None
+        while line := await self.proc.stderr.readline():
+            text = line.decode().rstrip("\n")
+            self.lines.append(text)
+            found = re.match(r"fakeedge: listening on http://127\.0\.0\.1:(\d+) ", text)
+            if found:
+                self.port = int(found.group(1))
+                self._listening.set()
+
+    async def listening(self) -> int:
+        waiter = asyncio.ensure_future(self._listening.wait())
+        try:  # the banner, or the end of stderr (it failed to start)
+            await asyncio.wait([waiter, self._reader], timeout=60, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        assert self._listening.is_set(), "fakeedge serve did not start:\n" + "\n".join(self.lines)
+        return self.port
+
+    async def exited(self, timeout: float) -> int:
+        """The exit status, within ``timeout`` seconds, once stderr is read to the end."""
+        async with asyncio.timeout(timeout):
+            await self._reader
+            return await self.proc.wait()
+
+
+async def serve(tmp_path: Path, origin_url: str, *command: str, **kwargs: Any) -> Served:
+    raw = base_config(origin_url)
+    raw["keys_dir"] = str(tmp_path / "keys")
+    (tmp_path / "fakeedge.yml").write_text(yaml.safe_dump(raw))
+    proc = await asyncio.create_subprocess_exec(
+        *command,
+        sys.executable,
+        "-m",
+        "fakeedge.cli",
+        "serve",
+        "--config",
+        str(tmp_path / "fakeedge.yml"),
+        "--listen",
+        "127.0.0.1:0",
+        cwd=tmp_path,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        **kwargs,
+    )
+    return Served(proc)
+
+
+@pytest.fixture
+async def slow_origin(make_origin) -> AsyncIterator[tuple[str, asyncio.Event, list[str]]]:  # type: ignore[no-untyped-def]
+    """An origin whose ``/slow`` waits until released; ``/fast`` answers at once."""
+    release = asyncio.Event()
+    started: list[str] = []
+
+    async def slow(request: web.Request) -> web.Response:
+        started.append(request.path)
+        await asyncio.wait_for(release.wait(), 30)
+        return web.Response(text="slow and done")
+
+    origin = await make_origin(lambda app: app.router.add_get("/slow", slow))
+    yield origin.url, release, started
+    release.set()
+
+
+async def refused(port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except ConnectionRefusedError:
+        return True
+    writer.close()
+    await writer.wait_closed()
+    return False
+
+
+async def test_sigterm_finishes_requests_in_flight_flushes_the_log_and_exits_0(tmp_path: Path, slow_origin) -> None:  # type: ignore[no-untyped-def]
+    origin_url, release, started = slow_origin
+    served = await serve(tmp_path, origin_url)
+    try:
+        port = await served.listening()
+        async with loopback_session() as client:
+            for i in range(50):  # answered before the signal, their log lines still in the buffer
+                resp = await client.get(f"http://public.acme.test:{port}/fast?n={i}")
+                assert resp.status == 200
+                await resp.read()
+            in_flight = asyncio.create_task(client.get(f"http://public.acme.test:{port}/slow"))
+            await wait_until(lambda: started == ["/slow"])
+            served.proc.send_signal(signal.SIGTERM)
+            # it stops accepting at once, and keeps serving the request in flight
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10
+            while not await refused(port):
+                assert loop.time() < deadline, "still accepting connections after SIGTERM"
+                await asyncio.sleep(0.05)
+            assert not in_flight.done()
+            release.set()
+            resp = await asyncio.wait_for(in_flight, 10)
+            assert (resp.status, await resp.text()) == (200, "slow and done")
+        assert await served.exited(timeout=15) == 0
+    finally:
+        if served.proc.returncode is None:
+            served.proc.kill()
+            await served.proc.wait()
+            await served.exited(timeout=10)
+    log = [line for line in served.lines if line.startswith("GET public.acme.test:")]
+    assert [line.split()[1] for line in log] == [f"public.acme.test:{port}/fast?n={i}" for i in range(50)] + [
+        f"public.acme.test:{port}/slow"
+    ]
+    assert all(line.split()[2] == "200" for line in log)
+    assert "fakeedge: SIGTERM: stopping; requests in flight may take up to 8s (a second signal stops at once)" in served.lines
+    assert served.lines[-1] == "fakeedge: stopped"
+
+
+def _can_unshare_pid() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    try:
+        done = subprocess.run(["unshare", "--pid", "--fork", "--kill-child", "true"], capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+async def test_sigterm_stops_it_as_pid_1(tmp_path: Path, slow_origin) -> None:  # type: ignore[no-untyped-def]
+    # a container's entrypoint is PID 1, for which the kernel drops signals that have no handler
+    if not _can_unshare_pid():
+        pytest.skip("needs `unshare --pid --fork` (util-linux, and the right to make a PID namespace)")
+    origin_url, release, started = slow_origin
+    # --kill-child: fakeedge goes with unshare, whatever the test's outcome
+    served = await serve(tmp_path, origin_url, "unshare", "--pid", "--fork", "--kill-child")
+    pid = None
+    try:
+        port = await served.listening()
+        children = Path(f"/proc/{served.proc.pid}/task/{served.proc.pid}/children").read_text().split()
+        assert len(children) == 1, children  # fakeedge, PID 1 of its namespace
+        pid = int(children[0])
+        assert re.search(r"^NSpid:\s+\d+\s+1$", Path(f"/proc/{pid}/status").read_text(), re.M)
+        async with loopback_session() as client:
+            in_flight = asyncio.create_task(client.get(f"http://public.acme.test:{port}/slow"))
+            await wait_until(lambda: started == ["/slow"])
+            os.kill(pid, signal.SIGTERM)
+            await wait_until(lambda: any("SIGTERM: stopping" in line for line in served.lines))
+            release.set()
+            resp = await asyncio.wait_for(in_flight, 10)
+            assert (resp.status, await resp.text()) == (200, "slow and done")
+        assert await served.exited(timeout=10) == 0
+    finally:
+        if served.proc.returncode is None:
+            if pid is not None:
+                os.kill(pid, signal.SIGKILL)
+            served.proc.kill()
+            await served.proc.wait()
+            await served.exited(timeout=10)
+    assert served.lines[-1] == "fakeedge: stopped"
