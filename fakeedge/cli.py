@@ -343,8 +343,8 @@ def keys_rotate(config_path: Path, grace: str) -> None:
     click.echo(f"current  {store.rotate(now, seconds).kid}")
     click.echo(f"previous {old} (in certs until {_utc(now + seconds)})")
     click.echo(
-        "fakeedge: note: a running edge keeps the keys it loaded: restart it, "
-        "or rotate through it with POST /cdn-cgi/fakeedge/keys/rotate",
+        "fakeedge: note: an edge running on this keys_dir takes the new key up at its next "
+        "certs request, sign-in or unknown token",
         err=True,
     )
 

@@ -161,6 +161,21 @@ class Edge:
         self._app_tokens.clear()  # tokens signed from now on use the new key
         return key
 
+    def refresh_keys(self) -> bool:
+        """Take up keys another process sharing ``keys_dir`` rotated to (one ``stat`` if none did).
+
+        Called before serving the certs document, verifying a new token and signing one, so the
+        keys this edge serves and signs with are those on disk.
+        """
+        if not self.keys.refresh():
+            return False
+        self._app_tokens.clear()  # signed with a key that may have left the certs document
+        return True
+
+    def _signing_key(self) -> SigningKey:
+        self.refresh_keys()
+        return self.keys.current
+
     # -- service tokens --
 
     def service_token(self, client_id: str, client_secret: str) -> ServiceToken | None:
@@ -189,7 +204,7 @@ class Edge:
         payload = claims.service_claims(
             aud=app.aud, now=iat, exp=exp, iss=self.team_domain, common_name=token.client_id
         )
-        signing_key = self.keys.current
+        signing_key = self._signing_key()
         jwt = tokens.sign(payload, signing_key, header=tokens.service_header(signing_key), escape_slashes=True)
         self._remember(
             Credential(jwt, "service", payload, exp, frozenset([app.aud]), signing_key.kid, service_token=token)
@@ -215,7 +230,8 @@ class Edge:
             country=identity.country,
             token_type="org",
         )
-        session.org_token = tokens.sign(payload, self.keys.current)
+        signing_key = self._signing_key()
+        session.org_token = tokens.sign(payload, signing_key)
         self.sessions[nonce] = session
         self._remember(
             Credential(
@@ -224,7 +240,7 @@ class Edge:
                 payload,
                 session.exp,
                 frozenset([self.org_aud]),
-                self.keys.current.kid,
+                signing_key.kid,
                 session,
             )
         )
@@ -257,8 +273,9 @@ class Edge:
             country=who.country,
             custom=who.user.custom if who.user else None,
         )
-        jwt = tokens.sign(payload, self.keys.current)
-        self._remember(Credential(jwt, "app", payload, exp, frozenset([app.aud]), self.keys.current.kid, session))
+        signing_key = self._signing_key()
+        jwt = tokens.sign(payload, signing_key)
+        self._remember(Credential(jwt, "app", payload, exp, frozenset([app.aud]), signing_key.kid, session))
         self._app_tokens[key] = (jwt, exp)
         return jwt, exp
 
@@ -286,6 +303,7 @@ class Edge:
         return cred
 
     def _verify(self, token: str, now: float) -> Credential | None:
+        self.refresh_keys()  # a token signed with a key rotated to by another process
         verified = tokens.verify(token, self.keys, now)
         if verified is None:
             return None

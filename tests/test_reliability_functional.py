@@ -14,14 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 import yaml
 from aiohttp import web
 
 from fakeedge import web_proxy
-from fakeedge.testing import loopback_session
+from fakeedge.testing import browser_login, loopback_session
 
 from .conftest import base_config
+from .origins import verify
 
 
 def open_fds() -> int:
@@ -358,3 +360,29 @@ async def test_sigterm_stops_it_as_pid_1(tmp_path: Path, slow_origin) -> None:  
             await served.proc.wait()
             await served.exited(timeout=10)
     assert served.lines[-1] == "fakeedge: stopped"
+
+
+async def test_a_running_edge_takes_up_keys_rotated_by_another_process(make_edge, origin) -> None:  # type: ignore[no-untyped-def]
+    running = await make_edge(base_config(origin.url))
+    certs_url = f"{running.team}/cdn-cgi/access/certs"
+
+    async def kids() -> list[str]:
+        resp = await running.client.get(certs_url)
+        return [k["kid"] for k in (await resp.json())["keys"]]
+
+    (first,) = await kids()
+    rotate = "import sys, time; from pathlib import Path; from fakeedge.keys import KeyStore; "
+    rotate += "print(KeyStore(Path(sys.argv[1]), time.time()).rotate(time.time(), 3600).kid)"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", rotate, str(running.config.keys_dir), stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0
+    second = out.decode().strip()
+    assert await kids() == [first, second]  # spec §3: previous first
+    # and the edge signs with it: an origin verifies the assertion with PyJWKClient
+    await browser_login(running.client, running.url("admin.acme.test"), "alice@acme.test")
+    assertion = origin.last.headers["Cf-Access-Jwt-Assertion"]
+    assert jwt.get_unverified_header(assertion)["kid"] == second
+    claims = await verify(certs_url, assertion, audience=running.aud("Admin"), issuer=running.team)
+    assert claims["email"] == "alice@acme.test"
