@@ -123,8 +123,9 @@ async def _serve(
 ) -> None:
     from .demo import DEMO_APP, demo_config, start_whoami
     from .edge import Edge
-    from .web_app import AccessLog, start
+    from .web_app import AccessLog, connection_ceiling, raise_open_files_limit, start
 
+    open_files = raise_open_files_limit()
     extra_runners = []
     demo = config is None
     edge_box: list[Edge] = []
@@ -162,6 +163,13 @@ async def _serve(
             f"clients trust {ca_path(config.keys_dir)}",
             file=out,
         )
+    ceiling = connection_ceiling(open_files)
+    print(
+        f"fakeedge: open files limit {open_files}: up to {ceiling} concurrent proxied connections (two descriptors each)"
+        if ceiling is not None
+        else "fakeedge: no open files limit: concurrent connections bounded by memory",
+        file=out,
+    )
     for app in config.apps:
         print(f"fakeedge: app {app.name!r} on {', '.join(map(str, app.destinations))} aud={app.aud}", file=out)
     for key in config.not_emulated:

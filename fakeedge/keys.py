@@ -33,6 +33,7 @@ ROTATION_GRACE = 7 * 24 * 3600  # spec §3: the previous key stays valid for 7 d
 STATE_FILE = "state.json"
 LOCK_FILE = ".lock"
 KID = re.compile(r"[0-9a-f]{64}")
+STALE_TMP = re.compile(r"\.(state\.json|[0-9a-f]{64}\.(key|crt))\.\d+\.tmp")  # as _write_file names them
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +195,7 @@ class KeyStore:
         # exclusive even to read: of two processes starting on a fresh directory, one creates
         # the key and the other loads it
         with self._lock(exclusive=True):
+            self._remove_stale_tmp()
             if not state_path.exists():
                 self.current = new_key(now)
                 self._write_key(self.current)
@@ -272,6 +274,13 @@ class KeyStore:
         _write_private(path, json.dumps(state, indent=2).encode())
         st = os.stat(path)
         self._state_id = (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def _remove_stale_tmp(self) -> None:
+        """Temporary files of a write that was killed midway (the caller holds the exclusive lock,
+        so no write is under way)."""
+        for path in self.directory.glob(".*.tmp"):
+            if STALE_TMP.fullmatch(path.name):
+                path.unlink(missing_ok=True)
 
     def _remove_unused(self) -> None:
         keep = {self.current.kid} | ({self.previous.kid} if self.previous else set())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import ssl
 import sys
 import time
@@ -276,6 +277,30 @@ def create_app(edge: Edge, *, access_log: AccessLog | None = None) -> web.Applic
     app.cleanup_ctx.append(watch_deadlines)
     app.router.add_route("*", "/{tail:.*}", handle)
     return app
+
+
+FDS_RESERVED = 32  # descriptors not for connections: listeners, the loop, stdio, keys, certificates
+
+
+def raise_open_files_limit() -> int:
+    """Raise the soft limit on open files to the hard one, as production servers do; return it.
+
+    Every proxied connection holds two descriptors (client and origin), so the usual soft limit
+    of 1024 caps the edge near 500 concurrent connections while the hard limit allows far more.
+    A limit that cannot be raised is left as it is.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def connection_ceiling(open_files: int) -> int | None:
+    """How many proxied connections fit in ``open_files`` descriptors (None: no limit)."""
+    if open_files == resource.RLIM_INFINITY:
+        return None
+    return max(0, (open_files - FDS_RESERVED) // 2)
 
 
 def check_hosts(edge: Edge) -> None:

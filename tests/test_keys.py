@@ -187,3 +187,36 @@ def test_concurrent_rotations_keep_one_consistent_chain(tmp_path: Path) -> None:
     assert (state["previous"], state["current"]) == (chain[-2], chain[-1])
     reloaded = KeyStore(tmp_path, now=NOW)
     assert [k.kid for k in reloaded.keys(NOW)] == chain[-2:]
+
+
+def _rotate_and_hang_in_fsync(directory: str, writing: Any) -> None:
+    """Rotate, and stop for good in the middle of writing the new key (to be killed there)."""
+    import os as real_os
+    import time as real_time
+
+    def hang(fd: int) -> None:
+        writing.set()
+        real_time.sleep(120)
+
+    real_os.fsync = hang  # fault injection: the write never completes
+    KeyStore(Path(directory), now=NOW).rotate(NOW, grace=3600)
+
+
+def test_a_rotation_killed_mid_write_leaves_nothing_behind(tmp_path: Path) -> None:
+    first = KeyStore(tmp_path, now=NOW).current.kid
+    writing = SPAWN.Event()
+    proc = SPAWN.Process(target=_rotate_and_hang_in_fsync, args=(str(tmp_path), writing))
+    proc.start()
+    try:
+        assert writing.wait(timeout=120), "the rotation did not start writing"
+    finally:
+        proc.kill()  # SIGKILL mid-write: no cleanup runs
+        proc.join(timeout=60)
+    stale = [p.name for p in tmp_path.glob(".*.tmp")]
+    assert len(stale) == 1 and stale[0].endswith(f".key.{proc.pid}.tmp"), stale
+    (tmp_path / ".notes.tmp").write_text("not the key store's")
+    # the next start (under the lock the killed process no longer holds) removes it
+    store = KeyStore(tmp_path, now=NOW)
+    assert store.current.kid == first  # the rotation never happened
+    assert sorted(p.name for p in tmp_path.glob(".*.tmp")) == [".notes.tmp"]
+    assert _consistent(tmp_path)["current"] == first

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -386,3 +387,41 @@ async def test_a_running_edge_takes_up_keys_rotated_by_another_process(make_edge
     assert jwt.get_unverified_header(assertion)["kid"] == second
     claims = await verify(certs_url, assertion, audience=running.aud("Admin"), issuer=running.team)
     assert claims["email"] == "alice@acme.test"
+
+
+def _soft_limit_256() -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+
+
+async def test_serve_raises_the_open_files_limit_and_says_how_many_connections_fit(tmp_path: Path, slow_origin) -> None:  # type: ignore[no-untyped-def]
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < 1024 or hard == resource.RLIM_INFINITY:
+        pytest.skip(f"needs a finite hard limit on open files of 1024 or more (is {hard})")
+    origin_url, release, started = slow_origin
+    served = await serve(tmp_path, origin_url, preexec_fn=_soft_limit_256)  # the usual soft limit, lowered
+    try:
+        port = await served.listening()
+        limits = Path(f"/proc/{served.proc.pid}/limits").read_text()
+        assert re.search(rf"^Max open files\s+{hard}\s+{hard}\s", limits, re.M), limits
+        assert f"fakeedge: open files limit {hard}: up to {(hard - 32) // 2} concurrent proxied connections (two descriptors each)" in served.lines
+        # more connections in flight than 256 descriptors could carry (two each)
+        clients = 150
+        streams = []
+        for _ in range(clients):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(f"GET /slow HTTP/1.1\r\nHost: public.acme.test:{port}\r\nConnection: close\r\n\r\n".encode())
+            streams.append((reader, writer))
+        await wait_until(lambda: len(started) == clients, timeout=30)
+        release.set()
+        for reader, writer in streams:
+            answer = await asyncio.wait_for(reader.read(), 30)
+            assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+            writer.close()
+        served.proc.send_signal(signal.SIGTERM)
+        assert await served.exited(timeout=15) == 0
+    finally:
+        if served.proc.returncode is None:
+            served.proc.kill()
+            await served.proc.wait()
+            await served.exited(timeout=10)
