@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import jwt
 import pytest
 import yaml
@@ -275,7 +276,7 @@ async def slow_origin(make_origin) -> AsyncIterator[tuple[str, asyncio.Event, li
 async def refused(port: int) -> bool:
     try:
         _, writer = await asyncio.open_connection("127.0.0.1", port)
-    except ConnectionRefusedError:
+    except (ConnectionRefusedError, ConnectionResetError):  # reset: queued as the listener closed
         return True
     writer.close()
     await writer.wait_closed()
@@ -318,6 +319,31 @@ async def test_sigterm_finishes_requests_in_flight_flushes_the_log_and_exits_0(t
     assert all(line.split()[2] == "200" for line in log)
     assert "fakeedge: SIGTERM: stopping; requests in flight may take up to 8s (a second signal stops at once)" in served.lines
     assert served.lines[-1] == "fakeedge: stopped"
+
+
+async def test_a_second_signal_stops_at_once(tmp_path: Path, slow_origin) -> None:  # type: ignore[no-untyped-def]
+    origin_url, _release, started = slow_origin
+    served = await serve(tmp_path, origin_url)
+    try:
+        port = await served.listening()
+        async with loopback_session() as client:
+            resp = await client.get(f"http://public.acme.test:{port}/fast")
+            assert resp.status == 200
+            in_flight = asyncio.create_task(client.get(f"http://public.acme.test:{port}/slow"))
+            await wait_until(lambda: started == ["/slow"])
+            served.proc.send_signal(signal.SIGINT)
+            await wait_until(lambda: any("SIGINT: stopping" in line for line in served.lines))
+            served.proc.send_signal(signal.SIGINT)
+            assert await served.exited(timeout=10) == 1
+            with pytest.raises(aiohttp.ClientError):
+                await asyncio.wait_for(in_flight, 10)  # cut, never answered
+    finally:
+        if served.proc.returncode is None:
+            served.proc.kill()
+            await served.proc.wait()
+            await served.exited(timeout=10)
+    assert served.lines[-1] == "fakeedge: stopped at once (second signal); requests in flight were cut"
+    assert any(line.startswith(f"GET public.acme.test:{port}/fast 200 ") for line in served.lines)
 
 
 def _can_unshare_pid() -> bool:
@@ -404,7 +430,11 @@ async def test_serve_raises_the_open_files_limit_and_says_how_many_connections_f
         port = await served.listening()
         limits = Path(f"/proc/{served.proc.pid}/limits").read_text()
         assert re.search(rf"^Max open files\s+{hard}\s+{hard}\s", limits, re.M), limits
-        assert f"fakeedge: open files limit {hard}: up to {(hard - 32) // 2} concurrent proxied connections (two descriptors each)" in served.lines
+        await wait_until(lambda: any(line.startswith("fakeedge: open files limit") for line in served.lines))
+        assert (
+            f"fakeedge: open files limit {hard}: up to {(hard - 32) // 2} concurrent proxied connections "
+            "(two descriptors each)"
+        ) in served.lines
         # more connections in flight than 256 descriptors could carry (two each)
         clients = 150
         streams = []
