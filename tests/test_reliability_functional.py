@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import re
 import resource
@@ -22,7 +23,10 @@ import yaml
 from aiohttp import web
 
 from fakeedge import web_proxy
+from fakeedge.config import parse_config
+from fakeedge.edge import Edge
 from fakeedge.testing import browser_login, loopback_session
+from fakeedge.web_app import AccessLog, start
 
 from .conftest import base_config
 from .origins import verify
@@ -110,6 +114,29 @@ async def test_a_client_that_leaves_closes_the_origin_connection(make_edge, thin
     thinker.release.set()
     resp = await running.client.get(running.url("public.acme.test", "/think"))
     assert (resp.status, await resp.text()) == (200, "thought")
+
+
+async def test_a_client_that_leaves_is_logged_499(tmp_path: Path, thinker: Thinker) -> None:
+    raw = base_config(thinker.url)
+    raw["keys_dir"] = str(tmp_path / "keys")
+    edge = Edge.create(parse_config(raw, source="test.yml", base_dir=tmp_path))
+    stream = io.StringIO()
+    runner, (_, port) = await start(edge, "127.0.0.1", 0, access_log=AccessLog(stream))
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(f"GET /think?q=1 HTTP/1.1\r\nHost: public.acme.test:{port}\r\n\r\n".encode())
+        await writer.drain()
+        await wait_until(lambda: thinker.started == 1)
+        writer.close()
+        await writer.wait_closed()
+        await wait_until(lambda: thinker.cancelled == 1)
+    finally:
+        await runner.cleanup()  # flushes the access log
+    (line,) = stream.getvalue().splitlines()
+    assert re.fullmatch(
+        rf"GET public\.acme\.test:{port}/think\?q=1 499 app=- policy=- decision=client-closed [0-9.]+ms ray=[0-9a-f]{{16}}-DEV",
+        line,
+    ), line
 
 
 UPLOAD_CHUNK = 50 * 1024
