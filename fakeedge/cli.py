@@ -125,6 +125,7 @@ async def _serve(
     from .edge import Edge
     from .web_app import AccessLog, connection_ceiling, raise_open_files_limit, start
 
+    stop = _stop_signals()  # from the start: as PID 1, a signal during startup would be lost
     open_files = raise_open_files_limit()
     extra_runners = []
     demo = config is None
@@ -183,7 +184,7 @@ async def _serve(
             flush=True,
         )
     try:
-        signum = await _until_signal()
+        signum = await stop
         print(
             f"fakeedge: {signum.name}: stopping; requests in flight may take up to {shutdown_timeout:g}s "
             "(a second signal stops at once)",
@@ -201,8 +202,9 @@ async def _serve(
     print("fakeedge: stopped", file=out, flush=True)
 
 
-async def _until_signal() -> signal.Signals:
-    """Wait for SIGTERM or SIGINT; a second one cancels the calling task (stop at once).
+def _stop_signals() -> asyncio.Future[signal.Signals]:
+    """Handle SIGTERM and SIGINT: the first resolves the returned future, a second cancels the
+    calling task (stop at once).
 
     Handled explicitly: as PID 1 (a container's entrypoint) a signal with no handler is ignored
     by the kernel, and Python leaves SIGTERM without one.
@@ -220,7 +222,7 @@ async def _until_signal() -> signal.Signals:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
-    return await received
+    return received
 
 
 def _variant_flags(fn: F) -> F:
