@@ -192,6 +192,11 @@ class KeyStore:
         except OSError as exc:
             raise KeyStoreError(f"{self.directory}: cannot create the keys directory ({exc.strerror})") from None
         state_path = self.directory / STATE_FILE
+        if state_path.exists() and not os.access(self.directory, os.W_OK):
+            # a read-only keys_dir (a volume mounted :ro): nothing to create or tidy up
+            with self._lock(exclusive=False):
+                self._load(state_path)
+            return
         # exclusive even to read: of two processes starting on a fresh directory, one creates
         # the key and the other loads it
         with self._lock(exclusive=True):
@@ -201,12 +206,15 @@ class KeyStore:
                 self._write_key(self.current)
                 self._write_state()
                 return
-            try:
-                self._read_state()
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                raise KeyStoreError(
-                    f"{state_path}: unreadable key state ({exc}); delete {self.directory} to start with new keys"
-                ) from None
+            self._load(state_path)
+
+    def _load(self, state_path: Path) -> None:
+        try:
+            self._read_state()
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise KeyStoreError(
+                f"{state_path}: unreadable key state ({exc}); delete {self.directory} to start with new keys"
+            ) from None
 
     @contextlib.contextmanager
     def _lock(self, *, exclusive: bool) -> Iterator[None]:

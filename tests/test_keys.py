@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import multiprocessing
+import os
 import queue
 import stat
 import time
@@ -220,3 +222,19 @@ def test_a_rotation_killed_mid_write_leaves_nothing_behind(tmp_path: Path) -> No
     assert store.current.kid == first  # the rotation never happened
     assert sorted(p.name for p in tmp_path.glob(".*.tmp")) == [".notes.tmp"]
     assert _consistent(tmp_path)["current"] == first
+
+
+def test_a_read_only_keys_dir_still_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    kid = KeyStore(tmp_path / "keys", now=NOW).current.kid
+    (tmp_path / "keys" / ".lock").unlink()
+    real_open = os.open
+
+    def read_only(path: Any, flags: int, *args: Any) -> int:
+        # a volume mounted read-only: no file can be created or opened for writing
+        if Path(path).parent == tmp_path / "keys" and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", read_only)
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: not (mode & os.W_OK))
+    assert KeyStore(tmp_path / "keys", now=NOW).current.kid == kid
