@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -94,10 +95,23 @@ def main() -> None:
     "overrides `tls_listen`.",
 )
 @click.option("--access-log/--no-access-log", default=True, show_default=True, help="One line per request on stderr.")
+@click.option(
+    "--shutdown-timeout",
+    default="8s",
+    show_default=True,
+    help="On SIGTERM or SIGINT, how long requests in flight may take to finish before they are cut.",
+)
 @_errors
-def serve(config_path: Path | None, listen: str | None, tls_listen: str | None, access_log: bool) -> None:
-    """Run the edge in front of your services (or the demo, with no config)."""
-    from .config import load_config, parse_host_port
+def serve(
+    config_path: Path | None, listen: str | None, tls_listen: str | None, access_log: bool, shutdown_timeout: str
+) -> None:
+    """Run the edge in front of your services (or the demo, with no config).
+
+    SIGTERM or SIGINT (Ctrl-C) stops it gracefully, also as PID 1 in a container: it stops
+    accepting, lets requests in flight finish within --shutdown-timeout, writes the access log
+    and exits 0. A second signal stops it at once (exit 1).
+    """
+    from .config import load_config, parse_duration, parse_host_port
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     listen_addr = tls_addr = None
@@ -112,20 +126,34 @@ def serve(config_path: Path | None, listen: str | None, tls_listen: str | None, 
             listen_addr = parsed
         else:
             tls_addr = parsed
+    try:
+        grace = parse_duration(shutdown_timeout)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--shutdown-timeout") from None
     if config_path is None and Path(DEFAULT_CONFIG).is_file():
         config_path = Path(DEFAULT_CONFIG)
     config = load_config(config_path) if config_path is not None else None
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(config, listen_addr, access_log, tls_addr))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):  # a Ctrl-C before the signal handlers are in place
+            asyncio.run(_serve(config, listen_addr, access_log, tls_addr, grace))
+    except asyncio.CancelledError:
+        click.echo("fakeedge: stopped at once (second signal); requests in flight were cut", err=True)
+        sys.exit(1)
 
 
 async def _serve(
-    config: Any, listen: tuple[str, int] | None, access_log: bool, tls_listen: tuple[str, int] | None = None
+    config: Any,
+    listen: tuple[str, int] | None,
+    access_log: bool,
+    tls_listen: tuple[str, int] | None = None,
+    shutdown_timeout: float = 8.0,
 ) -> None:
     from .demo import DEMO_APP, demo_config, start_whoami
     from .edge import Edge
-    from .web_app import AccessLog, start
+    from .web_app import AccessLog, connection_ceiling, raise_open_files_limit, start
 
+    stop = _stop_signals()  # from the start: as PID 1, a signal during startup would be lost
+    open_files = raise_open_files_limit()
     extra_runners = []
     demo = config is None
     edge_box: list[Edge] = []
@@ -139,9 +167,10 @@ async def _serve(
     tls_listen = tls_listen or config.tls_listen
     edge = Edge.create(config)
     edge_box.append(edge)
+    log_sink = AccessLog() if access_log else None
     try:
         runner, (_bound_host, bound_port) = await start(
-            edge, host, port, access_log=AccessLog() if access_log else None, tls_listen=tls_listen
+            edge, host, port, access_log=log_sink, tls_listen=tls_listen, shutdown_timeout=shutdown_timeout
         )
     except OSError as exc:
         if tls_listen is None:
@@ -162,6 +191,13 @@ async def _serve(
             f"clients trust {ca_path(config.keys_dir)}",
             file=out,
         )
+    ceiling = connection_ceiling(open_files)
+    print(
+        f"fakeedge: open files limit {open_files}: up to {ceiling} concurrent proxied connections (two descriptors each)"
+        if ceiling is not None
+        else "fakeedge: no open files limit: concurrent connections bounded by memory",
+        file=out,
+    )
     for app in config.apps:
         print(f"fakeedge: app {app.name!r} on {', '.join(map(str, app.destinations))} aud={app.aud}", file=out)
     for key in config.not_emulated:
@@ -175,11 +211,45 @@ async def _serve(
             flush=True,
         )
     try:
-        await asyncio.Event().wait()
+        signum = await stop
+        print(
+            f"fakeedge: {signum.name}: stopping; requests in flight may take up to {shutdown_timeout:g}s "
+            "(a second signal stops at once)",
+            file=out,
+            flush=True,
+        )
     finally:
-        await runner.cleanup()
-        for r in extra_runners:
-            await r.cleanup()
+        try:
+            await runner.cleanup()  # stop accepting, let requests in flight finish, flush the access log
+            for r in extra_runners:
+                await r.cleanup()
+        finally:
+            if log_sink is not None:
+                log_sink.flush()  # what was answered before a second signal cut the rest
+    print("fakeedge: stopped", file=out, flush=True)
+
+
+def _stop_signals() -> asyncio.Future[signal.Signals]:
+    """Handle SIGTERM and SIGINT: the first resolves the returned future, a second cancels the
+    calling task (stop at once).
+
+    Handled explicitly: as PID 1 (a container's entrypoint) a signal with no handler is ignored
+    by the kernel, and Python leaves SIGTERM without one.
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    received: asyncio.Future[signal.Signals] = loop.create_future()
+
+    def on_signal(signum: signal.Signals) -> None:
+        if received.done():
+            task.cancel()
+        else:
+            received.set_result(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    return received
 
 
 def _variant_flags(fn: F) -> F:
@@ -308,8 +378,8 @@ def keys_rotate(config_path: Path | None, grace: str) -> None:
     click.echo(f"current  {store.rotate(now, seconds).kid}")
     click.echo(f"previous {old} (in certs until {_utc(now + seconds)})")
     click.echo(
-        "fakeedge: note: a running edge keeps the keys it loaded: restart it, "
-        "or rotate through it with POST /cdn-cgi/fakeedge/keys/rotate",
+        "fakeedge: note: an edge running on this keys_dir takes the new key up at its next "
+        "certs request, sign-in or unknown token",
         err=True,
     )
 

@@ -327,6 +327,21 @@ class Edge:
         self._app_tokens.clear()  # tokens signed from now on use the new key (sessions' by their kid)
         return key
 
+    def refresh_keys(self) -> bool:
+        """Take up keys another process sharing ``keys_dir`` rotated to (one ``stat`` if none did).
+
+        Called before serving the certs document, verifying a new token and signing one, so the
+        keys this edge serves and signs with are those on disk.
+        """
+        if not self.keys.refresh():
+            return False
+        self._app_tokens.clear()  # signed with a key that may have left the certs document
+        return True
+
+    def _signing_key(self) -> SigningKey:
+        self.refresh_keys()
+        return self.keys.current
+
     # -- service tokens --
 
     def service_token(self, client_id: str, client_secret: str) -> ServiceToken | None:
@@ -355,7 +370,7 @@ class Edge:
         payload = claims.service_claims(
             aud=app.aud, now=iat, exp=exp, iss=self.team_domain, common_name=token.client_id
         )
-        signing_key = self.keys.current
+        signing_key = self._signing_key()
         jwt = tokens.sign(payload, signing_key, header=tokens.service_header(signing_key), escape_slashes=True)
         self._remember(
             Credential(jwt, "service", payload, exp, frozenset([app.aud]), signing_key.kid, service_token=token)
@@ -390,7 +405,7 @@ class Edge:
                 country=who.country,
                 token_type="org",
             )
-            key = self.keys.current
+            key = self._signing_key()
             session.org_token = tokens.sign(payload, key)
             self._remember(
                 Credential(session.org_token, "org", payload, session.exp, frozenset([self.org_aud]), key.kid, session)
@@ -404,7 +419,7 @@ class Edge:
     def app_jwt(self, session: Session, app: App, policy: Policy | None) -> tuple[str, float]:
         """The user app JWT (spec §2.2) for a session, signed once per session and app."""
         now = self.clock.now()
-        signing_key = self.keys.current
+        signing_key = self._signing_key()
         cached = session.app_tokens.get(app.aud)
         if cached is not None and cached[1] - now > REUSE_MARGIN and cached[2] == signing_key.kid:
             return cached[0], cached[1]
@@ -546,6 +561,7 @@ class Edge:
         return cred
 
     def _verify(self, token: str, now: float) -> Credential | None:
+        self.refresh_keys()  # a token signed with a key rotated to by another process
         verified = tokens.verify(token, self.keys, now)
         if verified is None:
             return None

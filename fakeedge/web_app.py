@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import ssl
 import sys
 import time
@@ -40,6 +41,9 @@ from .web_proxy import (
 from .web_request import NO_STORE, client_ip, client_key, edge_key, ray_key, scheme
 
 log = logging.getLogger("fakeedge")
+# requests in flight get this long on shutdown: cut, flushed and gone before `docker stop` sends
+# SIGKILL (10 s after SIGTERM by default)
+SHUTDOWN_TIMEOUT = 8.0
 
 
 class AccessLog:
@@ -141,17 +145,36 @@ async def handle(request: web.Request) -> web.StreamResponse:
     """Every request, whatever the host: the team domain, Access, then the ingress rules."""
     started = time.perf_counter()
     ray = request[ray_key] = new_ray()
-    response, app_name, policy_name, decision = await _answer(request, ray)
     edge_log = request.app[access_log_key]
+    try:
+        response, app_name, policy_name, decision = await _answer(request, ray)
+    except asyncio.CancelledError:
+        # the client went away (aiohttp cancels its handler): logged as nginx and Cloudflare do, 499
+        if edge_log.enabled:
+            _log(edge_log, request, 499, "-", "-", "client-closed", started, ray)
+        raise
     if edge_log.enabled and decision != "favicon":
-        elapsed = (time.perf_counter() - started) * 1000
-        line = (
-            f"{request.method} {request.host}{request.raw_path[:200]} {response.status} "
-            f"app={app_name} policy={policy_name} decision={decision} {elapsed:.1f}ms ray={ray}"
-        )
-        failure = request.get(origin_failure_key)
-        edge_log.write(line if failure is None else f'{line} error="{failure}"')
+        _log(edge_log, request, response.status, app_name, policy_name, decision, started, ray)
     return response
+
+
+def _log(
+    edge_log: AccessLog,
+    request: web.Request,
+    status: int,
+    app_name: str,
+    policy_name: str,
+    decision: str,
+    started: float,
+    ray: str,
+) -> None:
+    elapsed = (time.perf_counter() - started) * 1000
+    line = (
+        f"{request.method} {request.host}{request.raw_path[:200]} {status} "
+        f"app={app_name} policy={policy_name} decision={decision} {elapsed:.1f}ms ray={ray}"
+    )
+    failure = request.get(origin_failure_key)
+    edge_log.write(line if failure is None else f'{line} error="{failure}"')
 
 
 async def _answer(request: web.Request, ray: str) -> tuple[web.StreamResponse, str, str, str]:
@@ -295,6 +318,30 @@ def create_app(edge: Edge, *, access_log: AccessLog | None = None) -> web.Applic
     return app
 
 
+FDS_RESERVED = 32  # descriptors not for connections: listeners, the loop, stdio, keys, certificates
+
+
+def raise_open_files_limit() -> int:
+    """Raise the soft limit on open files to the hard one, as production servers do; return it.
+
+    Every proxied connection holds two descriptors (client and origin), so the usual soft limit
+    of 1024 caps the edge near 500 concurrent connections while the hard limit allows far more.
+    A limit that cannot be raised is left as it is.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def connection_ceiling(open_files: int) -> int | None:
+    """How many proxied connections fit in ``open_files`` descriptors (None: no limit)."""
+    if open_files == resource.RLIM_INFINITY:
+        return None
+    return max(0, (open_files - FDS_RESERVED) // 2)
+
+
 def check_hosts(edge: Edge) -> None:
     """Refuse an app on the team domain's host: their cookies would share one name and host."""
     for i, app in enumerate(edge.config.apps):
@@ -316,6 +363,7 @@ async def start(
     access_log: AccessLog | None = None,
     tls_listen: tuple[str, int] | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    shutdown_timeout: float = SHUTDOWN_TIMEOUT,
 ) -> tuple[web.AppRunner, tuple[str, int]]:
     """Start the edge on host:port (0 for any free port) and return the runner and bound address.
 
@@ -327,6 +375,8 @@ async def start(
         tls_listen: (host, port) of a TLS listener as well; its bound port is in ``edge.tls_ports``.
         ssl_context: the TLS listener's context; by default the local CA of ``keys_dir`` with a
             leaf per configured name (:func:`fakeedge.tls.edge_context`).
+        shutdown_timeout: how long ``runner.cleanup()`` lets requests in flight finish (after it
+            stops accepting) before cutting them.
 
     Returns:
         The runner (``cleanup()`` stops everything) and the plain listener's bound address, or
@@ -339,7 +389,15 @@ async def start(
         OSError: a listener cannot bind.
         FakeEdgeError: the local CA cannot be loaded, or an app uses the team domain's host.
     """
-    runner = web.AppRunner(create_app(edge, access_log=access_log), access_log=None, handle_signals=False)
+    # handler_cancellation: a client that leaves cancels its request, so the forwarder closes the
+    # origin connection and the origin sees the disconnect, as at Cloudflare (a 499 in its logs)
+    runner = web.AppRunner(
+        create_app(edge, access_log=access_log),
+        access_log=None,
+        handle_signals=False,
+        handler_cancellation=True,
+        shutdown_timeout=shutdown_timeout,
+    )
     await runner.setup()
     try:
         bound: list[tuple[str, int]] = []

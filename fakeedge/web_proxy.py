@@ -174,10 +174,10 @@ async def forward(
     url = URL(rule.service + target, encoded=True)
     if websocket:
         return await _forward_websocket(request, client, url, upstream_headers, rule, ray, read_timeout)
-    body = request.content.iter_chunked(CHUNK) if request.body_exists else None
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None
+    body = _timed_body(request, deadlines, task, read_timeout)
     response: web.StreamResponse | None = None
     failure: BaseException | None = None
     # the origin must answer, and keep sending, within read_timeout (an idle stream is cut)
@@ -230,7 +230,10 @@ async def _forward_pooled(
     """``forward`` over a pooled keep-alive connection, with the same answers, errors and timeouts."""
     host, port = origin
     method = request.method
-    body = request.content.iter_chunked(CHUNK) if request.body_exists else None
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    body = _timed_body(request, deadlines, task, read_timeout)
     chunked = False
     # as aiohttp's client frames a body: the client's Content-Length kept, else chunked; an empty
     # POST-like request says Content-Length: 0
@@ -242,9 +245,6 @@ async def _forward_pooled(
         upstream_headers["Content-Length"] = "0"
     if "Host" not in upstream_headers:
         upstream_headers["Host"] = host if port == 80 else f"{host}:{port}"
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    assert task is not None
     response: web.StreamResponse | None = None
     failure: BaseException | None = None
     proto: ResponseHandler | None = None
@@ -308,6 +308,33 @@ async def _forward_pooled(
         if writer is not None and not writer.done():
             writer.cancel()
     return _failed(request, response, failure, rule, ray, read_timeout)
+
+
+def _timed_body(
+    request: web.Request, deadlines: Deadlines, task: asyncio.Task[Any], timeout: float
+) -> AsyncIterator[bytes] | None:
+    """The client's body for the origin, or None; the origin timeout runs only while the origin is waited for.
+
+    Cloudflare's proxy read timeout is the wait for the origin, not for the client: while the
+    next chunk comes from the client the deadline is paused; while a chunk is written to the
+    origin (which may stop reading: a stalled origin) it runs, and from the end of the body on
+    it is the wait for the response.
+    """
+    if not request.body_exists:
+        return None
+    return _timed_chunks(request.content.iter_chunked(CHUNK), deadlines, task, timeout)
+
+
+async def _timed_chunks(
+    chunks: AsyncIterator[bytes], deadlines: Deadlines, task: asyncio.Task[Any], timeout: float
+) -> AsyncIterator[bytes]:
+    loop = asyncio.get_running_loop()
+    deadlines.pause(task)
+    async for chunk in chunks:
+        deadlines.set(task, loop.time() + timeout)
+        yield chunk  # resumed once the chunk is written and drained
+        deadlines.pause(task)
+    deadlines.set(task, loop.time() + timeout)
 
 
 def _response_headers(headers: Mapping[str, str], ray: str, extra: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
@@ -490,7 +517,12 @@ class Deadlines:
         self._expired: set[asyncio.Task[Any]] = set()
 
     def set(self, task: asyncio.Task[Any], when: float) -> None:
-        self._due[task] = when
+        if not task.done():
+            self._due[task] = when
+
+    def pause(self, task: asyncio.Task[Any]) -> None:
+        """No deadline for ``task`` until the next :meth:`set` (it waits for its client, not the origin)."""
+        self._due.pop(task, None)
 
     def clear(self, task: asyncio.Task[Any]) -> bool:
         """Forget ``task``; True if it was cancelled because its deadline passed."""

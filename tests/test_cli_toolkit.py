@@ -118,8 +118,8 @@ def test_keys_show_and_rotate(config_file: Path) -> None:
     assert new_kid != kid
     assert lines[1].startswith(f"previous {kid} (in certs until ")
     assert rotated.stderr == (
-        "fakeedge: note: a running edge keeps the keys it loaded: restart it, "
-        "or rotate through it with POST /cdn-cgi/fakeedge/keys/rotate\n"
+        "fakeedge: note: an edge running on this keys_dir takes the new key up at its next "
+        "certs request, sign-in or unknown token\n"
     )
     assert run("keys", "show", "--config", str(config_file)).output.splitlines()[1:] == lines
 

@@ -158,6 +158,7 @@ def test_the_dockerfile_installs_fakeedge_and_runs_the_compose_command(services:
         "listen": None,
         "tls_listen": None,
         "access_log": True,
+        "shutdown_timeout": "8s",  # within docker stop's 10 s
     }
     assert set(dict(steps)["EXPOSE"].split()) == {"80", "443"}
     assert (
