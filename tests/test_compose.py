@@ -273,33 +273,51 @@ def default_port(script: Path) -> int:
     return int(match.group(1))
 
 
-def doc_commands() -> list[list[str]]:
-    text = (ROOT / "docs" / "tls.md").read_text()
+def doc_commands(name: str) -> list[list[str]]:
+    text = (ROOT / "docs" / name).read_text()
     blocks = re.findall(r"```sh\n(.*?)```", text, flags=re.S)
     return [shlex.split(line) for block in blocks for line in block.splitlines() if line.strip()]
 
 
 def test_the_docs_run_the_dockerfiles_command_and_valid_fakeedge_commands(services: dict[str, Any]) -> None:
-    text = (ROOT / "docs" / "tls.md").read_text()
+    text = (ROOT / "docs" / "containers.md").read_text()
     steps = dict(dockerfile(ROOT / "Dockerfile"))
     image_command = shlex.join(json.loads(steps["ENTRYPOINT"]) + json.loads(steps["CMD"]))
     assert f"`{image_command}`" in text
-    commands = doc_commands()
+    health = json.loads(steps["HEALTHCHECK"].partition(" CMD ")[2])
+    assert f"`{shlex.join(health)}`" in text
+    commands = doc_commands("containers.md")
     assert ["docker", "compose", "-f", "compose.dev.yml", "up", "--build"] in commands
-    fakeedge_commands = [argv for argv in commands if argv[0] == "fakeedge"]
+    assert ["podman-compose", "-f", "compose.dev.yml", "up", "--build", "-d"] in commands
+    fakeedge_commands = [argv for argv in doc_commands("tls.md") if argv[0] == "fakeedge"]
     assert len(fakeedge_commands) >= 5
     for argv in fakeedge_commands:
         parse_cli(argv[1:])
+    ca = str(ca_path(load_config(EXAMPLE / "fakeedge.yml").keys_dir))
+    copies = 0
     for argv in commands:
-        if argv[:4] == ["docker", "compose", "-f", "compose.dev.yml"] and argv[4] == "cp":
+        if argv[:4] == ["docker", "compose", "-f", "compose.dev.yml"] and argv[4] in ("cp", "exec"):
             service, _, path = argv[5].partition(":")
             assert service in services
-            assert path == str(ca_path(load_config(EXAMPLE / "fakeedge.yml").keys_dir))
+            if argv[4] == "cp":
+                copies += 1
+                assert path == ca
+            else:
+                assert argv[6] == "fakeedge"
+                parse_cli(argv[7:])
+        if argv[:2] == ["podman", "cp"]:
+            copies += 1
+            assert argv[2] == f"fakeedge-dev_fakeedge_1:{ca}"
+        if argv[:2] in (["docker", "run"], ["podman", "run"]):
+            assert argv[-1] == "fakeedge:dev"
+            assert any(a.endswith(":/etc/fakeedge/fakeedge.yml:ro") for a in argv)
+            assert "fakeedge-keys:/var/lib/fakeedge" in argv
+    assert copies == 2
 
 
 def test_the_docs_curl_the_service_token_the_config_defines(config: Config) -> None:
     (token,) = config.service_tokens
-    curls = [argv for argv in doc_commands() if argv[0] == "curl"]
+    curls = [argv for argv in doc_commands("containers.md") if argv[0] == "curl"]
     assert any(
         f"CF-Access-Client-Id: {token.client_id}" in argv and f"CF-Access-Client-Secret: {token.client_secret}" in argv
         for argv in curls
