@@ -9,13 +9,15 @@ that nothing but fakeedge is published; and that the stack stops at once, each c
 
 Engine: FAKEEDGE_COMPOSE (the compose command, e.g. ``docker compose`` or a path to
 podman-compose) and FAKEEDGE_ENGINE (``docker`` or ``podman``), as ``.ci/containers-setup``
-prints them; else a running Docker with Compose v2, or podman-compose on PATH. Base images come
+prints them; else a running Docker with Compose v2, or podman-compose on PATH. When CI's setup
+failed (FAKEEDGE_CONTAINERS_SETUP_FAILED names its log), every test here fails with that log. Base images come
 from FAKEEDGE_PYTHON_BASE / FAKEEDGE_NODE_BASE when set (compose.dev.yml reads them). Without an
 engine the module is skipped. It takes one to three minutes (most of it building the images).
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import secrets
@@ -59,6 +61,8 @@ def _ok(*argv: str) -> bool:
 
 def find_engine() -> tuple[list[str], str] | str:
     """(compose command, engine CLI), or why the module is skipped."""
+    if os.environ.get("FAKEEDGE_CONTAINERS_SETUP_FAILED"):
+        return ["false"], "false"  # the stack fixture fails with the setup's log
     if os.environ.get("FAKEEDGE_COMPOSE"):
         command = shlex.split(os.environ["FAKEEDGE_COMPOSE"])
         return command, os.environ.get("FAKEEDGE_ENGINE") or ("podman" if "podman" in command[0] else "docker")
@@ -124,8 +128,6 @@ class Stack:
         self, host: str, path: str = "/", headers: dict[str, str] | None = None
     ) -> tuple[int, dict[str, str], str]:
         """GET https://HOST/PATH through the published port, as HOST (SNI and Host): status, headers, body."""
-        import http.client
-
         ctx = self.client_context()
         conn = http.client.HTTPSConnection(host, 443, timeout=10)
         conn.sock = ctx.wrap_socket(
@@ -161,6 +163,10 @@ SERVICE_HEADERS = {"CF-Access-Client-Id": TOKEN["client_id"], "CF-Access-Client-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     assert not isinstance(ENGINE, str)
+    failed = os.environ.get("FAKEEDGE_CONTAINERS_SETUP_FAILED")
+    if failed:  # CI meant to run this and could not: a failure, not a skip
+        tail = "".join(Path(failed).read_text(errors="replace").splitlines(keepends=True)[-20:])
+        pytest.fail(f".ci/containers-setup failed; the end of {failed}:\n{tail}", pytrace=False)
     compose, engine = ENGINE
     port = free_port()
     env = {**os.environ, "FAKEEDGE_HTTPS_PORT": str(port)}
