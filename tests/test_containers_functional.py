@@ -20,6 +20,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import secrets
 import selectors
 import shlex
@@ -296,11 +297,16 @@ def fakeedge_stops_on_sigterm(tmp_path: Path) -> bool:
             sel.register(proc.stderr, selectors.EVENT_READ)
             deadline = time.monotonic() + 30
             seen = b""
-            while b"listening on" not in seen:
+            while (match := re.search(rb"listening on http://127\.0\.0\.1:(\d+)", seen)) is None:
                 assert time.monotonic() < deadline and sel.select(deadline - time.monotonic()), seen
                 chunk = os.read(proc.stderr.fileno(), 4096)
                 assert chunk, seen
                 seen += chunk
+        # an answer means serve has gone past its start-up (signal handlers included) into its loop
+        conn = http.client.HTTPConnection("127.0.0.1", int(match.group(1)), timeout=10)
+        conn.request("GET", "/cdn-cgi/access/certs")
+        assert conn.getresponse().status == 200
+        conn.close()
         proc.send_signal(signal.SIGTERM)
         try:
             return proc.wait(timeout=5) == 0
