@@ -315,6 +315,15 @@ def test_the_docs_run_the_dockerfiles_command_and_valid_fakeedge_commands(servic
     assert copies == 2
 
 
+def test_the_docs_configs_load(tmp_path: Path) -> None:
+    text = (ROOT / "docs" / "containers.md").read_text()
+    (block,) = re.findall(r"```yaml\n(.*?)```", text, flags=re.S)
+    (tmp_path / "fakeedge.yml").write_text(block)
+    config = load_config(tmp_path / "fakeedge.yml")
+    assert (config.listen, config.keys_dir) == (("0.0.0.0", 8787), Path("/var/lib/fakeedge"))
+    assert [app.name for app in config.apps] == ["API"] and [t.name for t in config.service_tokens] == ["ci"]
+
+
 def test_the_docs_curl_the_service_token_the_config_defines(config: Config) -> None:
     (token,) = config.service_tokens
     curls = [argv for argv in doc_commands("containers.md") if argv[0] == "curl"]
