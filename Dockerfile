@@ -1,7 +1,7 @@
 # fakeedge: the Cloudflare edge with Access, for a compose network (docs/containers.md).
 # BASE: any image with Python 3.11+ as `python` and pip, and useradd. Override it where Docker Hub
 # is unreachable: docker build --build-arg BASE=registry.example.com/python:3.12-slim-bookworm .
-ARG BASE=python:3.12-slim-bookworm
+ARG BASE=docker.io/library/python:3.12-slim-bookworm
 FROM ${BASE}
 WORKDIR /src
 COPY pyproject.toml README.md ./

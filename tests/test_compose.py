@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "compose"
 ORIGINS = ("public-api", "admin-api", "node-api")
 VERIFIERS = {"admin-api": "Admin API", "node-api": "Node API"}  # origins behind Access, and their app
-PYTHON_BASE = "python:3.12-slim-bookworm"
-NODE_BASE = "node:22-bookworm-slim"
+PYTHON_BASE = "docker.io/library/python:3.12-slim-bookworm"
+NODE_BASE = "docker.io/library/node:22-bookworm-slim"
 INTERPOLATION = re.compile(r"\$\{(\w+):-([^}]*)\}")
 
 
