@@ -143,13 +143,13 @@ class Stack:
 
 
 def wait(what: str, probe: Any, timeout: float = 90) -> Any:
-    """Call ``probe`` until it returns something true (bounded); its last answer explains a failure."""
+    """Call ``probe`` until it returns something true, bounded in time: the engine offers nothing to await."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
         try:
             last = probe()
-        except (OSError, AssertionError, subprocess.SubprocessError) as exc:
+        except (OSError, AssertionError, subprocess.SubprocessError, http.client.HTTPException) as exc:
             last = exc
         else:
             if last:
