@@ -465,6 +465,21 @@ _config_option = click.option(
 )
 
 
+@main.command()
+@config_option
+@_errors
+def health(config_path: Path) -> None:
+    """Exit 0 if the edge this config describes serves its certs; for container health checks.
+
+    Reads /cdn-cgi/access/certs from the plain listener (a wildcard address is read on loopback),
+    else from the TLS listener as the team domain's host, trusting the local CA only.
+    """
+    from .config import load_config
+    from .health import check
+
+    click.echo(f"fakeedge: healthy: {check(load_config(config_path))}")
+
+
 @main.group()
 def ca() -> None:
     """The local CA that signs fakeedge's TLS certificates (created on first use in keys_dir)."""
