@@ -356,15 +356,23 @@ def loopback_requests_session() -> RequestsSession:
     from urllib3.connection import HTTPConnection, HTTPSConnection
     from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+    def _connect_to_loopback(conn: HTTPConnection, new_conn: Callable[[], Any]) -> Any:
+        # urllib3 connects to _dns_host, which is also what its `host` (the Host header, TLS
+        # names) reads: swapped for the connect only
+        name = conn._dns_host
+        conn._dns_host = "127.0.0.1"
+        try:
+            return new_conn()
+        finally:
+            conn._dns_host = name
+
     class _Connection(HTTPConnection):
         def _new_conn(self) -> Any:
-            self._dns_host = "127.0.0.1"  # urllib3 connects to _dns_host; Host and cookies keep the name
-            return super()._new_conn()
+            return _connect_to_loopback(self, super()._new_conn)
 
     class _TLSConnection(HTTPSConnection):
         def _new_conn(self) -> Any:
-            self._dns_host = "127.0.0.1"
-            return super()._new_conn()
+            return _connect_to_loopback(self, super()._new_conn)
 
     class _Pool(HTTPConnectionPool):
         ConnectionCls = _Connection
