@@ -7,6 +7,7 @@ lookup, not an RSA operation.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import secrets
 from dataclasses import dataclass, field
@@ -262,6 +263,13 @@ class Edge:
         self._app_tokens[key] = (jwt, exp)
         return jwt, exp
 
+    def end_sessions(self) -> None:
+        """End every session now (tests: ``reset()``); kept, so that their tokens stay refused."""
+        for session in self.sessions.values():
+            session.revoked_at = float("-inf")
+        self._verified.clear()
+        self._app_tokens.clear()
+
     def revoke(self, session: Session) -> None:
         """Log a session out everywhere, after ``logout_delay`` (Cloudflare: 20-30 s; default now)."""
         at = self.clock.now() + self.config.logout_delay
@@ -301,9 +309,32 @@ class Edge:
             return Credential(token, "service", payload, payload["exp"], auds, kid, service_token=st)
         session = self.sessions.get(payload.get("identity_nonce", ""))
         if session is None:
-            return None  # not one of ours (or from before a restart): sign in again
+            session = self._adopt(payload)
+            if session is None:
+                return None
         kind: Literal["app", "org"] = "org" if payload.get("type") == "org" else "app"
         return Credential(token, kind, payload, payload["exp"], auds, kid, session)
+
+    def _adopt(self, payload: dict[str, Any]) -> Session | None:
+        """The session of a user token signed with our keys elsewhere (``fakeedge token``, another
+        process with the same ``keys_dir``, an edge before a restart), kept from now on so that
+        logout revokes it like any other. Issue 11: any token the running edge can verify and has
+        not revoked is accepted, whoever minted it."""
+        nonce, email = payload.get("identity_nonce"), payload.get("email")
+        iat, exp = payload.get("iat"), payload.get("exp")
+        if not (isinstance(nonce, str) and nonce and isinstance(email, str) and email):
+            return None
+        if not (isinstance(iat, int | float) and isinstance(exp, int | float)):
+            return None
+        config = self.config
+        who = Identity.for_email(email, config.user(email), default_country=config.default_country)
+        country = payload.get("country")
+        if isinstance(country, str) and country:
+            who = dataclasses.replace(who, country=country)
+        session = Session(nonce, who, str(payload.get("sub") or sub_for(config.team, email)), int(iat), int(exp))
+        self.sessions[nonce] = session
+        self._prune(self.clock.now())
+        return session
 
     def remember_verdict(self, key: tuple[str, str | None, str, str, str | None], verdict: Verdict) -> None:
         """Keep a policy verdict for (app, session, address, country, service token), bounded."""
@@ -332,7 +363,9 @@ class Edge:
 
     def _prune(self, now: float) -> None:
         if len(self.sessions) > CACHE_LIMIT:
-            for nonce in [n for n, s in self.sessions.items() if not s.alive(now)]:
+            # a revoked session stays until its tokens expire: dropped earlier, its tokens would be
+            # adopted again (_adopt) as if never logged out
+            for nonce in [n for n, s in self.sessions.items() if now >= s.exp]:
                 del self.sessions[nonce]
         for nonce in [n for n, p in self.logins.items() if p.expires <= now]:
             del self.logins[nonce]

@@ -286,7 +286,8 @@ class FakeEdge:
         core = self.core
         assert self._start is not None, "reset() before the edge started"
         config, current, previous, previous_until = self._start
-        for state in (core.sessions, core.logins, core.otps, core.otp_failures, core._verified, core._app_tokens):
+        core.end_sessions()
+        for state in (core.logins, core.otps, core.otp_failures):
             state.clear()
         core.clock.reset()
         if core.certs_fault is not None:
