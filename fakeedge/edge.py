@@ -100,12 +100,14 @@ class Edge:
     recorder: RequestLog | None = None  # tests: what origins received; off by default
 
     @classmethod
-    def create(cls, config: Config, clock: Clock | None = None) -> Edge:
+    def create(cls, config: Config, clock: Clock | None = None, keys: KeyStore | None = None) -> Edge:
+        """An edge for ``config``; ``keys`` (default: loaded from ``config.keys_dir``) lets test
+        edges share one loaded key instead of parsing it again (fakeedge.testing)."""
         clock = clock or Clock()
         edge = cls(
             config=config,
             clock=clock,
-            keys=KeyStore(config.keys_dir, clock.now()),
+            keys=keys if keys is not None else KeyStore(config.keys_dir, clock.now()),
             index=AppIndex(config.apps),
             ingress=IngressIndex(config.ingress),
         )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import copy
 import dataclasses
 import hashlib
 import html
@@ -24,6 +25,7 @@ import re
 import shutil
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
@@ -726,14 +728,15 @@ async def _start_edge(
                 else:
                     rules[i] = {**rule, "service": await _run_origin(stack, service, started, f"ingress[{i}].service")}
             raw["ingress"] = rules
+            store: KeyStore | None = None
             if keys_dir is None and "keys_dir" not in raw:
-                keys_dir = _temporary_keys_dir(stack)
+                keys_dir, store = _temporary_keys(stack)
             if keys_dir is not None:
                 raw["keys_dir"] = str(keys_dir)
             parsed = parse_config(raw, source="fakeedge(config=...)")
         else:
-            parsed = _load_yaml(stack, Path(config), keys_dir)
-        core = Edge.create(parsed, clock)
+            parsed, store = _load_yaml(stack, Path(config), keys_dir)
+        core = Edge.create(parsed, clock, store)
         core.recorder = RequestLog() if record else None
         runner, (_, port) = await start(core, "127.0.0.1", 0)
         stack.push_async_callback(runner.cleanup)
@@ -755,19 +758,22 @@ async def _start_edge(
         raise
 
 
-def _load_yaml(stack: contextlib.AsyncExitStack, path: Path, keys_dir: str | os.PathLike[str] | None) -> Config:
+def _load_yaml(
+    stack: contextlib.AsyncExitStack, path: Path, keys_dir: str | os.PathLike[str] | None
+) -> tuple[Config, KeyStore | None]:
     import yaml
 
     from .config import load_config
 
     parsed = load_config(path)
+    store = None
     if keys_dir is None:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
         if "keys_dir" in raw:
-            return parsed
+            return parsed, None
         # a test should not write keys next to the config (often the project's own fakeedge.yml)
-        keys_dir = _temporary_keys_dir(stack)
-    return dataclasses.replace(parsed, keys_dir=Path(keys_dir))
+        keys_dir, store = _temporary_keys(stack)
+    return dataclasses.replace(parsed, keys_dir=Path(keys_dir)), store
 
 
 async def _run_origin(
@@ -805,19 +811,25 @@ async def _run_origin(
     return url
 
 
-# One signing key per process for the temporary key directories of test edges: RSA key generation
-# is most of an edge's start (issue 11: 40 ms median); each edge still gets its own directory.
-_KEY_TEMPLATE: Path | None = None
+# One signing key per process for the temporary key directories of test edges: generating an RSA
+# key, and even loading one (OpenSSL checks it), is most of an edge's start (issue 11: 40 ms
+# median). Each edge gets its own directory holding a copy, and its own KeyStore object made by a
+# shallow copy of the loaded one: a rotation rebinds the copy's keys, never the template's.
+_KEY_TEMPLATE: KeyStore | None = None
+_KEY_TEMPLATE_LOCK = threading.Lock()  # sync edges start from several threads
 
 
-def _temporary_keys_dir(stack: contextlib.AsyncExitStack | contextlib.ExitStack) -> str:
-    """A new temporary ``keys_dir``, removed with ``stack``, holding this process's test key."""
+def _temporary_keys(stack: contextlib.AsyncExitStack) -> tuple[str, KeyStore]:
+    """A new temporary ``keys_dir``, removed with ``stack``, and its loaded store: this process's test key."""
     global _KEY_TEMPLATE
-    if _KEY_TEMPLATE is None or not (_KEY_TEMPLATE / "state.json").exists():
-        template = Path(tempfile.mkdtemp(prefix="fakeedge-keys-template-"))
-        KeyStore(template, time.time())
-        atexit.register(shutil.rmtree, template, True)
-        _KEY_TEMPLATE = template
+    with _KEY_TEMPLATE_LOCK:
+        if _KEY_TEMPLATE is None or not _KEY_TEMPLATE.directory.is_dir():
+            template = Path(tempfile.mkdtemp(prefix="fakeedge-keys-template-"))
+            atexit.register(shutil.rmtree, template, True)
+            _KEY_TEMPLATE = KeyStore(template, time.time())
+        source = _KEY_TEMPLATE
     directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="fakeedge-keys-"))
-    shutil.copytree(_KEY_TEMPLATE, directory, dirs_exist_ok=True)
-    return directory
+    shutil.copytree(source.directory, directory, dirs_exist_ok=True)
+    store = copy.copy(source)
+    store.directory = Path(directory)
+    return directory, store
