@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import textwrap
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -163,6 +165,15 @@ def test_without_the_reset_the_second_test_sees_the_first(pytester: pytest.Pytes
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*assert len(edge.requests) == 0*"])
+
+
+def test_the_guides_flask_example_passes(pytester: pytest.Pytester) -> None:
+    guide = (Path(__file__).parent.parent / "docs" / "testing.md").read_text(encoding="utf-8")
+    (example,) = re.findall(r"```python\n(# test_flask_app\.py\n.*?)```", guide, re.S)
+    pytester.makeini("[pytest]\nfilterwarnings = error\nasyncio_default_fixture_loop_scope = function\n")
+    pytester.makepyfile(test_flask_app=example)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
 
 
 def test_the_compact_config_is_the_long_one() -> None:
