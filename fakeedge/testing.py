@@ -27,7 +27,7 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
@@ -660,6 +660,29 @@ class FakeEdgeFactory(Protocol):
     ) -> Awaitable[FakeEdge]: ...
 
 
+NOT_AWAITED = (
+    "fakeedge(config=...) starts the edge asynchronously: `edge = await fakeedge(config=...)` in an "
+    "async test; a sync test (Flask, Django, unittest) uses the fakeedge_sync fixture: "
+    "`edge = fakeedge_sync(config)`"
+)
+
+
+class Starting(Awaitable[FakeEdge]):
+    """An edge being started: ``await`` it. Used as if it were the edge (a sync test that forgot
+    the ``await``, or asked for the async fixture), it says what to do instead of
+    ``'coroutine' object has no attribute 'url'``."""
+
+    def __init__(self, coro: Coroutine[Any, Any, FakeEdge]) -> None:
+        self._coro = coro
+
+    def __await__(self) -> Generator[Any, None, FakeEdge]:
+        return self._coro.__await__()
+
+    def __getattr__(self, name: str) -> Any:
+        self._coro.close()  # never to run: no "coroutine was never awaited" warning on top
+        raise AttributeError(f"{NOT_AWAITED} (asked for .{name})")
+
+
 class EdgeFactory:
     """Starts :class:`FakeEdge` instances and closes them all, last started first.
 
@@ -669,15 +692,15 @@ class EdgeFactory:
     def __init__(self) -> None:
         self._edges: list[FakeEdge] = []
 
-    async def __call__(
+    def __call__(
         self,
         config: ConfigInput,
         *,
         clock: Clock | None = None,
         keys_dir: str | os.PathLike[str] | None = None,
         record: bool = True,
-    ) -> FakeEdge:
-        """Start an edge on 127.0.0.1 (a free port) in front of the origins ``config`` names.
+    ) -> Starting:
+        """Start an edge on 127.0.0.1 (a free port) in front of the origins ``config`` names: await it.
 
         Args:
             config: a config mapping (the YAML's structure) or the path of a YAML file. In a
@@ -693,6 +716,11 @@ class EdgeFactory:
         Raises:
             ConfigError: the config is wrong; the message names the key.
         """
+        return Starting(self._start(config, clock=clock, keys_dir=keys_dir, record=record))
+
+    async def _start(
+        self, config: ConfigInput, *, clock: Clock | None, keys_dir: str | os.PathLike[str] | None, record: bool
+    ) -> FakeEdge:
         edge = await _start_edge(config, clock=clock, keys_dir=keys_dir, record=record)
         self._edges.append(edge)
         return edge

@@ -167,6 +167,30 @@ def test_without_the_reset_the_second_test_sees_the_first(pytester: pytest.Pytes
     result.stdout.fnmatch_lines(["*assert len(edge.requests) == 0*"])
 
 
+def test_a_sync_test_that_asks_for_the_async_fixture_is_told_what_to_do(pytester: pytest.Pytester) -> None:
+    pytester.makeini(
+        "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\nfilterwarnings = error\n"
+    )
+    pytester.makepyfile(
+        test_user="""
+        from fakeedge.testing import one_app
+
+        def test_sync(fakeedge):
+            edge = fakeedge(config=one_app("http://127.0.0.1:9", "alice@acme.test"))
+            edge.url("App")
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "E *AttributeError: fakeedge(config=...) starts the edge asynchronously: `edge = await "
+            "fakeedge(config=...)` in an async test; a sync test (Flask, Django, unittest) uses the "
+            "fakeedge_sync fixture: `edge = fakeedge_sync(config)` (asked for .url)"
+        ]
+    )
+
+
 def test_the_guides_flask_example_passes(pytester: pytest.Pytester) -> None:
     guide = (Path(__file__).parent.parent / "docs" / "testing.md").read_text(encoding="utf-8")
     (example,) = re.findall(r"```python\n(# test_flask_app\.py\n.*?)```", guide, re.S)
