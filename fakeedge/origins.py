@@ -102,6 +102,7 @@ class ServedOrigin:
 
     def __init__(self, app: Callable[..., Any], kind: OriginKind) -> None:
         uvicorn = _require_uvicorn()
+        self._wsgi: Any = None
         if kind == "wsgi":
             try:
                 from a2wsgi import WSGIMiddleware
@@ -109,7 +110,7 @@ class ServedOrigin:
                 raise FakeEdgeError(
                     "serving a WSGI app in-process needs a2wsgi: pip install 'fakeedge[origins]'"
                 ) from None
-            app = WSGIMiddleware(app)
+            app = self._wsgi = WSGIMiddleware(app)
         # log_config=None: uvicorn would otherwise reconfigure the test run's logging
         config = uvicorn.Config(
             app, host="127.0.0.1", port=0, lifespan="auto", log_config=None, access_log=False, interface="asgi3"
@@ -167,6 +168,10 @@ class ServedOrigin:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join()
         self._loop.close()
+        if self._wsgi is not None:
+            # a2wsgi's thread pool lives as long as its middleware: without this every WSGI origin
+            # of a long run would leave its idle threads behind; a request still running ends alone
+            self._wsgi.executor.shutdown(wait=False, cancel_futures=True)
 
 
 async def serve_origin(stack: contextlib.AsyncExitStack, app: Callable[..., Any], kind: OriginKind) -> str:

@@ -4,6 +4,7 @@ assertion its own way with PyJWKClient against the served certs, through the edg
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -253,6 +254,17 @@ def test_the_uvicorn_members_fakeedge_uses_are_there() -> None:
         assert hasattr(origin._server.config, "lifespan_class"), "uvicorn.Config.load() sets no lifespan_class any more"
     finally:
         origin.stop()
+
+
+def test_a_wsgi_origin_leaves_no_thread_behind() -> None:
+    before = set(threading.enumerate())
+    for _ in range(2):
+        with start_edge(one_app(flask_origin, "alice@acme.test")) as edge, edge.login("alice@acme.test") as session:
+            assert session.get(edge.url("App", "/me")).status_code == 200
+    left = [t for t in threading.enumerate() if t not in before]
+    for thread in left:
+        thread.join(5)  # bounded: a stopped pool's idle workers exit at once
+    assert [t.name for t in left if t.is_alive()] == []
 
 
 def test_one_app_needs_someone_to_let_in() -> None:
