@@ -137,6 +137,19 @@ class SyncEdge:
         """The headers a client sends for the service token ``name`` (see ``FakeEdge.service_token``)."""
         return self.edge.service_token(name, app=app)
 
+    @overload
+    def client(self, kind: Literal["requests"] = ...) -> RequestsSession: ...
+    @overload
+    def client(self, kind: Literal["httpx"]) -> httpx.Client: ...
+
+    def client(self, kind: Literal["requests", "httpx"] = "requests") -> RequestsSession | httpx.Client:
+        """A client with no credentials that connects every host to 127.0.0.1: what a visitor
+        who has not signed in sends (``edge.client().get(edge.url("App"))`` is the 302 to sign-in).
+        The caller closes it."""
+        if kind == "httpx":
+            return loopback_httpx_client()
+        return loopback_requests_session()
+
     # -- what changes the edge: run on its loop --
 
     def mint(self, **kwargs: Any) -> str:

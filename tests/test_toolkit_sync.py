@@ -248,6 +248,14 @@ def test_members_of_the_sync_edge() -> None:
         assert edge.url("App", "/x") == f"http://app.acme.test:{edge.port}/x"
         assert edge.team_domain == f"http://127.0.0.1:{edge.port}"
         assert edge.certs_url == f"{edge.team_domain}/cdn-cgi/access/certs"
+        with edge.client() as anonymous:
+            resp = anonymous.get(edge.url("App", "/x"), allow_redirects=False)
+            assert (resp.status_code, resp.headers["Location"].split("?")[0]) == (
+                302,
+                f"{edge.team_domain}/cdn-cgi/access/login/app.acme.test:{edge.port}",
+            )
+        with edge.client("httpx") as anonymous_httpx:
+            assert anonymous_httpx.get(edge.url("App", "/x")).status_code == 302
         cookies = edge.login("alice@acme.test", client="cookies")
         assert list(cookies) == ["CF_Authorization"]
         claims = jwt.decode(cookies["CF_Authorization"], options={"verify_signature": False})
