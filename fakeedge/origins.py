@@ -148,12 +148,17 @@ class ServedOrigin:
             listener.close()
         for connection in list(server.server_state.connections):
             connection.shutdown()
+        # requests in progress finish first (bounded): a WSGI worker thread hands its last chunk
+        # to this loop, and would wait forever for a loop stopped under it
+        tasks = list(server.server_state.tasks)
+        if tasks:
+            await asyncio.wait(tasks, timeout=SHUTDOWN_TIMEOUT)
+        for task in tasks:
+            task.cancel()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(SHUTDOWN_TIMEOUT):
                 for listener in server.servers:
                     await listener.wait_closed()
-        for task in list(server.server_state.tasks):
-            task.cancel()
         await server.lifespan.shutdown()
 
     def stop(self) -> None:
