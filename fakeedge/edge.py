@@ -266,11 +266,13 @@ class Edge:
         return jwt, exp
 
     def end_sessions(self) -> None:
-        """End every session now (tests: ``reset()``); kept, so that their tokens stay refused."""
+        """Back to no session (tests: ``reset()``): every session ends now, kept so that its tokens
+        stay refused (not adopted again, see ``_adopt``); pending sign-ins, one-time PINs and
+        the token caches are dropped."""
         for session in self.sessions.values():
             session.revoked_at = float("-inf")
-        self._verified.clear()
-        self._app_tokens.clear()
+        for state in (self.logins, self.otps, self.otp_failures, self._verified, self._app_tokens, self.verdicts):
+            state.clear()
 
     def revoke(self, session: Session) -> None:
         """Log a session out everywhere, after ``logout_delay`` (Cloudflare: 20-30 s; default now)."""

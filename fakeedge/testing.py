@@ -289,8 +289,6 @@ class FakeEdge:
         assert self._start is not None, "reset() before the edge started"
         config, current, previous, previous_until = self._start
         core.end_sessions()
-        for state in (core.logins, core.otps, core.otp_failures):
-            state.clear()
         core.clock.reset()
         if core.certs_fault is not None:
             core.certs_fault.clear()

@@ -1,5 +1,5 @@
 """Playwright for Node (playwright-core, Debian's Chromium) past the login wall: a stored state written
-by ``edge.storage_state()``, and the SSO page. ``.ci/run`` installs tests/node with ``npm ci``."""
+by ``edge.storage_state()``, and the SSO page. ``.ci/run`` installs tests/node_playwright with ``npm ci``."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from .conftest import BROWSER_MARKS, CHROMIUM
 from .test_toolkit_browser import origin
 
 pytestmark = BROWSER_MARKS
-NODE_DIR = Path(__file__).parent / "node"
+NODE_DIR = Path(__file__).parent / "node_playwright"
 
 
 @pytest.fixture
@@ -31,8 +31,8 @@ def edge() -> Iterator[SyncEdge]:
 def test_playwright_for_node_gets_past_the_login_wall(edge: SyncEdge, tmp_path: Path) -> None:
     if shutil.which("node") is None or not (NODE_DIR / "node_modules" / "playwright-core").is_dir():
         if os.environ.get("CI"):
-            pytest.fail("tests/node is not installed: .ci/run runs `npm ci` there")
-        pytest.skip("needs node and `npm ci` in tests/node")
+            pytest.fail("tests/node_playwright is not installed: .ci/run runs `npm ci` there")
+        pytest.skip("needs node and `npm ci` in tests/node_playwright")
     state = tmp_path / "state.json"
     state.write_text(json.dumps(edge.storage_state("alice@acme.test")))
     env = {**os.environ, "APP_URL": edge.url("App"), "STATE_FILE": str(state), "EMAIL": "alice@acme.test"}
