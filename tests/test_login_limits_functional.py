@@ -294,3 +294,39 @@ def test_an_ipv6_client_is_limited_by_its_64(tmp_path: Path) -> None:
     assert edge.otp_wait("new@acme.test", "2001:db8:1:2:ffff::1") == (600.0, "client")
     assert edge.otp_wait("new@acme.test", "2001:db8:1:3::1") == (0.0, "email")
     assert edge.otp_wait("new@acme.test", "192.0.2.1") == (0.0, "email")
+
+
+def test_tokens_of_ended_sessions_are_never_adopted_again(tmp_path: Path) -> None:
+    """A token a running edge did not issue is adopted as a session (issue 11: ``fakeedge token``);
+    one whose session was revoked, reset or pushed out by the cap must stay refused, even once the
+    remembered-token cache has forgotten it and after the session's own 24 h."""
+    raw = {**base_config("http://127.0.0.1:9"), "keys_dir": str(tmp_path / "keys")}
+    raw["apps"][0]["session_duration"] = "720h"  # app tokens outlive the 24 h session
+    clock = Clock()
+    clock.freeze(T0)
+    edge = Edge.create(parse_config(raw, source="test.yml", base_dir=tmp_path), clock=clock)
+    admin = edge.app("Admin")
+    who = _identity(edge)
+
+    revoked = edge.login(who)
+    revoked_token, _ = edge.app_jwt(revoked, admin, None)
+    ended = edge.login(who)
+    ended_token, _ = edge.app_jwt(ended, admin, None)
+    edge.revoke(revoked)
+    edge.end_sessions()
+    edge.sessions.limit = 10
+    evicted = edge.login(who)
+    evicted_token, _ = edge.app_jwt(evicted, admin, None)
+    for _ in range(10):
+        edge.login(who)
+    assert edge.sessions.get(evicted.nonce, edge.clock.now()) is None
+
+    for hours in (0, 25, 24 * 29):
+        edge.clock.freeze(T0 + hours * 3600)
+        edge._verified.clear()  # the cache is bounded: verification starts over
+        for token in (revoked_token, ended_token, evicted_token):
+            assert edge.credential(token) is None, hours
+    # a token minted elsewhere (another process, `fakeedge token`) is still adopted
+    outsider = Edge.create(edge.config, clock=clock, keys=edge.keys).login(who)
+    outsider_token, _ = Edge.create(edge.config, clock=clock, keys=edge.keys).app_jwt(outsider, admin, None)
+    assert edge.credential(outsider_token) is not None
