@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import random
+import re
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
@@ -308,20 +310,38 @@ def _failed(
         return response
     if isinstance(failure, TimeoutError):
         return origin_error(
-            request, 504, "Gateway time-out", ray, f"The origin did not answer within {read_timeout:g}s."
+            request,
+            504,
+            "Gateway time-out",
+            ray,
+            f"The origin did not answer within {read_timeout:g}s.",
+            reason=f"no answer within {read_timeout:g}s",
         )
+    reason = failure_reason(failure)
     return origin_error(
-        request, 502, "Bad gateway", ray, f"The origin {rule.service} could not be reached ({_failure_name(failure)})."
+        request, 502, "Bad gateway", ray, f"The origin {rule.service} could not be reached ({reason}).", reason=reason
     )
 
 
-def _failure_name(failure: BaseException | None) -> str:
-    # the names aiohttp's client gave the same failures
-    if isinstance(failure, _ConnectError):
-        return "ClientConnectorError"
-    if isinstance(failure, HttpProcessingError):
-        return "ClientResponseError"
-    return type(failure).__name__
+def failure_reason(failure: BaseException | None) -> str:
+    """Why the origin failed, in words for the 502 page and the access log (no library class names)."""
+    if isinstance(failure, _ConnectError | aiohttp.ClientConnectorError):
+        # the OSError of the connect call: refused, unreachable, unresolvable
+        failure = failure.__cause__ if isinstance(failure, _ConnectError) else failure.os_error
+    if isinstance(failure, aiohttp.ServerDisconnectedError):
+        return "the origin closed the connection without an answer"
+    if isinstance(failure, HttpProcessingError | aiohttp.ClientResponseError | aiohttp.ClientPayloadError):
+        return "the origin sent an invalid HTTP response"
+    if isinstance(failure, OSError):
+        number = failure.errno
+        if number is None and failure.args and isinstance(failure.args[0], str):
+            # an OSError re-raised as text, "[Errno 104] Connection reset by peer"
+            found = re.match(r"\[Errno (\d+)\]", failure.args[0])
+            number = int(found.group(1)) if found else None
+        if number:
+            text = os.strerror(number)  # "Connection refused", "Connection reset by peer", "No route to host"
+            return text[0].lower() + text[1:]
+    return "connection failed"
 
 
 def _body_sent(proto: ResponseHandler, writer: asyncio.Task[None]) -> None:
@@ -466,7 +486,15 @@ def _timeout(connect: float) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=None, sock_connect=connect)
 
 
-def origin_error(request: web.Request, status: int, title: str, ray: str, detail: str) -> web.Response:
+origin_failure_key = web.RequestKey("origin_failure_key", str)  # why, for the access log
+
+
+def origin_error(
+    request: web.Request, status: int, title: str, ray: str, detail: str, *, reason: str | None = None
+) -> web.Response:
+    """Cloudflare's 502/504 page; ``reason`` (short words) also goes on the request's access-log line."""
+    if reason is not None:
+        request[origin_failure_key] = reason
     return web.Response(
         status=status,
         text=pages.origin_error(status, title, request.host, ray, detail),
@@ -506,10 +534,23 @@ async def _forward_websocket(
     except aiohttp.WSServerHandshakeError as exc:
         return web.Response(status=exc.status or 502, headers=edge_headers(ray))
     except TimeoutError:
-        return origin_error(request, 504, "Gateway time-out", ray, "The origin did not accept the websocket in time.")
-    except aiohttp.ClientError as exc:
         return origin_error(
-            request, 502, "Bad gateway", ray, f"The origin {rule.service} could not be reached ({type(exc).__name__})."
+            request,
+            504,
+            "Gateway time-out",
+            ray,
+            "The origin did not accept the websocket in time.",
+            reason="websocket handshake timed out",
+        )
+    except aiohttp.ClientError as exc:
+        reason = failure_reason(exc)
+        return origin_error(
+            request,
+            502,
+            "Bad gateway",
+            ray,
+            f"The origin {rule.service} could not be reached ({reason}).",
+            reason=reason,
         )
     downstream = web.WebSocketResponse(
         protocols=(upstream.protocol,) if upstream.protocol else (), autoclose=False, autoping=False, max_msg_size=0
