@@ -16,7 +16,7 @@ import aiohttp
 from aiohttp import web
 
 from . import headers as h
-from . import pages
+from . import journal, pages, web_inspector
 from .config import App
 from .edge import Edge
 from .env import base_url, shown_host
@@ -122,58 +122,89 @@ async def handle(request: web.Request) -> web.StreamResponse:
     """Every request, whatever the host: the team domain, Access, then the ingress rules."""
     started = time.perf_counter()
     ray = request[ray_key] = new_ray()
-    response, app_name, policy_name, decision = await _answer(request, ray)
+    response, app, kind, host = await _answer(request, ray)
+    edge = request.app[edge_key]
+    journal_log = edge.recorder
     edge_log = request.app[access_log_key]
+    if journal_log is None and not edge_log.enabled:
+        return response
+    elapsed = (time.perf_counter() - started) * 1000
+    if journal_log is not None and kind != "control":  # the inspector's own calls would drown the rest
+        why = journal.record(
+            journal_log, request, response, edge, host=host, app=app, kind=kind, latency_ms=elapsed
+        ).why
+    else:
+        why = journal.why(request, response, app)
     if edge_log.enabled:
-        elapsed = (time.perf_counter() - started) * 1000
+        judged = request.get(journal.judged_key)
+        verdict = judged.verdict if judged is not None else None
+        policy = verdict.policy.name if verdict is not None and verdict.policy is not None else "-"
+        reason = why.text(short=True).replace('"', "'")
+        said = f' reason="{reason}"' if reason else ""
         edge_log.write(
             f"{request.method} {request.host}{request.raw_path[:200]} {response.status} "
-            f"app={app_name} policy={policy_name} decision={decision} {elapsed:.1f}ms ray={ray}"
+            f"app={app.name if app is not None else '-'} policy={policy} "
+            f"decision={verdict.outcome if verdict is not None else kind}{said} {elapsed:.1f}ms ray={ray}"
         )
     return response
 
 
-async def _answer(request: web.Request, ray: str) -> tuple[web.StreamResponse, str, str, str]:
-    """The response, and the app, policy and decision for the access log."""
+async def _answer(request: web.Request, ray: str) -> tuple[web.StreamResponse, App | None, str, str]:
+    """The response, the app that covered the request, what kind of answer it was, and the host."""
     edge = request.app[edge_key]
     parsed = split_host(request.host)
     if parsed is None or not request.raw_path.startswith("/"):
         # a Host that is no host name, or an absolute-form target whose host could differ from
         # the Host header Access decided on: refuse rather than guess which one the origin reads
+        journal.note(
+            request,
+            "the Host header is no host name" if parsed is None else "the request target is not a path (absolute-form)",
+        )
         return (
             _notice(request, 400, "Bad request", "The request's host or target is malformed."),
-            "-",
-            "-",
+            None,
             "bad-request",
+            request.host,
         )
     host = parsed[0]
     if host == edge.team_hostname:
-        return await handle_team(request, edge), "-", "-", "team"
+        kind = "control" if request.path.startswith(CONTROL_PREFIX) else "team"
+        return await handle_team(request, edge), None, kind, host
     # apps are matched on the path an origin would serve: dot segments and "//" resolved
     path = normalize_path(request.path)
     if path.startswith("/cdn-cgi/access/"):
         answer = await handle_app_cdn_cgi(request, edge, host, path)
         if answer is not None:
-            return answer, "-", "-", "cdn-cgi"
+            return answer, None, "cdn-cgi", host
     match = edge.index.match(host, path)
     if match is None:
-        return await _to_origin(request, edge, host, path, None, None), "-", "-", "route"
+        journal.note(request, "no Access application covers this host and path")
+        return await _to_origin(request, edge, host, path, None, None), None, "route", host
     app = match.app
     if request.method == "HEAD" and request.headers.get(h.METADATA_REQUEST) == "true":
+        journal.note(request, "cloudflared's metadata request: the edge answers with the app's match token")
         token = metadata_token(request, edge, match)
-        return web.Response(headers={**edge_headers(ray), h.METADATA: token}), app.name, "-", "metadata"
+        return web.Response(headers={**edge_headers(ray), h.METADATA: token}), app, "metadata", host
     if is_preflight(request):
         if not app.options_preflight_bypass:
-            return answer_preflight(request, app), app.name, "-", "preflight"
+            answer = answer_preflight(request, app)
+            journal.note(
+                request,
+                "CORS preflight answered by Access (cors_headers)"
+                if answer.status == 200
+                else "CORS preflight refused: "
+                + ("the app has no cors_headers" if app.cors_headers is None else "not allowed by cors_headers"),
+            )
+            return answer, app, "preflight", host
+        journal.note(request, "CORS preflight passed to the origin (options_preflight_bypass)")
         admission = Admission(Verdict("bypass"), country=edge.config.default_country)
     else:
         outcome = check(request, edge, match)
         if isinstance(outcome, web.Response):
-            return outcome, app.name, "-", f"refuse:{outcome.status}"
+            return outcome, app, "app", host
         admission = outcome
-    policy = admission.verdict.policy.name if admission.verdict.policy else "-"
     response = await _to_origin(request, edge, host, path, admission, app)
-    return response, app.name, policy, admission.verdict.outcome
+    return response, app, "app", host
 
 
 async def _to_origin(
@@ -183,6 +214,7 @@ async def _to_origin(
     rule = edge.route(host, path)
     status = rule.status
     if status is not None:
+        journal.note(request, f"the ingress rule for this host and path answers {status} (http_status)")
         return web.Response(status=status, headers=edge_headers(ray))
     upstream_headers = clean_request_headers(request, drop=app.read_service_tokens_from_header if app else None)
     country = admission.country if admission else edge.config.default_country
@@ -197,8 +229,7 @@ async def _to_origin(
             upstream_headers[h.AUTHENTICATED_USER_EMAIL] = admission.email
         if admission.set_cookie is not None and app is not None:
             extra = app_cookies(request, app, *admission.set_cookie)
-    if edge.recorder is not None:
-        edge.recorder.observe(request, host, upstream_headers, admission, app, edge, ray)
+    request[journal.forwarded_key] = journal.Forwarded(upstream_headers, admission)
     # the path as the client sent it, unless it needed normalising: then the form Access judged
     target = request.raw_path
     if path != request.path:
@@ -249,6 +280,8 @@ def create_app(edge: Edge, *, access_log: AccessLog | None = None) -> web.Applic
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
+    streams = app[web_inspector.streams_key] = web_inspector.Streams()
+    app.on_shutdown.append(streams.close)  # event streams end before the runner waits for handlers
     app[deadlines_key] = Deadlines(tick=min(1.0, max(0.02, edge.config.origin_timeout / 10)))
     app.cleanup_ctx.append(upstream)
     app.cleanup_ctx.append(watch_deadlines)

@@ -1,0 +1,127 @@
+"""What the handlers leave on a request for the journal, and the :class:`~fakeedge.record.Record` made of it.
+
+Handlers note facts on the request as they decide (``judged_key`` from the access check,
+``note`` for a reason of their own, ``forwarded_key`` from the proxy); :func:`record` turns them,
+with the response, into one journal record once the answer is sent.
+"""
+
+from __future__ import annotations
+
+import re
+from html import unescape
+from typing import TYPE_CHECKING, NamedTuple
+
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from .record import EMPTY, Judged, Record, RequestLog, Why, jwt_claims
+from .web_proxy import origin_failure_key
+from .web_request import client_ip, ray_key
+
+if TYPE_CHECKING:
+    from .config import App
+    from .edge import Edge
+    from .web_access import Admission
+
+
+class Forwarded(NamedTuple):
+    """What the edge sent the origin, and on whose admission."""
+
+    headers: CIMultiDict[str]
+    admission: Admission | None
+
+
+judged_key = web.RequestKey("judged_key", Judged)
+note_key = web.RequestKey("note_key", str)
+forwarded_key = web.RequestKey("forwarded_key", Forwarded)
+
+_ERROR = re.compile(r'class="error"[^>]*>([^<]+)<')
+_TITLE = re.compile(r"<h1>([^<]+)</h1>(?:<p>([^<]+)</p>)?")
+
+
+def note(request: web.Request, reason: str) -> None:
+    """Give the journal the reason for this request's answer, when it is no policy's."""
+    request[note_key] = reason
+
+
+def record(
+    log: RequestLog,
+    request: web.Request,
+    response: web.StreamResponse,
+    edge: Edge,
+    *,
+    host: str,
+    app: App | None,
+    kind: str,
+    latency_ms: float,
+) -> Record:
+    """Append the journal record of ``request``, answered with ``response``, and return it."""
+    forwarded = request.get(forwarded_key)
+    judged = request.get(judged_key)
+    status = response.status
+    verdict = judged.verdict if judged is not None else None
+    admission = forwarded.admission if forwarded is not None else None
+    claims = None
+    if admission is not None and admission.assertion:
+        cred = admission.credential or edge.credential(admission.assertion)
+        claims = dict(cred.claims) if cred is not None else jwt_claims(admission.assertion)
+    identity = None
+    if judged is not None:
+        if judged.who is not None:
+            identity = judged.who.email
+        elif judged.service_token is not None:
+            identity = f"service token {edge.service_token_by_client_id(judged.service_token).name}"
+    rec = Record(
+        method=request.method,
+        host=host,
+        path=request.path_qs,
+        headers=CIMultiDictProxy(forwarded.headers) if forwarded is not None else EMPTY,
+        app=app.name if app is not None else None,
+        policy=verdict.policy.name if verdict is not None and verdict.policy is not None else None,
+        decision=verdict.outcome if verdict is not None else None,
+        claims=claims,
+        ray=request[ray_key],
+        at=edge.clock.now(),
+        seq=log.next_seq(),
+        status=status,
+        forwarded=forwarded is not None,
+        kind=kind,
+        client=client_ip(request),
+        identity=identity,
+        latency_ms=latency_ms,
+        client_headers=request.headers,
+        cookies_set=tuple(response.headers.getall("Set-Cookie", ())),
+        location=response.headers.get("Location"),
+        why=why(request, response, app),
+    )
+    log.append(rec)
+    return rec
+
+
+def why(request: web.Request, response: web.StreamResponse, app: App | None) -> Why:
+    """What the reason for ``request``'s answer is written from (:attr:`Record.reason`)."""
+    reason = request.get(note_key)
+    judged = request.get(judged_key)
+    if (
+        reason is None
+        and judged is None
+        and forwarded_key not in request
+        and response.status >= 400
+        and isinstance(response, web.Response)
+    ):
+        reason = _page_reason(response)  # an edge page (login, callback, 400): its own words say why
+    return Why(app, judged, reason, request.get(origin_failure_key))
+
+
+def _page_reason(response: web.Response) -> str | None:
+    text = response.text if response.body is not None and response.content_type == "text/html" else None
+    if not text:
+        return None
+    found = _ERROR.search(text)
+    if found:
+        return unescape(found.group(1)).strip()
+    found = _TITLE.search(text)
+    if found:
+        title, message = found.groups()
+        return unescape(f"{title}: {message}" if message else title).strip()
+    return None
