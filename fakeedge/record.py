@@ -274,13 +274,14 @@ class RequestLog:
 
     def since(self, seq: int) -> list[Record]:
         """The records numbered above ``seq``, oldest first."""
-        if not self._all or self._all[-1].seq <= seq:
+        kept = list(self._all)  # one C call: safe while an edge on another thread appends
+        if not kept or kept[-1].seq <= seq:
             return []
-        return [r for r in self._all if r.seq > seq]
+        return [r for r in kept if r.seq > seq]
 
     def find(self, ray: str) -> Record | None:
         """The record of a Ray ID, if it is still kept."""
-        return next((r for r in reversed(self._all) if r.ray == ray), None)
+        return next((r for r in reversed(list(self._all)) if r.ray == ray), None)
 
     @property
     def last(self) -> Record:
@@ -305,7 +306,7 @@ class RequestLog:
         return len(self._forwarded)
 
     def __iter__(self) -> Iterator[Record]:
-        return iter(self._forwarded)
+        return iter(list(self._forwarded))
 
     def __getitem__(self, index: int) -> Record:
         return self._forwarded[index]

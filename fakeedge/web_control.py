@@ -120,7 +120,7 @@ async def handle_control(request: web.Request, edge: Edge) -> web.StreamResponse
             raise _Refused(403, "the fakeedge control API answers its own page only, not another site's")
         name = request.path.removeprefix(CONTROL_PREFIX).strip("/")
         page = PAGES.get(name)
-        if page is not None and request.method in ("GET", "HEAD"):
+        if page is not None and request.method == "GET":
             return await page(request, edge)
         routes = _ROUTES.get(name)
         if routes is None:

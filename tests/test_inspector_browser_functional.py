@@ -93,6 +93,25 @@ async def test_live_rows_detail_replay_and_revoke(
         assert resp.headers["Location"].startswith(f"{edge.team}/cdn-cgi/access/login/")
     await expect(page.locator("tr.row").first).to_contain_text("not signed in")
     await page.screenshot(path=tmp_path / "inspector-revoked.png", full_page=True)
+
+    # the other state actions, as the control API does them
+    kid = edge.edge.keys.current.kid
+    await page.locator("#rotate").click()
+    await expect(page.locator("#status")).to_have_text("keys rotated")
+    assert edge.edge.keys.current.kid != kid
+    await expect(page.locator("#keys")).to_contain_text(edge.edge.keys.current.kid[:12])
+    before = edge.clock.now()
+    await page.locator("#advance").click()  # by the default 1h
+    await expect(page.locator("#status")).to_have_text("clock advanced")
+    assert edge.clock.now() - before >= 3600
+    await page.locator("#reset-clock").click()
+    await expect(page.locator("#status")).to_have_text("clock reset")
+    assert edge.clock.now() - before < 3600
+    await page.locator("#fault-mode").select_option("failing")
+    await page.locator("#set-fault").click()
+    await expect(page.locator("#fault")).to_have_text("failing")
+    async with client.get(f"{edge.team}/cdn-cgi/access/certs") as resp:
+        assert resp.status == 500
     assert (tmp_path / "inspector-detail.png").stat().st_size > 10_000
 
 
