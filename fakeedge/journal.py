@@ -1,14 +1,15 @@
 """What the handlers leave on a request for the journal, and the :class:`~fakeedge.record.Record` made of it.
 
-Handlers note facts on the request as they decide (``judged_key`` from the access check,
-``note`` for a reason of their own, ``forwarded_key`` from the proxy); :func:`record` turns them,
-with the response, into one journal record once the answer is sent.
+Handlers note facts in the request's :class:`Trail` as they decide (:func:`judged` from the access
+check, :func:`note` for a reason of their own, the forwarded headers from the proxy);
+:func:`record` turns them, with the response, into one journal record once the answer is sent.
 """
 
 from __future__ import annotations
 
 import re
 from html import unescape
+from types import MappingProxyType
 from typing import TYPE_CHECKING, NamedTuple
 
 from aiohttp import web
@@ -31,17 +32,43 @@ class Forwarded(NamedTuple):
     admission: Admission | None
 
 
-judged_key = web.RequestKey("judged_key", Judged)
-note_key = web.RequestKey("note_key", str)
-forwarded_key = web.RequestKey("forwarded_key", Forwarded)
+class Trail:
+    """What the handlers noted about one request, for its journal record and access-log line.
+
+    One object per request, set up front by the edge's handler: the hooks write attributes
+    rather than look keys up on the request (a missing key costs an exception there).
+    """
+
+    __slots__ = ("forwarded", "judged", "note")
+
+    def __init__(self) -> None:
+        self.judged: Judged | None = None  # the access check's facts and verdict
+        self.note: str | None = None  # a reason that is no policy's
+        self.forwarded: Forwarded | None = None  # set once the request goes to an origin
+
+
+trail_key = web.RequestKey("trail_key", Trail)
 
 _ERROR = re.compile(r'class="error"[^>]*>([^<]+)<')
 _TITLE = re.compile(r"<h1>([^<]+)</h1>(?:<p>([^<]+)</p>)?")
 
 
+def _trail(request: web.Request) -> Trail | None:
+    return request.get(trail_key)
+
+
 def note(request: web.Request, reason: str) -> None:
     """Give the journal the reason for this request's answer, when it is no policy's."""
-    request[note_key] = reason
+    trail = _trail(request)
+    if trail is not None:
+        trail.note = reason
+
+
+def judged(request: web.Request, facts: Judged) -> None:
+    """What the access check knew when it decided (``web_access.check``)."""
+    trail = _trail(request)
+    if trail is not None:
+        trail.judged = facts
 
 
 def record(
@@ -56,15 +83,17 @@ def record(
     latency_ms: float,
 ) -> Record:
     """Append the journal record of ``request``, answered with ``response``, and return it."""
-    forwarded = request.get(forwarded_key)
-    judged = request.get(judged_key)
+    trail = request[trail_key]
+    forwarded = trail.forwarded
+    judged = trail.judged
     status = response.status
     verdict = judged.verdict if judged is not None else None
     admission = forwarded.admission if forwarded is not None else None
     claims = None
     if admission is not None and admission.assertion:
         cred = admission.credential or edge.credential(admission.assertion)
-        claims = dict(cred.claims) if cred is not None else jwt_claims(admission.assertion)
+        # read-only views: the edge's own claims are shared with its token cache
+        claims = MappingProxyType(cred.claims) if cred is not None else jwt_claims(admission.assertion)
     identity = None
     if judged is not None:
         if judged.who is not None:
@@ -100,17 +129,19 @@ def record(
 
 def why(request: web.Request, response: web.StreamResponse, app: App | None) -> Why:
     """What the reason for ``request``'s answer is written from (:attr:`Record.reason`)."""
-    reason = request.get(note_key)
-    judged = request.get(judged_key)
+    trail = request[trail_key]
+    reason = trail.note
+    status = response.status
     if (
         reason is None
-        and judged is None
-        and forwarded_key not in request
-        and response.status >= 400
+        and trail.judged is None
+        and trail.forwarded is None
+        and status >= 400
         and isinstance(response, web.Response)
     ):
         reason = _page_reason(response)  # an edge page (login, callback, 400): its own words say why
-    return Why(app, judged, reason, request.get(origin_failure_key))
+    failure = request.get(origin_failure_key) if status in (502, 504) else None
+    return Why(app, trail.judged, reason, failure)
 
 
 def _page_reason(response: web.Response) -> str | None:

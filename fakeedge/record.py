@@ -66,7 +66,7 @@ class Judged(NamedTuple):
     strict: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Why:
     """The facts a reason is written from; :meth:`text` writes it when someone asks."""
 
@@ -86,8 +86,7 @@ class Why:
                     if short
                     else "service-token headers sent but not valid (malformed, unknown client id or wrong secret)"
                 )
-            facts = Facts(judged.ip, judged.country, judged.service_token)
-            parts.append(verdict_reason(self.app, judged.verdict, facts, judged.who, short=short))
+            parts.append(_verdict_reason(self.app, judged, short))
         if self.note:
             parts.append(self.note)
         if self.failure:
@@ -97,12 +96,33 @@ class Why:
         return "; ".join(parts)
 
 
-NO_WHY = Why()
+# The access log writes a reason per request; the verdicts an edge keeps per session recur, and
+# so do their reasons: written once per verdict object (kept here, so that its id stays its own)
+_REASONS: dict[tuple[int, bool], tuple[Verdict, str]] = {}
+REASON_CACHE_LIMIT = 4096
 
 
-@dataclass(frozen=True, slots=True)
+def _verdict_reason(app: App, judged: Judged, short: bool) -> str:
+    verdict = judged.verdict
+    assert verdict is not None
+    # a deny or forbidden verdict's reason also names who and what failed on the facts
+    fixed = verdict.outcome not in ("deny", "forbidden")
+    key = (id(verdict), short)
+    cached = _REASONS.get(key) if fixed else None
+    if cached is not None and cached[0] is verdict:
+        return cached[1]
+    facts = Facts(judged.ip, judged.country, judged.service_token)
+    text = verdict_reason(app, verdict, facts, judged.who, short=short)
+    if fixed:
+        if len(_REASONS) >= REASON_CACHE_LIMIT:
+            _REASONS.clear()
+        _REASONS[key] = (verdict, text)
+    return text
+
+
+@dataclass(slots=True)
 class Record:
-    """One request the edge answered: what it decided and why, and what the origin received.
+    """One request the edge answered: what it decided and why, and what the origin received (read-only).
 
     Attributes:
         method: the HTTP method.
@@ -151,7 +171,7 @@ class Record:
     client_headers: CIMultiDictProxy[str] = field(default_factory=lambda: EMPTY)
     cookies_set: tuple[str, ...] = ()
     location: str | None = None
-    why: Why = NO_WHY
+    why: Why = field(default_factory=Why)
 
     @property
     def email(self) -> str | None:

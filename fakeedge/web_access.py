@@ -16,7 +16,7 @@ from . import claims, pages, tokens
 from . import headers as h
 from .config import App
 from .edge import Credential, Edge
-from .journal import judged_key, note
+from .journal import judged, note
 from .policy import AppMatch, Facts, Identity, Verdict, decide
 from .record import Judged
 from .web_proxy import edge_headers
@@ -135,14 +135,14 @@ def check(request: web.Request, edge: Edge, match: AppMatch) -> Admission | web.
         # spec §5: strict mode answers 401 when the token cannot authenticate, 403 when not allowed;
         # Allow policies and cookies play no part and no cookie is returned.
         if service.malformed or service.token_client_id is None:
-            request[judged_key] = Judged(None, None, ip, default_country, None, strict=True)
+            judged(request, Judged(None, None, ip, default_country, None, strict=True))
             note(request, "strict service-token auth: the headers are malformed, or the id or secret is wrong")
             return access_denied(request, edge, app, 401)
         verdict = decide(app, Facts(ip, default_country, service.token_client_id), None)
         if verdict.outcome in ("service", "bypass"):
-            request[judged_key] = Judged(verdict, None, ip, default_country, service.token_client_id, strict=True)
+            judged(request, Judged(verdict, None, ip, default_country, service.token_client_id, strict=True))
             return _service_admission(edge, app, verdict, service.token_client_id, set_cookie=False)
-        request[judged_key] = Judged(None, None, ip, default_country, service.token_client_id, strict=True)
+        judged(request, Judged(None, None, ip, default_country, service.token_client_id, strict=True))
         note(request, "strict service-token auth: no Service Auth or Bypass policy admits this service token")
         return access_denied(request, edge, app, 403)
 
@@ -165,9 +165,8 @@ def check(request: web.Request, edge: Edge, match: AppMatch) -> Admission | web.
         edge.remember_verdict(key, cached)
     verdict = cached
     # for the journal's reason in words (fakeedge.journal)
-    request[judged_key] = Judged(
-        verdict, who, ip, country, token_client_id, service.present and service.token_client_id is None
-    )
+    bad_token = service.present and service.token_client_id is None
+    judged(request, Judged(verdict, who, ip, country, token_client_id, bad_token))
     match verdict.outcome:
         case "service":
             if token_client_id is None:

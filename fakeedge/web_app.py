@@ -122,6 +122,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     """Every request, whatever the host: the team domain, Access, then the ingress rules."""
     started = time.perf_counter()
     ray = request[ray_key] = new_ray()
+    trail = request[journal.trail_key] = journal.Trail()
     response, app, kind, host = await _answer(request, ray)
     edge = request.app[edge_key]
     journal_log = edge.recorder
@@ -136,8 +137,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     else:
         why = journal.why(request, response, app)
     if edge_log.enabled:
-        judged = request.get(journal.judged_key)
-        verdict = judged.verdict if judged is not None else None
+        verdict = trail.judged.verdict if trail.judged is not None else None
         policy = verdict.policy.name if verdict is not None and verdict.policy is not None else "-"
         reason = why.text(short=True).replace('"', "'")
         said = f' reason="{reason}"' if reason else ""
@@ -229,7 +229,7 @@ async def _to_origin(
             upstream_headers[h.AUTHENTICATED_USER_EMAIL] = admission.email
         if admission.set_cookie is not None and app is not None:
             extra = app_cookies(request, app, *admission.set_cookie)
-    request[journal.forwarded_key] = journal.Forwarded(upstream_headers, admission)
+    request[journal.trail_key].forwarded = journal.Forwarded(upstream_headers, admission)
     # the path as the client sent it, unless it needed normalising: then the form Access judged
     target = request.raw_path
     if path != request.path:
