@@ -187,3 +187,23 @@ async def test_a_page_of_another_origin_cannot_read_the_journal_or_act(
     assert edge.clock.now() - now < 60
     async with edge.client.get(edge.url("admin.acme.test", "/"), allow_redirects=False) as resp:
         assert resp.status == 200
+
+
+async def test_with_an_admin_token_the_browser_signs_in_with_it_as_a_password(
+    make_edge: Callable[..., Awaitable[RunningEdge]], origin: Origin, browser: Browser
+) -> None:
+    token = "a-long-admin-token-for-tests-0123"
+    edge = await make_edge({**base_config(origin.url), "admin_token": token})
+    context = await browser.new_context(http_credentials={"username": "dev", "password": token})
+    context.set_default_timeout(TIMEOUT_MS)
+    page = await context.new_page()
+    response = await page.goto(f"{edge.team}/cdn-cgi/fakeedge/")
+    assert response is not None and response.status == 200
+    await expect(page.locator("#status")).to_have_text("live")
+    async with edge.client.get(edge.url("public.acme.test", "/seen")) as resp:
+        assert resp.status == 200
+    await expect(page.locator("tr.row").first).to_contain_text("public.acme.test/seen")
+    kid = edge.edge.keys.current.kid
+    await page.locator("#rotate").click()
+    await expect(page.locator("#status")).to_have_text("keys rotated")
+    assert edge.edge.keys.current.kid != kid
