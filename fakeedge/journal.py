@@ -103,7 +103,7 @@ def record(
     rec = Record(
         method=request.method,
         host=host,
-        path=request.path_qs,
+        path=request.raw_path,  # as the client sent it (and cheap: path_qs builds a URL)
         headers=CIMultiDictProxy(forwarded.headers) if forwarded is not None else EMPTY,
         app=app.name if app is not None else None,
         policy=verdict.policy.name if verdict is not None and verdict.policy is not None else None,

@@ -127,7 +127,7 @@ class Record:
     Attributes:
         method: the HTTP method.
         host: the host the client asked for (lower-case, no port).
-        path: path and query, as forwarded.
+        path: path and query as the client sent them.
         headers: the request headers sent to the origin (case-insensitive lookup); empty when the
             request was not forwarded.
         app: the name of the Access app that covered the request, or None.
