@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import random
 import re
 import socket
+import string
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -434,3 +436,27 @@ async def test_a_cross_site_request_is_refused_whatever_it_asks(edge: FakeEdge) 
                 {"error": "the fakeedge control API answers its own page only, not another site's"},
             )
             assert "Access-Control-Allow-Origin" not in resp.headers
+
+
+def test_no_secret_survives_masking_in_any_place_it_can_travel() -> None:
+    """A bounded random search (seeded: the same cases every run): the oracle is that the secret is gone."""
+    rng = random.Random(14)
+    alphabet = string.ascii_lowercase + string.digits
+    for _ in range(200):
+        secret = "".join(rng.choice(alphabet) for _ in range(rng.randint(12, 64)))
+        jwt_head = "".join(rng.choice("ABCDEFGH-_") for _ in range(rng.randint(4, 40)))
+        places = [
+            mask_header("CF-Access-Client-Secret", secret),
+            mask_header("cf-access-client-secret", f" {secret} "),
+            mask_header("Authorization", f"Bearer {secret}"),
+            mask_header("Cookie", f"a=b; CF_AppSession={secret}; CF_Authorization={jwt_head}.{jwt_head}.{secret}"),
+            mask_header("Cookie", f'CF_Binding="{secret}"'),
+            mask_header("Set-Cookie", f"CF_Authorization={jwt_head}.{jwt_head}.{secret}; Path=/; HttpOnly"),
+            mask_header("X-Token", json.dumps({"cf-access-client-id": "x", "cf-access-client-secret": secret})),
+            mask_header("Cf-Access-Jwt-Assertion", f"{jwt_head}.{jwt_head}.{secret}"),
+            mask_url(f"/cdn-cgi/access/authorized?nonce={secret}&state=x"),
+            mask_url(f"/cdn-cgi/access/login/h?kid=k&meta={jwt_head}.{jwt_head}.{secret}&redirect_url=/"),
+            mask_header("Location", f"http://h/cdn-cgi/access/authorized?nonce={secret}"),
+        ]
+        for shown in places:
+            assert secret not in shown, shown
