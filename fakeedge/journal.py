@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import re
 from html import unescape
-from types import MappingProxyType
 from typing import TYPE_CHECKING, NamedTuple
 
 from aiohttp import web
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict
 
-from .record import EMPTY, Judged, Record, RequestLog, Why, jwt_claims
+from .record import Judged, Record, RequestLog, Why
 from .web_proxy import origin_failure_key
 from .web_request import client_ip, ray_key
 
@@ -85,43 +84,28 @@ def record(
     """Append the journal record of ``request``, answered with ``response``, and return it."""
     trail = request[trail_key]
     forwarded = trail.forwarded
-    judged = trail.judged
-    status = response.status
-    verdict = judged.verdict if judged is not None else None
     admission = forwarded.admission if forwarded is not None else None
-    claims = None
-    if admission is not None and admission.assertion:
-        cred = admission.credential or edge.credential(admission.assertion)
-        # read-only views: the edge's own claims are shared with its token cache
-        claims = MappingProxyType(cred.claims) if cred is not None else jwt_claims(admission.assertion)
-    identity = None
-    if judged is not None:
-        if judged.who is not None:
-            identity = judged.who.email
-        elif judged.service_token is not None:
-            identity = f"service token {edge.service_token_by_client_id(judged.service_token).name}"
+    headers = response.headers
     rec = Record(
-        method=request.method,
-        host=host,
-        path=request.raw_path,  # as the client sent it (and cheap: path_qs builds a URL)
-        headers=CIMultiDictProxy(forwarded.headers) if forwarded is not None else EMPTY,
-        app=app.name if app is not None else None,
-        policy=verdict.policy.name if verdict is not None and verdict.policy is not None else None,
-        decision=verdict.outcome if verdict is not None else None,
-        claims=claims,
-        ray=request[ray_key],
-        at=edge.clock.now(),
-        seq=log.next_seq(),
-        status=status,
-        forwarded=forwarded is not None,
-        kind=kind,
-        client=client_ip(request),
-        identity=identity,
-        latency_ms=latency_ms,
-        client_headers=request.headers,
-        cookies_set=tuple(response.headers.getall("Set-Cookie", ())),
-        location=response.headers.get("Location"),
-        why=why(request, response, app),
+        request.method,
+        host,
+        request.raw_path,  # as the client sent it (and cheap: path_qs builds a URL)
+        app.name if app is not None else None,
+        request[ray_key],
+        edge.clock.now(),
+        log.next_seq(),
+        response.status,
+        kind,
+        client_ip(request),
+        latency_ms,
+        request.headers,
+        tuple(headers.getall("Set-Cookie", ())),
+        headers.get("Location"),
+        why(request, response, app),
+        forwarded.headers if forwarded is not None else None,
+        admission.credential if admission is not None else None,
+        admission.assertion if admission is not None else None,
+        edge.service_token_by_client_id,
     )
     log.append(rec)
     return rec

@@ -17,8 +17,9 @@ import itertools
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import parse_qsl, quote
 
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -27,6 +28,10 @@ from . import headers as h
 from .config import App
 from .explain import verdict_reason
 from .policy import Facts, Identity, IPAddress, Verdict
+
+if TYPE_CHECKING:
+    from .config import ServiceToken
+    from .edge import Credential
 
 RECORD_LIMIT = 10_000  # the oldest records go first beyond this
 EMPTY: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
@@ -120,7 +125,6 @@ def _verdict_reason(app: App, judged: Judged, short: bool) -> str:
     return text
 
 
-@dataclass(slots=True)
 class Record:
     """One request the edge answered: what it decided and why, and what the origin received (read-only).
 
@@ -134,7 +138,7 @@ class Record:
         policy: the name of the policy that decided, or None.
         decision: the verdict, ``allow``, ``service`` (Service Auth), ``bypass``, ``deny``,
             ``login`` or ``forbidden``; None when no policy was asked (no app, the team domain).
-        claims: the ``Cf-Access-Jwt-Assertion``'s claims as the edge verified them, or None.
+        claims: the ``Cf-Access-Jwt-Assertion``'s claims (read-only), or None.
         ray: the Ray ID, also in the ``CF-Ray`` header and the client's response.
         at: the edge clock's time.
         seq: the journal's number for it, from 1 up (``GET requests?since=<seq>``).
@@ -149,29 +153,116 @@ class Record:
         cookies_set: the ``Set-Cookie`` headers of the answer.
         location: the answer's ``Location``, if any.
         why: what :attr:`reason` is written from.
+
+    Recording costs a request little: a record keeps references to what the request already had,
+    and works out headers, claims, identity and reason only when they are read.
     """
 
-    method: str
-    host: str
-    path: str
-    headers: CIMultiDictProxy[str]
-    app: str | None
-    policy: str | None
-    decision: str | None
-    claims: Mapping[str, Any] | None
-    ray: str
-    at: float
-    seq: int = 0
-    status: int = 0
-    forwarded: bool = True
-    kind: str = "app"
-    client: str = ""
-    identity: str | None = None
-    latency_ms: float = 0.0
-    client_headers: CIMultiDictProxy[str] = field(default_factory=lambda: EMPTY)
-    cookies_set: tuple[str, ...] = ()
-    location: str | None = None
-    why: Why = field(default_factory=Why)
+    __slots__ = (
+        "_assertion",
+        "_credential",
+        "_sent",
+        "_tokens",
+        "app",
+        "at",
+        "client",
+        "client_headers",
+        "cookies_set",
+        "host",
+        "kind",
+        "latency_ms",
+        "location",
+        "method",
+        "path",
+        "ray",
+        "seq",
+        "status",
+        "why",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        host: str,
+        path: str,
+        app: str | None,
+        ray: str,
+        at: float,
+        seq: int = 0,
+        status: int = 0,
+        kind: str = "app",
+        client: str = "",
+        latency_ms: float = 0.0,
+        client_headers: CIMultiDictProxy[str] = EMPTY,
+        cookies_set: tuple[str, ...] = (),
+        location: str | None = None,
+        why: Why | None = None,
+        sent: CIMultiDict[str] | None = None,
+        credential: Credential | None = None,
+        assertion: str | None = None,
+        tokens: Callable[[str], ServiceToken] | None = None,
+    ) -> None:
+        self.method = method
+        self.host = host
+        self.path = path
+        self.app = app
+        self.ray = ray
+        self.at = at
+        self.seq = seq
+        self.status = status
+        self.kind = kind
+        self.client = client
+        self.latency_ms = latency_ms
+        self.client_headers = client_headers
+        self.cookies_set = cookies_set
+        self.location = location
+        self.why = why if why is not None else Why()
+        self._sent = sent  # the headers the origin got; None when not forwarded
+        self._credential = credential
+        self._assertion = assertion
+        self._tokens = tokens
+
+    def __repr__(self) -> str:
+        return f"<Record {self.seq} {self.method} {self.host}{self.path} {self.status} {self.decision or self.kind}>"
+
+    @property
+    def forwarded(self) -> bool:
+        return self._sent is not None
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]:
+        return CIMultiDictProxy(self._sent) if self._sent is not None else EMPTY
+
+    @property
+    def policy(self) -> str | None:
+        judged = self.why.judged
+        verdict = judged.verdict if judged is not None else None
+        return verdict.policy.name if verdict is not None and verdict.policy is not None else None
+
+    @property
+    def decision(self) -> str | None:
+        judged = self.why.judged
+        return judged.verdict.outcome if judged is not None and judged.verdict is not None else None
+
+    @property
+    def claims(self) -> Mapping[str, Any] | None:
+        if self._credential is not None:
+            return MappingProxyType(self._credential.claims)  # the edge's own, shared with its cache
+        return jwt_claims(self._assertion) if self._assertion else None
+
+    @property
+    def identity(self) -> str | None:
+        judged = self.why.judged
+        if judged is None:
+            return None
+        if judged.who is not None:
+            return judged.who.email
+        if judged.service_token is not None and self._tokens is not None:
+            try:
+                return f"service token {self._tokens(judged.service_token).name}"
+            except KeyError:  # gone from a reloaded config
+                return f"service token {judged.service_token}"
+        return None
 
     @property
     def email(self) -> str | None:
