@@ -137,6 +137,9 @@ async def _serve(
         )
     for app in config.apps:
         print(f"fakeedge: app {app.name!r} on {', '.join(map(str, app.destinations))} aud={app.aud}", file=out)
+    if edge.recorder is not None:
+        who = "with admin_token" if config.admin_token else "from this machine"
+        print(f"fakeedge: inspector at {edge.team_domain}/cdn-cgi/fakeedge/ ({who})", file=out)
     for key in config.not_emulated:
         print(f"fakeedge: note: {key} is accepted but not emulated", file=out)
     if demo:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import aiohttp
@@ -136,3 +139,33 @@ async def test_an_open_stream_does_not_hold_the_edge_up_when_it_stops(tmp_path: 
         async with asyncio.timeout(10):  # aiohttp would otherwise wait its 60 s shutdown timeout
             await runner.cleanup()
         resp.close()
+
+
+async def test_fakeedge_serve_names_the_inspector_and_serves_it(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fakeedge.cli", "serve", "--listen", "127.0.0.1:0"],
+        cwd=tmp_path,
+        env={"XDG_CACHE_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        url = None
+        for _ in range(50):  # bounded: the banner is a handful of lines
+            line = proc.stderr.readline()
+            found = re.fullmatch(
+                r"fakeedge: inspector at (http://127\.0\.0\.1:\d+/cdn-cgi/fakeedge/) \(from this machine\)\n", line
+            )
+            if found or not line:
+                url = found and found.group(1)
+                break
+        assert url, "fakeedge serve did not print the inspector's URL"
+        async with loopback_session() as client, client.get(url) as resp:
+            assert resp.status == 200
+            assert "<title>fakeedge inspector</title>" in await resp.text()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        if proc.stderr is not None:
+            proc.stderr.close()
