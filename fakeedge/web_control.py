@@ -13,6 +13,7 @@ cross-site without a CORS preflight, which the edge never approves.
     GET    requests[?since=<seq>]   POST requests {"record": true|false}     DELETE requests
     GET    sessions       POST sessions/revoke {"id"|"email": ...}
     POST   explain        {"url"|"ray", "email"|"service_token"|"all": true, "ip"}
+    GET    personas       POST personas {"email", "name", "groups", "country", ...} (as in users:)
 
 The inspector page is ``GET /cdn-cgi/fakeedge/`` and its live feed ``GET /cdn-cgi/fakeedge/events``
 (:mod:`fakeedge.web_inspector`), under the same rule. Browsers' ``Sec-Fetch-Site`` must say
@@ -23,6 +24,7 @@ The inspector page is ``GET /cdn-cgi/fakeedge/`` and its live feed ``GET /cdn-cg
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import ipaddress
 import json
@@ -31,7 +33,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .config import parse_duration
+from .config import USER_KEYS, parse_config, parse_duration
 from .edge import Edge, Session
 from .errors import FakeEdgeError
 from .explain import Judgement, judge, judge_all
@@ -334,6 +336,37 @@ def post_revoke(edge: Edge, body: dict[str, Any]) -> dict[str, Any]:
     return {"revoked": [session_id(s) for s in chosen], **get_sessions(edge, {})}
 
 
+def get_personas(edge: Edge, body: dict[str, Any]) -> dict[str, Any]:
+    """The personas of the sign-in page, as the config has them."""
+    return {
+        "personas": [
+            {
+                "email": u.email,
+                "name": u.name,
+                "groups": list(u.groups),
+                "github_orgs": list(u.github_orgs),
+                "country": u.country,
+                "idp": u.idp,
+            }
+            for u in edge.config.users
+        ]
+    }
+
+
+def post_persona(edge: Edge, body: dict[str, Any]) -> dict[str, Any]:
+    """Add a persona (or replace the one with that email), with the keys of the config's ``users``.
+
+    Sessions already signed in keep the identity they signed in with (spec §6.3: identity is
+    decided at login); the persona's attributes apply from its next sign-in.
+    """
+    _only(body, USER_KEYS)
+    (user,) = parse_config({"team": edge.config.team, "users": [body]}, source="personas").users
+    config = edge.config
+    others = tuple(u for u in config.users if u.email.lower() != user.email.lower())
+    edge.reconfigure(dataclasses.replace(config, users=(*others, user)))
+    return get_personas(edge, {})
+
+
 def post_explain(edge: Edge, body: dict[str, Any]) -> dict[str, Any]:
     """The explain engine: a URL (or a journal request, by Ray ID) judged for a caller, or for all."""
     _only(body, ("url", "ray", "email", "service_token", "all", "ip"))
@@ -416,5 +449,6 @@ _ROUTES: dict[str, dict[str, _Handler]] = {
     "sessions": {"GET": get_sessions},
     "sessions/revoke": {"POST": post_revoke},
     "explain": {"POST": post_explain},
+    "personas": {"GET": get_personas, "POST": post_persona},
     "certs/fault": {"GET": get_fault, "POST": post_fault},
 }

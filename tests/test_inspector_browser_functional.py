@@ -107,6 +107,11 @@ async def test_live_rows_detail_replay_and_revoke(
     await page.locator("#reset-clock").click()
     await expect(page.locator("#status")).to_have_text("clock reset")
     assert edge.clock.now() - before < 3600
+    await page.locator("#p-email").fill("carol@partner.test")
+    await page.locator("#p-groups").fill("auditors, staff")
+    await page.locator("#add-persona").click()
+    await expect(page.locator("#personas tr[data-email='carol@partner.test']")).to_contain_text("auditors, staff")
+    assert edge.config.user("carol@partner.test") is not None
     await page.locator("#fault-mode").select_option("failing")
     await page.locator("#set-fault").click()
     await expect(page.locator("#fault")).to_have_text("failing")

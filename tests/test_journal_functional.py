@@ -460,3 +460,38 @@ def test_no_secret_survives_masking_in_any_place_it_can_travel() -> None:
         ]
         for shown in places:
             assert secret not in shown, shown
+
+
+async def test_personas_added_through_the_control_api_sign_in_and_are_judged(edge: FakeEdge) -> None:
+    url = f"{edge.team_domain}/cdn-cgi/fakeedge/"
+    persona = {"email": "carol@partner.test", "name": "Carol", "github_orgs": ["acme"], "country": "DE"}
+    async with edge.client().post(url + "personas", json=persona) as resp:
+        body = await resp.json()
+    assert {
+        "email": "carol@partner.test",
+        "name": "Carol",
+        "groups": [],
+        "github_orgs": ["acme"],
+        "country": "DE",
+        "idp": "fakeedge",
+    } in body["personas"]
+    async with edge.client().post(
+        url + "explain", json={"url": edge.url("Admin"), "email": "carol@partner.test"}
+    ) as resp:
+        assert (await resp.json())["reason"] == "Allow policy 'staff' matched github-organization acme"
+    client = await edge.login("carol@partner.test", app="Admin")
+    async with client.get(edge.url("Admin")) as resp:
+        assert resp.status == 200
+    assert edge.requests.last.claims is not None and edge.requests.last.claims["country"] == "DE"
+    async with edge.client().post(url + "personas", json={"email": "dave@x.test", "colour": "red"}) as resp:
+        assert (resp.status, await resp.json()) == (
+            400,
+            {"error": "unknown key(s) colour; valid: email, name, groups, github_orgs, country, amr, idp, custom"},
+        )
+    async with edge.client().post(url + "personas", json={"email": "dave@x.test", "country": "Germany"}) as resp:
+        assert (resp.status, await resp.json()) == (
+            400,
+            {
+                "error": "personas: users[0].country: expected an ISO 3166 alpha-2 country code such as US, got 'Germany'"
+            },
+        )
