@@ -6,29 +6,35 @@ import asyncio
 import contextlib
 import json
 import logging
+import signal
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import click
 
-from .errors import FakeEdgeError
+from .errors import ConfigError, FakeEdgeError, one_line
+
+if TYPE_CHECKING:
+    from .config import Config
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_CONFIG = "fakeedge.yml"
 
 
 def _errors(fn: F) -> F:
-    """Print a user mistake as one line on stderr and exit 1; never a traceback."""
+    """Print a user mistake on stderr, one line per error, and exit 1; never a traceback."""
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except FakeEdgeError as exc:
-            click.echo(f"fakeedge: error: {exc}", err=True)
+            errors = exc.errors if isinstance(exc, ConfigError) else (exc,)
+            for error in errors:
+                click.echo(f"fakeedge: error: {one_line(str(error))}", err=True)
             sys.exit(1)
 
     wrapper.__name__ = fn.__name__
@@ -44,6 +50,27 @@ config_option = click.option(
     show_default=True,
     help="The YAML config.",
 )
+
+
+demo_config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=f"The YAML config. Default: ./{DEFAULT_CONFIG} if present, else the built-in demo's (as `serve` does).",
+)
+
+
+def _load_or_demo(config_path: Path | None) -> Config:
+    """The config ``serve`` would run with the same ``--config``: the file, ./fakeedge.yml, else the demo's."""
+    from .config import load_config
+    from .demo import offline_demo_config
+
+    if config_path is None and Path(DEFAULT_CONFIG).is_file():
+        config_path = Path(DEFAULT_CONFIG)
+    if config_path is not None:
+        return load_config(config_path)
+    click.echo(f"fakeedge: note: no ./{DEFAULT_CONFIG}, so the built-in demo's config", err=True)
+    return offline_demo_config()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -64,13 +91,27 @@ def main() -> None:
 )
 @click.option(
     "--tls-listen",
-    help="HOST:PORT of a TLS listener as well (leaves from the local CA in keys_dir); overrides `tls_listen`.",
+    help="HOST:PORT of a TLS listener as well, with certificates from the local CA in keys_dir; "
+    "overrides `tls_listen`.",
 )
 @click.option("--access-log/--no-access-log", default=True, show_default=True, help="One line per request on stderr.")
+@click.option(
+    "--shutdown-timeout",
+    default="8s",
+    show_default=True,
+    help="On SIGTERM or SIGINT, how long requests in flight may take to finish before they are cut.",
+)
 @_errors
-def serve(config_path: Path | None, listen: str | None, tls_listen: str | None, access_log: bool) -> None:
-    """Run the edge in front of your services (or the demo, with no config)."""
-    from .config import load_config, parse_host_port
+def serve(
+    config_path: Path | None, listen: str | None, tls_listen: str | None, access_log: bool, shutdown_timeout: str
+) -> None:
+    """Run the edge in front of your services (or the demo, with no config).
+
+    SIGTERM or SIGINT (Ctrl-C) stops it gracefully, also as PID 1 in a container: it stops
+    accepting, lets requests in flight finish within --shutdown-timeout, writes the access log
+    and exits 0. A second signal stops it at once (exit 1).
+    """
+    from .config import load_config, parse_duration, parse_host_port
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     listen_addr = tls_addr = None
@@ -85,20 +126,34 @@ def serve(config_path: Path | None, listen: str | None, tls_listen: str | None, 
             listen_addr = parsed
         else:
             tls_addr = parsed
+    try:
+        grace = parse_duration(shutdown_timeout)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--shutdown-timeout") from None
     if config_path is None and Path(DEFAULT_CONFIG).is_file():
         config_path = Path(DEFAULT_CONFIG)
     config = load_config(config_path) if config_path is not None else None
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(config, listen_addr, access_log, tls_addr))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):  # a Ctrl-C before the signal handlers are in place
+            asyncio.run(_serve(config, listen_addr, access_log, tls_addr, grace))
+    except asyncio.CancelledError:
+        click.echo("fakeedge: stopped at once (second signal); requests in flight were cut", err=True)
+        sys.exit(1)
 
 
 async def _serve(
-    config: Any, listen: tuple[str, int] | None, access_log: bool, tls_listen: tuple[str, int] | None = None
+    config: Any,
+    listen: tuple[str, int] | None,
+    access_log: bool,
+    tls_listen: tuple[str, int] | None = None,
+    shutdown_timeout: float = 8.0,
 ) -> None:
     from .demo import DEMO_APP, demo_config, start_whoami
     from .edge import Edge
-    from .web_app import AccessLog, start
+    from .web_app import AccessLog, connection_ceiling, raise_open_files_limit, start
 
+    stop = _stop_signals()  # from the start: as PID 1, a signal during startup would be lost
+    open_files = raise_open_files_limit()
     extra_runners = []
     demo = config is None
     edge_box: list[Edge] = []
@@ -112,9 +167,10 @@ async def _serve(
     tls_listen = tls_listen or config.tls_listen
     edge = Edge.create(config)
     edge_box.append(edge)
+    log_sink = AccessLog() if access_log else None
     try:
         runner, (_bound_host, bound_port) = await start(
-            edge, host, port, access_log=AccessLog() if access_log else None, tls_listen=tls_listen
+            edge, host, port, access_log=log_sink, tls_listen=tls_listen, shutdown_timeout=shutdown_timeout
         )
     except OSError as exc:
         if tls_listen is None:
@@ -135,6 +191,13 @@ async def _serve(
             f"clients trust {ca_path(config.keys_dir)}",
             file=out,
         )
+    ceiling = connection_ceiling(open_files)
+    print(
+        f"fakeedge: open files limit {open_files}: up to {ceiling} concurrent proxied connections (two descriptors each)"
+        if ceiling is not None
+        else "fakeedge: no open files limit: concurrent connections bounded by memory",
+        file=out,
+    )
     for app in config.apps:
         print(f"fakeedge: app {app.name!r} on {', '.join(map(str, app.destinations))} aud={app.aud}", file=out)
     if edge.recorder is not None:
@@ -151,11 +214,45 @@ async def _serve(
             flush=True,
         )
     try:
-        await asyncio.Event().wait()
+        signum = await stop
+        print(
+            f"fakeedge: {signum.name}: stopping; requests in flight may take up to {shutdown_timeout:g}s "
+            "(a second signal stops at once)",
+            file=out,
+            flush=True,
+        )
     finally:
-        await runner.cleanup()
-        for r in extra_runners:
-            await r.cleanup()
+        try:
+            await runner.cleanup()  # stop accepting, let requests in flight finish, flush the access log
+            for r in extra_runners:
+                await r.cleanup()
+        finally:
+            if log_sink is not None:
+                log_sink.flush()  # what was answered before a second signal cut the rest
+    print("fakeedge: stopped", file=out, flush=True)
+
+
+def _stop_signals() -> asyncio.Future[signal.Signals]:
+    """Handle SIGTERM and SIGINT: the first resolves the returned future, a second cancels the
+    calling task (stop at once).
+
+    Handled explicitly: as PID 1 (a container's entrypoint) a signal with no handler is ignored
+    by the kernel, and Python leaves SIGTERM without one.
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    received: asyncio.Future[signal.Signals] = loop.create_future()
+
+    def on_signal(signum: signal.Signals) -> None:
+        if received.done():
+            task.cancel()
+        else:
+            received.set_result(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    return received
 
 
 def _variant_flags(fn: F) -> F:
@@ -181,7 +278,7 @@ def _claim(text: str) -> tuple[str, Any]:
 
 
 @main.command()
-@config_option
+@demo_config_option
 @click.option("--app", required=True, help="The app's name; its AUD is the token's aud.")
 @click.option("--email", help="A user token for this address (spec §2.2).")
 @click.option("--service-token", "service_token", help="A service-token token for this name, id or client id.")
@@ -196,7 +293,7 @@ def _claim(text: str) -> tuple[str, Any]:
 @_variant_flags
 @_errors
 def token(
-    config_path: Path,
+    config_path: Path | None,
     app: str,
     email: str | None,
     service_token: str | None,
@@ -209,7 +306,6 @@ def token(
     Signed with the keys in the config's keys_dir; iss is the config's team_domain, else the
     address `fakeedge serve` listens on.
     """
-    from .config import load_config
     from .mint import mint, offline_edge
 
     chosen = [name for name, on in flags.items() if on]
@@ -220,7 +316,7 @@ def token(
     if (email is None) == (service_token is None):
         raise click.UsageError("give --email (a user token) or --service-token (a service-token token)")
     overrides = dict(_claim(text) for text in claims)
-    edge = offline_edge(load_config(config_path))
+    edge = offline_edge(_load_or_demo(config_path))
     try:
         jwt = mint(
             edge,
@@ -246,15 +342,14 @@ def _utc(ts: float) -> str:
 
 
 @keys.command("show")
-@config_option
+@demo_config_option
 @click.option("--certs", "as_certs", is_flag=True, help="Print the /cdn-cgi/access/certs document instead.")
 @_errors
-def keys_show(config_path: Path, as_certs: bool) -> None:
+def keys_show(config_path: Path | None, as_certs: bool) -> None:
     """Show the current key, and the previous one while it is still in certs (spec §3)."""
-    from .config import load_config
     from .keys import KeyStore
 
-    config = load_config(config_path)
+    config = _load_or_demo(config_path)
     now = time.time()
     store = KeyStore(config.keys_dir, now)
     if as_certs:
@@ -267,37 +362,43 @@ def keys_show(config_path: Path, as_certs: bool) -> None:
 
 
 @keys.command("rotate")
-@config_option
+@demo_config_option
 @click.option("--grace", default="7d", show_default=True, help="How long the previous key stays in certs.")
 @_errors
-def keys_rotate(config_path: Path, grace: str) -> None:
+def keys_rotate(config_path: Path | None, grace: str) -> None:
     """Make a new current key; the previous one stays in certs for the grace period (spec §3)."""
-    from .config import load_config, parse_duration
+    from .config import parse_duration
     from .keys import KeyStore
 
     try:
         seconds = parse_duration(grace)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--grace") from None
-    config = load_config(config_path)
+    config = _load_or_demo(config_path)
     now = time.time()
     store = KeyStore(config.keys_dir, now)
     old = store.current.kid
     click.echo(f"current  {store.rotate(now, seconds).kid}")
     click.echo(f"previous {old} (in certs until {_utc(now + seconds)})")
     click.echo(
-        "fakeedge: note: a running edge keeps the keys it loaded: restart it, "
-        "or rotate through it with POST /cdn-cgi/fakeedge/keys/rotate",
+        "fakeedge: note: an edge running on this keys_dir takes the new key up at its next "
+        "certs request, sign-in or unknown token",
         err=True,
     )
 
 
 @main.command()
 @config_option
+@click.option("--strict", is_flag=True, help="Fail-open warnings are errors (exit 1).")
 @_errors
-def check(config_path: Path) -> None:
-    """Validate a config and summarise its apps, hosts and AUDs."""
+def check(config_path: Path, strict: bool) -> None:
+    """Validate a config, summarise its apps, hosts and AUDs, and warn of fail-open shapes.
+
+    Each warning names the config key, why the shape lets requests reach an origin without
+    Access, and what to change (docs/audit.md lists the shapes).
+    """
     from .config import load_config
+    from .config_audit import audit_config
 
     config = load_config(config_path)
     click.echo(f"{config_path}: ok (team {config.team})")
@@ -319,10 +420,15 @@ def check(config_path: Path) -> None:
         click.echo(f"  tls {host}:{port}: certificates for {', '.join(tls_hostnames(config, team))}")
     for key in config.not_emulated:
         click.echo(f"  note: {key} is accepted but not emulated")
+    findings = audit_config(config)
+    for finding in findings:
+        click.echo(f"  warning: {finding}")
+    if strict and findings:
+        raise FakeEdgeError(f"{config_path}: {len(findings)} fail-open warning(s), and --strict makes them errors")
 
 
 @main.command()
-@config_option
+@demo_config_option
 @click.argument("url")
 @click.option("--email", help="Explain for a user signed in with this address.")
 @click.option("--service-token", "service_token", help="Explain for this service token (name, id or client id).")
@@ -331,9 +437,10 @@ def check(config_path: Path) -> None:
     "--all", "everyone", is_flag=True, help="Judge URL for no credentials, every persona and every service token."
 )
 @_errors
-def explain(config_path: Path, url: str, email: str | None, service_token: str | None, ip: str, everyone: bool) -> None:
+def explain(
+    config_path: Path | None, url: str, email: str | None, service_token: str | None, ip: str, everyone: bool
+) -> None:
     """Show which ingress rule, app, policy and rule decide URL, and the outcome."""
-    from .config import load_config
     from .explain import explain as run
     from .explain import judge_all, table
 
@@ -341,7 +448,7 @@ def explain(config_path: Path, url: str, email: str | None, service_token: str |
         raise click.UsageError("give --email or --service-token, not both")
     if everyone and (email or service_token):
         raise click.UsageError("--all judges every persona and service token; give no --email or --service-token")
-    config = load_config(config_path)
+    config = _load_or_demo(config_path)
     try:
         lines = (
             table(judge_all(config, url, ip=ip))
@@ -356,13 +463,13 @@ def explain(config_path: Path, url: str, email: str | None, service_token: str |
 def _keys_dir(config_path: Path | None) -> Path:
     """The keys_dir that ``serve`` would use with the same ``--config``."""
     from .config import load_config
-    from .demo import demo_config
+    from .demo import offline_demo_config
 
     if config_path is None and Path(DEFAULT_CONFIG).is_file():
         config_path = Path(DEFAULT_CONFIG)
     if config_path is not None:
         return load_config(config_path).keys_dir
-    return demo_config("http://127.0.0.1:1", ("127.0.0.1", 8787)).keys_dir
+    return offline_demo_config().keys_dir
 
 
 _config_option = click.option(
@@ -371,6 +478,21 @@ _config_option = click.option(
     type=click.Path(dir_okay=False, path_type=Path),
     help=f"YAML config whose keys_dir holds the CA. Default: ./{DEFAULT_CONFIG} if present, else the demo's.",
 )
+
+
+@main.command()
+@config_option
+@_errors
+def health(config_path: Path) -> None:
+    """Exit 0 if the edge this config describes serves its certs; for container health checks.
+
+    Reads /cdn-cgi/access/certs from the plain listener (a wildcard address is read on loopback),
+    else from the TLS listener as the team domain's host, trusting the local CA only.
+    """
+    from .config import load_config
+    from .health import check
+
+    click.echo(f"fakeedge: healthy: {check(load_config(config_path))}")
 
 
 @main.group()
@@ -413,15 +535,166 @@ def env(config_path: Path, ca_file: str | None, export: bool) -> None:
     """Print, as dotenv lines, what an origin behind this edge needs.
 
     The team domain as a URL and as a bare host, its certs URL, each app's AUD as
-    FAKEEDGE_AUD_<APP NAME>, and the variables that make clients trust the local CA.
+    FAKEEDGE_AUD_<APP NAME>, and, when the edge serves TLS (or --ca-file is given), the
+    variables that make clients trust the local CA. A plain-HTTP config needs no CA: none is
+    printed or created, so an eval of the output leaves the shell's own HTTPS alone.
     """
     from .config import load_config
     from .env import format_dotenv, origin_env
     from .tls import LocalCA
 
     config = load_config(config_path)
-    cert = ca_file if ca_file is not None else LocalCA.load(config.keys_dir).cert_path
+    cert: Path | str | None = ca_file
+    if cert is None and config.tls_listen is not None:
+        cert = LocalCA.load(config.keys_dir).cert_path
     click.echo(format_dotenv(origin_env(config, cert), export=export), nl=False)
+
+
+EXIT_FAILED_OPEN = 1  # the origin accepted what it must refuse
+EXIT_INCONCLUSIVE = 3  # a control was refused: the run proves nothing
+
+
+@main.command()
+@config_option
+@click.argument("origin_url", metavar="ORIGIN_URL")
+@click.option("--app", required=True, help="The app whose AUD the origin checks.")
+@click.option("--path", help="The path to probe. Default: ORIGIN_URL's. A page that shows the user is best.")
+@click.option("--email", help="The user of the valid tokens. Default: a persona the app admits.")
+@click.option(
+    "--accept-status",
+    metavar="STATUSES",
+    help="What the origin answers when it accepts, e.g. 200,204 or 200-299,302. Default: any 2xx.",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True, help="Output."
+)
+@click.option("--junit", "junit", type=click.Path(dir_okay=False, path_type=Path), help="Also write JUnit XML here.")
+@click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for each answer.")
+@click.option("--stall", type=float, help="Seconds certs stalls in the certs_slow row. Default: timeout + 5.")
+@click.option(
+    "--rotation-wait",
+    default=35.0,
+    show_default=True,
+    help="Seconds to retry the rotation rows while the origin waits out its certs refetch cooldown.",
+)
+@click.option(
+    "--edge",
+    "edge_url",
+    help="Audit through this running edge's control API (e.g. http://127.0.0.1:8787) instead of starting one.",
+)
+@_errors
+def audit(
+    config_path: Path,
+    origin_url: str,
+    app: str,
+    path: str | None,
+    email: str | None,
+    accept_status: str | None,
+    fmt: str,
+    junit: Path | None,
+    timeout: float,
+    stall: float | None,
+    rotation_wait: float,
+    edge_url: str | None,
+) -> None:
+    """Does the origin at ORIGIN_URL fail open? Send it the audit battery and print a verdict per case.
+
+    Requests go straight to ORIGIN_URL (as an attacker who reached its address would) and
+    through the edge. Without --edge, an edge starts on the config's listen address with a
+    temporary copy of keys_dir (the audit rotates keys; yours are left alone).
+
+    Exit status: 0 nothing wrongly accepted and every control passed; 1 the origin accepted
+    something it must refuse (or an error); 3 inconclusive (a control was refused).
+    """
+    from .audit import Report, format_junit, format_report, parse_accept_status
+    from .config import load_config
+
+    accept = None
+    if accept_status is not None:
+        try:
+            accept = parse_accept_status(accept_status)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--accept-status") from None
+    config = load_config(config_path)
+    options: dict[str, Any] = {
+        "app": app, "path": path, "email": email, "timeout": timeout, "stall": stall, "rotation_wait": rotation_wait,
+    }  # fmt: skip
+    if edge_url is not None:
+        report = Report.from_json(
+            _control_audit(edge_url, config.admin_token, origin_url, options, sorted(accept) if accept else None)
+        )
+    else:
+        try:
+            report = asyncio.run(_audit_local(config, origin_url, accept, options))
+        except ValueError as exc:
+            raise FakeEdgeError(str(exc)) from None
+    click.echo(format_report(report, "json" if fmt == "json" else "table"))
+    if junit is not None:
+        junit.write_text(format_junit(report), encoding="utf-8")
+    if report.outcome != "ok":
+        sys.exit(EXIT_FAILED_OPEN if report.outcome == "fail" else EXIT_INCONCLUSIVE)
+
+
+async def _audit_local(config: Any, origin_url: str, accept: Any, options: dict[str, Any]) -> Any:
+    """Start an edge like ``serve`` (on a temporary copy of keys_dir), run the audit, stop the edge."""
+    import dataclasses
+    import shutil
+    import tempfile
+
+    from .audit import run_audit
+    from .edge import Edge
+    from .web_app import start
+
+    with tempfile.TemporaryDirectory(prefix="fakeedge-audit-") as tmp:
+        keys_dir = Path(tmp) / "keys"
+        if config.keys_dir.is_dir():
+            shutil.copytree(config.keys_dir, keys_dir)
+        else:  # a throwaway folder: no .gitignore or "created ... for private keys" warning
+            keys_dir.mkdir(mode=0o711)
+        edge = Edge.create(dataclasses.replace(config, keys_dir=keys_dir))
+        host, port = config.listen or (None, 0)
+        try:
+            runner, _ = await start(edge, host, port, tls_listen=config.tls_listen)
+        except OSError as exc:
+            shown = f"{host}:{port}" if host is not None else "the tls_listen address"
+            raise FakeEdgeError(
+                f"cannot listen on {shown} ({exc.strerror}); if `fakeedge serve` runs there, "
+                f"audit through it: fakeedge audit --edge {edge.team_domain or f'http://{host}:{port}'} ..."
+            ) from None
+        try:
+            return await run_audit(edge, origin_url, accept=accept, **options)
+        finally:
+            await runner.cleanup()
+
+
+def _control_audit(
+    edge_url: str, admin_token: str | None, origin_url: str, options: dict[str, Any], accept: list[int] | None
+) -> dict[str, Any]:
+    """POST /cdn-cgi/fakeedge/audit on a running edge; its answer, or FakeEdgeError in one line."""
+    import urllib.error
+    import urllib.request
+
+    body = {"origin": origin_url, **{k: v for k, v in options.items() if v is not None}}
+    if accept is not None:
+        body["accept_status"] = accept
+    url = edge_url.rstrip("/") + "/cdn-cgi/fakeedge/audit"
+    headers = {"Content-Type": "application/json"}
+    if admin_token is not None:
+        headers["Authorization"] = f"Bearer {admin_token}"
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
+    wait = options["timeout"] * 60 + 2 * options["rotation_wait"]  # the whole battery, not one answer
+    try:
+        with urllib.request.urlopen(request, timeout=wait) as resp:
+            answer: dict[str, Any] = json.load(resp)
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.load(exc)["error"]
+        except (ValueError, KeyError, TypeError):
+            message = f"HTTP {exc.code}"
+        raise FakeEdgeError(f"{url}: {message}") from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise FakeEdgeError(f"{url}: no answer from the edge ({getattr(exc, 'reason', exc)})") from None
+    return answer
 
 
 if __name__ == "__main__":  # pragma: no cover

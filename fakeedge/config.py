@@ -6,19 +6,21 @@ naming the file, the key path and what would have been valid.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import functools
 import hashlib
 import ipaddress
 import math
 import re
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 from urllib.parse import SplitResult, urlsplit
 
-from .errors import ConfigError
+from .errors import ConfigError, one_line
 
 Decision = Literal["allow", "deny", "bypass", "non_identity"]
 SameSite = Literal["none", "lax", "strict"]
@@ -122,6 +124,26 @@ class CorsHeaders:
 
 
 @dataclass(frozen=True, slots=True)
+class DynamicClientRegistration:
+    """``oauth_configuration.dynamic_client_registration`` (spec §14.2): which redirect URIs may register."""
+
+    enabled: bool = True
+    allow_any_on_localhost: bool = False
+    allow_any_on_loopback: bool = False
+    allowed_uris: tuple[str, ...] = ()  # http(s) entries may end in "/*"; custom schemes match exactly
+
+
+@dataclass(frozen=True, slots=True)
+class OAuthConfiguration:
+    """An app's managed OAuth (spec §14.2), under Cloudflare's API names."""
+
+    enabled: bool = False
+    dynamic_client_registration: DynamicClientRegistration = field(default_factory=DynamicClientRegistration)
+    access_token_lifetime: int = 15 * 60  # grant.access_token_lifetime
+    session_duration: int | None = None  # grant.session_duration: refresh tokens; None = the app's
+
+
+@dataclass(frozen=True, slots=True)
 class App:
     name: str
     destinations: tuple[Destination, ...]
@@ -139,6 +161,7 @@ class App:
     custom_deny_url: str | None = None
     custom_non_identity_deny_url: str | None = None
     custom_deny_message: str | None = None
+    oauth_configuration: OAuthConfiguration | None = None
 
     @property
     def domain(self) -> str:
@@ -270,10 +293,12 @@ def parse_duration(text: str | int | float) -> float:
     """
     if isinstance(text, bool):
         raise ValueError("expected a duration such as 30s, 15m or 24h")
+    if isinstance(text, int) and abs(text) > MAX_DURATION:
+        return _bounded(math.inf, text)  # float() of a huge int would raise OverflowError
     if isinstance(text, int | float):
         return _bounded(float(text), text)
     if not isinstance(text, str):
-        raise ValueError(f"expected a duration such as 30s, 15m or 24h, got {text!r}")
+        raise ValueError(f"expected a duration such as 30s, 15m or 24h, got {_show(text)}")
     return _bounded(_parse_duration_text(text), text)
 
 
@@ -283,7 +308,7 @@ MAX_DURATION = 100 * 365 * 86400.0
 def _bounded(seconds: float, given: object) -> float:
     # NaN, infinities and astronomic values would break every expiry computed from them
     if not math.isfinite(seconds) or abs(seconds) > MAX_DURATION:
-        raise ValueError(f"expected a duration within a hundred years, got {given!r}")
+        raise ValueError(f"expected a duration within a hundred years, got {_show(given)}")
     return seconds
 
 
@@ -298,29 +323,52 @@ def _parse_duration_text(text: str) -> float:
         total += float(m.group(1)) * _UNITS[m.group(2)]
         pos = m.end()
     if pos != len(text) or not text:
-        raise ValueError(f"expected a duration such as 30s, 15m or 24h, got {text!r}")
+        raise ValueError(f"expected a duration such as 30s, 15m or 24h, got {_show(text)}")
     return total
 
 
 class _Reader:
-    """Walks the raw YAML, keeping the key path for error messages."""
+    """Walks the raw YAML, keeping the key path for error messages and collecting the errors.
 
-    def __init__(self, source: str) -> None:
+    Errors of independent parts (top-level keys, list items) are collected with :meth:`collecting`
+    so that one run reports them all; the caller raises :meth:`raise_collected` at the end.
+    """
+
+    def __init__(self, source: str, errors: list[ConfigError] | None = None) -> None:
         self.source = source
+        self.errors: list[ConfigError] = [] if errors is None else errors
+
+    def sub(self, source: str) -> _Reader:
+        """A reader for another file (an ``ingress_file``) that adds to the same errors."""
+        return _Reader(source, self.errors)
 
     def fail(self, key: str, message: str) -> ConfigError:
         return ConfigError(self.source, key, message)
 
-    def mapping(self, value: Any, key: str, allowed: Sequence[str]) -> dict[str, Any]:
+    def skip(self) -> ConfigError:
+        """An error already reported: a reference to an item that failed (no second line for it)."""
+        return _Reported(self.source, "", "")
+
+    @contextlib.contextmanager
+    def collecting(self) -> Iterator[None]:
+        """Record a ConfigError raised in the block and go on with the next part."""
+        try:
+            yield
+        except ConfigError as exc:
+            self.errors.extend(exc.errors)
+
+    def raise_collected(self) -> None:
+        if self.errors:
+            raise ConfigError.combine(self.errors)
+
+    def mapping(self, value: Any, key: str, allowed: Sequence[str]) -> dict[Any, Any]:
         if value is None:
             value = {}
         if not isinstance(value, dict):
             raise self.fail(key, f"expected a mapping, got {_kind(value)}")
-        for name in value:
-            if name not in allowed:
-                hint = difflib.get_close_matches(str(name), allowed, n=1)
-                did = f"; did you mean '{hint[0]}'?" if hint else ""
-                raise self.fail(_join(key, str(name)), f"unknown key '{name}'{did} valid: {', '.join(allowed)}")
+        unknown = [name for name in value if name not in allowed]
+        if unknown:
+            raise ConfigError.combine([self.fail(_join(key, name), _unknown_key(name, allowed)) for name in unknown])
         return value
 
     def seq(self, value: Any, key: str) -> list[Any]:
@@ -330,14 +378,29 @@ class _Reader:
             raise self.fail(key, f"expected a list, got {_kind(value)}")
         return value
 
-    def text(self, value: Any, key: str, *, required: bool = False, default: str | None = None) -> Any:
+    def text(
+        self,
+        value: Any,
+        key: str,
+        *,
+        required: bool = False,
+        default: str | None = None,
+        multiline: bool = False,
+    ) -> Any:
         if value is None:
             if required:
                 raise self.fail(key, "is required (a string)")
             return default
+        if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > _MAX_INT_BITS:
+            raise self.fail(key, f"expected a non-empty string, got {_kind(value)}")
         if not isinstance(value, str | int) or isinstance(value, bool) or str(value) == "":
             raise self.fail(key, f"expected a non-empty string, got {_kind(value)}")
-        return str(value)
+        text = str(value)
+        bad = (_CONTROL_MULTILINE if multiline else _CONTROL).search(text)
+        if bad:
+            # control characters would rewrite log lines and terminals; names never need them
+            raise self.fail(key, f"expected text without control characters, got {_show(text)}")
+        return text
 
     def flag(self, value: Any, key: str, default: bool) -> bool:
         if value is None:
@@ -347,12 +410,16 @@ class _Reader:
         return value
 
     def duration(self, value: Any, key: str, default: float | None) -> float | None:
+        """A Go duration; never negative (a negative session or timeout has no meaning)."""
         if value is None:
             return default
         try:
-            return parse_duration(value)
+            seconds = parse_duration(value)
         except ValueError as exc:
             raise self.fail(key, str(exc)) from None
+        if seconds < 0:
+            raise self.fail(key, f"expected a duration of zero or more such as 30s, got {_show(value)}")
+        return seconds
 
     def convert(self, value: Any, key: str, fn: Callable[[Any], T]) -> T:
         try:
@@ -361,8 +428,60 @@ class _Reader:
             raise self.fail(key, str(exc)) from None
 
 
-def _join(key: str, name: str) -> str:
-    return f"{key}.{name}" if key else name
+class _Reported(ConfigError):
+    """Stands for an error already on the list: it adds no line of its own."""
+
+    def __init__(self, source: str, key: str, message: str) -> None:
+        super().__init__(source, key, message)
+        self.errors = ()
+
+
+_MAX_INT_BITS = 256  # 77 digits: more than any count, port or duration a config holds
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_CONTROL_MULTILINE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")  # \t and \n allowed
+_SHOWN = 60  # characters of a value quoted in a message; the rest is cut
+
+
+def _show(value: Any) -> str:
+    """``repr(value)`` for a message, cut after 60 characters with an ellipsis."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > _MAX_INT_BITS:
+        return f"a {value.bit_length()}-bit number"
+    if isinstance(value, str):
+        if len(value) <= _SHOWN:
+            return repr(value)
+        quoted = repr(value[:_SHOWN])
+        return f"{quoted[:-1]}…{quoted[-1]}"
+    text = repr(value)
+    return text if len(text) <= _SHOWN else text[:_SHOWN] + "…"
+
+
+def _cut(path: str, limit: int = 160) -> str:
+    """A file name for a message: paths are longer than values, but not without bound."""
+    return path if len(path) <= limit else path[:limit] + "…"
+
+
+def _name(key: Any) -> str:
+    """A mapping key as it appears in a key path: one line of text, cut like values."""
+    text = one_line(str(key)) if not isinstance(key, int) or key.bit_length() <= _MAX_INT_BITS else _show(key)
+    return text if len(text) <= _SHOWN else text[:_SHOWN] + "…"
+
+
+def _names(names: Iterable[Any], none: str = "none") -> str:
+    """Names for a "defined: a, b" list in a message, each cut like a key."""
+    return ", ".join(_name(n) for n in names) or none
+
+
+def _unknown_key(name: Any, allowed: Sequence[str]) -> str:
+    hint = difflib.get_close_matches(_name(name), allowed, n=1)
+    did = f"; did you mean '{hint[0]}'?" if hint else ""
+    # the key path already shows the name; a long one is not shown twice (the line stays readable)
+    if len(str(name)) > _SHOWN:  # cut in the key path already
+        return f"unknown key{did or ';'} valid: {', '.join(allowed)}"
+    return f"unknown key '{_name(name)}'{did} valid: {', '.join(allowed)}"
+
+
+def _join(key: str, name: Any) -> str:
+    return f"{key}.{_name(name)}" if key else _name(name)
 
 
 def _kind(value: Any) -> str:
@@ -376,7 +495,7 @@ def _kind(value: Any) -> str:
         case None:
             return "nothing"
         case _:
-            return f"{type(value).__name__} {value!r}"
+            return f"{type(value).__name__} {_show(value)}"
 
 
 def parse_host_port(text: str, *, default_port: int = 8787) -> tuple[str, int]:
@@ -390,10 +509,13 @@ def parse_host_port(text: str, *, default_port: int = 8787) -> tuple[str, int]:
     else:
         host, port_text = text, ""
     host = host or "127.0.0.1"
-    try:
-        port = int(port_text) if port_text else default_port
-    except ValueError:
-        raise ValueError(f"expected HOST:PORT such as 127.0.0.1:8787, got {text!r}") from None
+    if port_text and not (port_text.isascii() and port_text.isdigit() and len(port_text) <= 5):
+        raise ValueError(f"expected HOST:PORT such as 127.0.0.1:8787, got {_show(text)}")
+    port = int(port_text) if port_text else default_port
+    if host.isdigit():
+        raise ValueError(f"expected HOST:PORT such as 127.0.0.1:8787 (a port alone is :{host}), got {_show(text)}")
+    if not _is_host(host.lower()):
+        raise ValueError(f"expected HOST:PORT such as 127.0.0.1:8787, got {_show(text)}")
     if not 0 <= port <= 65535:
         raise ValueError(f"port {port} is out of range 0-65535")
     return host, port
@@ -407,18 +529,41 @@ def parse_destination(text: str) -> Destination:
     host, slash, path = text.partition("/")
     host = host.lower().rstrip(".")
     if host.startswith("[") or host.count(":") > 1:
-        raise ValueError(f"expected host[/path], got {text!r}")
+        raise ValueError(f"expected host[/path], got {_show(text)}")
     host = host.split(":", 1)[0]
     if not host:
-        raise ValueError(f"expected host[/path], got {text!r}")
+        raise ValueError(f"expected host[/path], got {_show(text)}")
     labels = host.split(".")
     for label in labels:
         if label.count("*") > 1 or ("*" in label and label is not labels[0]):
-            raise ValueError(f"a wildcard may only appear once, in the first label: {host!r}")
+            raise ValueError(f"a wildcard may only appear once, in the first label: {_show(host)}")
+    if not _is_host(host, wildcard=True):
+        raise ValueError(f"expected host[/path] such as admin.acme.test/api, got {_show(text)}")
     path = "/" + path if slash else ""
     if path in ("/", "/*"):
         path = ""
     return Destination(host, path)
+
+
+_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
+
+
+def _is_host(host: str, *, wildcard: bool = False) -> bool:
+    """A DNS name (RFC 1123 labels; ``_`` too, as DNS allows) or an IP address.
+
+    With ``wildcard``, the first label may hold one ``*`` (``*.acme.test``, ``pr-*.acme.test``).
+    """
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    if len(host) > 253:
+        return False
+    labels = host.split(".")
+    if wildcard and labels[0].count("*") == 1:
+        labels[0] = labels[0].replace("*", "a")
+    return all(_LABEL.fullmatch(label) for label in labels)
 
 
 def _split_url(value: str) -> SplitResult | None:
@@ -435,14 +580,20 @@ def _origin_url(value: str) -> str:
     if value.startswith("http_status:"):
         code = value.partition(":")[2]
         if not code.isdigit() or not 100 <= int(code) <= 999:
-            raise ValueError(f"expected http_status:<100-999>, got {value!r}")
+            raise ValueError(f"expected http_status:<100-999>, got {_show(value)}")
         return value
     parts = _split_url(value)
-    if parts is None or parts.scheme not in ("http", "https", "ws", "wss") or not parts.hostname:
-        raise ValueError(f"expected http://host:port, https://host:port or http_status:<code>, got {value!r}")
+    if (
+        parts is None
+        or parts.scheme not in ("http", "https", "ws", "wss")
+        or not parts.hostname
+        or not _is_host(parts.hostname)
+        or parts.port == 0
+    ):
+        raise ValueError(f"expected http://host:port, https://host:port or http_status:<code>, got {_show(value)}")
     if parts.path not in ("", "/") or parts.query:
         # cloudflared refuses a service URL with a path (spec §9.1)
-        raise ValueError(f"a service URL cannot have a path, got {value!r}")
+        raise ValueError(f"a service URL cannot have a path, got {_show(value)}")
     scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
     return f"{scheme}://{parts.netloc}"
 
@@ -461,62 +612,363 @@ APP_KEYS = (
     "same_site_cookie_attribute", "http_only_cookie_attribute", "path_cookie_attribute",
     "enable_binding_cookie", "service_auth_401_redirect", "read_service_tokens_from_header",
     "options_preflight_bypass", "cors_headers", "custom_deny_url", "custom_non_identity_deny_url",
-    "custom_deny_message", "type",
+    "custom_deny_message", "type", "oauth_configuration",
 )  # fmt: skip
 POLICY_KEYS = ("name", "decision", "include", "exclude", "require", "session_duration", "precedence")
 USER_KEYS = ("email", "name", "groups", "github_orgs", "country", "amr", "idp", "custom")
 TOKEN_KEYS = ("name", "id", "client_id", "client_secret")
 INGRESS_KEYS = ("hostname", "path", "service", "originRequest")
+OAUTH_KEYS = ("enabled", "dynamic_client_registration", "grant")
+OAUTH_DCR_KEYS = ("enabled", "allow_any_on_localhost", "allow_any_on_loopback", "allowed_uris")
+OAUTH_GRANT_KEYS = ("access_token_lifetime", "session_duration")
 CORS_KEYS = (
     "allow_all_origins", "allowed_origins", "allow_all_methods", "allowed_methods", "allow_all_headers",
     "allowed_headers", "allow_credentials", "max_age",
 )  # fmt: skip
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a config with hundreds of apps is tens of kilobytes
+MAX_YAML_VALUES = 100_000  # counted with aliases expanded: bounds "billion laughs" and cycles
+MAX_YAML_DEPTH = 40
+_CLOUDFLARED_KEYS = ("tunnel", "credentials-file", "originRequest")
+
+
 def load_config(path: str | Path) -> Config:
     """Read and validate a fakeedge YAML file.
 
     Raises:
-        ConfigError: the file is missing, is not YAML, or holds a wrong value.
+        ConfigError: the file is missing, is not YAML, or holds wrong values; one error per
+            wrong part (``errors``), each naming the file and the key.
     """
-    import yaml
-
     path = Path(path)
     source = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(source, "", f"cannot read the file ({exc.strerror})") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(source, "", f"not UTF-8 text (byte {exc.start})") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(source, "", f"{where}{problem}") from None
+    text = _read_text(path, source, lambda why: ConfigError(source, "", f"cannot read the file ({why})"))
+    raw = _load_yaml(text, source)
     return parse_config(raw, source=source, base_dir=path.resolve().parent)
 
 
-def parse_config(raw: Any, *, source: str = "<config>", base_dir: Path | None = None) -> Config:
-    """Validate an already-parsed config mapping (the pytest plugin passes dicts here)."""
-    r = _Reader(source)
-    top = r.mapping(raw, "", TOP_KEYS)
-    base_dir = base_dir or Path.cwd()
-    team = r.text(top.get("team"), "team", required=True)
-    if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", team):
-        raise r.fail("team", f"expected lower-case letters, digits and '-', got {team!r}")
+def _read_text(path: Path, source: str, fail: Callable[[str], ConfigError]) -> str:
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise fail(exc.strerror or type(exc).__name__) from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(source, "", f"larger than {MAX_CONFIG_BYTES >> 20} MiB: not a config file")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(source, f"line {line}", f"not UTF-8 text (byte {exc.start})") from None
 
-    team_domain = r.text(top.get("team_domain"), "team_domain")
-    if team_domain is not None:
-        parts = _split_url(team_domain)
-        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.path.strip("/"):
-            raise r.fail(
-                "team_domain", f"expected a URL such as https://{team}.cloudflareaccess.com, got {team_domain!r}"
+
+def _load_yaml(text: str, source: str) -> Any:
+    """YAML as PyYAML's safe loader reads it, minus what makes a config ambiguous or a bomb.
+
+    A key written twice in one mapping is an error (YAML 1.2 forbids it; PyYAML keeps the last),
+    and the document may hold at most ``MAX_YAML_VALUES`` values with aliases expanded.
+
+    Raises:
+        ConfigError: not YAML, a duplicate key, a number no key could take, or too big.
+    """
+    import yaml
+
+    loader = None
+    try:
+        loader = _loader_class()(text)  # its reader refuses control characters here already
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_nodes(loader, node, source)
+        return loader.construct_document(node)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = f"line {mark.line + 1}" if mark is not None else ""
+        problem = exc.problem or exc.context or "invalid YAML"
+        key = _yaml_error_key(text)
+        if key:
+            raise ConfigError(source, key, f"{line}: {problem}" if line else problem) from None
+        raise ConfigError(source, line, problem) from None
+    except yaml.reader.ReaderError as exc:
+        at = text[: exc.position].count("\n") + 1
+        char = exc.character if isinstance(exc.character, int) else ord(exc.character[:1] or "\0")
+        raise ConfigError(source, f"line {at}", f"character U+{char:04X} is not allowed in YAML") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, "", f"invalid YAML ({type(exc).__name__})") from None
+    except _TooDeep as exc:
+        raise ConfigError(source, exc.key, f"nested more than {MAX_YAML_DEPTH} levels deep") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+class _TooDeep(Exception):
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+@functools.cache
+def _loader_class() -> Any:
+    """PyYAML's SafeLoader that stops composing past ``MAX_YAML_DEPTH`` levels.
+
+    Its composer recurses per level and its scanner rechecks every open level per token, so
+    ``[[[[...`` would cost a RecursionError at best and quadratic time at worst.
+    """
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        depth = 0
+        top_key = ""
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            self.depth += 1
+            try:
+                if self.depth == 2 and isinstance(index, yaml.ScalarNode):
+                    self.top_key = _name(index.value)  # a value at the top: name its key in errors
+                if self.depth > MAX_YAML_DEPTH + 1:
+                    raise _TooDeep(self.top_key)
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
+
+    return Loader
+
+
+def _yaml_error_key(text: str) -> str:
+    """The key path at which YAML that does not parse goes wrong ("" when at the top).
+
+    Replays the parser's events up to the error, keeping the path the way the walk above does.
+    """
+    import yaml
+
+    frames: list[list[Any]] = []  # ["map", key, expecting a key] or ["seq", index, None]
+
+    def node_done() -> None:
+        if frames and frames[-1][0] == "seq":
+            frames[-1][1] += 1
+        elif frames:
+            frames[-1][2] = not frames[-1][2]
+
+    loader = yaml.SafeLoader(text)
+    try:
+        for _ in range(MAX_YAML_VALUES * 2):
+            event = loader.get_event()  # type: ignore[no-untyped-call]
+            if isinstance(event, yaml.StreamEndEvent):
+                break
+            in_key = bool(frames) and frames[-1][0] == "map" and frames[-1][2]
+            if isinstance(event, yaml.ScalarEvent | yaml.AliasEvent):
+                if in_key:
+                    frames[-1][1] = event.value if isinstance(event, yaml.ScalarEvent) else "*"
+                node_done()
+            elif isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
+                if in_key:
+                    frames[-1][1] = "?"
+                mapping = isinstance(event, yaml.MappingStartEvent)
+                frames.append(["map", None, True] if mapping else ["seq", 0, None])
+            elif isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
+                frames.pop()
+                node_done()
+    except yaml.YAMLError:
+        pass
+    finally:
+        loader.dispose()
+    key = ""
+    for kind, name, expecting_key in frames:
+        if kind == "seq":
+            key += f"[{name}]"
+        elif expecting_key:
+            break  # between keys: the error is about this mapping
+        else:
+            key = _join(key, name)
+    return _cut(key, 80)
+
+
+_NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:timestamp")
+
+
+def _check_nodes(loader: Any, root: Any, source: str) -> None:
+    """Walk the composed YAML (aliases expanded, bounded) for duplicate keys and bad scalars."""
+    import yaml
+
+    errors: list[tuple[int, ConfigError]] = []
+    stack: list[tuple[Any, str, int]] = [(root, "", 0)]
+    seen_values = 0
+    while stack:
+        node, key, depth = stack.pop()
+        seen_values += 1
+        if seen_values > MAX_YAML_VALUES:
+            # the top-level key: the full path through an alias bomb is noise
+            where = re.split(r"[.\[]", key, maxsplit=1)[0]
+            raise ConfigError(
+                source, where, f"more than {MAX_YAML_VALUES} values once aliases are expanded (an alias bomb?)"
             )
-        team_domain = f"{parts.scheme}://{parts.netloc.lower()}"
+        if depth > MAX_YAML_DEPTH:
+            raise ConfigError(
+                source, re.split(r"[.\[]", key, maxsplit=1)[0], f"nested more than {MAX_YAML_DEPTH} levels deep"
+            )
+        line = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            first_line: dict[Any, int] = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    stack.append((value_node, key, depth + 1))  # `<<: *defaults` may be overridden
+                    continue
+                name = _scalar_key(loader, key_node)
+                sub = _join(key, key_node.value if isinstance(key_node, yaml.ScalarNode) else "?")
+                if name is not None and name in first_line:
+                    here = key_node.start_mark.line + 1
+                    message = f"written twice (lines {first_line[name]} and {here}); YAML would keep only the last"
+                    errors.append((here, ConfigError(source, sub, message)))
+                elif name is not None:
+                    first_line[name] = key_node.start_mark.line + 1
+                stack.append((value_node, sub, depth + 1))
+        elif isinstance(node, yaml.SequenceNode):
+            stack += [(item, f"{key}[{i}]", depth + 1) for i, item in enumerate(node.value)]
+        elif node.tag in _NUMBER_TAGS:
+            digits = sum(c.isdigit() for c in node.value)
+            try:
+                if digits > 40 and node.tag == "tag:yaml.org,2002:int":
+                    raise ValueError
+                loader.construct_object(node)
+            except (ValueError, OverflowError):
+                kind = node.tag.rpartition(":")[2]
+                errors.append((line, ConfigError(source, key, f"not a usable {kind}: {_show(node.value)}")))
+    if errors:
+        raise ConfigError.combine([e for _, e in sorted(errors, key=lambda item: item[0])])
 
+
+def _scalar_key(loader: Any, node: Any) -> Any:
+    """The value a scalar mapping key stands for (``1`` and ``0x1`` are one key), else None."""
+    import yaml
+
+    if not isinstance(node, yaml.ScalarNode):
+        return None
+    try:
+        key = loader.construct_object(node)
+        hash(key)
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError):
+        return None
+    return (type(key) is str, key)
+
+
+def parse_config(raw: Any, *, source: str = "<config>", base_dir: Path | None = None) -> Config:
+    """Validate an already-parsed config mapping (the pytest plugin passes dicts here).
+
+    Raises:
+        ConfigError: one or more wrong values; ``errors`` holds one per wrong part (a top-level
+            key, a list item), each naming the key path.
+    """
+    r = _Reader(source)
+    if raw is not None and not isinstance(raw, dict):
+        raise r.fail("", f"expected a mapping of settings such as 'team: acme', got {_kind(raw)}")
+    raw = raw or {}
+    if "team" not in raw and (cloudflared := next((k for k in _CLOUDFLARED_KEYS if k in raw), None)):
+        raise r.fail(
+            cloudflared,
+            "this is a cloudflared config.yml, not a fakeedge config: route by it from a fakeedge config "
+            f"with 'team: <your team>' and 'ingress_file: {Path(source).name}'",
+        )
+    for name in raw:
+        if name in _CLOUDFLARED_KEYS:
+            r.errors.append(
+                r.fail(name, f"unknown key '{name}'; to route by a cloudflared config.yml, name it in ingress_file:")
+            )
+        elif name not in TOP_KEYS:
+            r.errors.append(r.fail(_join("", name), _unknown_key(name, TOP_KEYS)))
+    top = {name: value for name, value in raw.items() if name in TOP_KEYS}
+    base_dir = base_dir or Path.cwd()
+
+    team = ""
+    with r.collecting():
+        team = r.text(top.get("team"), "team", required=True)
+        if not re.fullmatch(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?", team):
+            # the team is the first label of <team>.cloudflareaccess.com
+            raise r.fail("team", f"expected lower-case letters, digits and '-' (at most 63), got {_show(team)}")
+    team_domain = None
+    with r.collecting():
+        team_domain = _team_domain(r, top.get("team_domain"), team)
+    listen: tuple[str, int] | None = ("127.0.0.1", 8787)
+    tls_listen = None
+    with r.collecting():
+        listen, tls_listen = _listeners(r, top)
+    keys_dir = base_dir / "keys"
+    with r.collecting():
+        keys_dir = base_dir / r.text(top.get("keys_dir"), "keys_dir", default="keys")  # an absolute one wins
+
+    lists = _Lists(emails={}, ips={}, tokens=(), groups={}, broken=set())
+    users = _users(r, top.get("users"))
+    lists.tokens = _service_tokens(r, top.get("service_tokens"), team, lists)
+    with r.collecting():
+        lists.emails = _named_lists(r, top.get("email_lists"), "email_lists", _email_entry, lists)
+    with r.collecting():
+        lists.ips = _named_lists(r, top.get("ip_lists"), "ip_lists", _ip_entry, lists)
+    _groups(r, top.get("groups"), lists)
+    apps = _apps(r, top.get("apps"), team, lists)
+
+    ingress: tuple[IngressRule, ...] = ()
+    not_emulated: tuple[str, ...] = ()
+    with r.collecting():
+        if top.get("ingress_file") is not None:
+            if top.get("ingress") is not None:
+                raise r.fail("ingress_file", "cannot be combined with ingress; keep the rules in one place")
+            ingress, not_emulated = _ingress_file(r, top.get("ingress_file"), base_dir)
+        else:
+            ingress, not_emulated = _ingress(r, top.get("ingress"))
+
+    def get(fn: Callable[[], T], default: T) -> T:
+        with r.collecting():
+            return fn()
+        return default
+
+    settings = Config(
+        source=source,
+        team=team,
+        admin_token=get(lambda: r.convert(top.get("admin_token"), "admin_token", _admin_token), None),
+        team_domain=team_domain,
+        listen=listen,
+        keys_dir=keys_dir,
+        users=users,
+        service_tokens=lists.tokens,
+        apps=apps,
+        ingress=ingress,
+        allow_any_email=get(lambda: r.flag(top.get("allow_any_email"), "allow_any_email", True), True),
+        one_time_pin=get(lambda: r.flag(top.get("one_time_pin"), "one_time_pin", False), False),
+        default_country=get(lambda: _country(r, top.get("default_country"), "default_country"), None) or "US",
+        strict_service_token_auth=get(
+            lambda: r.flag(top.get("strict_service_token_auth"), "strict_service_token_auth", False), False
+        ),
+        logout_delay=get(lambda: r.duration(top.get("logout_delay"), "logout_delay", 0.0) or 0.0, 0.0),
+        origin_timeout=get(lambda: _positive(r, top.get("origin_timeout"), "origin_timeout", 100.0), 100.0),
+        not_emulated=not_emulated,
+        tls_listen=tls_listen,
+        branding=get(lambda: _branding(r, top.get("branding")), Branding()),
+        journal=get(lambda: r.convert(top.get("journal"), "journal", _journal), JOURNAL_DEFAULT),
+    )
+    r.raise_collected()
+    return settings
+
+
+def _team_domain(r: _Reader, value: Any, team: str) -> str | None:
+    team_domain = r.text(value, "team_domain")
+    if team_domain is None:
+        return None
+    parts = _split_url(team_domain)
+    if (
+        parts is None
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or not _is_host(parts.hostname)
+        or parts.port == 0
+        or parts.path.strip("/")
+    ):
+        raise r.fail(
+            "team_domain",
+            f"expected a URL such as https://{team or 'acme'}.cloudflareaccess.com, got {_show(team_domain)}",
+        )
+    return f"{parts.scheme}://{parts.netloc.lower()}"
+
+
+def _listeners(r: _Reader, top: dict[Any, Any]) -> tuple[tuple[str, int] | None, tuple[str, int] | None]:
     listen = None
     if top.get("listen") is not False:  # `listen: off` (YAML reads a boolean): TLS only
         listen = r.convert(r.text(top.get("listen"), "listen", default="127.0.0.1:8787"), "listen", parse_host_port)
@@ -527,95 +979,129 @@ def parse_config(raw: Any, *, source: str = "<config>", base_dir: Path | None = 
         )
     if listen is None and tls_listen is None:
         raise r.fail("listen", "is off, so tls_listen is required (such as 127.0.0.1:8443); fakeedge would not listen")
-    keys_dir = Path(r.text(top.get("keys_dir"), "keys_dir", default="keys"))
-    if not keys_dir.is_absolute():
-        keys_dir = base_dir / keys_dir
+    return listen, tls_listen
 
-    users = tuple(_user(r, u, f"users[{i}]") for i, u in enumerate(r.seq(top.get("users"), "users")))
+
+def _users(r: _Reader, raw: Any) -> tuple[User, ...]:
+    users: list[tuple[int, User]] = []
+    with r.collecting():
+        for i, item in enumerate(r.seq(raw, "users")):
+            with r.collecting():
+                users.append((i, _user(r, item, f"users[{i}]")))
     seen: set[str] = set()
-    for i, u in enumerate(users):
+    for i, u in users:
         if u.email.lower() in seen:
-            raise r.fail(f"users[{i}].email", f"duplicate persona {u.email!r}")
+            r.errors.append(r.fail(f"users[{i}].email", f"duplicate persona {_show(u.email)}"))
         seen.add(u.email.lower())
+    return tuple(u for _, u in users)
 
-    tokens = tuple(
-        _service_token(r, t, f"service_tokens[{i}]", team)
-        for i, t in enumerate(r.seq(top.get("service_tokens"), "service_tokens"))
-    )
-    for i, t in enumerate(tokens):
-        if any(o.client_id == t.client_id or o.name == t.name for o in tokens[:i]):
-            raise r.fail(f"service_tokens[{i}]", f"duplicate service token {t.name!r} / {t.client_id!r}")
 
-    lists = _Lists(
-        emails={
-            str(k): tuple(str(e).lower() for e in r.seq(v, f"email_lists.{k}"))
-            for k, v in r.mapping(top.get("email_lists"), "email_lists", list(top.get("email_lists") or {})).items()
-        },
-        ips={
-            str(k): tuple(
-                r.convert(str(e), f"email_lists.{k}[{j}]", _network) for j, e in enumerate(r.seq(v, f"ip_lists.{k}"))
-            )
-            for k, v in r.mapping(top.get("ip_lists"), "ip_lists", list(top.get("ip_lists") or {})).items()
-        },
-        tokens=tokens,
-        groups={},
-    )
-    for i, g in enumerate(r.seq(top.get("groups"), "groups")):
+def _service_tokens(r: _Reader, raw: Any, team: str, lists: _Lists) -> tuple[ServiceToken, ...]:
+    tokens: list[tuple[int, ServiceToken]] = []
+    try:
+        items = r.seq(raw, "service_tokens")
+    except ConfigError as exc:
+        r.errors.extend(exc.errors)
+        lists.broken.add(("token", None))
+        return ()
+    for i, item in enumerate(items):
+        try:
+            tokens.append((i, _service_token(r, item, f"service_tokens[{i}]", team)))
+        except ConfigError as exc:
+            r.errors.extend(exc.errors)
+            if isinstance(item, dict):
+                lists.broken |= {("token", item.get(k)) for k in ("name", "id") if isinstance(item.get(k), str)}
+    for n, (i, t) in enumerate(tokens):
+        for _, other in tokens[:n]:
+            for what, mine, theirs in (("name", t.name, other.name), ("id", t.id, other.id)):
+                if mine == theirs:
+                    r.errors.append(
+                        r.fail(f"service_tokens[{i}].{what}", f"duplicate service token {what} {_show(mine)}")
+                    )
+            if t.client_id == other.client_id:
+                r.errors.append(
+                    r.fail(f"service_tokens[{i}].client_id", f"the client_id is already used by {_show(other.name)}")
+                )
+    return tuple(t for _, t in tokens)
+
+
+def _email_entry(r: _Reader, value: Any, key: str) -> str:
+    email: str = r.text(value, key, required=True)
+    if "@" not in email:
+        raise r.fail(key, f"expected an email address, got {_show(email)}")
+    return email.lower()
+
+
+def _ip_entry(r: _Reader, value: Any, key: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    return r.convert(r.text(value, key, required=True), key, _network)
+
+
+def _named_lists(
+    r: _Reader, raw: Any, key: str, entry: Callable[[_Reader, Any, str], T], lists: _Lists
+) -> dict[str, tuple[T, ...]]:
+    """``email_lists`` / ``ip_lists``: name -> entries; a list with an error is left out (and marked)."""
+    m = r.mapping(raw, key, list(raw) if isinstance(raw, dict) else [])
+    out: dict[str, tuple[T, ...]] = {}
+    for name, values in m.items():
+        lk = _join(key, name)
+        try:
+            out[str(name)] = tuple(entry(r, v, f"{lk}[{j}]") for j, v in enumerate(r.seq(values, lk)))
+        except ConfigError as exc:
+            r.errors.extend(exc.errors)
+            lists.broken.add((key, str(name)))
+    return out
+
+
+def _groups(r: _Reader, raw: Any, lists: _Lists) -> None:
+    try:
+        items = r.seq(raw, "groups")
+    except ConfigError as exc:
+        r.errors.extend(exc.errors)
+        lists.broken.add(("group", None))
+        return
+    for i, g in enumerate(items):
         key = f"groups[{i}]"
-        gm = r.mapping(g, key, ("id", "name", "include", "exclude", "require"))
-        name = r.text(gm.get("name"), f"{key}.name", required=True)
-        gid = r.text(gm.get("id"), f"{key}.id", default=name)
-        group = AccessGroup(
-            id=gid,
-            name=name,
-            include=_rules(r, gm.get("include"), f"{key}.include", lists, required=True),
-            exclude=_rules(r, gm.get("exclude"), f"{key}.exclude", lists),
-            require=_rules(r, gm.get("require"), f"{key}.require", lists),
-        )
+        try:
+            gm = r.mapping(g, key, ("id", "name", "include", "exclude", "require"))
+            name = r.text(gm.get("name"), f"{key}.name", required=True)
+            gid = r.text(gm.get("id"), f"{key}.id", default=name)
+            for ref, what in ((gid, "id"), (name, "name")):
+                if ref in lists.groups:
+                    raise r.fail(f"{key}.{what}", f"duplicate Access group {_show(ref)}")
+            group = AccessGroup(
+                id=gid,
+                name=name,
+                include=_rules(r, gm.get("include"), f"{key}.include", lists, required=True),
+                exclude=_rules(r, gm.get("exclude"), f"{key}.exclude", lists),
+                require=_rules(r, gm.get("require"), f"{key}.require", lists),
+            )
+        except ConfigError as exc:
+            r.errors.extend(exc.errors)
+            if isinstance(g, dict):
+                lists.broken |= {("group", g.get(k)) for k in ("id", "name") if isinstance(g.get(k), str)}
+            continue
         lists.groups[gid] = lists.groups[name] = group
 
-    apps = tuple(_app(r, a, f"apps[{i}]", team, lists) for i, a in enumerate(r.seq(top.get("apps"), "apps")))
-    for i, app in enumerate(apps):
-        for other in apps[:i]:
-            if other.aud == app.aud:
-                raise r.fail(f"apps[{i}].aud", f"the AUD is already used by app {other.name!r}")
-            if other.name == app.name:
-                raise r.fail(f"apps[{i}].name", f"duplicate app name {app.name!r}")
 
-    if top.get("ingress_file") is not None:
-        if top.get("ingress") is not None:
-            raise r.fail("ingress_file", "cannot be combined with ingress; keep the rules in one place")
-        ingress, not_emulated = _ingress_file(r, top.get("ingress_file"), base_dir)
-    else:
-        ingress, not_emulated = _ingress(r, top.get("ingress"))
-    return Config(
-        source=source,
-        team=team,
-        admin_token=r.convert(top.get("admin_token"), "admin_token", _admin_token),
-        team_domain=team_domain,
-        listen=listen,
-        keys_dir=keys_dir,
-        users=users,
-        service_tokens=tokens,
-        apps=apps,
-        ingress=ingress,
-        allow_any_email=r.flag(top.get("allow_any_email"), "allow_any_email", True),
-        one_time_pin=r.flag(top.get("one_time_pin"), "one_time_pin", False),
-        default_country=_country(r, top.get("default_country"), "default_country") or "US",
-        strict_service_token_auth=r.flag(top.get("strict_service_token_auth"), "strict_service_token_auth", False),
-        logout_delay=r.duration(top.get("logout_delay"), "logout_delay", 0.0) or 0.0,
-        origin_timeout=_positive(r, top.get("origin_timeout"), "origin_timeout", 100.0),
-        not_emulated=not_emulated,
-        tls_listen=tls_listen,
-        branding=_branding(r, top.get("branding")),
-        journal=r.convert(top.get("journal"), "journal", _journal),
-    )
+def _apps(r: _Reader, raw: Any, team: str, lists: _Lists) -> tuple[App, ...]:
+    apps: list[tuple[int, App]] = []
+    with r.collecting():
+        for i, item in enumerate(r.seq(raw, "apps")):
+            with r.collecting():
+                apps.append((i, _app(r, item, f"apps[{i}]", team, lists)))
+    for n, (i, app) in enumerate(apps):
+        for _, other in apps[:n]:
+            if other.name == app.name:
+                r.errors.append(r.fail(f"apps[{i}].name", f"duplicate app name {_show(app.name)}"))
+            elif other.aud == app.aud:
+                r.errors.append(r.fail(f"apps[{i}].aud", f"the AUD is already used by app {_show(other.name)}"))
+    return tuple(app for _, app in apps)
 
 
 def _positive(r: _Reader, value: Any, key: str, default: float) -> float:
     seconds = r.duration(value, key, default)
     if seconds is None or seconds <= 0:
-        raise r.fail(key, f"expected a duration above zero such as 30s, got {value!r}")
+        raise r.fail(key, f"expected a duration above zero such as 30s, got {_show(value)}")
     return seconds
 
 
@@ -631,15 +1117,15 @@ def _branding(r: _Reader, raw: Any) -> Branding:
         value = r.text(m.get(name), f"branding.{name}")
         if value is not None:
             if not _COLOR.fullmatch(value):
-                raise r.fail(f"branding.{name}", f"expected a colour such as #8a43e1, got {value!r}")
+                raise r.fail(f"branding.{name}", f"expected a colour such as #8a43e1, got {_show(value)}")
             colors[name] = value
     logo = r.text(m.get("logo_url"), "branding.logo_url")
     if logo is not None and not logo.startswith(("https://", "http://", "/", "data:image/")):
-        raise r.fail("branding.logo_url", f"expected an http(s) URL, a path or a data:image URL, got {logo!r}")
+        raise r.fail("branding.logo_url", f"expected an http(s) URL, a path or a data:image URL, got {_show(logo)}")
     return Branding(
         name=r.text(m.get("name"), "branding.name", default=DEFAULT_BRAND_NAME),
         logo_url=logo,
-        description=r.text(m.get("description"), "branding.description"),
+        description=r.text(m.get("description"), "branding.description", multiline=True),
         **colors,
     )
 
@@ -667,6 +1153,12 @@ class _Lists:
     ips: dict[str, tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]]
     tokens: tuple[ServiceToken, ...]
     groups: dict[str, AccessGroup]
+    # (kind, name) of items that failed, already reported: a reference to them adds no second
+    # error; (kind, None) when the whole section failed
+    broken: set[tuple[str, Any]]
+
+    def is_broken(self, kind: str, name: Any) -> bool:
+        return (kind, name) in self.broken or (kind, None) in self.broken
 
 
 def _country(r: _Reader, value: Any, key: str) -> str | None:
@@ -674,7 +1166,7 @@ def _country(r: _Reader, value: Any, key: str) -> str | None:
     if text is None:
         return None
     if not re.fullmatch(r"[A-Za-z]{2}", text):
-        raise r.fail(key, f"expected an ISO 3166 alpha-2 country code such as US, got {text!r}")
+        raise r.fail(key, f"expected an ISO 3166 alpha-2 country code such as US, got {_show(text)}")
     return str(text).upper()
 
 
@@ -688,10 +1180,12 @@ def _user(r: _Reader, raw: Any, key: str) -> User:
     m = r.mapping(raw, key, USER_KEYS)
     email = r.text(m.get("email"), f"{key}.email", required=True)
     if "@" not in email:
-        raise r.fail(f"{key}.email", f"expected an email address, got {email!r}")
+        raise r.fail(f"{key}.email", f"expected an email address, got {_show(email)}")
     custom = m.get("custom")
     if custom is not None and not isinstance(custom, dict):
         raise r.fail(f"{key}.custom", f"expected a mapping of extra claims, got {_kind(custom)}")
+    if custom is not None:
+        _check_claims(r, custom, f"{key}.custom")
     return User(
         email=email,
         name=r.text(m.get("name"), f"{key}.name", default=email.split("@")[0]),
@@ -702,6 +1196,24 @@ def _user(r: _Reader, raw: Any, key: str) -> User:
         idp=r.text(m.get("idp"), f"{key}.idp", default="fakeedge"),
         custom=custom,
     )
+
+
+def _check_claims(r: _Reader, value: Any, key: str) -> None:
+    """Extra claims go into JWTs as JSON: string keys, finite numbers, no other types."""
+    if isinstance(value, dict):
+        for name, item in value.items():
+            if not isinstance(name, str):
+                raise r.fail(_join(key, name), f"a claim name must be a string, got {_kind(name)}")
+            _check_claims(r, item, _join(key, name))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_claims(r, item, f"{key}[{i}]")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise r.fail(key, f"expected a JSON value, got {_kind(value)}")
+    elif isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        raise r.fail(key, f"expected a JSON number within 64 bits, got {_kind(value)}")
+    elif not isinstance(value, str | int | float | bool) and value is not None:
+        raise r.fail(key, f"expected a JSON value (text, number, true/false, null, list, mapping), got {_kind(value)}")
 
 
 def _service_token(r: _Reader, raw: Any, key: str, team: str) -> ServiceToken:
@@ -717,14 +1229,24 @@ def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     try:
         return ipaddress.ip_network(text, strict=False)
     except ValueError:
-        raise ValueError(f"expected an IP address or CIDR such as 192.0.2.0/24, got {text!r}") from None
+        raise ValueError(f"expected an IP address or CIDR such as 192.0.2.0/24, got {_show(text)}") from None
 
 
 def _rules(r: _Reader, raw: Any, key: str, lists: _Lists, *, required: bool = False) -> tuple[Rule, ...]:
     items = r.seq(raw, key)
     if required and not items:
         raise r.fail(key, "needs at least one rule (include is an OR over its rules)")
-    return tuple(_rule(r, item, f"{key}[{i}]", lists) for i, item in enumerate(items))
+    rules: list[Rule] = []
+    failed = False
+    for i, item in enumerate(items):
+        try:
+            rules.append(_rule(r, item, f"{key}[{i}]", lists))
+        except ConfigError as exc:
+            r.errors.extend(exc.errors)
+            failed = True
+    if failed:
+        raise r.skip()
+    return tuple(rules)
 
 
 def _rule(r: _Reader, raw: Any, key: str, lists: _Lists) -> Rule:
@@ -732,9 +1254,9 @@ def _rule(r: _Reader, raw: Any, key: str, lists: _Lists) -> Rule:
         raise r.fail(key, f"expected one rule such as {{email: {{email: a@b.test}}}}, got {_kind(raw)}")
     ((kind, body),) = raw.items()
     if kind not in RULE_KINDS:
-        hint = difflib.get_close_matches(str(kind), RULE_KINDS, n=1)
+        hint = difflib.get_close_matches(_name(kind), RULE_KINDS, n=1)
         did = f"; did you mean '{hint[0]}'?" if hint else ""
-        raise r.fail(key, f"unknown rule '{kind}'{did} valid: {', '.join(RULE_KINDS)}")
+        raise r.fail(key, f"unknown rule '{_name(kind)}'{did} valid: {', '.join(RULE_KINDS)}")
     k = f"{key}.{kind}"
 
     def one(field_name: str, *extra: str) -> Any:
@@ -745,11 +1267,16 @@ def _rule(r: _Reader, raw: Any, key: str, lists: _Lists) -> Rule:
         case "email":
             return Rule(kind, one("email").lower())
         case "email_domain":
-            return Rule(kind, one("domain").lower().lstrip("@"))
+            domain = one("domain").lower().lstrip("@")
+            if not _is_host(domain):
+                raise r.fail(f"{k}.domain", f"expected a domain such as acme.test, got {_show(domain)}")
+            return Rule(kind, domain)
         case "email_list":
             name = one("id")
             if name not in lists.emails:
-                raise r.fail(f"{k}.id", f"no email list {name!r}; defined: {', '.join(lists.emails) or 'none'}")
+                if lists.is_broken("email_lists", name):
+                    raise r.skip()
+                raise r.fail(f"{k}.id", f"no email list {_show(name)}; defined: {_names(lists.emails)}")
             return Rule(kind, frozenset(lists.emails[name]))
         case "everyone" | "any_valid_service_token":
             r.mapping(body, k, ())
@@ -759,7 +1286,9 @@ def _rule(r: _Reader, raw: Any, key: str, lists: _Lists) -> Rule:
         case "ip_list":
             name = one("id")
             if name not in lists.ips:
-                raise r.fail(f"{k}.id", f"no ip list {name!r}; defined: {', '.join(lists.ips) or 'none'}")
+                if lists.is_broken("ip_lists", name):
+                    raise r.skip()
+                raise r.fail(f"{k}.id", f"no ip list {_show(name)}; defined: {_names(lists.ips)}")
             return Rule(kind, lists.ips[name])
         case "geo":
             return Rule(kind, _country(r, one("country_code"), f"{k}.country_code"))
@@ -767,8 +1296,10 @@ def _rule(r: _Reader, raw: Any, key: str, lists: _Lists) -> Rule:
             wanted = one("token_id")
             token = next((t for t in lists.tokens if wanted in (t.name, t.id)), None)
             if token is None:
-                names = ", ".join(t.name for t in lists.tokens) or "none defined"
-                raise r.fail(f"{k}.token_id", f"no service token {wanted!r}; known: {names}")
+                if lists.is_broken("token", wanted):
+                    raise r.skip()
+                known = _names([t.name for t in lists.tokens], none="none defined")
+                raise r.fail(f"{k}.token_id", f"no service token {_show(wanted)}; known: {known}")
             return Rule(kind, token.client_id)
         case "github-organization":
             m = r.mapping(body, k, ("name", "team", "identity_provider_id"))
@@ -784,7 +1315,9 @@ def _rule(r: _Reader, raw: Any, key: str, lists: _Lists) -> Rule:
         case "group":
             ref = one("id")
             if ref not in lists.groups:
-                raise r.fail(f"{k}.id", f"no Access group {ref!r}; defined: {', '.join(lists.groups) or 'none'}")
+                if lists.is_broken("group", ref):
+                    raise r.skip()
+                raise r.fail(f"{k}.id", f"no Access group {_show(ref)}; defined: {_names(lists.groups)}")
             return Rule(kind, lists.groups[ref])
     raise AssertionError(kind)  # pragma: no cover - RULE_KINDS is closed
 
@@ -792,12 +1325,18 @@ def _rule(r: _Reader, raw: Any, key: str, lists: _Lists) -> Rule:
 def _policy(r: _Reader, raw: Any, key: str, lists: _Lists) -> Policy:
     m = r.mapping(raw, key, POLICY_KEYS)
     name = r.text(m.get("name"), f"{key}.name", default=key)
+    precedence = m.get("precedence")
+    if precedence is not None and (
+        not isinstance(precedence, int) or isinstance(precedence, bool) or not 1 <= precedence <= 1_000_000
+    ):
+        # accepted for copies of API output; fakeedge evaluates in list order (spec §6.2)
+        raise r.fail(f"{key}.precedence", f"expected a whole number from 1, got {_kind(precedence)}")
     decision_text = r.text(m.get("decision"), f"{key}.decision", required=True)
     decision = DECISIONS.get(decision_text.lower())
     if decision is None:
         raise r.fail(
             f"{key}.decision",
-            f"unknown decision {decision_text!r}; valid: allow, deny, bypass, non_identity "
+            f"unknown decision {_show(decision_text)}; valid: allow, deny, bypass, non_identity "
             "(or the dashboard's Allow, Block, Bypass, Service Auth)",
         )
     policy = Policy(
@@ -824,6 +1363,20 @@ def _policy(r: _Reader, raw: Any, key: str, lists: _Lists) -> Policy:
     return policy
 
 
+def _policies(r: _Reader, raw: Any, key: str, lists: _Lists) -> tuple[Policy, ...]:
+    policies: list[Policy] = []
+    failed = False
+    for i, item in enumerate(r.seq(raw, f"{key}.policies")):
+        try:
+            policies.append(_policy(r, item, f"{key}.policies[{i}]", lists))
+        except ConfigError as exc:
+            r.errors.extend(exc.errors)
+            failed = True
+    if failed:
+        raise r.skip()
+    return tuple(policies)
+
+
 def _int_or_none(value: float | None) -> int | None:
     return None if value is None else int(value)
 
@@ -840,7 +1393,7 @@ def _app(r: _Reader, raw: Any, key: str, team: str, lists: _Lists) -> App:
             if isinstance(d, dict):
                 dm = r.mapping(d, dk, ("type", "uri"))
                 if dm.get("type", "public") != "public":
-                    raise r.fail(f"{dk}.type", f"only 'public' destinations are emulated, got {dm.get('type')!r}")
+                    raise r.fail(f"{dk}.type", f"only 'public' destinations are emulated, got {_show(dm.get('type'))}")
                 texts.append((f"{dk}.uri", r.text(dm.get("uri"), f"{dk}.uri", required=True)))
             else:
                 texts.append((dk, r.text(d, dk, required=True)))
@@ -850,13 +1403,13 @@ def _app(r: _Reader, raw: Any, key: str, team: str, lists: _Lists) -> App:
 
     aud = r.text(m.get("aud"), f"{key}.aud", default=default_aud(team, name))
     if not _AUD.fullmatch(aud):
-        raise r.fail(f"{key}.aud", f"expected 64 lower-case hex characters, got {aud!r}")
+        raise r.fail(f"{key}.aud", f"expected 64 lower-case hex characters, got {_show(aud)}")
     if m.get("type", "self_hosted") != "self_hosted":
-        raise r.fail(f"{key}.type", f"only self_hosted apps are emulated, got {m.get('type')!r}")
+        raise r.fail(f"{key}.type", f"only self_hosted apps are emulated, got {_show(m.get('type'))}")
 
     same_site = r.text(m.get("same_site_cookie_attribute"), f"{key}.same_site_cookie_attribute")
     if same_site is not None and same_site.lower() not in ("none", "lax", "strict"):
-        raise r.fail(f"{key}.same_site_cookie_attribute", f"expected none, lax or strict, got {same_site!r}")
+        raise r.fail(f"{key}.same_site_cookie_attribute", f"expected none, lax or strict, got {_show(same_site)}")
 
     cors = None
     if m.get("cors_headers") is not None:
@@ -886,10 +1439,7 @@ def _app(r: _Reader, raw: Any, key: str, team: str, lists: _Lists) -> App:
         name=name,
         destinations=destinations,
         aud=aud,
-        policies=tuple(
-            _policy(r, p, f"{key}.policies[{i}]", lists)
-            for i, p in enumerate(r.seq(m.get("policies"), f"{key}.policies"))
-        ),
+        policies=_policies(r, m.get("policies"), key, lists),
         session_duration=int(r.duration(m.get("session_duration"), f"{key}.session_duration", 86400.0) or 0),
         same_site_cookie_attribute=same_site.lower() if same_site else None,
         http_only_cookie_attribute=r.flag(
@@ -898,17 +1448,98 @@ def _app(r: _Reader, raw: Any, key: str, team: str, lists: _Lists) -> App:
         path_cookie_attribute=r.flag(m.get("path_cookie_attribute"), f"{key}.path_cookie_attribute", False),
         enable_binding_cookie=r.flag(m.get("enable_binding_cookie"), f"{key}.enable_binding_cookie", False),
         service_auth_401_redirect=r.flag(m.get("service_auth_401_redirect"), f"{key}.service_auth_401_redirect", False),
-        read_service_tokens_from_header=r.text(
-            m.get("read_service_tokens_from_header"), f"{key}.read_service_tokens_from_header"
+        read_service_tokens_from_header=_header_name(
+            r, m.get("read_service_tokens_from_header"), f"{key}.read_service_tokens_from_header"
         ),
         options_preflight_bypass=bypass_options,
         cors_headers=cors,
-        custom_deny_url=r.text(m.get("custom_deny_url"), f"{key}.custom_deny_url"),
-        custom_non_identity_deny_url=r.text(
-            m.get("custom_non_identity_deny_url"), f"{key}.custom_non_identity_deny_url"
+        custom_deny_url=_redirect_url(r, m.get("custom_deny_url"), f"{key}.custom_deny_url"),
+        custom_non_identity_deny_url=_redirect_url(
+            r, m.get("custom_non_identity_deny_url"), f"{key}.custom_non_identity_deny_url"
         ),
-        custom_deny_message=r.text(m.get("custom_deny_message"), f"{key}.custom_deny_message"),
+        custom_deny_message=r.text(m.get("custom_deny_message"), f"{key}.custom_deny_message", multiline=True),
+        oauth_configuration=_oauth(r, m.get("oauth_configuration"), f"{key}.oauth_configuration"),
     )
+
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 §5.6.2: a header field name
+
+
+def _header_name(r: _Reader, value: Any, key: str) -> str | None:
+    name: str | None = r.text(value, key)
+    if name is not None and not _TOKEN.fullmatch(name):
+        raise r.fail(key, f"expected a header name such as Authorization, got {_show(name)}")
+    return name
+
+
+def _redirect_url(r: _Reader, value: Any, key: str) -> str | None:
+    url: str | None = r.text(value, key)
+    if url is None:
+        return None
+    parts = _split_url(url)
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or not _is_host(parts.hostname):
+        raise r.fail(key, f"expected an http(s) URL such as https://intranet.acme.test/denied, got {_show(url)}")
+    return url
+
+
+def _oauth(r: _Reader, raw: Any, key: str) -> OAuthConfiguration | None:
+    if raw is None:
+        return None
+    m = r.mapping(raw, key, OAUTH_KEYS)
+    dk = f"{key}.dynamic_client_registration"
+    d = r.mapping(m.get("dynamic_client_registration"), dk, OAUTH_DCR_KEYS)
+    uris = _strings(r, d.get("allowed_uris"), f"{dk}.allowed_uris")
+    for i, uri in enumerate(uris):
+        problem = allowed_uri_problem(uri)
+        if problem:
+            raise r.fail(f"{dk}.allowed_uris[{i}]", f"{problem}, got {_show(uri)}")
+    gk = f"{key}.grant"
+    g = r.mapping(m.get("grant"), gk, OAUTH_GRANT_KEYS)
+    lifetime = r.duration(g.get("access_token_lifetime"), f"{gk}.access_token_lifetime", 900.0) or 0.0
+    if lifetime <= 0:
+        raise r.fail(
+            f"{gk}.access_token_lifetime", f"expected a positive duration, got {g.get('access_token_lifetime')!r}"
+        )
+    refresh = r.duration(g.get("session_duration"), f"{gk}.session_duration", None)
+    if refresh is not None and refresh <= 0:
+        raise r.fail(f"{gk}.session_duration", f"expected a positive duration, got {g.get('session_duration')!r}")
+    return OAuthConfiguration(
+        enabled=r.flag(m.get("enabled"), f"{key}.enabled", False),
+        dynamic_client_registration=DynamicClientRegistration(
+            enabled=r.flag(d.get("enabled"), f"{dk}.enabled", True),
+            allow_any_on_localhost=r.flag(d.get("allow_any_on_localhost"), f"{dk}.allow_any_on_localhost", False),
+            allow_any_on_loopback=r.flag(d.get("allow_any_on_loopback"), f"{dk}.allow_any_on_loopback", False),
+            allowed_uris=uris,
+        ),
+        access_token_lifetime=max(1, int(lifetime)),
+        session_duration=_int_or_none(refresh),
+    )
+
+
+def allowed_uri_problem(uri: str) -> str | None:
+    """Why ``uri`` cannot be an ``allowed_uris`` entry (spec §14.2), or None when it can.
+
+    http(s) entries are URLs that may end in ``/*``; other (custom) schemes match exactly and
+    cannot contain wildcards, credentials or fragments.
+    """
+    scheme, colon, rest = uri.partition(":")
+    if not colon or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme):
+        return "expected an absolute URI such as https://app.example.com/callback or myapp://callback"
+    if "#" in uri:
+        return "a redirect URI cannot contain a fragment"
+    star = uri.find("*")
+    if scheme.lower() in ("http", "https"):
+        if star != -1 and (star != len(uri) - 1 or not uri.endswith("/*")):
+            return "a wildcard is only allowed as a final /*"
+        parts = urlsplit(uri.removesuffix("*"))
+        if not parts.hostname or parts.username is not None or parts.password is not None:
+            return "expected an http(s) URL with a host and no credentials"
+        return None
+    if star != -1:
+        return "a custom-scheme URI cannot contain wildcards"
+    if rest.startswith("//") and "@" in rest[2:].split("/", 1)[0]:
+        return "a custom-scheme URI cannot contain credentials"
+    return None
 
 
 def _ingress(r: _Reader, raw: Any) -> tuple[tuple[IngressRule, ...], tuple[str, ...]]:
@@ -917,41 +1548,62 @@ def _ingress(r: _Reader, raw: Any) -> tuple[tuple[IngressRule, ...], tuple[str, 
         return (IngressRule(None, None, "http_status:404"),), ()
     rules: list[IngressRule] = []
     not_emulated: list[str] = []
+    failed = False
     for i, item in enumerate(items):
-        key = f"ingress[{i}]"
-        m = r.mapping(item, key, INGRESS_KEYS)
-        hostname = r.text(m.get("hostname"), f"{key}.hostname")
-        if hostname is not None:
-            hostname = hostname.lower()
-            if ":" in hostname:
-                raise r.fail(
-                    f"{key}.hostname", f"a hostname cannot have a port (cloudflared refuses it), got {hostname!r}"
-                )
-            if "*" in hostname[1:]:
-                raise r.fail(f"{key}.hostname", f"'*' may only be the first character, got {hostname!r}")
-        path_text = r.text(m.get("path"), f"{key}.path")
         try:
-            path = re.compile(path_text) if path_text is not None else None
-        except re.error as exc:
-            raise r.fail(f"{key}.path", f"not a valid regular expression ({exc})") from None
-        service = r.convert(r.text(m.get("service"), f"{key}.service", required=True), f"{key}.service", _origin_url)
-        origin = r.mapping(m.get("originRequest"), f"{key}.originRequest", sorted(ORIGIN_REQUEST_KNOWN))
-        for name in origin:
-            if name not in ORIGIN_REQUEST_HONOURED:
-                not_emulated.append(f"{key}.originRequest.{name}")
-        connect = r.duration(origin.get("connectTimeout"), f"{key}.originRequest.connectTimeout", 30.0) or 30.0
-        host_header = r.text(origin.get("httpHostHeader"), f"{key}.originRequest.httpHostHeader")
-        rule = IngressRule(hostname, path, service, host_header, connect)
-        catch_all = hostname in (None, "*") and path is None
-        last = i == len(items) - 1
-        if last and not catch_all:
-            raise r.fail(
-                key, "the last ingress rule must match all URLs (no hostname, no path), e.g. service: http_status:404"
-            )
-        if catch_all and not last:
-            raise r.fail(key, "only the last ingress rule may match all URLs; rules after it would never be used")
+            rule, notes = _ingress_rule(r, item, i, len(items))
+        except ConfigError as exc:
+            r.errors.extend(exc.errors)
+            failed = True
+            continue
         rules.append(rule)
+        not_emulated += notes
+    if failed:
+        raise r.skip()
     return tuple(rules), tuple(not_emulated)
+
+
+def _ingress_rule(r: _Reader, item: Any, i: int, count: int) -> tuple[IngressRule, list[str]]:
+    key = f"ingress[{i}]"
+    m = r.mapping(item, key, INGRESS_KEYS)
+    hostname = r.text(m.get("hostname"), f"{key}.hostname")
+    if hostname is not None:
+        hostname = hostname.lower()
+        if ":" in hostname:
+            raise r.fail(
+                f"{key}.hostname", f"a hostname cannot have a port (cloudflared refuses it), got {_show(hostname)}"
+            )
+        if "*" in hostname[1:]:
+            raise r.fail(f"{key}.hostname", f"'*' may only be the first character, got {_show(hostname)}")
+        # cloudflared: "*" alone, "*.acme.test" or "*acme.test" (a suffix), else a DNS name
+        rest = hostname[1:].lstrip(".") if hostname.startswith("*") else hostname
+        if rest and not _is_host(rest):
+            raise r.fail(f"{key}.hostname", f"expected a host name such as app.acme.test, got {_show(hostname)}")
+    path_text = r.text(m.get("path"), f"{key}.path")
+    try:
+        path = re.compile(path_text) if path_text is not None else None
+    except (re.error, RecursionError, OverflowError) as exc:
+        raise r.fail(f"{key}.path", f"not a valid regular expression ({one_line(str(exc))[:80]})") from None
+    service = r.convert(r.text(m.get("service"), f"{key}.service", required=True), f"{key}.service", _origin_url)
+    origin = r.mapping(m.get("originRequest"), f"{key}.originRequest", sorted(ORIGIN_REQUEST_KNOWN))
+    not_emulated = [f"{key}.originRequest.{name}" for name in origin if name not in ORIGIN_REQUEST_HONOURED]
+    connect = _positive(r, origin.get("connectTimeout"), f"{key}.originRequest.connectTimeout", 30.0)
+    host_header = r.text(origin.get("httpHostHeader"), f"{key}.originRequest.httpHostHeader")
+    if host_header is not None and not _is_host(host_header.lower().rpartition(":")[0] or host_header.lower()):
+        raise r.fail(
+            f"{key}.originRequest.httpHostHeader",
+            f"expected a host name such as app.acme.test, got {_show(host_header)}",
+        )
+    rule = IngressRule(hostname, path, service, host_header, connect)
+    catch_all = hostname in (None, "*") and path is None
+    last = i == count - 1
+    if last and not catch_all:
+        raise r.fail(
+            key, "the last ingress rule must match all URLs (no hostname, no path), e.g. service: http_status:404"
+        )
+    if catch_all and not last:
+        raise r.fail(key, "only the last ingress rule may match all URLs; rules after it would never be used")
+    return rule, not_emulated
 
 
 # cloudflared services that are not HTTP (spec §9.1): routed locally to a 502, with a note
@@ -964,32 +1616,20 @@ def _ingress_file(r: _Reader, value: Any, base_dir: Path) -> tuple[tuple[Ingress
 
     Errors about the file's content name the file, not the fakeedge config.
     """
-    import yaml
-
     name = r.text(value, "ingress_file")
     path = Path(name) if Path(name).is_absolute() else base_dir / name
     source = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise r.fail("ingress_file", f"cannot read {source} ({exc.strerror})") from None
-    except UnicodeDecodeError as exc:
-        raise r.fail("ingress_file", f"{source} is not UTF-8 text (byte {exc.start})") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark is not None else ""
-        raise ConfigError(source, "", f"{where}{getattr(exc, 'problem', None) or 'invalid YAML'}") from None
-    fr = _Reader(source)
+    text = _read_text(path, source, lambda why: r.fail("ingress_file", f"cannot read {_cut(source)} ({why})"))
+    raw = _load_yaml(text, source)
+    fr = r.sub(source)
     if not isinstance(raw, dict):
         raise fr.fail("", f"expected a cloudflared config (a mapping with ingress), got {_kind(raw)}")
     notes: list[str] = []
     if any(key in raw for key in _TUNNEL_KEYS):
         notes.append(f"{source}: tunnel and credentials-file (fakeedge runs no tunnel; it routes by ingress)")
-    notes += [f"{source}: {key}" for key in raw if key not in (*_TUNNEL_KEYS, "ingress", "originRequest")]
+    notes += [f"{source}: {_name(key)}" for key in raw if key not in (*_TUNNEL_KEYS, "ingress", "originRequest")]
     defaults = fr.mapping(raw.get("originRequest"), "originRequest", sorted(ORIGIN_REQUEST_KNOWN))
-    notes += [f"{source}: originRequest.{key}" for key in defaults if key not in ORIGIN_REQUEST_HONOURED]
+    notes += [f"{source}: originRequest.{_name(key)}" for key in defaults if key not in ORIGIN_REQUEST_HONOURED]
     honoured = {k: v for k, v in defaults.items() if k in ORIGIN_REQUEST_HONOURED}
     items = fr.seq(raw.get("ingress"), "ingress")
     if not items:
@@ -1003,7 +1643,7 @@ def _ingress_file(r: _Reader, value: Any, base_dir: Path) -> tuple[tuple[Ingress
                 item["originRequest"] = {**honoured, **(own or {})}  # spec §9.1: top level = defaults
             service = item.get("service")
             if isinstance(service, str) and _NOT_HTTP_SERVICE.match(service):
-                notes.append(f"{source}: ingress[{i}].service {service} (answered with 502)")
+                notes.append(f"{source}: ingress[{i}].service {one_line(service)} (answered with 502)")
                 item["service"] = "http_status:502"
         rules.append(item)
     ingress, not_emulated = _ingress(fr, rules)

@@ -7,10 +7,8 @@ browser, so the whole flow runs in a stock browser without touching ``/etc/hosts
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from html import escape
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -19,17 +17,21 @@ from aiohttp import web
 
 from . import headers as h
 from .config import Config, parse_config
+from .keys import user_cache_dir
 
 DEMO_APP = "Demo app"
 DEMO_CLIENT_ID = "0123456789abcdef0123456789abcdef.access"
 DEMO_CLIENT_SECRET = "demo-secret-not-for-production"
+# what the demo's policy admits, said on its sign-in page and in the README
+DEMO_ADMITS = "Demo: any @example.com address gets in; any other address gets the block page."
 
 
 def demo_config(origin_url: str, listen: tuple[str, int]) -> Config:
     """The demo's config, with the whoami origin at ``origin_url``."""
-    keys_dir = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fakeedge" / "demo-keys"
+    keys_dir = user_cache_dir() / "fakeedge" / "demo-keys"
     raw: dict[str, Any] = {
         "team": "demo",
+        "branding": {"description": DEMO_ADMITS},
         "listen": f"{listen[0]}:{listen[1]}",
         "keys_dir": str(keys_dir),
         "users": [
@@ -68,6 +70,17 @@ def demo_config(origin_url: str, listen: tuple[str, int]) -> Config:
     return parse_config(raw, source="<built-in demo>")
 
 
+# the whoami origin's port is only known once serving; port 9 (discard) stands for it, as a
+# service URL must name a real port
+DEMO_ORIGIN_UNKNOWN = "http://127.0.0.1:9"
+
+
+def offline_demo_config() -> Config:
+    """The demo's config for commands that do not serve (``token``, ``explain``, ``keys``): its
+    default listener, so tokens carry the ``iss`` a default ``fakeedge serve`` has, and its keys."""
+    return demo_config(DEMO_ORIGIN_UNKNOWN, ("127.0.0.1", 8787))
+
+
 class _Verifier:
     """Verifies assertions the way an origin should: PyJWT against the team domain's certs."""
 
@@ -98,6 +111,8 @@ def whoami_app(issuer: Callable[[], str], audience: str) -> web.Application:
     verifier = _Verifier()
 
     async def handle(request: web.Request) -> web.Response:
+        if request.path == "/favicon.ico":
+            return web.Response(status=204)  # not a page: no whoami for the browser's icon request
         token = request.headers.get(h.JWT_ASSERTION)
         verdict: str
         team = issuer()

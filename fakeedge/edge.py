@@ -26,6 +26,7 @@ from . import claims, tokens
 from .clock import Clock
 from .config import App, Config, IngressRule, Policy, ServiceToken, sub_for
 from .keys import ROTATION_GRACE, KeyStore, SigningKey
+from .oauth import Grant, OAuthStore
 from .policy import AppIndex, Identity, IngressIndex, Verdict
 from .record import RequestLog
 
@@ -259,6 +260,7 @@ class Edge:
     _app_tokens: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)  # service tokens
     _apps_by_aud: dict[str, App] = field(default_factory=dict)
     _tokens_by_client_id: dict[str, ServiceToken] = field(default_factory=dict)
+    oauth: OAuthStore = field(default_factory=OAuthStore)  # managed OAuth (spec §14.2)
     certs_fault: CertsFault | None = None  # tests: /cdn-cgi/access/certs slow, empty or failing
     recorder: RequestLog | None = None  # the journal of the last `journal` requests (fakeedge.record)
 
@@ -327,6 +329,21 @@ class Edge:
         self._app_tokens.clear()  # tokens signed from now on use the new key (sessions' by their kid)
         return key
 
+    def refresh_keys(self) -> bool:
+        """Take up keys another process sharing ``keys_dir`` rotated to (one ``stat`` if none did).
+
+        Called before serving the certs document, verifying a new token and signing one, so the
+        keys this edge serves and signs with are those on disk.
+        """
+        if not self.keys.refresh():
+            return False
+        self._app_tokens.clear()  # signed with a key that may have left the certs document
+        return True
+
+    def _signing_key(self) -> SigningKey:
+        self.refresh_keys()
+        return self.keys.current
+
     # -- service tokens --
 
     def service_token(self, client_id: str, client_secret: str) -> ServiceToken | None:
@@ -355,7 +372,7 @@ class Edge:
         payload = claims.service_claims(
             aud=app.aud, now=iat, exp=exp, iss=self.team_domain, common_name=token.client_id
         )
-        signing_key = self.keys.current
+        signing_key = self._signing_key()
         jwt = tokens.sign(payload, signing_key, header=tokens.service_header(signing_key), escape_slashes=True)
         self._remember(
             Credential(jwt, "service", payload, exp, frozenset([app.aud]), signing_key.kid, service_token=token)
@@ -390,7 +407,7 @@ class Edge:
                 country=who.country,
                 token_type="org",
             )
-            key = self.keys.current
+            key = self._signing_key()
             session.org_token = tokens.sign(payload, key)
             self._remember(
                 Credential(session.org_token, "org", payload, session.exp, frozenset([self.org_aud]), key.kid, session)
@@ -404,7 +421,7 @@ class Edge:
     def app_jwt(self, session: Session, app: App, policy: Policy | None) -> tuple[str, float]:
         """The user app JWT (spec §2.2) for a session, signed once per session and app."""
         now = self.clock.now()
-        signing_key = self.keys.current
+        signing_key = self._signing_key()
         cached = session.app_tokens.get(app.aud)
         if cached is not None and cached[1] - now > REUSE_MARGIN and cached[2] == signing_key.kid:
             return cached[0], cached[1]
@@ -433,6 +450,100 @@ class Edge:
         at = self.clock.now() + self.config.logout_delay
         if session.revoked_at is None or at < session.revoked_at:
             session.revoked_at = at
+        for grant in self.oauth.grants_of_login(session.nonce):
+            # issue 12: logout ends the OAuth grants the browser session authorised
+            grant_session = self.sessions.get(grant.session_nonce, self.clock.now())
+            if grant_session is not None and (grant_session.revoked_at is None or at < grant_session.revoked_at):
+                grant_session.revoked_at = at
+
+    # -- managed OAuth (spec §14.2) --
+
+    def oauth_session(self, identity: Identity, exp: float) -> Session:
+        """A session of its own for an OAuth grant, living as long as its refresh tokens."""
+        now = int(self.clock.now())
+        nonce = claims.identity_nonce()
+        session = Session(nonce, identity, sub_for(self.config.team, identity.email), now, int(exp))
+        evicted = self.sessions.put(nonce, session, session.exp, now)
+        if evicted is not None:
+            evicted.revoked_at = 0.0  # over the cap, as in login()
+        return session
+
+    def revoke_grant(self, grant_id: str | None) -> Grant | None:
+        """End an OAuth grant now: its tokens, and the app JWTs minted for it, stop working."""
+        grant = self.oauth.revoke(grant_id) if grant_id is not None else None
+        if grant is not None:
+            now = self.clock.now()
+            session = self.sessions.get(grant.session_nonce, now)
+            if session is not None:
+                session.revoked_at = now if session.revoked_at is None else min(now, session.revoked_at)
+        return grant
+
+    def revoke_oauth(self, *, grant: str | None = None, email: str | None = None) -> list[Grant]:
+        """End the grant with this id, or every grant of this email; the grants ended."""
+        wanted = email.lower() if email is not None else None
+        ids = [
+            g.id
+            for g in list(self.oauth.grants.values())
+            if g.id == grant or (wanted is not None and g.identity.email.lower() == wanted)
+        ]
+        return [g for g in (self.revoke_grant(i) for i in ids) if g is not None]
+
+    def oauth_document(self) -> dict[str, Any]:
+        """Registered clients and live grants, JSON-ready (the control API's ``GET oauth``)."""
+        now = self.clock.now()
+
+        def app_name(aud: str) -> str | None:
+            app = self.app_by_aud(aud)
+            return app.name if app is not None else None
+
+        return {
+            "clients": [
+                {
+                    "client_id": c.client_id,
+                    "app": app_name(c.aud),
+                    "redirect_uris": list(c.redirect_uris),
+                    "token_endpoint_auth_method": c.auth_method,
+                    "client_id_issued_at": c.issued_at,
+                }
+                for c in self.oauth.clients.values()
+            ],
+            "grants": [
+                {
+                    "id": g.id,
+                    "client_id": g.client_id,
+                    "app": app_name(g.aud),
+                    "email": g.identity.email,
+                    "expires": g.expires,
+                    "access_tokens": sum(1 for k in g.access if self.oauth.access.get(k, ("", 0.0))[1] > now),
+                }
+                for g in self.oauth.grants.values()
+                if g.expires > now
+            ],
+        }
+
+    def oauth_grant(self, token: str, app: App) -> Grant | None:
+        """The live grant behind an ``oauth:`` access token, if it is good for ``app``.
+
+        A grant obtained on one domain of an app is good on all of them (spec §14.2): only the
+        app's AUD has to match.
+        """
+        now = self.clock.now()
+        grant = self.oauth.grant_for_access(token, now)
+        if grant is None or grant.aud != app.aud:
+            return None
+        session = self.sessions.get(grant.session_nonce, now)
+        if session is None or not session.alive(now):
+            return None
+        return grant
+
+    def oauth_credential(self, token: str, app: App) -> Credential | None:
+        """The app JWT credential an ``oauth:`` access token stands for at the edge, or None."""
+        grant = self.oauth_grant(token, app)
+        session = None if grant is None else self.sessions.get(grant.session_nonce, self.clock.now())
+        if session is None:
+            return None
+        jwt, _ = self.app_jwt(session, app, None)
+        return self.credential(jwt)
 
     # -- verification --
 
@@ -452,6 +563,7 @@ class Edge:
         return cred
 
     def _verify(self, token: str, now: float) -> Credential | None:
+        self.refresh_keys()  # a token signed with a key rotated to by another process
         verified = tokens.verify(token, self.keys, now)
         if verified is None:
             return None

@@ -56,12 +56,13 @@ def aud_variable(app_name: str) -> str:
     return "FAKEEDGE_AUD_" + re.sub(r"[^A-Z0-9]+", "_", app_name.upper()).strip("_")
 
 
-def origin_env(config: Config, ca_file: Path | str) -> dict[str, str]:
+def origin_env(config: Config, ca_file: Path | str | None) -> dict[str, str]:
     """The variables an origin behind this edge needs, in the order they are printed.
 
     Args:
         config: the edge's configuration.
-        ca_file: the CA certificate's path as the origin sees it (inside a container, the mount).
+        ca_file: the CA certificate's path as the origin sees it (inside a container, the mount);
+            None for no CA variables (a plain-HTTP edge).
 
     Raises:
         ConfigError: the team domain is unknown (see :func:`team_domain`), or two app names make
@@ -84,7 +85,7 @@ def origin_env(config: Config, ca_file: Path | str) -> dict[str, str]:
             )
         owners[name] = app.name
         out[name] = app.aud
-    return out | ca_env(ca_file)
+    return (out | ca_env(ca_file)) if ca_file is not None else out
 
 
 def format_dotenv(variables: dict[str, str], *, export: bool = False) -> str:

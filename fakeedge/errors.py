@@ -2,6 +2,18 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
+
+# Characters that would break "one error, one line" or rewrite a terminal: C0/C1 controls and
+# the Unicode line and paragraph separators (str.splitlines() splits on all of them).
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def one_line(text: str) -> str:
+    """``text`` with control characters and line breaks shown as escapes (``\\n``, ``\\x07``)."""
+    return _UNPRINTABLE.sub(lambda m: repr(m.group())[1:-1], text)
+
 
 class FakeEdgeError(Exception):
     """Root of every error fakeedge raises for a user mistake or a broken environment."""
@@ -12,14 +24,34 @@ class ConfigError(FakeEdgeError):
 
     The message names the file, the key path and what was expected, on one line:
     ``fakeedge.yml: apps[1].policies[0].include[2]: unknown rule 'emial'; did you mean 'email'?``
+
+    One exception may carry several independent errors (see :meth:`combine`): then ``errors``
+    holds each, and ``str()`` gives one line per error.
     """
 
     def __init__(self, source: str, key: str, message: str) -> None:
         self.source = source
         self.key = key
         self.message = message
+        self.errors: tuple[ConfigError, ...] = (self,)
         where = f"{source}: {key}" if key else source
-        super().__init__(f"{where}: {message}")
+        super().__init__(one_line(f"{where}: {message}"))
+
+    @classmethod
+    def combine(cls, errors: Sequence[ConfigError]) -> ConfigError:
+        """One exception for several errors, in the order given; each keeps its own line.
+
+        Raises:
+            ValueError: ``errors`` holds no error.
+        """
+        flat = tuple(e for error in errors for e in error.errors)
+        if not flat:
+            raise ValueError("no errors to combine")
+        first = flat[0]
+        combined = cls(first.source, first.key, first.message)
+        combined.errors = flat
+        combined.args = ("\n".join(str(e) for e in flat),)
+        return combined
 
 
 class KeyStoreError(FakeEdgeError):

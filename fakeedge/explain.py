@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from .config import App, Config, Policy, Rule
 from .policy import AppIndex, Facts, Identity, IngressIndex, Verdict, decide, match_policy, normalize_path, split_host
@@ -126,8 +126,8 @@ def judge(
     if parsed is None or not parsed[0]:
         raise ValueError(f"expected a URL such as https://admin.acme.test/path, got {url!r}")
     host = parsed[0]
-    # the same host and path the edge judges: lower-case, no trailing dot, decoded, normalised
-    path = normalize_path(unquote(parts.path or "/"))
+    # the same host and path the edge judges: lower-case, no trailing dot, normalised (spec §14.1)
+    path = normalize_path(parts.path or "/")
     address = ipaddress.ip_address(ip)
     lines = [f"url       {parts.scheme}://{host}{path}"]
 
@@ -157,10 +157,14 @@ def judge(
     match = AppIndex(config.apps).match(host, path)
     if match is None:
         lines.append("app       none: no Access application covers this host and path")
-        answer = "proxied without Access (spoofable headers still stripped)"
-        lines.append(f"outcome   {answer}")
         reason = "no Access application covers this host and path"
-        return Judgement(caller, None, None, "none", True, answer, reason, tuple(lines))
+        if rule.status is not None:
+            # cloudflared's http_status:N: the edge answers itself, nothing is proxied
+            answer = f"{rule.status} from the edge (ingress {rule.service}); no origin is reached"
+        else:
+            answer = "proxied without Access (spoofable headers still stripped)"
+        lines.append(f"outcome   {answer}")
+        return Judgement(caller, None, None, "none", rule.status is None, answer, reason, tuple(lines))
     app = match.app
     lines.append(f"app       {app.name!r} via {match.destination} (aud {app.aud})")
     for loser in match.losers:

@@ -86,6 +86,12 @@ def record(
     forwarded = trail.forwarded
     admission = forwarded.admission if forwarded is not None else None
     headers = response.headers
+    grant = None
+    if admission is not None and admission.assertion and edge.oauth.grants:  # only with managed OAuth in use
+        cred = admission.credential or edge.credential(admission.assertion)
+        if cred is not None and cred.session is not None:
+            found = edge.oauth.grant_of_session(cred.session.nonce)
+            grant = found.id if found is not None else None
     rec = Record(
         request.method,
         host,
@@ -106,6 +112,7 @@ def record(
         admission.credential if admission is not None else None,
         admission.assertion if admission is not None else None,
         edge.service_token_by_client_id,
+        grant,
     )
     log.append(rec)
     return rec

@@ -8,11 +8,17 @@ on every call (42 ms here, against 0.7 ms for a loaded key).
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
+import errno
+import fcntl
 import hashlib
 import json
+import logging
 import os
+import re
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,8 +30,13 @@ from cryptography.x509.oid import NameOID
 
 from .errors import KeyStoreError
 
+log = logging.getLogger("fakeedge")
+
 ROTATION_GRACE = 7 * 24 * 3600  # spec §3: the previous key stays valid for 7 days
 STATE_FILE = "state.json"
+LOCK_FILE = ".lock"
+KID = re.compile(r"[0-9a-f]{64}")
+STALE_TMP = re.compile(r"\.(state\.json|[0-9a-f]{64}\.(key|crt))\.\d+\.tmp")  # as _write_file names them
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,9 +103,19 @@ def new_key(now: float) -> SigningKey:
 class KeyStore:
     """Current and previous signing keys, persisted in ``keys_dir`` and loaded once.
 
+    Several processes may share one ``keys_dir`` (edges, ``fakeedge keys rotate``, pytest-xdist
+    workers): every change happens under an exclusive ``flock`` on ``keys_dir/.lock`` and every
+    read of ``state.json`` under a shared one; files are written to a temporary name, fsynced and
+    renamed into place, and a key file is deleted only once ``state.json`` no longer names it. So
+    ``state.json`` never names a missing key, two processes starting on a fresh directory end up
+    with the same key, and a rotation builds on the latest state on disk.
+
     Args:
-        directory: created on first use with mode 0700; private keys are written 0600.
+        directory: created on first use with mode 0711; private keys are written 0600.
         now: the edge clock's time, used for a new key's certificate and for rotation expiry.
+
+    Raises:
+        KeyStoreError: the directory cannot be created or locked, or its state is unreadable.
     """
 
     def __init__(self, directory: Path, now: float) -> None:
@@ -103,6 +124,7 @@ class KeyStore:
         self.previous: SigningKey | None = None
         self.previous_until = 0.0
         self._certs: bytes | None = None
+        self._state_id: tuple[int, int, int] | None = None  # (inode, mtime, size) of the state read last
         self._load_or_create(now)
 
     # -- public API --
@@ -134,16 +156,36 @@ class KeyStore:
         return self._certs
 
     def rotate(self, now: float, grace: float = ROTATION_GRACE) -> SigningKey:
-        """Make a new current key; the old one keeps verifying for ``grace`` seconds."""
-        fresh = new_key(now)
-        self._write_key(fresh)
-        old = self.current
-        self.previous, self.previous_until, self.current = old, now + grace, fresh
-        self._write_state()
-        if old.kid not in (fresh.kid,):
-            self._remove_unused()
+        """Make a new current key; the old one keeps verifying for ``grace`` seconds.
+
+        The old key is the current one on disk, which another process may have rotated to.
+        """
+        fresh = new_key(now)  # the slow part, outside the lock
+        with self._lock(exclusive=True):
+            if self._state_changed():
+                self._read_state()
+            self._write_key(fresh)
+            old = self.current
+            self.previous, self.previous_until, self.current = old, now + grace, fresh
+            self._write_state()
+            self._remove_unused()  # only now that state.json no longer names them
         self._certs = None
         return fresh
+
+    def refresh(self) -> bool:
+        """Load the keys again if another process changed ``state.json`` (a rotation); True if it did.
+
+        One ``stat`` when nothing changed. A state that cannot be read keeps the keys in memory.
+        """
+        if not self._state_changed():
+            return False
+        try:
+            with self._lock(exclusive=False):
+                self._read_state()
+        except (OSError, ValueError, KeyError, TypeError, KeyStoreError):
+            return False
+        self._certs = None
+        return True
 
     # -- disk --
 
@@ -153,23 +195,69 @@ class KeyStore:
         except OSError as exc:
             raise KeyStoreError(f"{self.directory}: cannot create the keys directory ({exc.strerror})") from None
         state_path = self.directory / STATE_FILE
-        if not state_path.exists():
-            self.current = new_key(now)
-            self._write_key(self.current)
-            self._write_state()
+        if state_path.exists() and not os.access(self.directory, os.W_OK):
+            # a read-only keys_dir (a volume mounted :ro): nothing to create or tidy up
+            with self._lock(exclusive=False):
+                self._load(state_path)
             return
+        # exclusive even to read: of two processes starting on a fresh directory, one creates
+        # the key and the other loads it
+        with self._lock(exclusive=True):
+            self._remove_stale_tmp()
+            if not state_path.exists():
+                self.current = new_key(now)
+                self._write_key(self.current)
+                self._write_state()
+                return
+            self._load(state_path)
+
+    def _load(self, state_path: Path) -> None:
         try:
-            state = json.loads(state_path.read_text())
-            self.current = self._read_key(state["current"])
-            if state.get("previous"):
-                self.previous = self._read_key(state["previous"])
-                self.previous_until = float(state["previous_until"])
+            self._read_state()
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise KeyStoreError(
                 f"{state_path}: unreadable key state ({exc}); delete {self.directory} to start with new keys"
             ) from None
 
+    @contextlib.contextmanager
+    def _lock(self, *, exclusive: bool) -> Iterator[None]:
+        """``flock`` on ``keys_dir/.lock``, released when the block ends (or the process dies)."""
+        path = self.directory / LOCK_FILE
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            if exclusive or exc.errno not in (errno.EROFS, errno.EACCES):
+                raise KeyStoreError(f"{path}: cannot lock the keys directory ({exc.strerror})") from None
+            yield  # a read-only keys_dir: no process can change it, so reading needs no lock
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)
+
+    def _state_changed(self) -> bool:
+        try:
+            st = os.stat(self.directory / STATE_FILE)
+        except OSError:
+            return False
+        return (st.st_ino, st.st_mtime_ns, st.st_size) != self._state_id
+
+    def _read_state(self) -> None:
+        """Load the keys ``state.json`` names (the caller holds the lock)."""
+        state_path = self.directory / STATE_FILE
+        with open(state_path, "rb") as f:
+            st = os.fstat(f.fileno())
+            state = json.loads(f.read())
+        current = self._read_key(state["current"])
+        previous = self._read_key(state["previous"]) if state.get("previous") else None
+        previous_until = float(state["previous_until"]) if previous is not None else 0.0
+        self.current, self.previous, self.previous_until = current, previous, previous_until
+        self._state_id = (st.st_ino, st.st_mtime_ns, st.st_size)
+
     def _read_key(self, kid: str) -> SigningKey:
+        if not isinstance(kid, str) or not KID.fullmatch(kid):
+            raise ValueError(f"{kid!r} is no key id")
         key_path = self.directory / f"{kid}.key"
         mode = stat.S_IMODE(key_path.stat().st_mode)
         if mode & 0o077:
@@ -187,12 +275,23 @@ class KeyStore:
         _write_file(self.directory / f"{key.kid}.crt", key.cert_pem.encode(), 0o644)
 
     def _write_state(self) -> None:
+        """Replace ``state.json`` (the caller holds the exclusive lock, the keys it names are on disk)."""
         state = {
             "current": self.current.kid,
             "previous": self.previous.kid if self.previous else None,
             "previous_until": self.previous_until,
         }
-        _write_private(self.directory / STATE_FILE, json.dumps(state, indent=2).encode())
+        path = self.directory / STATE_FILE
+        _write_private(path, json.dumps(state, indent=2).encode())
+        st = os.stat(path)
+        self._state_id = (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def _remove_stale_tmp(self) -> None:
+        """Temporary files of a write that was killed midway (the caller holds the exclusive lock,
+        so no write is under way)."""
+        for path in self.directory.glob(".*.tmp"):
+            if STALE_TMP.fullmatch(path.name):
+                path.unlink(missing_ok=True)
 
     def _remove_unused(self) -> None:
         keep = {self.current.kid} | ({self.previous.kid} if self.previous else set())
@@ -202,12 +301,28 @@ class KeyStore:
                 path.with_suffix(".crt").unlink(missing_ok=True)
 
 
+GITIGNORE = "# fakeedge: private signing keys and CA; never commit them\n*\n"
+
+
 def make_keys_dir(directory: Path) -> None:
     """Create ``keys_dir`` mode 0711: others may reach the public CA copy in ``ca-cert/`` by its
-    path, but never list the folder or read a private file (those are 0600)."""
+    path, but never list the folder or read a private file (those are 0600).
+
+    A new folder gets a ``.gitignore`` that ignores everything in it, and a warning is logged:
+    it usually appears beside a config that is itself committed. Not for a folder in the user's
+    cache (the demo's keys): nobody commits that, and the demo's first line is the URL to open.
+    """
     if not directory.is_dir():
         directory.mkdir(mode=0o711, parents=True, exist_ok=True)
         os.chmod(directory, 0o711)  # whatever the umask
+        _write_file(directory / ".gitignore", GITIGNORE.encode(), 0o644)
+        if not directory.resolve().is_relative_to(user_cache_dir().resolve()):
+            log.warning("fakeedge: created %s for private keys; its .gitignore keeps them out of git", directory)
+
+
+def user_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME``, else ``~/.cache``: where the demo keeps its keys."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -216,11 +331,25 @@ def _write_private(path: Path, data: bytes) -> None:
 
 
 def _write_file(path: Path, data: bytes, mode: int) -> None:
+    """Replace ``path`` whole or not at all, durably: a temporary file in the same directory,
+    fsynced, renamed over it, and the directory fsynced so the rename survives a crash."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
-        os.write(fd, data)
+        os.fchmod(fd, mode)  # whatever the umask
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
     finally:
         os.close(fd)
-    os.chmod(tmp, mode)  # whatever the umask
     os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

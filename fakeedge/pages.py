@@ -91,13 +91,33 @@ def one_time_pin(
     )
 
 
-def forbidden(aud: str, ray: str, message: str | None = None, brand: Branding = DEFAULT_BRAND) -> str:
-    """The block page with its hidden ``json_data`` (spec §1.8)."""
+def forbidden(
+    aud: str,
+    ray: str,
+    message: str | None = None,
+    brand: Branding = DEFAULT_BRAND,
+    *,
+    email: str | None = None,
+    switch_url: str | None = None,
+) -> str:
+    """The block page with its hidden ``json_data`` (spec §1.8).
+
+    Args:
+        email: the refused identity, shown so the user sees who they are signed in as.
+        switch_url: where "Sign in as someone else" leads: a logout that forgets the refused
+            session and comes back to the sign-in page (Cloudflare's page offers a way to switch
+            account too). None for refusals before any sign-in.
+    """
     text = message or FORBIDDEN_MESSAGE
     data = json.dumps({"message": text, "status_code": 403, "aud": aud, "ray_id": ray.split("-")[0]})
+    way_out = ""
+    if email is not None:
+        way_out += f'<p>Signed in as <b id="signed_in_as">{escape(email)}</b>.</p>'
+    if switch_url is not None:
+        way_out += f'<p><a id="switch_account" href="{escape(switch_url)}">Sign in as someone else</a></p>'
     return page(
         "Forbidden ・ Cloudflare Access",
-        f"<h1>Forbidden</h1><p>{escape(text)}</p><p class=muted>Ray ID: <code>{escape(ray)}</code></p>"
+        f"<h1>Forbidden</h1><p>{escape(text)}</p>{way_out}<p class=muted>Ray ID: <code>{escape(ray)}</code></p>"
         f'<div id="json_data" hidden>{escape(data, quote=False)}</div>',
         brand,
     )
@@ -115,6 +135,26 @@ def origin_error(status: int, title: str, host: str, ray: str, detail: str) -> s
         f"<h1>Error {status} · {escape(title)}</h1>"
         f"<p>The web server reported a {escape(title.lower())} error.</p>"
         f"<p class=muted>{escape(detail)}</p><p class=muted>Ray ID: <code>{escape(ray)}</code> · {escape(host)}</p>",
+    )
+
+
+def launcher(team_domain: str, apps: Iterable[tuple[str, str]], ray: str) -> str:
+    """The team domain's root: a link to each app, as Cloudflare's App Launcher lists them.
+
+    Args:
+        team_domain: this team domain's URL, named on the page.
+        apps: (app name, URL) pairs, in config order.
+    """
+    items = "".join(
+        f'<li><a href="{escape(url)}">{escape(name)}</a> <span class=muted>{escape(url)}</span></li>'
+        for name, url in apps
+    )
+    listing = f"<ul>{items}</ul>" if items else "<p>No application has a host a browser can open.</p>"
+    return page(
+        "App Launcher ・ Cloudflare Access",
+        f"<h1>Applications</h1><p class=muted>{escape(team_domain)} is the team domain: it serves the sign-in "
+        f"pages and /cdn-cgi/access/*. Open an application:</p>{listing}"
+        f"<p class=muted>Ray ID: <code>{escape(ray)}</code></p>",
     )
 
 

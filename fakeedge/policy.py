@@ -49,34 +49,79 @@ def split_host(host: str) -> tuple[str, str] | None:
     return name, port
 
 
-def normalize_path(path: str) -> str:
-    """A decoded request path with dot segments removed and repeated slashes merged (RFC 3986 §5.2.4).
+# RFC 3986 §2.3 and §2.2: what Cloudflare's URL normalisation decodes, and what it keeps as it is
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_RESERVED = frozenset(":/?#[]@!$&'()*+,;=")
+_HEX = frozenset("0123456789abcdefABCDEF")
+_PLAIN_PATH = re.compile(r"(?:/[A-Za-z0-9_~-][A-Za-z0-9._~-]*)*/?")  # already normal: most requests
 
-    Apps are matched on this form, so ``/x/../private`` and ``//private`` are the ``/private`` an
-    origin would serve them as.
+
+def normalize_path(raw: str) -> str:
+    """A raw request path as Cloudflare normalises it before Access matches apps (spec §14.1).
+
+    The zone default (``type: cloudflare``) applied to the path as the client sent it, query
+    excluded: percent escapes of unreserved characters (``A-Z a-z 0-9 - . _ ~``) are decoded and
+    every other escape upper-cased, so ``%2F`` stays data and never becomes a separator; ``\\``
+    becomes ``/``; any other byte that is neither unreserved nor reserved (space, ``"``, controls,
+    non-ASCII, a ``%`` that starts no escape) is percent-encoded; repeated slashes are merged and
+    dot segments removed (RFC 3986 §5.2.4). ``/%68ello//pa\\th`` is ``/hello/pa/th``.
+
+    The result is idempotent and holds only unreserved and reserved characters and ``%XX``
+    escapes, so it is safe inside a quoted-string or a URL.
     """
-    if "/." not in path and "//" not in path and path.startswith("/"):
-        return path
-    out: list[str] = []
-    for segment in path.split("/"):
-        if segment in ("", "."):
+    if _PLAIN_PATH.fullmatch(raw) and raw:
+        return raw
+    chars: list[str] = []
+    i, n = 0, len(raw)
+    while i < n:
+        c = raw[i]
+        if c == "%" and i + 2 < n and raw[i + 1] in _HEX and raw[i + 2] in _HEX:
+            decoded = chr(int(raw[i + 1 : i + 3], 16))
+            chars.append(decoded if decoded in _UNRESERVED else "%" + raw[i + 1 : i + 3].upper())
+            i += 3
             continue
+        if c == "\\":
+            chars.append("/")
+        elif c in _UNRESERVED or c in _RESERVED:
+            chars.append(c)
+        else:
+            chars.extend(f"%{b:02X}" for b in _utf8(c))
+        i += 1
+    segments = "".join(chars).split("/")
+    if segments[0]:
+        segments.insert(0, "")  # a relative path is read from the root
+    out: list[str] = []
+    for segment in segments[1:]:
+        if segment in ("", "."):
+            continue  # "//" merged (Cloudflare), "." dropped (RFC 3986)
         if segment == "..":
             if out:
                 out.pop()
             continue
         out.append(segment)
-    tail = "/" if path.endswith(("/", "/.", "/..")) and out else ""
+    tail = "/" if segments[-1] in ("", ".", "..") and out else ""
     return "/" + "/".join(out) + tail
+
+
+def _utf8(c: str) -> bytes:
+    try:
+        return c.encode("utf-8", "surrogateescape")  # a raw byte >= 0x80 the HTTP parser let through
+    except UnicodeEncodeError:
+        return c.encode("utf-8", "surrogatepass")
 
 
 # --- app matching (spec §7.2) ------------------------------------------------------------------
 
 
 def _path_matcher(path: str) -> re.Pattern[str] | None:
-    """None covers every path. ``/alpha/*`` covers ``/alpha/one`` but not ``/alpha``."""
+    """None covers every path. ``/alpha/*`` covers ``/alpha/one`` but not ``/alpha``.
+
+    ``path`` is normalised as request paths are, so ``/café`` in a config matches the
+    ``/caf%C3%A9`` a browser sends, and ``%2f`` in a config stays data as it does in a request.
+    """
     if not path:
         return None
+    path = normalize_path(path)
     if "*" not in path:
         # a plain path covers itself and everything below it
         return re.compile(re.escape(path) + r"(?:/.*)?\Z", re.S)
@@ -117,7 +162,7 @@ class AppIndex:
         for app in apps:
             for dest in app.destinations:
                 first, _, rest = dest.host.partition(".")
-                literal_path = len(dest.path.replace("*", ""))
+                literal_path = len(normalize_path(dest.path).replace("*", "")) if dest.path else 0
                 if "*" not in first:
                     self._exact.setdefault(dest.host, []).append(
                         _Entry(app, dest, None, _path_matcher(dest.path), (3, literal_path))

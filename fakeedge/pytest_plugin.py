@@ -47,5 +47,5 @@ else:  # pragma: no cover
 
     @pytest.fixture
     def fakeedge() -> None:
-        """Needs pytest-asyncio: ``pip install 'fakeedge[pytest]'``."""
-        pytest.fail("the fakeedge fixture needs pytest-asyncio: pip install 'fakeedge[pytest]'", pytrace=False)
+        """Needs pytest-asyncio: ``pip install pytest-aiohttp`` (fakeedge's ``[pytest]`` extra)."""
+        pytest.fail("the fakeedge fixture needs pytest-asyncio: pip install pytest-aiohttp", pytrace=False)

@@ -145,7 +145,8 @@ class Record:
         status: the status the client got.
         forwarded: whether the request reached an origin.
         kind: what answered: ``app`` (an Access app), ``route`` (no app), ``team`` (the team
-            domain), ``cdn-cgi``, ``preflight``, ``metadata`` or ``bad-request``.
+            domain), ``cdn-cgi``, ``oauth`` (managed OAuth's endpoints), ``preflight``, ``metadata``,
+            ``bad-request``, or ``client-closed`` (status 499: the client left before the answer).
         client: the connecting address.
         identity: who the edge took the caller for: an email, ``service token <name>``, or None.
         latency_ms: time to the answer (for a stream, to its end).
@@ -153,6 +154,7 @@ class Record:
         cookies_set: the ``Set-Cookie`` headers of the answer.
         location: the answer's ``Location``, if any.
         why: what :attr:`reason` is written from.
+        grant: the managed-OAuth grant id the request came through (an ``oauth:`` token), or None.
 
     Recording costs a request little: a record keeps references to what the request already had,
     and works out headers, claims, identity and reason only when they are read.
@@ -168,6 +170,7 @@ class Record:
         "client",
         "client_headers",
         "cookies_set",
+        "grant",
         "host",
         "kind",
         "latency_ms",
@@ -201,6 +204,7 @@ class Record:
         credential: Credential | None = None,
         assertion: str | None = None,
         tokens: Callable[[str], ServiceToken] | None = None,
+        grant: str | None = None,
     ) -> None:
         self.method = method
         self.host = host
@@ -221,6 +225,7 @@ class Record:
         self._credential = credential
         self._assertion = assertion
         self._tokens = tokens
+        self.grant = grant
 
     def __repr__(self) -> str:
         return f"<Record {self.seq} {self.method} {self.host}{self.path} {self.status} {self.decision or self.kind}>"
@@ -342,6 +347,7 @@ class Record:
             "claims": dict(self.claims) if self.claims is not None else None,
             "cookies_set": [mask_header("Set-Cookie", c) for c in self.cookies_set],
             "location": mask_url(self.location) if self.location is not None else None,
+            "grant": self.grant,
         }
 
 

@@ -32,6 +32,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from . import headers as h
+from .audit import Accept, Report, run_audit
 from .clock import Clock
 from .config import App, Config, parse_config, parse_duration
 from .edge import Edge
@@ -320,6 +321,25 @@ class FakeEdge:
         """
         return self.core.rotate_keys(parse_duration(grace)).kid
 
+    # -- managed OAuth (spec §14.2) --
+
+    def oauth(self) -> dict[str, Any]:
+        """Registered OAuth clients and live grants: ``{"clients": [...], "grants": [...]}``.
+
+        Each grant has ``id``, ``client_id``, ``app``, ``email``, ``expires`` (edge clock) and
+        ``access_tokens`` (live ones); ``edge.requests`` records carry the ``grant`` id a request
+        came through.
+        """
+        return self.core.oauth_document()
+
+    def revoke_oauth(self, *, grant: str | None = None, email: str | None = None) -> list[str]:
+        """End a grant by id, or every grant of ``email``: its access and refresh tokens stop working.
+
+        Returns:
+            The ids of the grants ended.
+        """
+        return [g.id for g in self.core.revoke_oauth(grant=grant, email=email)]
+
     def certs_fault(
         self,
         mode: str | None,
@@ -354,6 +374,53 @@ class FakeEdge:
             self.core.certs_fault.clear()
         self.core.certs_fault = fault
         return fault
+
+    # -- audit --
+
+    async def audit(
+        self,
+        origin_url: str,
+        *,
+        app: str,
+        path: str | None = None,
+        email: str | None = None,
+        accept: Accept | None = None,
+        timeout: float = 10.0,
+        stall: float | None = None,
+        rotation_wait: float = 35.0,
+    ) -> Report:
+        """Send the audit battery straight at ``origin_url`` and through this edge: does it fail open?
+
+        ``assert report.ok, report`` fails with the table. The audit rotates this edge's signing
+        key four times and makes certs fail for a moment (see :mod:`fakeedge.audit`).
+
+        Args:
+            origin_url: the origin's own address (bypassing the edge), e.g. ``http://127.0.0.1:3002``.
+            app: the app whose AUD the origin checks.
+            path: the path to probe (default: ``origin_url``'s); a page that shows the user is best.
+            email: the user of the valid tokens (default: a persona the app admits).
+            accept: what "accepted" means: statuses, or a callable on the status (default: 2xx).
+            timeout: seconds to wait for each answer.
+            stall: how long certs stalls in the ``certs_slow`` row (default ``timeout + 5``).
+            rotation_wait: how long to retry the rotation rows while the origin waits out its
+                certs refetch cooldown.
+
+        Raises:
+            UnknownName: no such app.
+            ValueError: the origin URL is not http(s), or a number is out of range.
+        """
+        return await run_audit(
+            self.core,
+            origin_url,
+            app=app,
+            path=path,
+            email=email,
+            accept=accept,
+            edge_url=f"http://127.0.0.1:{self.port}",
+            timeout=timeout,
+            stall=stall,
+            rotation_wait=rotation_wait,
+        )
 
     # -- sign-in --
 

@@ -17,7 +17,7 @@ from . import headers as h
 from .config import App
 from .edge import Credential, Edge
 from .journal import judged, note
-from .policy import AppMatch, Facts, Identity, Verdict, decide
+from .policy import AppMatch, Facts, Identity, Verdict, decide, normalize_path
 from .record import Judged
 from .web_proxy import edge_headers
 from .web_request import NO_STORE, app_cookie_header, client_ip, cookie, ray_key, scheme, set_cookie
@@ -35,6 +35,7 @@ class Admission:
     credential: Credential | None = None
 
 
+LOGOUT_PATH = "/cdn-cgi/access/logout"  # on the team domain and every app host (spec §1.9)
 SINGLE_HEADER_LIMIT = 4096  # a client id and a secret fit many times over
 
 
@@ -100,7 +101,20 @@ def presented_credential(request: web.Request, edge: Edge, app: App) -> Credenti
             if binding is None or not tokens.secrets_equal(binding, binding_value(cred.token)):
                 continue
         return cred
+    if app.oauth_configuration is not None and app.oauth_configuration.enabled:
+        bearer = oauth_bearer(request)
+        if bearer is not None:
+            return edge.oauth_credential(bearer, app)  # spec §14.2: the opaque token stands for the user
     return None
+
+
+def oauth_bearer(request: web.Request) -> str | None:
+    """The managed-OAuth access token of ``Authorization: Bearer oauth:…`` (spec §2.5), if any."""
+    scheme_, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    if scheme_.lower() != "bearer" or not token.startswith("oauth:"):
+        return None
+    return token
 
 
 def _presented_tokens(request: web.Request) -> Iterator[str]:
@@ -180,7 +194,7 @@ def check(request: web.Request, edge: Edge, match: AppMatch) -> Admission | web.
             assert cred is not None and who is not None
             return Admission(verdict, cred.token, who.email, country, credential=cred)
         case "deny":
-            return block(request, edge, app, identity=True)
+            return block(request, edge, app, identity=True, email=who.email if who else None)
         case "login":
             if request.headers.get(h.X_REQUESTED_WITH, "").lower() == "xmlhttprequest":
                 note(request, "X-Requested-With: XMLHttpRequest gets 401 rather than the redirect")
@@ -318,9 +332,11 @@ def login_redirect(request: web.Request, edge: Edge, app: App, *, service_token_
             "Access-Control-Allow-Credentials": "true",
             **NO_STORE,
             **edge_headers(ray),
+            # the path Access judged (spec §14.1), never the decoded one: normalised, it holds only
+            # URL characters and %XX escapes, so no '"', "\\", space or control ends the quoted-string
             "WWW-Authenticate": (
                 f'Cloudflare-Access resource_metadata="{scheme(request)}://{request.host}'
-                f'/.well-known/cloudflare-access-protected-resource{request.path}"'
+                f'/.well-known/cloudflare-access-protected-resource{normalize_path(request.raw_path.partition("?")[0])}"'
             ),
         },
     )
@@ -343,17 +359,33 @@ def access_denied(request: web.Request, edge: Edge, app: App, status: int) -> we
 
 
 def block(
-    request: web.Request, edge: Edge, app: App, *, identity: bool, host_header: str | None = None
+    request: web.Request,
+    edge: Edge,
+    app: App,
+    *,
+    identity: bool,
+    host_header: str | None = None,
+    email: str | None = None,
 ) -> web.Response:
-    """The 403 block page, or the app's custom deny URL (spec §1.8)."""
+    """The 403 block page, or the app's custom deny URL (spec §1.8).
+
+    A refused sign-in (``email`` given) gets a way out: "Sign in as someone else" logs out on
+    this host and comes back to the URL that was refused, now without a session, so the sign-in
+    page shows instead of the same refusal.
+    """
     ray = request[ray_key]
     custom = app.custom_deny_url if identity else app.custom_non_identity_deny_url
     headers = refusal_headers(ray, app)
     if custom:
         return web.Response(status=302, headers={**headers, "Location": custom})
+    switch_url = None
+    if email is not None:
+        switch_url = f"{LOGOUT_PATH}?redirect_url={quote(request.path_qs, safe='')}"
     return web.Response(
         status=403,
-        text=pages.forbidden(app.aud, ray, app.custom_deny_message, edge.config.branding),
+        text=pages.forbidden(
+            app.aud, ray, app.custom_deny_message, edge.config.branding, email=email, switch_url=switch_url
+        ),
         content_type="text/html",
         headers=headers,
     )

@@ -5,25 +5,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import ssl
 import sys
 import time
 from collections.abc import AsyncIterator
 from typing import TextIO
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
 
 from . import headers as h
-from . import journal, pages, web_inspector
+from . import journal, pages, web_inspector, web_oauth
 from .config import App
 from .edge import Edge
 from .env import base_url, shown_host
 from .errors import ConfigError
 from .policy import Verdict, normalize_path, split_host
+from .record import RequestLog
 from .tls import edge_context
-from .web_access import Admission, answer_preflight, app_cookies, check, is_preflight, metadata_token
+from .web_access import Admission, answer_preflight, app_cookies, check, is_preflight, metadata_token, oauth_bearer
 from .web_cdn_cgi import handle_certs, handle_get_identity
 from .web_control import CONTROL_PREFIX, handle_control
 from .web_login import handle_authorized, handle_login, handle_logout
@@ -39,6 +41,9 @@ from .web_proxy import (
 from .web_request import NO_STORE, client_ip, client_key, edge_key, ray_key, scheme
 
 log = logging.getLogger("fakeedge")
+# requests in flight get this long on shutdown: cut, flushed and gone before `docker stop` sends
+# SIGKILL (10 s after SIGTERM by default)
+SHUTDOWN_TIMEOUT = 8.0
 
 
 class AccessLog:
@@ -88,9 +93,27 @@ def _notice(request: web.Request, status: int, title: str, message: str) -> web.
     )
 
 
+def _launcher(request: web.Request, edge: Edge) -> web.Response:
+    """The team domain's root: links to the apps, on the port and scheme this request came in on."""
+    port = request.host.rpartition(":")[2] if not request.host.endswith("]") and ":" in request.host else ""
+    links = []
+    for app in edge.config.apps:
+        for dest in app.destinations:
+            if "*" not in dest.host:  # a wildcard host names no page a browser can open
+                path = dest.path.split("*", 1)[0] or "/"
+                links.append((app.name, f"{scheme(request)}://{dest.host}{':' + port if port else ''}{path}"))
+    return web.Response(
+        text=pages.launcher(edge.team_domain, links, request[ray_key]),
+        content_type="text/html",
+        headers={**edge_headers(request[ray_key]), **NO_STORE},
+    )
+
+
 async def handle_team(request: web.Request, edge: Edge) -> web.StreamResponse:
     """The team domain: login pages, certs, get-identity, logout (spec §1.3, §3, §4)."""
     path = request.path
+    if path == "/":
+        return _launcher(request, edge)
     if path.startswith("/cdn-cgi/access/login/"):
         return await handle_login(request, edge)
     if path == "/cdn-cgi/access/certs":
@@ -123,14 +146,22 @@ async def handle(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
     ray = request[ray_key] = new_ray()
     trail = request[journal.trail_key] = journal.Trail()
-    response, app, kind, host = await _answer(request, ray)
     edge = request.app[edge_key]
-    journal_log = edge.recorder
     edge_log = request.app[access_log_key]
-    if journal_log is None and not edge_log.enabled:
+    try:
+        response, app, kind, host = await _answer(request, ray)
+    except asyncio.CancelledError:
+        # the client went away (aiohttp cancels its handler): logged as nginx and Cloudflare do, 499
+        if edge_log.enabled:
+            _log(edge_log, request, 499, "-", "-", "client-closed", "", started, ray)
+        if edge.recorder is not None:
+            _journal_departed(request, edge, edge.recorder, started)
+        raise
+    journal_log = edge.recorder
+    if kind == "favicon" or (journal_log is None and not edge_log.enabled):
         return response
-    elapsed = (time.perf_counter() - started) * 1000
     if journal_log is not None and kind != "control":  # the inspector's own calls would drown the rest
+        elapsed = (time.perf_counter() - started) * 1000
         why = journal.record(
             journal_log, request, response, edge, host=host, app=app, kind=kind, latency_ms=elapsed
         ).why
@@ -139,26 +170,75 @@ async def handle(request: web.Request) -> web.StreamResponse:
     if edge_log.enabled:
         verdict = trail.judged.verdict if trail.judged is not None else None
         policy = verdict.policy.name if verdict is not None and verdict.policy is not None else "-"
-        reason = why.text(short=True).replace('"', "'")
-        said = f' reason="{reason}"' if reason else ""
-        edge_log.write(
-            f"{request.method} {request.host}{request.raw_path[:200]} {response.status} "
-            f"app={app.name if app is not None else '-'} policy={policy} "
-            f"decision={verdict.outcome if verdict is not None else kind}{said} {elapsed:.1f}ms ray={ray}"
+        decision = verdict.outcome if verdict is not None else kind
+        _log(
+            edge_log,
+            request,
+            response.status,
+            app.name if app is not None else "-",
+            policy,
+            decision,
+            why.text(short=True),
+            started,
+            ray,
         )
     return response
+
+
+def _journal_departed(request: web.Request, edge: Edge, journal_log: RequestLog, started: float) -> None:
+    """Journal a request whose client left before its answer, as status 499 like the access log."""
+    journal.note(request, "the client closed the connection before the answer was complete")
+    parsed = split_host(request.host)
+    host = parsed[0] if parsed is not None else request.host
+    match = edge.index.match(host, normalize_path(request.raw_path.partition("?")[0])) if parsed else None
+    journal.record(
+        journal_log,
+        request,
+        web.Response(status=499),
+        edge,
+        host=host,
+        app=match.app if match is not None else None,
+        kind="client-closed",
+        latency_ms=(time.perf_counter() - started) * 1000,
+    )
+
+
+def _log(
+    edge_log: AccessLog,
+    request: web.Request,
+    status: int,
+    app_name: str,
+    policy_name: str,
+    decision: str,
+    reason: str,
+    started: float,
+    ray: str,
+) -> None:
+    elapsed = (time.perf_counter() - started) * 1000
+    said = ' reason="{}"'.format(reason.replace('"', "'")) if reason else ""
+    edge_log.write(
+        f"{request.method} {request.host}{request.raw_path[:200]} {status} "
+        f"app={app_name} policy={policy_name} decision={decision}{said} {elapsed:.1f}ms ray={ray}"
+    )
 
 
 async def _answer(request: web.Request, ray: str) -> tuple[web.StreamResponse, App | None, str, str]:
     """The response, the app that covered the request, what kind of answer it was, and the host."""
     edge = request.app[edge_key]
     parsed = split_host(request.host)
-    if parsed is None or not request.raw_path.startswith("/"):
+    raw_path = request.raw_path
+    if parsed is None or not raw_path.startswith("/") or "#" in raw_path:
         # a Host that is no host name, or an absolute-form target whose host could differ from
-        # the Host header Access decided on: refuse rather than guess which one the origin reads
+        # the Host header Access decided on: refuse rather than guess which one the origin reads.
+        # A "#" has no place in a request target (RFC 9112 §3.2): origins cut the path there,
+        # so "/private#/../public" would be judged as one path and served as another
         journal.note(
             request,
-            "the Host header is no host name" if parsed is None else "the request target is not a path (absolute-form)",
+            "the Host header is no host name"
+            if parsed is None
+            else "the request target is not a path (absolute-form)"
+            if not raw_path.startswith("/")
+            else "the request target holds a '#' (a fragment has no place in a request)",
         )
         return (
             _notice(request, 400, "Bad request", "The request's host or target is malformed."),
@@ -168,14 +248,28 @@ async def _answer(request: web.Request, ray: str) -> tuple[web.StreamResponse, A
         )
     host = parsed[0]
     if host == edge.team_hostname:
+        if request.path == "/favicon.ico":
+            # browsers ask on every page of the team domain: an empty answer they may cache, left
+            # out of the access log (and the journal), where it would be a 404 line after every sign-in page
+            return (
+                web.Response(status=204, headers={**edge_headers(ray), "Cache-Control": "max-age=86400"}),
+                None,
+                "favicon",
+                host,
+            )
         kind = "control" if request.path.startswith(CONTROL_PREFIX) else "team"
         return await handle_team(request, edge), None, kind, host
-    # apps are matched on the path an origin would serve: dot segments and "//" resolved
-    path = normalize_path(request.path)
+    # apps are matched on the raw path as Cloudflare normalises it (spec §14.1): "\\" and "//"
+    # are "/", dot segments resolved, and "%2F" stays data (aiohttp's request.path decodes it)
+    path = normalize_path(raw_path.partition("?")[0])
     if path.startswith("/cdn-cgi/access/"):
         answer = await handle_app_cdn_cgi(request, edge, host, path)
         if answer is not None:
             return answer, None, "cdn-cgi", host
+    if path.startswith(web_oauth.PATHS):
+        answer = await web_oauth.handle(request, edge, host, path)
+        if answer is not None:
+            return answer, None, "oauth", host
     match = edge.index.match(host, path)
     if match is None:
         journal.note(request, "no Access application covers this host and path")
@@ -201,6 +295,7 @@ async def _answer(request: web.Request, ray: str) -> tuple[web.StreamResponse, A
     else:
         outcome = check(request, edge, match)
         if isinstance(outcome, web.Response):
+            outcome = web_oauth.refusal(request, edge, app, outcome)  # spec §14.2: 401 for API clients
             return outcome, app, "app", host
         admission = outcome
     response = await _to_origin(request, edge, host, path, admission, app)
@@ -227,20 +322,19 @@ async def _to_origin(
             upstream_headers[h.JWT_ASSERTION] = admission.assertion
         if admission.email:
             upstream_headers[h.AUTHENTICATED_USER_EMAIL] = admission.email
+        if app is not None and web_oauth.enabled(app) and oauth_bearer(request) is not None:
+            upstream_headers.popall("Authorization", None)  # an Access credential, like CF_Binding
         if admission.set_cookie is not None and app is not None:
             extra = app_cookies(request, app, *admission.set_cookie)
     request[journal.trail_key].forwarded = journal.Forwarded(upstream_headers, admission)
-    # the path as the client sent it, unless it needed normalising: then the form Access judged
-    target = request.raw_path
-    if path != request.path:
-        query = request.raw_path.partition("?")[2]
-        target = quote(path, safe="/:@!$&'()*+,;=-._~") + ("?" + query if query else "")
     return await forward(
         request,
         request.app[client_key],
         rule,
         upstream_headers,
-        target=target,
+        # the URL as the client sent it: Cloudflare's default normalisation scope is "incoming"
+        # only (spec §14.1), so origins see what they would see behind Cloudflare
+        target=request.raw_path,
         ray=ray,
         read_timeout=edge.config.origin_timeout,
         deadlines=request.app[deadlines_key],
@@ -285,8 +379,33 @@ def create_app(edge: Edge, *, access_log: AccessLog | None = None) -> web.Applic
     app[deadlines_key] = Deadlines(tick=min(1.0, max(0.02, edge.config.origin_timeout / 10)))
     app.cleanup_ctx.append(upstream)
     app.cleanup_ctx.append(watch_deadlines)
-    app.router.add_route("*", "/{tail:.*}", handle)
+    # every path, "\n" included: with ".*" aiohttp's router answers /x%0a with its own 404 page
+    app.router.add_route("*", r"/{tail:[\s\S]*}", handle)
     return app
+
+
+FDS_RESERVED = 32  # descriptors not for connections: listeners, the loop, stdio, keys, certificates
+
+
+def raise_open_files_limit() -> int:
+    """Raise the soft limit on open files to the hard one, as production servers do; return it.
+
+    Every proxied connection holds two descriptors (client and origin), so the usual soft limit
+    of 1024 caps the edge near 500 concurrent connections while the hard limit allows far more.
+    A limit that cannot be raised is left as it is.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def connection_ceiling(open_files: int) -> int | None:
+    """How many proxied connections fit in ``open_files`` descriptors (None: no limit)."""
+    if open_files == resource.RLIM_INFINITY:
+        return None
+    return max(0, (open_files - FDS_RESERVED) // 2)
 
 
 def check_hosts(edge: Edge) -> None:
@@ -310,6 +429,7 @@ async def start(
     access_log: AccessLog | None = None,
     tls_listen: tuple[str, int] | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    shutdown_timeout: float = SHUTDOWN_TIMEOUT,
 ) -> tuple[web.AppRunner, tuple[str, int]]:
     """Start the edge on host:port (0 for any free port) and return the runner and bound address.
 
@@ -321,6 +441,8 @@ async def start(
         tls_listen: (host, port) of a TLS listener as well; its bound port is in ``edge.tls_ports``.
         ssl_context: the TLS listener's context; by default the local CA of ``keys_dir`` with a
             leaf per configured name (:func:`fakeedge.tls.edge_context`).
+        shutdown_timeout: how long ``runner.cleanup()`` lets requests in flight finish (after it
+            stops accepting) before cutting them.
 
     Returns:
         The runner (``cleanup()`` stops everything) and the plain listener's bound address, or
@@ -333,7 +455,15 @@ async def start(
         OSError: a listener cannot bind.
         FakeEdgeError: the local CA cannot be loaded, or an app uses the team domain's host.
     """
-    runner = web.AppRunner(create_app(edge, access_log=access_log), access_log=None, handle_signals=False)
+    # handler_cancellation: a client that leaves cancels its request, so the forwarder closes the
+    # origin connection and the origin sees the disconnect, as at Cloudflare (a 499 in its logs)
+    runner = web.AppRunner(
+        create_app(edge, access_log=access_log),
+        access_log=None,
+        handle_signals=False,
+        handler_cancellation=True,
+        shutdown_timeout=shutdown_timeout,
+    )
     await runner.setup()
     try:
         bound: list[tuple[str, int]] = []

@@ -21,6 +21,7 @@ async def handle_certs(request: web.Request, edge: Edge) -> web.Response:
             return web.Response(
                 status=status, body=body, content_type=content_type, headers=edge_headers(request[ray_key])
             )
+    edge.refresh_keys()  # keys rotated by another process sharing keys_dir (fakeedge keys rotate)
     return web.Response(
         body=edge.keys.certs_document(edge.clock.now()),
         content_type="application/json",

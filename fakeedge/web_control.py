@@ -14,11 +14,14 @@ cross-site without a CORS preflight, which the edge never approves.
     GET    sessions       POST sessions/revoke {"id"|"email": ...}
     POST   explain        {"url"|"ray", "email"|"service_token"|"all": true, "ip"}
     GET    personas       POST personas {"email", "name", "groups", "country", ...} (as in users:)
+    GET    certs/fault    POST certs/fault {"mode": "slow"|"empty"|"failing"|null, "delay", "times", "duration"}
+    POST   audit          {"origin", "app", "path", "email", "accept_status", "timeout", "stall", "rotation_wait"}
+                          -> the audit report as JSON (docs/audit.md); it rotates keys and breaks certs briefly
+    GET    oauth          POST oauth/revoke {"grant": id} | {"email": address}    (managed OAuth, spec §14.2)
 
 The inspector page is ``GET /cdn-cgi/fakeedge/`` and its live feed ``GET /cdn-cgi/fakeedge/events``
 (:mod:`fakeedge.web_inspector`), under the same rule. Browsers' ``Sec-Fetch-Site`` must say
 ``same-origin`` or ``none`` when they send it: no other site's page gets an answer.
-    GET    certs/fault    POST certs/fault {"mode": "slow"|"empty"|"failing"|null, "delay", "times", "duration"}
 """
 
 from __future__ import annotations
@@ -26,13 +29,15 @@ from __future__ import annotations
 import base64
 import dataclasses
 import hashlib
+import inspect
 import ipaddress
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
+from .audit import DEFAULT_ROTATION_WAIT, DEFAULT_TIMEOUT, parse_accept_status, run_audit
 from .config import USER_KEYS, parse_config, parse_duration
 from .edge import Edge, Session
 from .errors import FakeEdgeError
@@ -49,6 +54,7 @@ CONTROL_PREFIX = "/cdn-cgi/fakeedge/"
 TOKEN_KEYS = ("app", "email", "service_token", "variant", "claims", "header", "lifetime")
 CLOCK_ACTIONS = ("advance", "skew", "freeze", "unfreeze", "reset")
 FAULT_KEYS = ("mode", "delay", "times", "duration")
+AUDIT_KEYS = ("origin", "app", "path", "email", "accept_status", "timeout", "stall", "rotation_wait")
 
 
 class _Refused(Exception):
@@ -133,7 +139,10 @@ async def handle_control(request: web.Request, edge: Edge) -> web.StreamResponse
                 405, f"{request.path} takes {', '.join(routes)}, not {request.method}", Allow=", ".join(routes)
             )
         body = await _body(request)
-        return _json(request, handler(edge, body))
+        result = handler(edge, body)
+        if inspect.isawaitable(result):
+            result = await result
+        return _json(request, result)
     except _Refused as exc:
         return _json(request, {"error": str(exc)}, exc.status, **exc.headers)
     except (FakeEdgeError, ValueError, TypeError, ArithmeticError) as exc:
@@ -437,9 +446,46 @@ def post_fault(edge: Edge, body: dict[str, Any]) -> dict[str, Any]:
     return get_fault(edge, body)
 
 
+async def post_audit(edge: Edge, body: dict[str, Any]) -> dict[str, Any]:
+    """``fakeedge audit`` run by this edge against ``origin``; the report as JSON."""
+    _only(body, AUDIT_KEYS)
+    accept = body.get("accept_status")
+    if isinstance(accept, str):
+        accept = parse_accept_status(accept)
+    elif accept is not None:
+        if not isinstance(accept, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in accept):
+            raise ValueError('accept_status: expected a list of statuses such as [200, 204], or "200-299"')
+        accept = parse_accept_status(",".join(map(str, accept))) if accept else None
+    seconds = {k: parse_duration(body[k]) for k in ("timeout", "stall", "rotation_wait") if body.get(k) is not None}
+    report = await run_audit(
+        edge,
+        _required_text(body, "origin"),
+        app=_required_text(body, "app"),
+        path=_text(body, "path"),
+        email=_text(body, "email"),
+        accept=accept,
+        timeout=seconds.get("timeout", DEFAULT_TIMEOUT),
+        stall=seconds.get("stall"),
+        rotation_wait=seconds.get("rotation_wait", DEFAULT_ROTATION_WAIT),
+    )
+    return report.to_json()
+
+
+def get_oauth(edge: Edge, body: dict[str, Any]) -> dict[str, Any]:
+    return edge.oauth_document()
+
+
+def post_oauth_revoke(edge: Edge, body: dict[str, Any]) -> dict[str, Any]:
+    _only(body, ("grant", "email"))
+    if len(body) != 1 or not isinstance(next(iter(body.values()), None), str):
+        raise ValueError('expected one of {"grant": "<grant id>"} or {"email": "<address>"}')
+    ended = edge.revoke_oauth(grant=body.get("grant"), email=body.get("email"))
+    return {"revoked": [g.id for g in ended], **edge.oauth_document()}
+
+
 MAX_EPOCH = 253402300799  # 9999-12-31T23:59:59Z: beyond it, dates do not format
 
-_Handler = Callable[[Edge, dict[str, Any]], dict[str, Any]]
+_Handler = Callable[[Edge, dict[str, Any]], dict[str, Any] | Awaitable[dict[str, Any]]]
 _ROUTES: dict[str, dict[str, _Handler]] = {
     "token": {"POST": post_token},
     "keys": {"GET": get_keys},
@@ -451,4 +497,7 @@ _ROUTES: dict[str, dict[str, _Handler]] = {
     "explain": {"POST": post_explain},
     "personas": {"GET": get_personas, "POST": post_persona},
     "certs/fault": {"GET": get_fault, "POST": post_fault},
+    "audit": {"POST": post_audit},
+    "oauth": {"GET": get_oauth},
+    "oauth/revoke": {"POST": post_oauth_revoke},
 }

@@ -235,14 +235,14 @@ def _complete(
     facts = Facts(ipaddress.ip_address(client_ip(request)), who.country)
     verdict = decide(app, facts, who)
     log.info(
-        "login %s app=%r policy=%r decision=%s",
+        "login %s app=%r policy=%s decision=%s",
         who.email,
         app.name,
-        verdict.policy.name if verdict.policy else None,
+        repr(verdict.policy.name) if verdict.policy else "-",  # "-" as in the access log
         verdict.outcome,
     )
     if verdict.outcome not in ("allow", "bypass", "service"):
-        return block(request, edge, app, identity=True)
+        return block(request, edge, app, identity=True, email=who.email)
     nonce = edge.add_login(
         {
             "session": session,
@@ -389,9 +389,17 @@ async def handle_logout(request: web.Request, edge: Edge, *, team: bool) -> web.
         cred = edge.credential(token) if token else None
         if cred is not None and cred.session is not None:
             edge.revoke(cred.session)
-    response = _html(
-        request, pages.notice("Logged out", "You have been logged out of Cloudflare Access.", request[ray_key])
-    )
+    back = request.query.get("redirect_url")
+    if back is not None:
+        # fakeedge's addition, for the block page's "Sign in as someone else": back to a path on
+        # this same host (never another), now without a session, so the sign-in page shows
+        response = web.Response(
+            status=302, headers={**edge_headers(request[ray_key]), **NO_STORE, "Location": safe_redirect_path(back)}
+        )
+    else:
+        response = _html(
+            request, pages.notice("Logged out", "You have been logged out of Cloudflare Access.", request[ray_key])
+        )
     clear_cookie(response, h.CF_AUTHORIZATION, secure=request.secure)
     if not team:
         clear_cookie(response, h.CF_BINDING, secure=request.secure)

@@ -57,17 +57,48 @@ def edge_headers(ray: str) -> dict[str, str]:
     return {"Server": "cloudflare", "CF-Ray": ray}
 
 
+# Never removed because the client's Connection header names them (RFC 9110 §7.6.1 lets a sender
+# name any header there): Host is what Access and the ingress rules judged, Cookie may carry the
+# CF_Authorization an origin verifies, Content-Length frames the body, and the edge's own headers
+# are set, or appended to (X-Forwarded-For), whatever the client asked.
+CONNECTION_PROOF = frozenset(
+    {
+        "host",
+        "cookie",
+        "content-length",
+        *(
+            name.lower()
+            for name in (
+                h.JWT_ASSERTION,
+                h.AUTHENTICATED_USER_EMAIL,
+                h.CONNECTING_IP,
+                h.IP_COUNTRY,
+                h.RAY,
+                h.VISITOR,
+                h.CDN_LOOP,
+                h.X_FORWARDED_FOR,
+                h.X_FORWARDED_PROTO,
+                h.X_FORWARDED_HOST,
+            )
+        ),
+    }
+)
+
+
 def clean_request_headers(request: web.Request, *, drop: str | None = None) -> CIMultiDict[str]:
     """The client's headers minus hop-by-hop and anything that could spoof identity (spec §2.6, §8).
 
     Every ``Cf-Access-*`` header (assertions, emails, client ids and secrets, tokens),
     ``CF-Connecting-IP``-style headers, and the ``CF_Binding`` cookie are removed; ``drop`` names one
-    more header to remove (an app's single-header service token).
+    more header to remove (an app's single-header service token). Headers the client's
+    ``Connection`` names are removed too, except ``Host``, ``Cookie``, ``Content-Length`` and the
+    ones the edge sets (``CONNECTION_PROOF``): ``Connection: close, Host`` must not send the
+    request to the origin's default virtual host.
     """
     connection_tokens: set[str] = set()
-    conn = request.headers.get("Connection")
-    if conn:
-        connection_tokens = {t.strip().lower() for t in conn.split(",")}
+    for conn in request.headers.getall("Connection", ()):
+        connection_tokens.update(t.strip().lower().replace("_", "-") for t in conn.split(","))
+    connection_tokens -= CONNECTION_PROOF
     out: CIMultiDict[str] = CIMultiDict()
     drop_low = drop.lower().replace("_", "-") if drop else None
     for name, value in request.headers.items():
@@ -143,10 +174,10 @@ async def forward(
     url = URL(rule.service + target, encoded=True)
     if websocket:
         return await _forward_websocket(request, client, url, upstream_headers, rule, ray, read_timeout)
-    body = request.content.iter_chunked(CHUNK) if request.body_exists else None
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None
+    body = _timed_body(request, deadlines, task, read_timeout)
     response: web.StreamResponse | None = None
     failure: BaseException | None = None
     # the origin must answer, and keep sending, within read_timeout (an idle stream is cut)
@@ -199,7 +230,10 @@ async def _forward_pooled(
     """``forward`` over a pooled keep-alive connection, with the same answers, errors and timeouts."""
     host, port = origin
     method = request.method
-    body = request.content.iter_chunked(CHUNK) if request.body_exists else None
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    body = _timed_body(request, deadlines, task, read_timeout)
     chunked = False
     # as aiohttp's client frames a body: the client's Content-Length kept, else chunked; an empty
     # POST-like request says Content-Length: 0
@@ -211,9 +245,6 @@ async def _forward_pooled(
         upstream_headers["Content-Length"] = "0"
     if "Host" not in upstream_headers:
         upstream_headers["Host"] = host if port == 80 else f"{host}:{port}"
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    assert task is not None
     response: web.StreamResponse | None = None
     failure: BaseException | None = None
     proto: ResponseHandler | None = None
@@ -277,6 +308,33 @@ async def _forward_pooled(
         if writer is not None and not writer.done():
             writer.cancel()
     return _failed(request, response, failure, rule, ray, read_timeout)
+
+
+def _timed_body(
+    request: web.Request, deadlines: Deadlines, task: asyncio.Task[Any], timeout: float
+) -> AsyncIterator[bytes] | None:
+    """The client's body for the origin, or None; the origin timeout runs only while the origin is waited for.
+
+    Cloudflare's proxy read timeout is the wait for the origin, not for the client: while the
+    next chunk comes from the client the deadline is paused; while a chunk is written to the
+    origin (which may stop reading: a stalled origin) it runs, and from the end of the body on
+    it is the wait for the response.
+    """
+    if not request.body_exists:
+        return None
+    return _timed_chunks(request.content.iter_chunked(CHUNK), deadlines, task, timeout)
+
+
+async def _timed_chunks(
+    chunks: AsyncIterator[bytes], deadlines: Deadlines, task: asyncio.Task[Any], timeout: float
+) -> AsyncIterator[bytes]:
+    loop = asyncio.get_running_loop()
+    deadlines.pause(task)
+    async for chunk in chunks:
+        deadlines.set(task, loop.time() + timeout)
+        yield chunk  # resumed once the chunk is written and drained
+        deadlines.pause(task)
+    deadlines.set(task, loop.time() + timeout)
 
 
 def _response_headers(headers: Mapping[str, str], ray: str, extra: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
@@ -459,7 +517,12 @@ class Deadlines:
         self._expired: set[asyncio.Task[Any]] = set()
 
     def set(self, task: asyncio.Task[Any], when: float) -> None:
-        self._due[task] = when
+        if not task.done():
+            self._due[task] = when
+
+    def pause(self, task: asyncio.Task[Any]) -> None:
+        """No deadline for ``task`` until the next :meth:`set` (it waits for its client, not the origin)."""
+        self._due.pop(task, None)
 
     def clear(self, task: asyncio.Task[Any]) -> bool:
         """Forget ``task``; True if it was cancelled because its deadline passed."""
@@ -518,8 +581,22 @@ async def _forward_websocket(
     ray: str,
     handshake_timeout: float,
 ) -> web.StreamResponse:
+    if request.body_exists:
+        # RFC 6455 §4.1: a handshake is a GET without a body. Forwarded, its head would promise the
+        # origin a body the upgrade never sends, and the client would wait for a 504: refused here,
+        # before the origin sees anything, and the connection closed since its framing is in doubt
+        refusal = web.Response(
+            status=400,
+            text=pages.notice("Bad request", "A websocket handshake cannot carry a body.", ray),
+            content_type="text/html",
+            headers={**edge_headers(ray), "Cache-Control": "no-store"},
+        )
+        refusal.force_close()
+        return refusal
     protocols = tuple(p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip())
-    headers = CIMultiDict((k, v) for k, v in upstream_headers.items() if k.lower() not in WS_HEADERS)
+    headers = CIMultiDict(
+        (k, v) for k, v in upstream_headers.items() if k.lower() not in WS_HEADERS and k.lower() != "content-length"
+    )
     try:
         async with asyncio.timeout(handshake_timeout):  # the ClientWSTimeout has no handshake bound
             upstream = await client.ws_connect(

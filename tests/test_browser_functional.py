@@ -210,6 +210,31 @@ async def test_blocked_identity_sees_the_block_page_and_the_origin_nothing(site:
     await context.close()
 
 
+async def test_the_block_page_lets_the_user_sign_in_as_someone_else(site: Site, browser: Browser) -> None:
+    context, page = await new_page(browser)
+    target = site.url("/some/path?q=1")
+    await open_sso_page(site, page, target)
+    await sign_in(page, "persona", "Mallory")
+    await page.wait_for_load_state()
+    assert await page.locator("h1").text_content() == "Forbidden"
+    assert await page.locator("#signed_in_as").text_content() == "mallory@evil.test"
+    refused = {c["name"]: c["value"] for c in await context.cookies(site.edge.team)}[h.CF_AUTHORIZATION]
+
+    # the link forgets the refused team-domain session and comes back to this sign-in page
+    async with page.expect_navigation():
+        await page.get_by_role("link", name="Sign in as someone else").click()
+    assert await page.locator("h1").text_content() == "Log in to Admin"
+    assert page.url.startswith(f"{site.edge.team}/cdn-cgi/access/login/{APP_HOST}:{site.edge.port}?kid=")
+    assert h.CF_AUTHORIZATION not in {c["name"] for c in await context.cookies(site.edge.team)}
+    assert site.edge.edge.credential(refused) is None  # logged out, not merely forgotten by the browser
+
+    await sign_in(page, "persona", "Alice")
+    await land_on(page, target)
+    assert await page.locator("#who").text_content() == "alice@acme.test"
+    assert {r.email for r in site.reached} == {"alice@acme.test"}  # mallory never reached the origin
+    await context.close()
+
+
 async def test_team_session_signs_in_a_second_app_without_the_sso_page(site: Site, browser: Browser) -> None:
     # the team cookie is SameSite=Lax over http: a browser must still send it when an app on another
     # site redirects a top-level navigation to the team domain, or silent sign-in breaks (spec §1.3)

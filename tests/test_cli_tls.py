@@ -113,3 +113,29 @@ def test_check_lists_the_tls_names(config_file: Path) -> None:
     code, out, _ = run("check", "--config", str(config_file))
     assert code == 0
     assert "  tls 0.0.0.0:443: certificates for acme.cloudflareaccess.com, admin.acme.test, grafana.acme.test\n" in out
+
+
+def test_env_on_a_plain_http_config_names_no_ca_and_creates_none(tmp_path: Path) -> None:
+    # an eval of these lines must not point the shell's HTTPS clients at a CA they do not need
+    path = tmp_path / "fakeedge.yml"
+    path.write_text("team: acme\nlisten: 127.0.0.1:8787\nkeys_dir: keys\n")
+    assert run("env", "--config", str(path), "--export") == (
+        0,
+        "export FAKEEDGE_TEAM_DOMAIN=http://127.0.0.1:8787\n"
+        "export FAKEEDGE_TEAM_HOST=127.0.0.1:8787\n"
+        "export FAKEEDGE_CERTS_URL=http://127.0.0.1:8787/cdn-cgi/access/certs\n",
+        "",
+    )
+    assert not (tmp_path / "keys").exists()
+    # asked for by name, the CA file is still printed
+    assert run("env", "--config", str(path), "--ca-file", "/ca.pem")[1].splitlines()[3] == "SSL_CERT_FILE=/ca.pem"
+
+
+def test_serve_help_says_what_the_tls_listener_serves() -> None:
+    code, out, _ = run("serve", "--help")
+    assert code == 0
+    text = " ".join(out.split())
+    assert (
+        "--tls-listen TEXT HOST:PORT of a TLS listener as well, with certificates from the local CA in keys_dir; "
+        "overrides `tls_listen`." in text
+    )

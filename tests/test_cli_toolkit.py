@@ -118,8 +118,8 @@ def test_keys_show_and_rotate(config_file: Path) -> None:
     assert new_kid != kid
     assert lines[1].startswith(f"previous {kid} (in certs until ")
     assert rotated.stderr == (
-        "fakeedge: note: a running edge keeps the keys it loaded: restart it, "
-        "or rotate through it with POST /cdn-cgi/fakeedge/keys/rotate\n"
+        "fakeedge: note: an edge running on this keys_dir takes the new key up at its next "
+        "certs request, sign-in or unknown token\n"
     )
     assert run("keys", "show", "--config", str(config_file)).output.splitlines()[1:] == lines
 
@@ -137,3 +137,50 @@ def test_keys_rotate_grace_mistake(config_file: Path) -> None:
     assert result.output.splitlines()[-1] == (
         "Error: Invalid value for --grace: expected a duration such as 30s, 15m or 24h, got 'a week'"
     )
+
+
+@pytest.fixture
+def demo_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A folder with no fakeedge.yml, and the demo's keys_dir under a private cache folder."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "fakeedge" / "demo-keys"
+
+
+NO_CONFIG_NOTE = "fakeedge: note: no ./fakeedge.yml, so the built-in demo's config\n"
+
+
+def test_token_keys_and_explain_fall_back_to_the_demo_config(demo_keys: Path) -> None:
+    # after `fakeedge serve` with no config, the same commands work on the demo, as `ca` does
+    result = CliRunner().invoke(main, ["token", "--app", "Demo app", "--email", "alice@example.com"])
+    assert (result.exit_code, result.stderr) == (0, NO_CONFIG_NOTE)
+    claims = decode(
+        result.stdout.strip(),
+        demo_keys,  # the keys `fakeedge serve` signs with in the demo
+        audience=default_aud("demo", "Demo app"),
+        issuer="http://127.0.0.1:8787",  # the demo's default listener
+    )
+    assert claims["email"] == "alice@example.com"
+
+    shown = CliRunner().invoke(main, ["keys", "show"])
+    assert (shown.exit_code, shown.stderr) == (0, NO_CONFIG_NOTE)
+    assert shown.stdout == f"keys_dir {demo_keys}\ncurrent  {jwt.get_unverified_header(result.stdout.strip())['kid']}\n"
+
+    explained = CliRunner().invoke(main, ["explain", "http://localhost:8787/", "--email", "carol@example.org"])
+    assert (explained.exit_code, explained.stderr) == (0, NO_CONFIG_NOTE)
+    assert explained.stdout == (
+        "url       http://localhost/\n"
+        "ingress   rule 0: localhost -> http://127.0.0.1:9\n"
+        f"app       'Demo app' via localhost (aud {default_aud('demo', 'Demo app')})\n"
+        "caller    carol@example.org (typed address, no attributes) from 127.0.0.1\n"
+        "policy    none matched: deny by default\n"
+        "why       no policy admits carol@example.org: Allow policy 'example staff': no include rule matched "
+        "(email_domain example.com)\n"
+        "outcome   403 block page (identity refused)\n"
+    )
+
+
+def test_a_given_config_that_is_missing_is_still_an_error(demo_keys: Path) -> None:
+    result = CliRunner().invoke(main, ["token", "--config", "mine.yml", "--app", "Demo app", "--email", "a@b.test"])
+    assert (result.exit_code, result.stdout) == (1, "")
+    assert result.stderr == "fakeedge: error: mine.yml: cannot read the file (No such file or directory)\n"

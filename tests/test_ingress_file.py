@@ -88,7 +88,7 @@ def test_an_absolute_ingress_file(tmp_path: Path) -> None:
             "- service: http_status:404\n",
             "{source}: expected a cloudflared config (a mapping with ingress), got a list",
         ),
-        ("ingress: [\n", "{source}: line 2: expected the node content, but found '<stream end>'"),
+        ("ingress: [\n", "{source}: ingress[0]: line 2: expected the node content, but found '<stream end>'"),
         (
             "originRequest: {connectTimeout: soon}\ningress:\n  - service: http_status:404\n",
             "{source}: ingress[0].originRequest.connectTimeout: expected a duration such as 30s, 15m or 24h, "

@@ -213,6 +213,13 @@ async def test_every_refusal_and_failure_says_why_in_the_journal_and_the_log(log
             "the request target is not a path (absolute-form)",
             "the request target is not a path (absolute-form)",
         ),
+        (
+            b"GET /private#/../public HTTP/1.1\r\nHost: admin.acme.test\r\nConnection: close\r\n\r\n",
+            400,
+            "bad-request",
+            "the request target holds a '#' (a fragment has no place in a request)",
+            "the request target holds a '#' (a fragment has no place in a request)",
+        ),
     ]
     for sent, status, _, _, _ in cases:
         if isinstance(sent, bytes):

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
+import multiprocessing
+import os
+import queue
 import stat
+import subprocess
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,6 +34,27 @@ def test_keys_are_owner_only_and_survive_restarts(tmp_path: Path) -> None:
     assert kid_of(store.current.public_key) == store.current.kid
     again = KeyStore(directory, now=1_800_000_100)
     assert again.current.kid == store.current.kid
+
+
+def test_a_new_keys_dir_is_announced_and_ignored_by_git(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # keys_dir: keys beside a config the user commits: git must not pick the private keys up
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True, timeout=30)
+    (tmp_path / "fakeedge.yml").write_text("team: acme\n")
+    with caplog.at_level(logging.WARNING, logger="fakeedge"):
+        store = KeyStore(tmp_path / "keys", now=1_800_000_000)
+        KeyStore(tmp_path / "keys", now=1_800_000_000)  # an existing folder: no second warning
+    assert [r.getMessage() for r in caplog.records] == [
+        f"fakeedge: created {tmp_path / 'keys'} for private keys; its .gitignore keeps them out of git"
+    ]
+    assert (tmp_path / f"keys/{store.current.kid}.key").exists()
+    status = subprocess.run(
+        ["git", "-C", str(tmp_path), "status", "--porcelain", "--untracked-files=all"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    assert status.stdout == "?? fakeedge.yml\n"
 
 
 def test_loose_permissions_are_tightened(tmp_path: Path) -> None:
@@ -58,3 +87,177 @@ def test_corrupt_state_is_a_clear_error(tmp_path: Path) -> None:
         KeyStore(tmp_path, now=1_800_000_000)
     assert str(info.value).startswith(f"{tmp_path / 'state.json'}: unreadable key state (")
     assert str(info.value).endswith(f"delete {tmp_path} to start with new keys")
+
+
+# -- processes sharing one keys_dir (pytest-xdist workers, two edges, `fakeedge keys rotate`) --
+
+NOW = 1_800_000_000
+SPAWN = multiprocessing.get_context("spawn")  # no fork of a process that may hold threads or a loop
+
+
+def _consistent(directory: Path) -> dict[str, Any]:
+    """state.json, checked: every key it names is on disk, holds that kid, and nothing else is left."""
+    state = json.loads((directory / "state.json").read_text())
+    named = {state["current"]} | ({state["previous"]} if state["previous"] else set())
+    for kid in named:
+        assert kid_of(_load_public(directory / f"{kid}.key")) == kid
+        assert (directory / f"{kid}.crt").is_file()
+    assert {p.stem for p in directory.glob("*.key")} == named
+    assert {p.stem for p in directory.glob("*.crt")} == named
+    return state
+
+
+def _load_public(path: Path) -> Any:
+    from cryptography.hazmat.primitives import serialization
+
+    return serialization.load_pem_private_key(path.read_bytes(), password=None).public_key()
+
+
+def _next(results: Any, procs: list[Any], deadline: float) -> Any:
+    """The next result from the worker processes; fails at once if one of them died."""
+    while True:
+        try:
+            return results.get(timeout=0.2)
+        except queue.Empty:
+            failed = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+            assert not failed, f"a worker process failed (exit {failed}): see its traceback above"
+            assert time.monotonic() < deadline, "the worker processes gave no result in time"
+
+
+def _start_on_fresh_dirs(root: str, trials: int, barrier: Any, results: Any) -> None:
+    for trial in range(trials):
+        barrier.wait(timeout=120)  # both processes reach the fresh directory together
+        store = KeyStore(Path(root) / f"trial-{trial}", now=NOW)
+        results.put((trial, store.current.kid))
+
+
+def test_two_processes_starting_on_a_fresh_dir_agree(tmp_path: Path) -> None:
+    trials = 14
+    barrier = SPAWN.Barrier(2)
+    results = SPAWN.Queue()
+    procs = [SPAWN.Process(target=_start_on_fresh_dirs, args=(str(tmp_path), trials, barrier, results)) for _ in "ab"]
+    for p in procs:
+        p.start()
+    kids: dict[int, list[str]] = {t: [] for t in range(trials)}
+    deadline = time.monotonic() + 120
+    for _ in range(2 * trials):
+        trial, kid = _next(results, procs, deadline)
+        kids[trial].append(kid)
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    for trial in range(trials):
+        state = _consistent(tmp_path / f"trial-{trial}")
+        # one key, the one both processes hold
+        assert kids[trial] == [state["current"]] * 2, f"trial {trial}"
+        assert state["previous"] is None
+
+
+def _rotate(directory: str, times: int, results: Any) -> None:
+    store = KeyStore(Path(directory), now=NOW)
+    for _ in range(times):
+        fresh = store.rotate(NOW, grace=3600)
+        assert store.previous is not None
+        results.put(("rotated", store.previous.kid, fresh.kid))
+    results.put(("done", "", ""))
+
+
+def _read_while_rotating(directory: str, stop: Any, results: Any) -> None:
+    loads = refreshes = 0
+    store = KeyStore(Path(directory), now=NOW)
+    while not stop.is_set():
+        # a fresh load and a refresh of a loaded store both see a state whose keys exist
+        again = KeyStore(Path(directory), now=NOW)
+        assert kid_of(again.current.public_key) == again.current.kid
+        loads += 1
+        if store.refresh():
+            refreshes += 1
+        assert kid_of(store.current.public_key) == store.current.kid
+    results.put(("read", str(loads), str(refreshes)))
+
+
+def test_concurrent_rotations_keep_one_consistent_chain(tmp_path: Path) -> None:
+    first = KeyStore(tmp_path, now=NOW).current.kid
+    rotators, times = 3, 3
+    results = SPAWN.Queue()
+    stop = SPAWN.Event()
+    reader = SPAWN.Process(target=_read_while_rotating, args=(str(tmp_path), stop, results))
+    reader.start()
+    procs = [SPAWN.Process(target=_rotate, args=(str(tmp_path), times, results)) for _ in range(rotators)]
+    for p in procs:
+        p.start()
+    rotations: list[tuple[str, str]] = []
+    done = 0
+    deadline = time.monotonic() + 120
+    while done < rotators:
+        kind, a, b = _next(results, [*procs, reader], deadline)
+        if kind == "done":
+            done += 1
+        else:
+            rotations.append((a, b))
+    stop.set()
+    kind, loads, _ = _next(results, [reader], deadline)
+    for p in [*procs, reader]:
+        p.join(timeout=60)
+        assert p.exitcode == 0, "a process failed: see its traceback above"
+    assert kind == "read" and int(loads) > 0
+    # each rotation built on the one before it, whichever process made it: one chain, no fork
+    successor = dict(rotations)
+    assert len(successor) == rotators * times, "two rotations replaced the same key"
+    chain = [first]
+    while chain[-1] in successor:
+        chain.append(successor[chain[-1]])
+    assert len(chain) == rotators * times + 1
+    state = _consistent(tmp_path)
+    assert (state["previous"], state["current"]) == (chain[-2], chain[-1])
+    reloaded = KeyStore(tmp_path, now=NOW)
+    assert [k.kid for k in reloaded.keys(NOW)] == chain[-2:]
+
+
+def _rotate_and_hang_in_fsync(directory: str, writing: Any) -> None:
+    """Rotate, and stop for good in the middle of writing the new key (to be killed there)."""
+    import os as real_os
+    import time as real_time
+
+    def hang(fd: int) -> None:
+        writing.set()
+        real_time.sleep(120)
+
+    real_os.fsync = hang  # fault injection: the write never completes
+    KeyStore(Path(directory), now=NOW).rotate(NOW, grace=3600)
+
+
+def test_a_rotation_killed_mid_write_leaves_nothing_behind(tmp_path: Path) -> None:
+    first = KeyStore(tmp_path, now=NOW).current.kid
+    writing = SPAWN.Event()
+    proc = SPAWN.Process(target=_rotate_and_hang_in_fsync, args=(str(tmp_path), writing))
+    proc.start()
+    try:
+        assert writing.wait(timeout=120), "the rotation did not start writing"
+    finally:
+        proc.kill()  # SIGKILL mid-write: no cleanup runs
+        proc.join(timeout=60)
+    stale = [p.name for p in tmp_path.glob(".*.tmp")]
+    assert len(stale) == 1 and stale[0].endswith(f".key.{proc.pid}.tmp"), stale
+    (tmp_path / ".notes.tmp").write_text("not the key store's")
+    # the next start (under the lock the killed process no longer holds) removes it
+    store = KeyStore(tmp_path, now=NOW)
+    assert store.current.kid == first  # the rotation never happened
+    assert sorted(p.name for p in tmp_path.glob(".*.tmp")) == [".notes.tmp"]
+    assert _consistent(tmp_path)["current"] == first
+
+
+def test_a_read_only_keys_dir_still_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    kid = KeyStore(tmp_path / "keys", now=NOW).current.kid
+    (tmp_path / "keys" / ".lock").unlink()
+    real_open = os.open
+
+    def read_only(path: Any, flags: int, *args: Any) -> int:
+        # a volume mounted read-only: no file can be created or opened for writing
+        if Path(path).parent == tmp_path / "keys" and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", read_only)
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: not (mode & os.W_OK))
+    assert KeyStore(tmp_path / "keys", now=NOW).current.kid == kid

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
@@ -14,7 +15,11 @@ import aiohttp
 import pytest
 import yarl
 
+from fakeedge.config import parse_config
+from fakeedge.demo import DEMO_ADMITS
+from fakeedge.edge import Edge
 from fakeedge.testing import browser_login, loopback_session
+from fakeedge.web_app import AccessLog, start
 
 from .conftest import Origin, RunningEdge, base_config
 
@@ -233,6 +238,99 @@ async def test_refused_identity_gets_the_block_page(edge: RunningEdge, origin: O
     assert origin.received == []
 
 
+async def test_the_block_page_names_the_identity_and_offers_a_way_out(
+    edge: RunningEdge, origin: Origin, caplog: pytest.LogCaptureFixture
+) -> None:
+    start = edge.url("admin.acme.test", "/x?y=1")
+    with caplog.at_level(logging.INFO, logger="fakeedge"):
+        resp = await browser_login(edge.client, start, "mallory@evil.test")
+    assert resp.status == 403
+    assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("login ")] == [
+        "login mallory@evil.test app='Admin' policy=- decision=deny"
+    ]
+    html = await resp.text()
+    assert '<p>Signed in as <b id="signed_in_as">mallory@evil.test</b>.</p>' in html
+    switch = re.search(r'<a id="switch_account" href="([^"]+)">Sign in as someone else</a>', html)
+    assert switch is not None
+    login_url = str(resp.url)  # the block page answered the sign-in form, on the team domain
+    assert switch.group(1).replace("&amp;", "&") == "/cdn-cgi/access/logout?redirect_url=" + quote(
+        yarl.URL(login_url).raw_path_qs, safe=""
+    )
+    # the logout forgets the refused session and leads back to the sign-in page, not the block page
+    resp = await edge.client.get(f"{edge.team}{switch.group(1).replace('&amp;', '&')}", allow_redirects=False)
+    assert resp.status == 302
+    assert resp.headers["Location"] == yarl.URL(login_url).raw_path_qs
+    assert resp.cookies["CF_Authorization"].value == ""
+    page = await edge.client.get(f"{edge.team}{resp.headers['Location']}", allow_redirects=False)
+    assert page.status == 200 and "Log in to Admin" in await page.text()
+    assert origin.received == []
+
+
+async def test_the_block_page_on_an_app_host_leads_back_through_sign_in(edge: RunningEdge, origin: Origin) -> None:
+    # an app cookie whose identity the policy refuses (minted here; in life, a policy changed since)
+    from fakeedge.mint import mint
+
+    token = mint(edge.edge, app="Admin", email="mallory@evil.test")
+    edge.client.cookie_jar.update_cookies({"CF_Authorization": token}, yarl.URL(edge.url("admin.acme.test")))
+    resp = await edge.client.get(edge.url("admin.acme.test", "/r?q=1"), allow_redirects=False)
+    assert resp.status == 403
+    switch = re.search(r'<a id="switch_account" href="([^"]+)">', await resp.text())
+    assert switch is not None and switch.group(1) == "/cdn-cgi/access/logout?redirect_url=%2Fr%3Fq%3D1"
+    resp = await edge.client.get(edge.url("admin.acme.test", switch.group(1)), allow_redirects=False)
+    assert (resp.status, resp.headers["Location"]) == (302, "/r?q=1")
+    assert resp.cookies["CF_Authorization"].value == ""
+    resp = await edge.client.get(edge.url("admin.acme.test", "/r?q=1"), allow_redirects=False)
+    assert resp.status == 302  # no longer refused: to the sign-in page
+    page = await edge.client.get(resp.headers["Location"], allow_redirects=False)
+    assert page.status == 200 and "Log in to Admin" in await page.text()
+
+
+@pytest.mark.parametrize("target", OPEN_REDIRECTS)
+async def test_no_open_redirect_through_logout(edge: RunningEdge, target: str) -> None:
+    for base in (edge.team, edge.url("admin.acme.test").rstrip("/")):
+        resp = await edge.client.get(
+            yarl.URL(f"{base}/cdn-cgi/access/logout").with_query(redirect_url=target), allow_redirects=False
+        )
+        assert resp.status == 302
+        location = resp.headers["Location"]
+        assert location.startswith("/") and not location.startswith("//") and "\\" not in location, location
+        assert yarl.URL(location).host is None
+
+
+async def test_team_domain_root_links_to_the_apps_and_favicons_stay_out_of_the_log(
+    origin: Origin, tmp_path: Path
+) -> None:
+    cfg = base_config(origin.url)
+    cfg["apps"][2]["domain"] = "grafana.acme.test/d/*"
+    cfg["apps"].append({"name": "Previews", "domain": "*.pr.acme.test", "policies": []})
+    cfg["keys_dir"] = str(tmp_path / "keys")
+    edge = Edge.create(parse_config(cfg, source="test.yml"))
+    log = AccessLog(io.StringIO())
+    runner, (_, port) = await start(edge, "127.0.0.1", 0, access_log=log)
+    try:
+        async with loopback_session() as client:
+            resp = await client.get(f"http://127.0.0.1:{port}/")
+            assert resp.status == 200
+            html = await resp.text()
+            links = re.findall(r'<li><a href="([^"]+)">([^<]+)</a>', html)
+            assert links == [
+                (f"http://admin.acme.test:{port}/", "Admin"),
+                (f"http://sentry.acme.test:{port}/", "Sentry"),
+                (f"http://grafana.acme.test:{port}/d/", "Grafana"),
+            ]  # the wildcard app names no page to open
+            resp = await client.get(f"http://127.0.0.1:{port}/favicon.ico")
+            assert (resp.status, await resp.read()) == (204, b"")
+            resp = await client.get(f"http://127.0.0.1:{port}/nothing-here")
+            assert resp.status == 404
+    finally:
+        await runner.cleanup()  # flushes the access log
+    lines = [line.split(" ", 3)[:3] for line in log.stream.getvalue().splitlines()]
+    assert lines == [
+        ["GET", f"127.0.0.1:{port}/", "200"],
+        ["GET", f"127.0.0.1:{port}/nothing-here", "404"],
+    ]
+
+
 async def test_github_org_persona_passes(edge: RunningEdge, origin: Origin) -> None:
     resp = await browser_login(edge.client, edge.url("admin.acme.test"), "octo@github.test")
     assert resp.status == 200
@@ -345,21 +443,29 @@ async def test_demo_runs_with_no_config(tmp_path: Path) -> None:
         url = None
         for _ in range(50):  # bounded: the banner is a handful of lines
             line = proc.stderr.readline()
-            if not line:
-                break
-            found = re.search(r"Open (http://localhost:\d+/)", line)
-            if found:
-                url = found.group(1)
-                break
-        assert url, "the demo did not print the URL to open"
+            if not line or line.strip():
+                break  # the first line with words in it, on a first run too (new keys, in the cache)
+        found = re.fullmatch(r"  Open (http://localhost:\d+/) in your browser and sign in as a persona.\n", line)
+        assert found, f"the demo's first line is not the URL to open: {line!r}"
+        url = found.group(1)
         async with loopback_session() as client:
             resp = await browser_login(client, url, "alice@example.com")
             assert resp.status == 200
             html = await resp.text()
             assert '<span id="who">alice@example.com</span>' in html
             assert "verified by PyJWT against http://127.0.0.1:" in html
-            resp = await browser_login(client, url.replace("localhost", "127.0.0.1"), "x@y.test")
-            assert resp.status == 404  # the team domain is not the app
+            # the banner's team domain (what terminals make clickable) links to the app
+            root = url.replace("localhost", "127.0.0.1")
+            resp = await client.get(root)
+            assert resp.status == 200
+            assert f'<li><a href="{url}">Demo app</a>' in await resp.text()
+            # what the demo admits is said on its sign-in page, and is what happens
+            async with loopback_session() as other:
+                resp = await other.get(url)
+                assert "Log in to Demo app" in await resp.text()
+                assert f'<p class="muted">{DEMO_ADMITS}</p>' in await resp.text()
+                resp = await browser_login(other, url, "carol@example.org")
+                assert resp.status == 403
     finally:
         proc.terminate()
         proc.wait(timeout=10)

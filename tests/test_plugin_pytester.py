@@ -139,6 +139,6 @@ def test_without_the_pytest_extra_the_fixture_says_what_to_install(
     result.stdout.fnmatch_lines(
         [
             "_* ERROR at setup of test_edge _*",
-            "the fakeedge fixture needs pytest-asyncio: pip install 'fakeedge[pytest]'",
+            "the fakeedge fixture needs pytest-asyncio: pip install pytest-aiohttp",
         ]
     )

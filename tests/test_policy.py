@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from fakeedge.config import parse_config
-from fakeedge.policy import AppIndex, Facts, Identity, IngressIndex, decide
+from fakeedge.policy import AppIndex, Facts, Identity, IngressIndex, decide, normalize_path
 
 ORIGIN = "http://127.0.0.1:9"
 
@@ -87,6 +87,84 @@ MATCHES = [
 def test_app_matching(host: str, path: str, expected: str | None) -> None:
     match = INDEX.match(host, path)
     assert (match.app.name if match else None) == expected
+
+
+# (raw request path, as Cloudflare normalises it before Access matches: spec §14.1)
+NORMALISED = [
+    ("/", "/"),
+    ("", "/"),
+    ("/hello/world", "/hello/world"),
+    ("/%68ello//pa\\th", "/hello/pa/th"),  # the example in Cloudflare's URL normalisation docs
+    ("/public\\../private", "/private"),
+    ("/public/..\\", "/"),
+    ("/public\\../admin/x", "/admin/x"),
+    ("/public%2fsecret", "/public%2Fsecret"),  # %2F is data, never a separator
+    ("/a%2F..%2Fb", "/a%2F..%2Fb"),
+    ("/a/..%2f", "/a/..%2F"),
+    ("/%5c..%5cx", "/%5C..%5Cx"),  # only a literal backslash turns into "/"
+    ("/x/%2e%2e/y", "/y"),  # unreserved escapes are decoded before dot segments go
+    ("/x/.%2E/y", "/y"),
+    ("/x/%2e/y", "/x/y"),
+    ("/a/b/..", "/a/"),  # RFC 3986 §5.2.4 keeps the trailing slash
+    ("/a/./b/.", "/a/b/"),
+    ("/a/b/", "/a/b/"),
+    ("/../../etc", "/etc"),  # never above the root
+    ("/..", "/"),
+    ("/.", "/"),
+    ("//x///y", "/x/y"),
+    ("/a//../b", "/b"),  # slashes merged first, as nginx does
+    ("/a/...", "/a/..."),  # three dots are a name
+    ("/.well-known/x", "/.well-known/x"),
+    ("/%7e%41%5a%30%2D%5F", "/~AZ0-_"),
+    ("/%3a%3F%23", "/%3A%3F%23"),  # escapes of reserved characters upper-cased, kept
+    ("/%252e%252e/", "/%252e%252e/"),  # decoded once, never twice
+    ("/x%zz", "/x%25zz"),  # a "%" that starts no escape is one
+    ("/x%4", "/x%254"),
+    ("/x%", "/x%25"),
+    ('/a b"<>^`{|}', "/a%20b%22%3C%3E%5E%60%7B%7C%7D"),
+    ("/x\x00\x0d\x1f\x7f", "/x%00%0D%1F%7F"),
+    ("/caf\u00e9", "/caf%C3%A9"),
+    ("/x\udc80", "/x%80"),  # a raw byte the parser passed through as a surrogate escape
+    ("/:@!$&'()*+,;=", "/:@!$&'()*+,;="),  # reserved characters are left alone
+    ("/x%22,%20resource_metadata=%22https://e.test/m", "/x%22,%20resource_metadata=%22https:/e.test/m"),
+]
+
+
+@pytest.mark.parametrize(("raw", "expected"), NORMALISED, ids=[repr(r) for r, _ in NORMALISED])
+def test_normalize_path(raw: str, expected: str) -> None:
+    assert normalize_path(raw) == expected
+    assert normalize_path(expected) == expected  # idempotent: what Access judged is stable
+
+
+BYPASS_INDEX = _apps("admin.acme.test", "admin.acme.test/public/*", "docs.acme.test/caf\u00e9/*", "x.test/a%2fb")
+
+# (raw path, app judging it): the issue 9 reproductions, and config paths normalised like requests
+NORMALISED_MATCHES = [
+    ("/public/page", "app1"),
+    ("/public\\../private", "app0"),
+    ("/public/..\\", "app0"),
+    ("/public\\../admin/x", "app0"),
+    ("/public%2fsecret", "app0"),  # not /public/secret: the Bypass app does not cover it
+    ("/public%2Fsecret/x", "app0"),
+    ("/%70ublic/x", "app1"),  # %70 is "p", an unreserved character
+    ("/public/%2e%2e/admin", "app0"),
+]
+
+
+@pytest.mark.parametrize(("raw", "expected"), NORMALISED_MATCHES, ids=[r for r, _ in NORMALISED_MATCHES])
+def test_apps_are_matched_on_the_normalised_path(raw: str, expected: str) -> None:
+    match = BYPASS_INDEX.match("admin.acme.test", normalize_path(raw))
+    assert match is not None
+    assert match.app.name == expected
+
+
+def test_config_paths_are_normalised_like_request_paths() -> None:
+    for raw in ("/caf%C3%A9/menu", "/caf%c3%a9/menu", "/caf\u00e9/menu"):
+        match = BYPASS_INDEX.match("docs.acme.test", normalize_path(raw))
+        assert match is not None, raw
+        assert match.app.name == "app2"
+    assert BYPASS_INDEX.match("x.test", normalize_path("/a%2Fb")) is not None
+    assert BYPASS_INDEX.match("x.test", normalize_path("/a/b")) is None
 
 
 def test_more_specific_apps_report_the_broader_losers() -> None:
@@ -406,7 +484,9 @@ def test_ingress_order_is_kept_across_exact_and_wildcard_rules() -> None:
     assert many.route("h999.test", "/")[0] == 999
 
 
-@pytest.mark.parametrize("module", ["fakeedge.config", "fakeedge.policy", "fakeedge.claims", "fakeedge.explain"])
+@pytest.mark.parametrize(
+    "module", ["fakeedge.config", "fakeedge.policy", "fakeedge.claims", "fakeedge.explain", "fakeedge.config_audit"]
+)
 def test_pure_modules_do_not_load_aiohttp(module: str) -> None:
     code = (
         f"import sys, {module}; assert 'aiohttp' not in sys.modules, sorted(m for m in sys.modules if 'aiohttp' in m)"

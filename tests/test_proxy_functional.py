@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import re
 import resource
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
+
+from fakeedge.config import parse_config
+from fakeedge.edge import Edge
+from fakeedge.testing import loopback_session
+from fakeedge.web_app import AccessLog, start
 
 from .conftest import BOT_ID, BOT_SECRET, Origin, RunningEdge, base_config
 from .test_access_functional import BOT
@@ -96,6 +103,55 @@ async def test_refused_origin_gets_a_502_page(make_edge) -> None:  # type: ignor
     assert resp.headers["Server"] == "cloudflare"
     text = await resp.text()
     assert "Error 502" in text and "Bad gateway" in text and resp.headers["CF-Ray"] in text
+
+
+async def _raw_origin(answer: bytes) -> asyncio.Server:
+    """An origin on a raw socket that reads the request head, sends ``answer`` (maybe nothing) and closes."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+
+    return await asyncio.start_server(serve, "127.0.0.1", 0)
+
+
+async def test_502_pages_and_log_lines_say_why_in_words(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    silent, garbage = await _raw_origin(b""), await _raw_origin(b"HELLO\r\n\r\n")
+    refused = f"http://127.0.0.1:{_free_port()}"
+    cfg = base_config(refused)
+    cfg["ingress"][:0] = [
+        {"hostname": "silent.acme.test", "service": f"http://127.0.0.1:{silent.sockets[0].getsockname()[1]}"},
+        {"hostname": "garbage.acme.test", "service": f"http://127.0.0.1:{garbage.sockets[0].getsockname()[1]}"},
+    ]
+    cfg["keys_dir"] = str(tmp_path / "keys")
+    edge = Edge.create(parse_config(cfg, source="test.yml"))
+    log = AccessLog(io.StringIO())
+    runner, (_, port) = await start(edge, "127.0.0.1", 0, access_log=log)
+    reasons = {
+        "public": "connection refused",
+        "silent": "the origin closed the connection without an answer",
+        "garbage": "the origin sent an invalid HTTP response",
+    }
+    try:
+        async with loopback_session() as client:
+            for name, reason in reasons.items():
+                resp = await client.get(f"http://{name}.acme.test:{port}/")
+                assert resp.status == 502
+                service = next(r.service for r in edge.config.ingress if r.hostname == f"{name}.acme.test")
+                detail = f"<p class=muted>The origin {service} could not be reached ({reason}).</p>"
+                text = await resp.text()
+                assert detail in text, text[-400:]
+    finally:
+        await runner.cleanup()  # flushes the access log
+        for server in (silent, garbage):
+            server.close()
+            await server.wait_closed()
+    lines = log.stream.getvalue().splitlines()
+    assert [(line.split(" ")[2], re.findall(r' reason="([^"]*)" ', line)) for line in lines] == [
+        ("502", [f"origin failed: {reason}"]) for reason in reasons.values()
+    ]
 
 
 async def _misbehaving(make_origin: Callable[..., Awaitable[Origin]]) -> Origin:

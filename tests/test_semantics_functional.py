@@ -269,3 +269,13 @@ def test_explain_command(tmp_path: Path) -> None:
     assert "outcome   403: only Service Auth can pass" in out
     out = run("https://public.acme.test/")
     assert "outcome   proxied without Access" in out
+    # an http_status rule: the edge answers itself, nothing is proxied (with or without an app)
+    assert run("https://nowhere.acme.test/x").splitlines()[1:] == [
+        "ingress   rule 5: * -> http_status:404",
+        "app       none: no Access application covers this host and path",
+        "outcome   404 from the edge (ingress http_status:404); no origin is reached",
+    ]
+    assert (
+        run("https://teapot.acme.test/").splitlines()[-1]
+        == "outcome   418 from the edge (ingress http_status:418); no origin is reached"
+    )

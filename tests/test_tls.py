@@ -60,7 +60,7 @@ def test_ca_is_created_once_with_owner_only_keys(tmp_path: Path) -> None:
     assert mode(keys / "ca-cert") == 0o755
     assert mode(first.cert_path) == 0o644
     assert first.cert_path.read_bytes() == first.cert_pem == (keys / "ca" / "ca.pem").read_bytes()
-    assert sorted(p.name for p in keys.iterdir()) == ["ca", "ca-cert"]  # no staging folder left behind
+    assert sorted(p.name for p in keys.iterdir()) == [".gitignore", "ca", "ca-cert"]  # no staging folder left
 
     again = LocalCA.load(keys)
     assert again.cert_pem == first.cert_pem

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -61,11 +63,29 @@ def make_server(host: str, port: int, verifier: AccessVerifier) -> ThreadingHTTP
     return ThreadingHTTPServer((host, port), Handler)
 
 
+def serve(server: ThreadingHTTPServer) -> None:
+    """Serve until SIGTERM or SIGINT, then exit 0.
+
+    PID 1 in a container gets no default action for SIGTERM: without a handler ``docker stop``
+    waits its 10 s and kills. Requests in flight run in daemon threads and do not hold the exit.
+    """
+
+    def stop(signum: int, frame: object) -> None:
+        sys.exit(0)  # raised in the main thread, out of serve_forever
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+
+
 def main() -> None:
     verifier = AccessVerifier(
         os.environ.get("CF_ACCESS_TEAM_DOMAIN", "acme.cloudflareaccess.com"), os.environ["CF_ACCESS_AUD"]
     )
-    make_server("0.0.0.0", int(os.environ.get("PORT", "3002")), verifier).serve_forever()
+    serve(make_server("0.0.0.0", int(os.environ.get("PORT", "3002")), verifier))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -24,8 +26,26 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+def serve(server: ThreadingHTTPServer) -> None:
+    """Serve until SIGTERM or SIGINT, then exit 0.
+
+    PID 1 in a container gets no default action for SIGTERM: without a handler ``docker stop``
+    waits its 10 s and kills. Requests in flight run in daemon threads and do not hold the exit.
+    """
+
+    def stop(signum: int, frame: object) -> None:
+        sys.exit(0)  # raised in the main thread, out of serve_forever
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+
+
 def main() -> None:
-    ThreadingHTTPServer(("0.0.0.0", int(os.environ.get("PORT", "3000"))), Handler).serve_forever()
+    serve(ThreadingHTTPServer(("0.0.0.0", int(os.environ.get("PORT", "3000"))), Handler))
 
 
 if __name__ == "__main__":
