@@ -295,8 +295,15 @@ async def _answer(request: web.Request, ray: str) -> tuple[web.StreamResponse, A
     else:
         outcome = check(request, edge, match)
         if isinstance(outcome, web.Response):
-            outcome = web_oauth.refusal(request, edge, app, outcome)  # spec §14.2: 401 for API clients
-            return outcome, app, "app", host
+            refused = web_oauth.refusal(request, edge, app, outcome)  # spec §14.2: 401 for API clients
+            if refused is not outcome:
+                journal.note(
+                    request,
+                    "managed OAuth: the oauth: token is expired, revoked or unknown (401, invalid_token)"
+                    if "invalid_token" in refused.headers.get("WWW-Authenticate", "")
+                    else "managed OAuth: a client that is no browser gets 401 and the metadata URL, not the login",
+                )
+            return refused, app, "app", host
         admission = outcome
     response = await _to_origin(request, edge, host, path, admission, app)
     return response, app, "app", host
