@@ -200,6 +200,9 @@ async def _serve(
     )
     for app in config.apps:
         print(f"fakeedge: app {app.name!r} on {', '.join(map(str, app.destinations))} aud={app.aud}", file=out)
+    if edge.recorder is not None:
+        who = "with admin_token" if config.admin_token else "from this machine"
+        print(f"fakeedge: inspector at {edge.team_domain}/cdn-cgi/fakeedge/ ({who})", file=out)
     for key in config.not_emulated:
         print(f"fakeedge: note: {key} is accepted but not emulated", file=out)
     if demo:
@@ -430,16 +433,28 @@ def check(config_path: Path, strict: bool) -> None:
 @click.option("--email", help="Explain for a user signed in with this address.")
 @click.option("--service-token", "service_token", help="Explain for this service token (name, id or client id).")
 @click.option("--ip", default="127.0.0.1", show_default=True, help="The client address.")
+@click.option(
+    "--all", "everyone", is_flag=True, help="Judge URL for no credentials, every persona and every service token."
+)
 @_errors
-def explain(config_path: Path | None, url: str, email: str | None, service_token: str | None, ip: str) -> None:
+def explain(
+    config_path: Path | None, url: str, email: str | None, service_token: str | None, ip: str, everyone: bool
+) -> None:
     """Show which ingress rule, app, policy and rule decide URL, and the outcome."""
     from .explain import explain as run
+    from .explain import judge_all, table
 
     if email and service_token:
         raise click.UsageError("give --email or --service-token, not both")
+    if everyone and (email or service_token):
+        raise click.UsageError("--all judges every persona and service token; give no --email or --service-token")
     config = _load_or_demo(config_path)
     try:
-        lines = run(config, url, email=email, service_token=service_token, ip=ip)
+        lines = (
+            table(judge_all(config, url, ip=ip))
+            if everyone
+            else run(config, url, email=email, service_token=service_token, ip=ip)
+        )
     except ValueError as exc:
         raise FakeEdgeError(str(exc)) from None
     click.echo("\n".join(lines))

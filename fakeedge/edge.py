@@ -29,10 +29,10 @@ from .config import App, Config, IngressRule, Policy, ServiceToken, sub_for
 from .keys import ROTATION_GRACE, KeyStore, SigningKey
 from .oauth import Grant, OAuthStore
 from .policy import AppIndex, Identity, IngressIndex, Verdict
+from .record import RequestLog
 
 if TYPE_CHECKING:
     from .faults import CertsFault
-    from .record import RequestLog
 
 REUSE_MARGIN = 60  # re-sign a cached token when it has less than this many seconds left
 CACHE_LIMIT = 10_000
@@ -273,7 +273,7 @@ class Edge:
     _tokens_by_client_id: dict[str, ServiceToken] = field(default_factory=dict)
     oauth: OAuthStore = field(default_factory=OAuthStore)  # managed OAuth (spec §14.2)
     certs_fault: CertsFault | None = None  # tests: /cdn-cgi/access/certs slow, empty or failing
-    recorder: RequestLog | None = None  # tests: what origins received; off by default
+    recorder: RequestLog | None = None  # the journal of the last `journal` requests (fakeedge.record)
 
     @classmethod
     def create(cls, config: Config, clock: Clock | None = None, keys: KeyStore | None = None) -> Edge:
@@ -288,6 +288,8 @@ class Edge:
             ingress=IngressIndex(config.ingress),
         )
         edge.reconfigure(config)
+        if config.journal:
+            edge.recorder = RequestLog(config.journal)
         if config.team_domain:
             edge.team_domain = config.team_domain
         return edge

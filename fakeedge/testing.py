@@ -187,6 +187,8 @@ class FakeEdge:
 
         ``edge.requests.last.claims["email"]``, ``.policy``, ``.headers["CF-Connecting-IP"]``;
         ``edge.requests.clear()`` between steps. Sign-in itself never reaches the origin.
+        ``edge.requests.all()`` is the whole journal: every request the edge answered, refusals
+        and sign-in pages included, each with ``.status`` and ``.reason`` (why, in words).
 
         Raises:
             FakeEdgeError: the edge was started with ``record=False``.
