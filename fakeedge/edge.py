@@ -273,6 +273,7 @@ class Edge:
     _tokens_by_client_id: dict[str, ServiceToken] = field(default_factory=dict)
     oauth: OAuthStore = field(default_factory=OAuthStore)  # managed OAuth (spec §14.2)
     certs_fault: CertsFault | None = None  # tests: /cdn-cgi/access/certs slow, empty or failing
+    handling: int = 0  # requests in handle() now: a sync test waits for 0 before it reads the journal
     recorder: RequestLog | None = None  # the journal of the last `journal` requests (fakeedge.record)
 
     @classmethod

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
@@ -110,7 +111,15 @@ class SyncEdge:
 
     @property
     def requests(self) -> RequestLog:
-        """What origins received through this edge, oldest first: ``edge.requests.last.claims``."""
+        """What origins received through this edge, oldest first: ``edge.requests.last.claims``.
+
+        Waits (up to a second) for the requests the edge is still handling: the edge records a
+        request once its answer is sent, on its own thread, so a client may hold the answer first.
+        """
+        core = self.edge.core
+        deadline = time.monotonic() + 1.0
+        while core.handling and time.monotonic() < deadline:
+            time.sleep(0.002)
         return self.edge.requests
 
     def host(self, host_or_app: str) -> str:

@@ -143,10 +143,18 @@ async def handle_app_cdn_cgi(request: web.Request, edge: Edge, host: str, path: 
 
 async def handle(request: web.Request) -> web.StreamResponse:
     """Every request, whatever the host: the team domain, Access, then the ingress rules."""
+    edge = request.app[edge_key]
+    edge.handling += 1
+    try:
+        return await _handle(request, edge)
+    finally:
+        edge.handling -= 1
+
+
+async def _handle(request: web.Request, edge: Edge) -> web.StreamResponse:
     started = time.perf_counter()
     ray = request[ray_key] = new_ray()
     trail = request[journal.trail_key] = journal.Trail()
-    edge = request.app[edge_key]
     edge_log = request.app[access_log_key]
     try:
         response, app, kind, host = await _answer(request, ray)
