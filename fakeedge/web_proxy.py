@@ -14,7 +14,6 @@ import aiohttp
 from aiohttp import web
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.http_writer import _serialize_headers
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -41,6 +40,39 @@ RESPONSE_DROP = h.HOP_BY_HOP | {
     "server",
     "cf-ray",
 }
+
+
+# RFC 9110 §5.5, RFC 9112 §4: no CR, LF, NUL or other control but HTAB in a field line (CR and
+# LF are counted instead: the head's own line ends are the only ones allowed)
+_FORBIDDEN_IN_HEAD = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# what aiohttp's client cannot send byte for byte: bytes that were not UTF-8, which both of
+# aiohttp's parsers hand over as lone surrogates ("surrogateescape")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+class UnsendableHead(ValueError):
+    """A request head the edge cannot forward as it was received (answered with the edge's 400)."""
+
+
+def serialize_head(start_line: str, headers: Mapping[str, str]) -> bytes:
+    """The request head as bytes, each header byte as the client sent it.
+
+    aiohttp's parsers (C and pure Python alike) decode header bytes as UTF-8 with
+    ``surrogateescape``, so encoding back the same way gives the received bytes: ``caf\\xe9``
+    reaches the origin as sent, where aiohttp's own serializer drops the byte (C) or raises
+    (Python). A control character (which no parsed header holds, but a configured one could)
+    raises :class:`UnsendableHead`, as does a string no client bytes can decode to.
+    """
+    lines = [start_line]
+    lines.extend(f"{name}: {value}" for name, value in headers.items())
+    text = "\r\n".join(lines)
+    breaks = len(lines) - 1
+    if text.count("\r") != breaks or text.count("\n") != breaks or _FORBIDDEN_IN_HEAD.search(text) is not None:
+        raise UnsendableHead("a control character in the request head")
+    try:
+        return (text + "\r\n\r\n").encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raise UnsendableHead("a request header holds characters no client bytes decode to") from None
 
 
 def new_ray() -> str:
@@ -169,6 +201,17 @@ async def forward(
             deadlines=deadlines,
             extra_response_headers=extra_response_headers,
         )
+    try:
+        # aiohttp's client serialises with its own code: bytes that were not UTF-8 would be dropped
+        # (C build) or fail (pure Python), so they are refused here the same way in both builds
+        if _SURROGATE.search(
+            serialize_head(f"{request.method} {target} HTTP/1.1", upstream_headers).decode("utf-8", "surrogateescape")
+        ):
+            raise UnsendableHead(
+                "a request header holds bytes that are not UTF-8, which the edge forwards only to http origins"
+            )
+    except UnsendableHead as exc:
+        return unsendable(request, ray, exc)
     # encoded=True: the path and query go on as the client sent them; yarl would otherwise re-encode
     # them (%2F -> / in the query, %7e -> ~), breaking URLs an origin checks byte for byte (signatures)
     url = URL(rule.service + target, encoded=True)
@@ -249,9 +292,12 @@ async def _forward_pooled(
     failure: BaseException | None = None
     proto: ResponseHandler | None = None
     writer: asyncio.Task[None] | None = None
+    try:
+        head = serialize_head(f"{method} {target} HTTP/1.1", upstream_headers)
+    except UnsendableHead as exc:
+        return unsendable(request, ray, exc)
     deadlines.set(task, loop.time() + read_timeout)
     try:
-        head = _serialize_headers(f"{method} {target} HTTP/1.1", upstream_headers)
         retry = body is None and method in IDEMPOTENT
         while True:
             proto, reused = await pool.acquire(host, port, rule.connect_timeout)
@@ -563,6 +609,17 @@ def origin_error(
         text=pages.origin_error(status, title, request.host, ray, detail),
         content_type="text/html",
         headers={**edge_headers(ray), "Cache-Control": "private, max-age=0, no-store, no-cache, must-revalidate"},
+    )
+
+
+def unsendable(request: web.Request, ray: str, exc: UnsendableHead) -> web.Response:
+    """The edge's 400 for a request head it cannot forward as received; the origin sees nothing."""
+    request[origin_failure_key] = str(exc)
+    return web.Response(
+        status=400,
+        text=pages.notice("Bad request", "The request headers cannot be forwarded to the origin as sent.", ray),
+        content_type="text/html",
+        headers={**edge_headers(ray), "Cache-Control": "no-store"},
     )
 
 
