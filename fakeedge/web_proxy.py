@@ -12,14 +12,13 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from aiohttp.client_proto import ResponseHandler
-from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict
 from yarl import URL
 
 from . import headers as h
-from . import pages
+from . import pages, web_aiohttp
 from .config import IngressRule
+from .web_aiohttp import HttpProcessingError, ResponseHandler
 
 SMALL_BODY = 64 * 1024  # origin bodies up to this size are read whole; larger ones are streamed
 CHUNK = 64 * 1024
@@ -42,9 +41,8 @@ RESPONSE_DROP = h.HOP_BY_HOP | {
 }
 
 
-# RFC 9110 §5.5, RFC 9112 §4: no CR, LF, NUL or other control but HTAB in a field line (CR and
-# LF are counted instead: the head's own line ends are the only ones allowed)
-_FORBIDDEN_IN_HEAD = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# RFC 9110 §5.5, RFC 9112 §4: a field line holds HTAB, visible ASCII, SP and obs-text; CR LF end it
+_FIELD_BYTES = bytes([0x09, *range(0x20, 0x7F), *range(0x80, 0x100)])
 # what aiohttp's client cannot send byte for byte: bytes that were not UTF-8, which both of
 # aiohttp's parsers hand over as lone surrogates ("surrogateescape")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
@@ -64,15 +62,17 @@ def serialize_head(start_line: str, headers: Mapping[str, str]) -> bytes:
     raises :class:`UnsendableHead`, as does a string no client bytes can decode to.
     """
     lines = [start_line]
-    lines.extend(f"{name}: {value}" for name, value in headers.items())
-    text = "\r\n".join(lines)
-    breaks = len(lines) - 1
-    if text.count("\r") != breaks or text.count("\n") != breaks or _FORBIDDEN_IN_HEAD.search(text) is not None:
-        raise UnsendableHead("a control character in the request head")
+    lines.extend(map(": ".join, headers.items()))
+    lines.append("\r\n")
     try:
-        return (text + "\r\n\r\n").encode("utf-8", "surrogateescape")
+        head = "\r\n".join(lines).encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:
         raise UnsendableHead("a request header holds characters no client bytes decode to") from None
+    # what is left once every byte a field line may hold is removed: exactly the CR LFs put there
+    # above (one translate pass, a third of a regex search on a 2 KiB head)
+    if head.translate(None, _FIELD_BYTES) != b"\r\n" * len(lines):
+        raise UnsendableHead("a control character in the request head")
+    return head
 
 
 def new_ray() -> str:
@@ -188,7 +188,12 @@ async def forward(
         upstream_headers[h.X_FORWARDED_HOST] = request.host
         upstream_headers["Host"] = rule.http_host_header
     websocket = _is_websocket(request)
-    if pool is not None and not websocket and (origin := _plain_origin(rule.service)) is not None:
+    if (
+        pool is not None
+        and web_aiohttp.POOLED
+        and not websocket
+        and (origin := _plain_origin(rule.service)) is not None
+    ):
         return await _forward_pooled(
             request,
             pool,
@@ -496,7 +501,7 @@ class OriginPool:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(connect_timeout):
-                _, proto = await loop.create_connection(lambda: ResponseHandler(loop), host, port)
+                _, proto = await loop.create_connection(lambda: web_aiohttp.new_protocol(loop), host, port)
         except TimeoutError:
             raise
         except OSError as exc:
@@ -541,7 +546,7 @@ async def _send_body(proto: ResponseHandler, body: AsyncIterator[bytes], chunked
             transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
         else:
             transport.write(chunk)
-        await proto._drain_helper()
+        await web_aiohttp.drain(proto)
     if chunked:
         transport = proto.transport
         if transport is None or transport.is_closing():

@@ -16,8 +16,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from multidict import CIMultiDict
+
+from fakeedge.web_proxy import UnsendableHead, serialize_head
 
 from .conftest import base_config
+
+EXAMPLES = int(os.environ.get("FAKEEDGE_HYPOTHESIS_EXAMPLES", "300"))
 
 # the edge process: build check, then the edge on port 0, its port on stdout, alive until stdin closes
 EDGE_SCRIPT = """
@@ -148,3 +155,32 @@ async def test_non_utf8_header_bytes_to_an_https_origin_get_the_edge_400(build_e
     assert b"\r\nCF-Ray: " in head
     assert b"\r\nServer: cloudflare" in head
     assert b"The request headers cannot be forwarded to the origin as sent." in body
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        ("a\r\nInjected: 1", "a control character in the request head"),
+        ("a\nb", "a control character in the request head"),
+        ("a\rb", "a control character in the request head"),
+        ("a\x00", "a control character in the request head"),
+        ("a\x7f", "a control character in the request head"),
+        ("\ud800", "a request header holds characters no client bytes decode to"),
+    ],
+)
+def test_a_head_that_cannot_be_sent_as_received_is_refused(value: str, error: str) -> None:
+    with pytest.raises(UnsendableHead) as refused:
+        serialize_head("GET / HTTP/1.1", {"X-A": value})
+    assert str(refused.value) == error
+
+
+@settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True)
+@given(st.lists(st.binary(min_size=1, max_size=20), min_size=1, max_size=5))
+def test_field_bytes_pass_through_as_received(values: list[bytes]) -> None:
+    # oracle: any value bytes a parser accepts (HTAB, SP, visible ASCII, obs-text) come out unchanged,
+    # decoded as both of aiohttp's parsers decode them
+    allowed = bytes([0x09, *range(0x20, 0x7F), *range(0x80, 0x100)])
+    values = [v.translate(None, bytes(set(range(256)) - set(allowed))) or b"x" for v in values]
+    headers = [(f"X-{i}", v.decode("utf-8", "surrogateescape")) for i, v in enumerate(values)]
+    expected = b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: %b\r\n" % (i, v) for i, v in enumerate(values)) + b"\r\n"
+    assert serialize_head("GET / HTTP/1.1", CIMultiDict(headers)) == expected
