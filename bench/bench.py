@@ -156,12 +156,22 @@ async def _serve(kind: str, arg: Any, conn: Connection, devnull: TextIO) -> None
     await runner.cleanup()
 
 
-def _server_main(kind: str, arg: Any, conn: Connection, core: int | None) -> None:
+def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop a front runs on: ``asyncio``'s own or ``uvloop`` (the ``fast`` extra)."""
+    if name == "asyncio":
+        return None
+    import uvloop
+
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def _server_main(kind: str, arg: Any, conn: Connection, core: int | None, loop: str = "asyncio") -> None:
     if core is not None:
         os.sched_setaffinity(0, {core})
     try:
-        with open(os.devnull, "w") as devnull:
-            asyncio.run(_serve(kind, arg, conn, devnull))
+        with open(os.devnull, "w") as devnull, asyncio.Runner(loop_factory=loop_factory(loop)) as runner:
+            runner.run(_serve(kind, arg, conn, devnull))
     except BaseException:
         conn.send(("error", traceback.format_exc()))
         raise
@@ -177,10 +187,10 @@ class Server:
     port: int = 0
 
     @classmethod
-    def start(cls, name: str, kind: str, arg: Any, core: int | None) -> Server:
+    def start(cls, name: str, kind: str, arg: Any, core: int | None, loop: str = "asyncio") -> Server:
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe()
-        process = ctx.Process(target=_server_main, args=(kind, arg, child, core), name=name, daemon=True)
+        process = ctx.Process(target=_server_main, args=(kind, arg, child, core, loop), name=name, daemon=True)
         process.start()
         child.close()
         server = cls(name, process, parent)
@@ -473,6 +483,35 @@ def main_mode(args: argparse.Namespace, tmp: Path, core: int | None, started: li
             {"CF-Access-Client-Id": CLIENT_ID, "CF-Access-Client-Secret": CLIENT_SECRET},
         ),
     ]
+    if _has_uvloop():
+        # the same config on uvloop (the fast extra), which `fakeedge serve` uses when installed
+        fast = _start(
+            started,
+            "fakeedge on uvloop",
+            "fakeedge",
+            edge_config(origin.url, tmp / "keys", [APP_HOST], ingress),
+            core,
+            "uvloop",
+        )
+        fast_hp = f"{APP_HOST}:{fast.port}"
+        targets += [
+            Target(
+                "fakeedge cookie path, uvloop",
+                fast,
+                origin,
+                fast_hp,
+                {"Cookie": f"CF_Authorization={sign_in(fast.port, APP_HOST)}"},
+            ),
+            Target(
+                "fakeedge service-token, uvloop",
+                fast,
+                origin,
+                fast_hp,
+                {"CF-Access-Client-Id": CLIENT_ID, "CF-Access-Client-Secret": CLIENT_SECRET},
+            ),
+        ]
+    else:
+        print("bench: uvloop is not installed (pip install -e '.[fast]'): fakeedge measured on asyncio's loop only")
     _run(args, targets, targets[1], targets[0])
     for t in targets[4:]:
         r = ratio(t, targets[1])
@@ -511,8 +550,16 @@ def apps_mode(args: argparse.Namespace, tmp: Path, core: int | None, started: li
     _run(args, targets, targets[0], None)
 
 
-def _start(started: list[Server], name: str, kind: str, arg: Any, core: int | None) -> Server:
-    server = Server.start(name, kind, arg, core)
+def _has_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _start(started: list[Server], name: str, kind: str, arg: Any, core: int | None, loop: str = "asyncio") -> Server:
+    server = Server.start(name, kind, arg, core, loop)
     started.append(server)
     return server
 
