@@ -39,6 +39,8 @@ RESPONSE_DROP = h.HOP_BY_HOP | {
     "server",
     "cf-ray",
 }
+# a body read whole gets its Content-Length from aiohttp, from the bytes actually read
+RESPONSE_DROP_WHOLE = RESPONSE_DROP | {"content-length"}
 
 
 # RFC 9110 §5.5, RFC 9112 §4: a field line holds HTAB, visible ASCII, SP and obs-text; CR LF end it
@@ -117,6 +119,9 @@ CONNECTION_PROOF = frozenset(
 )
 
 
+ALWAYS_DROPPED = h.HOP_BY_HOP | h.SPOOFABLE_EXACT  # lower-cased, "_" read as "-"
+
+
 def clean_request_headers(request: web.Request, *, drop: str | None = None) -> CIMultiDict[str]:
     """The client's headers minus hop-by-hop and anything that could spoof identity (spec §2.6, §8).
 
@@ -132,17 +137,15 @@ def clean_request_headers(request: web.Request, *, drop: str | None = None) -> C
         connection_tokens.update(t.strip().lower().replace("_", "-") for t in conn.split(","))
     connection_tokens -= CONNECTION_PROOF
     out: CIMultiDict[str] = CIMultiDict()
-    drop_low = drop.lower().replace("_", "-") if drop else None
+    dropped = ALWAYS_DROPPED
+    if connection_tokens or drop:
+        dropped = dropped | connection_tokens | ({drop.lower().replace("_", "-")} if drop else set())
     for name, value in request.headers.items():
         # CGI and WSGI servers read "_" as "-": Cf_Access_Authenticated_User_Email is the same header
-        low = name.lower().replace("_", "-")
-        if (
-            low in h.HOP_BY_HOP
-            or low in h.SPOOFABLE_EXACT
-            or low.startswith(h.SPOOFABLE_PREFIX)
-            or low in connection_tokens
-            or low == drop_low
-        ):
+        low = name.lower()
+        if "_" in low:
+            low = low.replace("_", "-")
+        if low in dropped or low.startswith(h.SPOOFABLE_PREFIX):
             continue
         if low == "cookie" and h.CF_BINDING in value:
             value = "; ".join(c.strip() for c in value.split(";") if not c.strip().startswith(h.CF_BINDING + "="))
@@ -155,15 +158,17 @@ def clean_request_headers(request: web.Request, *, drop: str | None = None) -> C
 def add_edge_request_headers(
     out: CIMultiDict[str], request: web.Request, *, ip: str, country: str, ray: str, scheme: str
 ) -> None:
-    """The headers Cloudflare adds for the origin (spec §8)."""
+    """The headers Cloudflare adds for the origin (spec §8), to headers from :func:`clean_request_headers`."""
     forwarded = out.get(h.X_FORWARDED_FOR)
     out[h.X_FORWARDED_FOR] = f"{forwarded},{ip}" if forwarded else ip
     out[h.X_FORWARDED_PROTO] = scheme
-    out[h.CONNECTING_IP] = ip
-    out[h.IP_COUNTRY] = country
-    out[h.RAY] = ray
-    out[h.VISITOR] = f'{{"scheme":"{scheme}"}}'
-    out[h.CDN_LOOP] = "cloudflare"
+    # added, not set: clean_request_headers removed any client copy (SPOOFABLE_EXACT), and setting
+    # scans the whole multidict each time
+    out.add(h.CONNECTING_IP, ip)
+    out.add(h.IP_COUNTRY, country)
+    out.add(h.RAY, ray)
+    out.add(h.VISITOR, '{"scheme":"https"}' if scheme == "https" else '{"scheme":"http"}')
+    out.add(h.CDN_LOOP, "cloudflare")
 
 
 async def forward(
@@ -239,11 +244,11 @@ async def forward(
             allow_redirects=False,
             timeout=_timeout(rule.connect_timeout),
         ) as upstream:
-            out = _response_headers(upstream.headers, ray, extra_response_headers)
             if _read_whole(request.method, upstream.content_length, upstream.status):
                 data = await upstream.read()
-                out.popall("Content-Length", None)
+                out = _response_headers(upstream.headers, ray, extra_response_headers, RESPONSE_DROP_WHOLE)
                 return web.Response(status=upstream.status, reason=upstream.reason, headers=out, body=data)
+            out = _response_headers(upstream.headers, ray, extra_response_headers, RESPONSE_DROP)
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=out)
             await response.prepare(request)
             async for chunk in upstream.content.iter_chunked(CHUNK):
@@ -329,14 +334,14 @@ async def _forward_pooled(
             break
         status = message.code
         headers = message.headers
-        out = _response_headers(headers, ray, extra_response_headers)
         raw_length = headers.get("Content-Length")
         if _read_whole(method, int(raw_length) if raw_length else None, status):
             data = await payload.read()
             _release(pool, origin, proto, writer)
             proto = None
-            out.popall("Content-Length", None)
+            out = _response_headers(headers, ray, extra_response_headers, RESPONSE_DROP_WHOLE)
             return web.Response(status=status, reason=message.reason, headers=out, body=data)
+        out = _response_headers(headers, ray, extra_response_headers, RESPONSE_DROP)
         response = web.StreamResponse(status=status, reason=message.reason, headers=out)
         await response.prepare(request)
         async for chunk in payload.iter_chunked(CHUNK):
@@ -388,12 +393,17 @@ async def _timed_chunks(
     deadlines.set(task, loop.time() + timeout)
 
 
-def _response_headers(headers: Mapping[str, str], ray: str, extra: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
-    """The origin's response headers for the client: hop-by-hop and edge-owned ones replaced."""
-    out = CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in RESPONSE_DROP)
-    out.update(edge_headers(ray))
-    for k, v in extra:
-        out.add(k, v)
+def _response_headers(
+    headers: Mapping[str, str], ray: str, extra: Iterable[tuple[str, str]], drop: frozenset[str]
+) -> list[tuple[str, str]]:
+    """The origin's response headers for the client: hop-by-hop and edge-owned ones (``drop``) replaced.
+
+    A list, not a CIMultiDict: aiohttp's responses copy whatever they are given into their own.
+    """
+    out = [(k, v) for k, v in headers.items() if k.lower() not in drop]
+    out.append(("Server", "cloudflare"))  # edge_headers(), whose names are in every drop set
+    out.append(("CF-Ray", ray))
+    out.extend(extra)
     return out
 
 
