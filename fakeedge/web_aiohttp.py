@@ -62,11 +62,13 @@ def _problems() -> tuple[str, ...]:
         return (f"{where} has no aiohttp.client_proto.ResponseHandler, the pooled forwarder's protocol",)
     found: list[str] = []
     try:
-        parameters = list(inspect.signature(ResponseHandler.__init__).parameters)
+        parameters = list(inspect.signature(ResponseHandler.__init__).parameters.values())[1:]
     except (TypeError, ValueError):
         parameters = []
-    if parameters[1:] != ["loop"]:
-        found.append(f"{where}: ResponseHandler() no longer takes just the event loop (it takes {parameters[1:]})")
+    # ResponseHandler(loop): the loop first, anything added since with a default
+    if not parameters or parameters[0].name != "loop" or any(p.default is p.empty for p in parameters[1:]):
+        names = [p.name for p in parameters]
+        found.append(f"{where}: ResponseHandler() no longer takes just the event loop (it takes {names})")
     for name, why in METHODS.items():
         if not callable(getattr(ResponseHandler, name, None)):
             found.append(f"{where}: ResponseHandler has no method {name}(), which {why}")

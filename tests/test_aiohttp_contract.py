@@ -10,6 +10,7 @@ import asyncio
 from typing import Any
 
 import aiohttp
+import aiohttp.client_proto
 import pytest
 from aiohttp import web
 
@@ -55,6 +56,13 @@ def test_a_moved_internal_is_reported_in_words(monkeypatch: pytest.MonkeyPatch) 
         f"aiohttp {version}: ResponseHandler.set_response_params() takes no keyword read_until_eof=",
         f"aiohttp {version}: ResponseHandler.set_response_params() takes no keyword auto_decompress=",
     )
+
+    class Extended(aiohttp.client_proto.ResponseHandler):  # a new optional argument is no problem
+        def __init__(self, loop: asyncio.AbstractEventLoop, limit: int = 10) -> None:
+            super().__init__(loop)
+
+    monkeypatch.setattr(web_aiohttp, "ResponseHandler", Extended)
+    assert web_aiohttp._problems() == ()
     monkeypatch.setattr(web_aiohttp, "ResponseHandler", None)
     assert web_aiohttp._problems() == (
         f"aiohttp {version} has no aiohttp.client_proto.ResponseHandler, the pooled forwarder's protocol",
