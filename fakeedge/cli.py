@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -134,11 +135,30 @@ def serve(
         config_path = Path(DEFAULT_CONFIG)
     config = load_config(config_path) if config_path is not None else None
     try:
-        with contextlib.suppress(KeyboardInterrupt):  # a Ctrl-C before the signal handlers are in place
-            asyncio.run(_serve(config, listen_addr, access_log, tls_addr, grace))
+        with (
+            contextlib.suppress(KeyboardInterrupt),  # a Ctrl-C before the signal handlers are in place
+            asyncio.Runner(loop_factory=event_loop_factory()) as runner,
+        ):
+            runner.run(_serve(config, listen_addr, access_log, tls_addr, grace))
     except asyncio.CancelledError:
         click.echo("fakeedge: stopped at once (second signal); requests in flight were cut", err=True)
         sys.exit(1)
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when the ``fast`` extra installed it, else None (asyncio's own).
+
+    uvloop runs the edge's event loop in C: about a third fewer instructions per proxied request
+    (bench/README.md). ``FAKEEDGE_UVLOOP=0`` keeps asyncio's loop with uvloop installed.
+    """
+    if os.environ.get("FAKEEDGE_UVLOOP", "1") == "0":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 async def _serve(

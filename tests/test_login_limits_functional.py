@@ -20,8 +20,8 @@ import pytest
 
 from fakeedge.clock import Clock
 from fakeedge.config import parse_config
-from fakeedge.edge import Edge
-from fakeedge.policy import Identity
+from fakeedge.edge import CACHE_LIMIT, SESSION_LIMIT, Edge
+from fakeedge.policy import Identity, Verdict
 
 from .conftest import Origin, RunningEdge, base_config
 
@@ -330,3 +330,34 @@ def test_tokens_of_ended_sessions_are_never_adopted_again(tmp_path: Path) -> Non
     outsider = Edge.create(edge.config, clock=clock, keys=edge.keys).login(who)
     outsider_token, _ = Edge.create(edge.config, clock=clock, keys=edge.keys).app_jwt(outsider, admin, None)
     assert edge.credential(outsider_token) is not None
+
+
+def test_100000_sessions_leave_every_structure_at_its_bound_and_expired_ones_gone(tmp_path: Path) -> None:
+    # issue 16: not timed; what piles up per session (the session store and its expiry heap, the
+    # policy verdicts cached per session) stays at its bound, and all of it goes when sessions end
+    edge = _edge(tmp_path)
+    who = _identity(edge)
+    limit = edge.sessions.limit
+    assert limit == SESSION_LIMIT == 100_000
+    admin = edge.app("Admin")
+    verdict = Verdict("allow")
+    first = edge.login(who)
+    for i in range(limit + 1_000):
+        session = edge.login(who)
+        edge.remember_verdict((admin.aud, session.nonce, "127.0.0.1", "US", None), verdict)
+        if i % 1_000 == 0:
+            edge.clock.advance(1)  # sessions started over ~100 s, ending as far apart
+    assert len(edge.sessions) == limit
+    assert len(edge.sessions._heap) <= 2 * limit + 1_024
+    assert len(edge.verdicts) <= CACHE_LIMIT
+    assert edge.sessions.get(first.nonce, edge.clock.now()) is None  # the oldest went first
+
+    edge.clock.advance(24 * 3600 - 50)  # about half of them have ended
+    middle = edge.login(who)
+    assert 40_000 < len(edge.sessions) < 60_000
+    assert all(s.exp > edge.clock.now() for s in edge.sessions.values())
+
+    edge.clock.advance(100)  # every one of the 100,000 has ended
+    last = edge.login(who)
+    assert list(edge.sessions.values()) == [middle, last]
+    assert len(edge.sessions._heap) == 2
