@@ -765,5 +765,93 @@ def _control_audit(
     return answer
 
 
+@main.command()
+@demo_config_option
+@click.argument("email", required=False)
+@click.option("--app", required=True, help="The app to sign in to.")
+@click.option(
+    "--service-token",
+    "service_token",
+    help="Instead of EMAIL: this service token's app cookie, for browser navigations (name, id or client id).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["storage-state", "netscape", "cookie"]),
+    default="storage-state",
+    show_default=True,
+    help="Playwright storageState JSON, a Netscape cookie jar (curl -b, wget --load-cookies), or a Cookie: line.",
+)
+@click.option(
+    "--edge",
+    "edge_url",
+    help="The running edge's team domain URL. Default: the config's listen address (with its team_domain as Host).",
+)
+@_errors
+def login(
+    config_path: Path | None, email: str | None, app: str, service_token: str | None, fmt: str, edge_url: str | None
+) -> None:
+    """Sign EMAIL in to a running `fakeedge serve` and print the cookies (no browser, no SSO page).
+
+    The session is the running edge's own, through its control API (POST /cdn-cgi/fakeedge/login):
+    logout, `sessions/revoke` and a reset end it. The edge must be running.
+    """
+    if (email is None) == (service_token is None):
+        raise click.UsageError("give EMAIL or --service-token NAME, not both")
+    config = _load_or_demo(config_path)
+    host_header = None
+    if edge_url is None:
+        if config.listen is None or config.listen[1] == 0:
+            raise FakeEdgeError(
+                "the config has no fixed listen address to reach the running edge at; give --edge URL "
+                "(its team domain, e.g. http://127.0.0.1:8787)"
+            )
+        edge_url = _url("http", *config.listen)
+        if config.team_domain:
+            host_header = urlsplit(config.team_domain).netloc
+    body = {"app": app, "format": fmt, **({"email": email} if email else {"service_token": service_token})}
+    answer = _control_post(edge_url, config.admin_token, "login", body, host_header=host_header)
+    if fmt == "storage-state":
+        click.echo(json.dumps(answer["storage_state"], indent=2))
+    elif fmt == "netscape":
+        click.echo(answer["netscape"], nl=False)
+    else:
+        click.echo(f"Cookie: {answer['cookie']}")
+
+
+def _control_post(
+    edge_url: str,
+    admin_token: str | None,
+    endpoint: str,
+    body: dict[str, Any],
+    *,
+    host_header: str | None = None,
+    timeout: float = 30.0,
+) -> dict[str, Any]:
+    """POST ``/cdn-cgi/fakeedge/<endpoint>`` on a running edge; its answer, or FakeEdgeError in one line."""
+    import urllib.error
+    import urllib.request
+
+    url = edge_url.rstrip("/") + "/cdn-cgi/fakeedge/" + endpoint
+    headers = {"Content-Type": "application/json"}
+    if admin_token is not None:
+        headers["Authorization"] = f"Bearer {admin_token}"
+    if host_header is not None:
+        headers["Host"] = host_header  # the control API answers on the team domain only
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
+            answer: dict[str, Any] = json.load(resp)
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.load(exc)["error"]
+        except (ValueError, KeyError, TypeError):
+            message = f"HTTP {exc.code}"
+        raise FakeEdgeError(f"{url}: {message}") from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise FakeEdgeError(f"{url}: no answer from the edge ({getattr(exc, 'reason', exc)})") from None
+    return answer
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
