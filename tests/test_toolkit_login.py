@@ -8,6 +8,7 @@ import asyncio
 import json
 import selectors
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -164,3 +165,60 @@ def test_the_control_route_refuses_bad_bodies() -> None:
             resp = control.post(url, json=body)
             assert (resp.status_code, resp.json()) == (400, {"error": error})
         assert control.get(f"{edge.team_domain}/cdn-cgi/fakeedge/sessions").json() == {"sessions": []}
+
+
+def test_login_reaches_the_configs_listen_address_with_the_team_domain_as_host(tmp_path: Path) -> None:
+    # `fakeedge login` without --edge: the config's listen address, its team_domain as the Host
+    with socket.socket() as probe:  # a free port for the config (`listen: ...:0` cannot be reached)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = one_app(
+        "http_status:204", "@acme.test", listen=f"127.0.0.1:{port}",
+        team_domain="http://acme.cloudflareaccess.test", keys_dir=str(tmp_path / "keys"),
+    )  # fmt: skip
+    path = tmp_path / "fakeedge.yml"
+    path.write_text(yaml.safe_dump(config))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fakeedge.cli", "serve", "--config", str(path), "--ready-json", "--no-access-log"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stdout, selectors.EVENT_READ)
+            assert sel.select(60), "fakeedge serve announced no readiness within 60 s"
+        proc.stdout.readline()
+        out = cli("login", "alice@acme.test", "--app", "App", "--format", "cookie", "--config", str(path))
+        assert (out.returncode, out.stderr) == (0, "")
+        resp = loopback_requests_session().get(
+            f"http://app.acme.test:{port}/", headers={"Cookie": out.stdout.strip().removeprefix("Cookie: ")},
+            allow_redirects=False,
+        )  # fmt: skip
+        assert resp.status_code == 204
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def test_login_without_a_reachable_listen_address_asks_for_edge(tmp_path: Path) -> None:
+    path = tmp_path / "fakeedge.yml"
+    path.write_text(yaml.safe_dump(one_app("http_status:204", "@acme.test", listen="127.0.0.1:0")))
+    out = cli("login", "alice@acme.test", "--app", "App", "--config", str(path))
+    assert (out.returncode, out.stderr) == (
+        1,
+        "fakeedge: error: the config has no fixed listen address to reach the running edge at; give --edge URL "
+        "(its team domain, e.g. http://127.0.0.1:8787)\n",
+    )
+
+
+def test_a_service_token_cookie_needs_an_allow_policy() -> None:
+    with start_edge(one_app(_whoami, service_token="ci")) as edge:
+        resp = loopback_requests_session().post(
+            f"{edge.team_domain}/cdn-cgi/fakeedge/login", json={"service_token": "ci", "app": "App"}
+        )
+        assert (resp.status_code, resp.json()) == (400, {"error": (
+            "app 'App' has no Allow policy, and Cloudflare takes a service token's cookie only where one exists "
+            "(spec §5); send its CF-Access-Client-Id and CF-Access-Client-Secret headers instead"
+        )})  # fmt: skip
