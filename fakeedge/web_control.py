@@ -18,6 +18,8 @@ cross-site without a CORS preflight, which the edge never approves.
     POST   audit          {"origin", "app", "path", "email", "accept_status", "timeout", "stall", "rotation_wait"}
                           -> the audit report as JSON (docs/audit.md); it rotates keys and breaks certs briefly
     GET    oauth          POST oauth/revoke {"grant": id} | {"email": address}    (managed OAuth, spec §14.2)
+    POST   login          {"email"|"service_token", "app", "format": "storage-state"|"netscape"|"cookie"}
+                          -> a session's cookies ({"storage_state"|"netscape"|"cookie", "session", "expires"})
 
 The inspector page is ``GET /cdn-cgi/fakeedge/`` and its live feed ``GET /cdn-cgi/fakeedge/events``
 (:mod:`fakeedge.web_inspector`), under the same rule. Browsers' ``Sec-Fetch-Site`` must say
@@ -43,6 +45,7 @@ from .edge import Edge, Session
 from .errors import FakeEdgeError
 from .explain import Judgement, judge, judge_all
 from .faults import certs_fault
+from .login_cookies import FORMATS, cookie_line, login_cookies, netscape_jar, storage_state
 from .mint import VARIANTS, check_variant, mint
 from .record import RequestLog
 from .tokens import secrets_equal
@@ -483,6 +486,29 @@ def post_oauth_revoke(edge: Edge, body: dict[str, Any]) -> dict[str, Any]:
     return {"revoked": [g.id for g in ended], **edge.oauth_document()}
 
 
+def post_login(edge: Edge, body: dict[str, Any]) -> dict[str, Any]:
+    """A sign-in without a browser: a real session of this edge (revocable by logout, sessions/revoke
+    and reset) or a service token's app JWT, as cookies in the format asked for (default storage-state)."""
+    _only(body, ("email", "service_token", "app", "format"))
+    fmt = body.get("format", "storage-state")
+    if fmt not in FORMATS:
+        raise ValueError(f"format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
+    if ("email" in body) == ("service_token" in body):
+        raise ValueError('give email or service_token, as in {"email": "alice@acme.test", "app": "Admin"}')
+    login = login_cookies(
+        edge, _required_text(body, "app"), email=_text(body, "email"), service_token=_text(body, "service_token")
+    )
+    session = edge.sessions.get(login.session_nonce, edge.clock.now()) if login.session_nonce else None
+    answer: dict[str, Any] = {"session": session_id(session) if session else None, "expires": login.expires}
+    if fmt == "storage-state":
+        answer["storage_state"] = storage_state(login)
+    elif fmt == "netscape":
+        answer["netscape"] = netscape_jar(login)
+    else:
+        answer["cookie"] = cookie_line(login)
+    return answer
+
+
 MAX_EPOCH = 253402300799  # 9999-12-31T23:59:59Z: beyond it, dates do not format
 
 _Handler = Callable[[Edge, dict[str, Any]], dict[str, Any] | Awaitable[dict[str, Any]]]
@@ -500,4 +526,5 @@ _ROUTES: dict[str, dict[str, _Handler]] = {
     "audit": {"POST": post_audit},
     "oauth": {"GET": get_oauth},
     "oauth/revoke": {"POST": post_oauth_revoke},
+    "login": {"POST": post_login},
 }
