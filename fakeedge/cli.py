@@ -758,30 +758,11 @@ def _control_audit(
     edge_url: str, admin_token: str | None, origin_url: str, options: dict[str, Any], accept: list[int] | None
 ) -> dict[str, Any]:
     """POST /cdn-cgi/fakeedge/audit on a running edge; its answer, or FakeEdgeError in one line."""
-    import urllib.error
-    import urllib.request
-
     body = {"origin": origin_url, **{k: v for k, v in options.items() if v is not None}}
     if accept is not None:
         body["accept_status"] = accept
-    url = edge_url.rstrip("/") + "/cdn-cgi/fakeedge/audit"
-    headers = {"Content-Type": "application/json"}
-    if admin_token is not None:
-        headers["Authorization"] = f"Bearer {admin_token}"
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
     wait = options["timeout"] * 60 + 2 * options["rotation_wait"]  # the whole battery, not one answer
-    try:
-        with urllib.request.urlopen(request, timeout=wait) as resp:
-            answer: dict[str, Any] = json.load(resp)
-    except urllib.error.HTTPError as exc:
-        try:
-            message = json.load(exc)["error"]
-        except (ValueError, KeyError, TypeError):
-            message = f"HTTP {exc.code}"
-        raise FakeEdgeError(f"{url}: {message}") from None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise FakeEdgeError(f"{url}: no answer from the edge ({getattr(exc, 'reason', exc)})") from None
-    return answer
+    return _control_post(edge_url, admin_token, "audit", body, timeout=wait)
 
 
 @main.command()

@@ -67,3 +67,21 @@ HOP_BY_HOP: Final = frozenset(
         "upgrade",
     }
 )
+
+# Headers the edge sets for the origin (spec §2.6, §8), lower-cased: whatever the client sent under
+# these names is replaced (X-Forwarded-For appended to)
+EDGE_SET: Final = frozenset(
+    name.lower()
+    for name in (
+        JWT_ASSERTION,
+        AUTHENTICATED_USER_EMAIL,
+        CONNECTING_IP,
+        IP_COUNTRY,
+        RAY,
+        VISITOR,
+        CDN_LOOP,
+        X_FORWARDED_FOR,
+        X_FORWARDED_PROTO,
+        X_FORWARDED_HOST,
+    )
+)

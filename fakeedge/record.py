@@ -36,23 +36,9 @@ if TYPE_CHECKING:
 RECORD_LIMIT = 10_000  # the oldest records go first beyond this
 EMPTY: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
 
-# Headers the edge sets for the origin (spec §2.6, §8): "added" in the journal even when a client
-# sent the same name (the client's copy is then "removed")
-EDGE_SET = frozenset(
-    name.lower()
-    for name in (
-        h.JWT_ASSERTION,
-        h.AUTHENTICATED_USER_EMAIL,
-        h.CONNECTING_IP,
-        h.IP_COUNTRY,
-        h.RAY,
-        h.VISITOR,
-        h.CDN_LOOP,
-        h.X_FORWARDED_FOR,
-        h.X_FORWARDED_PROTO,
-        h.X_FORWARDED_HOST,
-    )
-)
+# Headers the edge sets for the origin: "added" in the journal even when a client sent the same
+# name (the client's copy is then "removed")
+EDGE_SET = h.EDGE_SET
 # Query parameters that carry one-time values or tokens: masked wherever a URL is shown
 SECRET_PARAMS = frozenset({"nonce", "chain", "code", "token", "access_token", "refresh_token", "client_secret", "csrf"})
 _JWT = re.compile(r"^([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)\.[A-Za-z0-9_-]+$")

@@ -95,28 +95,7 @@ def edge_headers(ray: str) -> dict[str, str]:
 # name any header there): Host is what Access and the ingress rules judged, Cookie may carry the
 # CF_Authorization an origin verifies, Content-Length frames the body, and the edge's own headers
 # are set, or appended to (X-Forwarded-For), whatever the client asked.
-CONNECTION_PROOF = frozenset(
-    {
-        "host",
-        "cookie",
-        "content-length",
-        *(
-            name.lower()
-            for name in (
-                h.JWT_ASSERTION,
-                h.AUTHENTICATED_USER_EMAIL,
-                h.CONNECTING_IP,
-                h.IP_COUNTRY,
-                h.RAY,
-                h.VISITOR,
-                h.CDN_LOOP,
-                h.X_FORWARDED_FOR,
-                h.X_FORWARDED_PROTO,
-                h.X_FORWARDED_HOST,
-            )
-        ),
-    }
-)
+CONNECTION_PROOF = frozenset({"host", "cookie", "content-length"}) | h.EDGE_SET
 
 
 ALWAYS_DROPPED = h.HOP_BY_HOP | h.SPOOFABLE_EXACT  # lower-cased, "_" read as "-"
