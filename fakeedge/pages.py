@@ -109,7 +109,10 @@ def forbidden(
             account too). None for refusals before any sign-in.
     """
     text = message or FORBIDDEN_MESSAGE
-    data = json.dumps({"message": text, "status_code": 403, "aud": aud, "ray_id": ray.split("-")[0]})
+    # compact, as Cloudflare sends it: scripts detect a block by '"aud":"' (spec §14.7)
+    data = json.dumps(
+        {"message": text, "status_code": 403, "aud": aud, "ray_id": ray.split("-")[0]}, separators=(",", ":")
+    )
     way_out = ""
     if email is not None:
         way_out += f'<p>Signed in as <b id="signed_in_as">{escape(email)}</b>.</p>'
