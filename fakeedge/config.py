@@ -7,10 +7,12 @@ naming the file, the key path and what would have been valid.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
 import functools
 import hashlib
 import ipaddress
+import itertools
 import math
 import re
 import uuid
@@ -98,6 +100,8 @@ class Policy:
     exclude: tuple[Rule, ...] = ()
     require: tuple[Rule, ...] = ()
     session_duration: int | None = None  # seconds; overrides the app's (spec §1.6)
+    id: str = ""  # a reusable policy's id (spec §14.6); "" for one written inside an app
+    precedence: int | None = None  # as given; the app's policies are sorted by it (spec §6.4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -601,7 +605,7 @@ TOP_KEYS = (
     "team", "team_domain", "listen", "keys_dir", "users", "allow_any_email", "one_time_pin",
     "default_country", "service_tokens", "apps", "groups", "email_lists", "ip_lists", "ingress",
     "strict_service_token_auth", "logout_delay", "origin_timeout", "tls_listen", "ingress_file",
-    "branding", "admin_token",
+    "branding", "admin_token", "policies", "deny_unmatched_requests", "deny_unmatched_requests_exempted_zone_names",
 )  # fmt: skip
 BRANDING_KEYS = ("name", "logo_url", "background_color", "header_color", "button_color", "description")
 APP_KEYS = (
@@ -611,7 +615,8 @@ APP_KEYS = (
     "options_preflight_bypass", "cors_headers", "custom_deny_url", "custom_non_identity_deny_url",
     "custom_deny_message", "type", "oauth_configuration",
 )  # fmt: skip
-POLICY_KEYS = ("name", "decision", "include", "exclude", "require", "session_duration", "precedence")
+POLICY_KEYS = ("name", "decision", "include", "exclude", "require", "session_duration", "precedence", "id")
+POLICY_REF_KEYS = ("id", "name", "precedence")  # an app's reference to a reusable policy (spec §14.6)
 USER_KEYS = ("email", "name", "groups", "github_orgs", "country", "amr", "idp", "custom")
 TOKEN_KEYS = ("name", "id", "client_id", "client_secret")
 INGRESS_KEYS = ("hostname", "path", "service", "originRequest")
@@ -892,7 +897,7 @@ def parse_config(raw: Any, *, source: str = "<config>", base_dir: Path | None = 
     with r.collecting():
         keys_dir = base_dir / r.text(top.get("keys_dir"), "keys_dir", default="keys")  # an absolute one wins
 
-    lists = _Lists(emails={}, ips={}, tokens=(), groups={}, broken=set())
+    lists = _Lists(emails={}, ips={}, tokens=(), groups={}, broken=set(), policies={})
     users = _users(r, top.get("users"))
     lists.tokens = _service_tokens(r, top.get("service_tokens"), team, lists)
     with r.collecting():
@@ -900,6 +905,7 @@ def parse_config(raw: Any, *, source: str = "<config>", base_dir: Path | None = 
     with r.collecting():
         lists.ips = _named_lists(r, top.get("ip_lists"), "ip_lists", _ip_entry, lists)
     _groups(r, top.get("groups"), lists)
+    _reusable_policies(r, top.get("policies"), team, lists)
     apps = _apps(r, top.get("apps"), team, lists)
 
     ingress: tuple[IngressRule, ...] = ()
@@ -1079,6 +1085,61 @@ def _groups(r: _Reader, raw: Any, lists: _Lists) -> None:
         lists.groups[gid] = lists.groups[name] = group
 
 
+def _reusable_policies(r: _Reader, raw: Any, team: str, lists: _Lists) -> None:
+    """Top-level ``policies``: defined once, referenced by apps by id or name (spec §14.6)."""
+    try:
+        items = r.seq(raw, "policies")
+    except ConfigError as exc:
+        r.errors.extend(exc.errors)
+        lists.broken.add(("policy", None))
+        return
+    for i, item in enumerate(items):
+        key = f"policies[{i}]"
+        try:
+            if isinstance(item, dict) and item.get("name") is None:
+                raise r.fail(f"{key}.name", "is required: apps refer to a reusable policy by its name or id")
+            policy = _policy(r, item, key, lists)
+            if policy.precedence is not None:
+                raise r.fail(f"{key}.precedence", "belongs to an app's reference to the policy, not to the policy")
+            pid = policy.id or str(uuid.uuid5(SUB_NAMESPACE, f"{team}:policy:{policy.name}"))
+            for ref, what in ((policy.name, "name"), (pid, "id")):
+                if ref in lists.policies:
+                    raise r.fail(f"{key}.{what}", f"duplicate reusable policy {_show(ref)}")
+        except ConfigError as exc:
+            r.errors.extend(exc.errors)
+            if isinstance(item, dict):
+                lists.broken |= {("policy", item.get(k)) for k in ("id", "name") if isinstance(item.get(k), str)}
+            continue
+        lists.policies[pid] = lists.policies[policy.name] = dataclasses.replace(policy, id=pid)
+
+
+def _policy_ref(r: _Reader, raw: Any, key: str, lists: _Lists) -> Policy:
+    """An app's ``{id|name, precedence}`` (or bare id/name) naming a reusable policy (spec §14.6)."""
+    m = {"id": raw} if isinstance(raw, str) else r.mapping(raw, key, POLICY_REF_KEYS)
+    field_name = "id" if m.get("id") is not None else "name"
+    ref = r.text(m.get(field_name), f"{key}.{field_name}", required=True)
+    policy = lists.policies.get(ref)
+    if policy is None:
+        if lists.is_broken("policy", ref):
+            raise r.skip()
+        names = [p.name for p in dict.fromkeys(lists.policies.values())]
+        raise r.fail(f"{key}.{field_name}", f"no reusable policy {_show(ref)}; defined: {_names(names)}")
+    return dataclasses.replace(policy, precedence=_precedence(r, m.get("precedence"), f"{key}.precedence"))
+
+
+def _is_policy_ref(raw: Any) -> bool:
+    """A reference names a policy and says nothing of what it decides (no decision, no rules)."""
+    if isinstance(raw, str):
+        return True
+    return isinstance(raw, dict) and "decision" not in raw and "include" not in raw and ("id" in raw or "name" in raw)
+
+
+def _precedence(r: _Reader, value: Any, key: str) -> int | None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 1_000_000):
+        raise r.fail(key, f"expected a whole number from 1, got {_kind(value)}")
+    return value
+
+
 def _apps(r: _Reader, raw: Any, team: str, lists: _Lists) -> tuple[App, ...]:
     apps: list[tuple[int, App]] = []
     with r.collecting():
@@ -1144,6 +1205,7 @@ class _Lists:
     # (kind, name) of items that failed, already reported: a reference to them adds no second
     # error; (kind, None) when the whole section failed
     broken: set[tuple[str, Any]]
+    policies: dict[str, Policy]  # the reusable ones, by id and by name (spec §14.6)
 
     def is_broken(self, kind: str, name: Any) -> bool:
         return (kind, name) in self.broken or (kind, None) in self.broken
@@ -1313,12 +1375,7 @@ def _rule(r: _Reader, raw: Any, key: str, lists: _Lists) -> Rule:
 def _policy(r: _Reader, raw: Any, key: str, lists: _Lists) -> Policy:
     m = r.mapping(raw, key, POLICY_KEYS)
     name = r.text(m.get("name"), f"{key}.name", default=key)
-    precedence = m.get("precedence")
-    if precedence is not None and (
-        not isinstance(precedence, int) or isinstance(precedence, bool) or not 1 <= precedence <= 1_000_000
-    ):
-        # accepted for copies of API output; fakeedge evaluates in list order (spec §6.2)
-        raise r.fail(f"{key}.precedence", f"expected a whole number from 1, got {_kind(precedence)}")
+    precedence = _precedence(r, m.get("precedence"), f"{key}.precedence")
     decision_text = r.text(m.get("decision"), f"{key}.decision", required=True)
     decision = DECISIONS.get(decision_text.lower())
     if decision is None:
@@ -1334,6 +1391,8 @@ def _policy(r: _Reader, raw: Any, key: str, lists: _Lists) -> Policy:
         exclude=_rules(r, m.get("exclude"), f"{key}.exclude", lists),
         require=_rules(r, m.get("require"), f"{key}.require", lists),
         session_duration=_int_or_none(r.duration(m.get("session_duration"), f"{key}.session_duration", None)),
+        id=r.text(m.get("id"), f"{key}.id", default=""),
+        precedence=precedence,
     )
     rules = (*policy.include, *policy.exclude, *policy.require)
     if decision in ("bypass", "non_identity"):
@@ -1355,14 +1414,24 @@ def _policies(r: _Reader, raw: Any, key: str, lists: _Lists) -> tuple[Policy, ..
     policies: list[Policy] = []
     failed = False
     for i, item in enumerate(r.seq(raw, f"{key}.policies")):
+        pk = f"{key}.policies[{i}]"
         try:
-            policies.append(_policy(r, item, f"{key}.policies[{i}]", lists))
+            policies.append(_policy_ref(r, item, pk, lists) if _is_policy_ref(item) else _policy(r, item, pk, lists))
         except ConfigError as exc:
             r.errors.extend(exc.errors)
             failed = True
     if failed:
         raise r.skip()
-    return tuple(policies)
+    # spec §6.4: an app's policies run in precedence order (unique per app); one without a
+    # precedence has its 1-based place in the list
+    ranked = sorted(
+        ((p.precedence if p.precedence is not None else n + 1, n, p) for n, p in enumerate(policies)),
+        key=lambda x: x[0],
+    )
+    for (rank, _, _), (other, n, _) in itertools.pairwise(ranked):
+        if rank == other:
+            raise r.fail(f"{key}.policies[{n}].precedence", f"precedence {rank} is taken by another policy of the app")
+    return tuple(p for _, _, p in ranked)
 
 
 def _int_or_none(value: float | None) -> int | None:
