@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime as dt
 import difflib
 import functools
 import hashlib
@@ -194,10 +195,22 @@ class User:
 
 @dataclass(frozen=True, slots=True)
 class ServiceToken:
+    """A service token (spec §5, §14.3): its current secret, older secrets still in their rotation
+    grace (each with its own expiry), its own expiry, and whether it is disabled."""
+
     name: str
     id: str
     client_id: str
     client_secret: str = field(repr=False)
+    previous_client_secrets: tuple[tuple[str, float], ...] = field(default=(), repr=False)  # (secret, expires_at)
+    expires_at: float | None = None  # epoch seconds on the edge clock; None: never
+    disabled: bool = False
+
+    def secrets_at(self, now: float) -> tuple[str, ...]:
+        """The secrets that authenticate at ``now``: none when disabled or expired (spec §14.3)."""
+        if self.disabled or (self.expires_at is not None and now >= self.expires_at):
+            return ()
+        return (self.client_secret, *(s for s, until in self.previous_client_secrets if now < until))
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,7 +269,10 @@ class Config:
     allow_any_email: bool = True
     one_time_pin: bool = False
     default_country: str = "US"
-    strict_service_token_auth: bool = False
+    # spec §14.3: the default, and not switchable, for organisations created since 2026-10-05
+    strict_service_token_auth: bool = True
+    deny_unmatched_requests: bool = False  # "Require Access protection" (spec §14.4)
+    deny_unmatched_requests_exempted_zone_names: tuple[str, ...] = ()
     admin_token: str | None = field(default=None, repr=False)  # opens /cdn-cgi/fakeedge/ beyond loopback
     logout_delay: float = 0.0
     origin_timeout: float = 100.0
@@ -618,7 +634,8 @@ APP_KEYS = (
 POLICY_KEYS = ("name", "decision", "include", "exclude", "require", "session_duration", "precedence", "id")
 POLICY_REF_KEYS = ("id", "name", "precedence")  # an app's reference to a reusable policy (spec §14.6)
 USER_KEYS = ("email", "name", "groups", "github_orgs", "country", "amr", "idp", "custom")
-TOKEN_KEYS = ("name", "id", "client_id", "client_secret")
+TOKEN_KEYS = ("name", "id", "client_id", "client_secret", "previous_client_secrets", "expires_at", "disabled")
+PREVIOUS_SECRET_KEYS = ("client_secret", "expires_at")
 INGRESS_KEYS = ("hostname", "path", "service", "originRequest")
 OAUTH_KEYS = ("enabled", "dynamic_client_registration", "grant")
 OAUTH_DCR_KEYS = ("enabled", "allow_any_on_localhost", "allow_any_on_loopback", "allowed_uris")
@@ -938,7 +955,13 @@ def parse_config(raw: Any, *, source: str = "<config>", base_dir: Path | None = 
         one_time_pin=get(lambda: r.flag(top.get("one_time_pin"), "one_time_pin", False), False),
         default_country=get(lambda: _country(r, top.get("default_country"), "default_country"), None) or "US",
         strict_service_token_auth=get(
-            lambda: r.flag(top.get("strict_service_token_auth"), "strict_service_token_auth", False), False
+            lambda: r.flag(top.get("strict_service_token_auth"), "strict_service_token_auth", True), True
+        ),
+        deny_unmatched_requests=get(
+            lambda: r.flag(top.get("deny_unmatched_requests"), "deny_unmatched_requests", False), False
+        ),
+        deny_unmatched_requests_exempted_zone_names=get(
+            lambda: _zone_names(r, top.get("deny_unmatched_requests_exempted_zone_names")), ()
         ),
         logout_delay=get(lambda: r.duration(top.get("logout_delay"), "logout_delay", 0.0) or 0.0, 0.0),
         origin_timeout=get(lambda: _positive(r, top.get("origin_timeout"), "origin_timeout", 100.0), 100.0),
@@ -1272,7 +1295,52 @@ def _service_token(r: _Reader, raw: Any, key: str, team: str) -> ServiceToken:
     client_id = r.text(m.get("client_id"), f"{key}.client_id", required=True)
     secret = r.text(m.get("client_secret"), f"{key}.client_secret", required=True)
     token_id = r.text(m.get("id"), f"{key}.id", default=str(uuid.uuid5(SUB_NAMESPACE, f"{team}:token:{name}")))
-    return ServiceToken(name=name, id=token_id, client_id=client_id, client_secret=secret)
+    previous: list[tuple[str, float]] = []
+    for i, item in enumerate(r.seq(m.get("previous_client_secrets"), f"{key}.previous_client_secrets")):
+        pk = f"{key}.previous_client_secrets[{i}]"
+        pm = r.mapping(item, pk, PREVIOUS_SECRET_KEYS)
+        old = r.text(pm.get("client_secret"), f"{pk}.client_secret", required=True)
+        until = _timestamp(r, pm.get("expires_at"), f"{pk}.expires_at")
+        if until is None:
+            raise r.fail(f"{pk}.expires_at", "is required: a rotated secret works until its grace ends (spec §14.3)")
+        previous.append((old, until))
+    return ServiceToken(
+        name=name,
+        id=token_id,
+        client_id=client_id,
+        client_secret=secret,
+        previous_client_secrets=tuple(previous),
+        expires_at=_timestamp(r, m.get("expires_at"), f"{key}.expires_at"),
+        disabled=r.flag(m.get("disabled"), f"{key}.disabled", False),
+    )
+
+
+def _timestamp(r: _Reader, value: Any, key: str) -> float | None:
+    """An RFC 3339 time (YAML may already have read it as a datetime) as epoch seconds."""
+    if value is None:
+        return None
+    when: dt.datetime | None = None
+    if isinstance(value, dt.datetime):
+        when = value
+    elif isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            when = dt.datetime.fromisoformat(value.strip())
+    if when is None or (isinstance(value, str) and "T" not in value.upper()):
+        raise r.fail(key, f"expected an RFC 3339 time such as 2026-12-01T00:00:00Z, got {_show(value)}")
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)  # YAML reads a trailing Z as UTC but leaves no tzinfo
+    return when.timestamp()
+
+
+def _zone_names(r: _Reader, raw: Any) -> tuple[str, ...]:
+    key = "deny_unmatched_requests_exempted_zone_names"
+    names = []
+    for i, name in enumerate(_strings(r, raw, key)):
+        host = name.strip().lower().rstrip(".")
+        if not _is_host(host):
+            raise r.fail(f"{key}[{i}]", f"expected a zone name such as acme.test, got {_show(name)}")
+        names.append(host)
+    return tuple(names)
 
 
 def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:

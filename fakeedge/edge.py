@@ -351,9 +351,12 @@ class Edge:
             # compare anyway so that an unknown id costs the same as a wrong secret
             tokens.secrets_equal(client_secret, "\0" * 32)
             return None
-        if tokens.secrets_equal(client_secret, token.client_secret):
-            return token
-        return None
+        # every secret still valid is compared, whichever matches: a rotation's grace (spec §14.3)
+        valid = token.secrets_at(self.clock.now())  # none for a disabled or expired token
+        matched = False
+        for secret in valid or ("\0" * 32,):
+            matched |= tokens.secrets_equal(client_secret, secret)
+        return token if matched and valid else None
 
     def service_token_by_client_id(self, client_id: str) -> ServiceToken:
         return self._tokens_by_client_id[client_id]

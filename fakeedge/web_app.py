@@ -18,7 +18,7 @@ from aiohttp import web
 
 from . import headers as h
 from . import pages, web_oauth
-from .config import App
+from .config import App, Config
 from .edge import Edge
 from .env import base_url, shown_host
 from .errors import ConfigError
@@ -218,6 +218,8 @@ async def _answer(request: web.Request, ray: str) -> tuple[web.StreamResponse, s
             return answer, "-", "-", "oauth"
     match = edge.index.match(host, path)
     if match is None:
+        if edge.config.deny_unmatched_requests and not _exempted(host, edge.config):
+            return _requires_access(request), "-", "-", "unprotected"
         return await _to_origin(request, edge, host, path, None, None), "-", "-", "route"
     app = match.app
     if request.method == "HEAD" and request.headers.get(h.METADATA_REQUEST) == "true":
@@ -236,6 +238,31 @@ async def _answer(request: web.Request, ray: str) -> tuple[web.StreamResponse, s
     policy = admission.verdict.policy.name if admission.verdict.policy else "-"
     response = await _to_origin(request, edge, host, path, admission, app)
     return response, app.name, policy, admission.verdict.outcome
+
+
+REQUIRES_ACCESS_MESSAGE = (
+    "Forbidden. This resource requires Cloudflare Access protection. Please contact your system administrator."
+)
+
+
+def _exempted(host: str, config: Config) -> bool:
+    """A host of a zone exempted from "Require Access protection" (spec §14.4)."""
+    return any(host == zone or host.endswith("." + zone) for zone in config.deny_unmatched_requests_exempted_zone_names)
+
+
+def _requires_access(request: web.Request) -> web.Response:
+    """The block page of a host no Access app covers, under ``deny_unmatched_requests`` (spec §14.4).
+
+    Cloudflare documents the page, not its status or text: a 403 Forbidden page, with its
+    ``json_data`` (no app, so an empty ``aud``), the origin never reached.
+    """
+    ray = request[ray_key]
+    return web.Response(
+        status=403,
+        text=pages.forbidden("", ray, REQUIRES_ACCESS_MESSAGE),
+        content_type="text/html",
+        headers={**edge_headers(ray), **NO_STORE},
+    )
 
 
 async def _to_origin(
