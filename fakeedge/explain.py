@@ -48,7 +48,10 @@ def explain(
     match = AppIndex(config.apps).match(host, path)
     if match is None:
         lines.append("app       none: no Access application covers this host and path")
-        if rule.status is not None:
+        exempt = config.deny_unmatched_requests_exempted_zone_names
+        if config.deny_unmatched_requests and not any(host == z or host.endswith("." + z) for z in exempt):
+            lines.append("outcome   403 block page: deny_unmatched_requests (Require Access protection, spec §14.4)")
+        elif rule.status is not None:
             # cloudflared's http_status:N: the edge answers itself, nothing is proxied
             lines.append(f"outcome   {rule.status} from the edge (ingress {rule.service}); no origin is reached")
         else:
@@ -106,6 +109,9 @@ def explain(
                 outcome = f"302 to {app.custom_non_identity_deny_url}"
             else:
                 outcome = "403 block page before any login (non-identity rules refuse)"
+    if client_id is not None and config.strict_service_token_auth and verdict.outcome not in ("service", "bypass"):
+        # spec §14.3: only Service Auth (or Bypass) admits a token; never a login
+        outcome = "403: strict service-token auth, no Service Auth policy admits this token"
     if rule.status is not None and verdict.outcome in ("service", "bypass", "allow"):
         outcome += f", then the ingress answers {rule.status}"
     lines.append(f"outcome   {outcome}")

@@ -68,3 +68,20 @@ def test_exempted_zone_mistakes_are_one_line() -> None:
     assert str(info.value) == (
         "f.yml: deny_unmatched_requests_exempted_zone_names[1]: expected a zone name such as acme.test, got 'a b'"
     )
+
+
+@pytest.mark.parametrize(
+    ("exempt", "expected"),
+    [
+        ([], "outcome   403 block page: deny_unmatched_requests (Require Access protection, spec §14.4)"),
+        (["acme.test"], "outcome   proxied without Access (spoofable headers still stripped)"),
+    ],
+)
+def test_explain_knows_require_access_protection(exempt: list[str], expected: str) -> None:
+    from fakeedge.explain import explain
+
+    cfg = base_config("http://127.0.0.1:9") | {
+        "deny_unmatched_requests": True,
+        "deny_unmatched_requests_exempted_zone_names": exempt,
+    }
+    assert explain(parse_config(cfg, source="f.yml"), "http://public.acme.test/")[-1] == expected

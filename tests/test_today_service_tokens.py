@@ -141,3 +141,27 @@ def test_service_token_mistakes_are_one_line(token: dict[str, Any], message: str
     with pytest.raises(ConfigError) as info:
         parse_config(cfg, source="f.yml")
     assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    ("strict", "host", "expected"),
+    [
+        (
+            True,
+            "grafana.acme.test",
+            "outcome   403: strict service-token auth, no Service Auth policy admits this token",
+        ),
+        (
+            False,
+            "grafana.acme.test",
+            "outcome   302 to the team domain's login (401 with X-Requested-With: XMLHttpRequest)",
+        ),
+        (True, "sentry.acme.test", "outcome   admit via Service Auth: the origin gets the service-token assertion"),
+    ],
+)
+def test_explain_knows_strict_mode(strict: bool, host: str, expected: str) -> None:
+    from fakeedge.explain import explain
+
+    cfg = base_config("http://127.0.0.1:9") | {"strict_service_token_auth": strict}
+    lines = explain(parse_config(cfg, source="f.yml"), f"http://{host}/", service_token="ci-deploy-bot")
+    assert lines[-1] == expected
