@@ -167,6 +167,9 @@ class App:
     custom_non_identity_deny_url: str | None = None
     custom_deny_message: str | None = None
     oauth_configuration: OAuthConfiguration | None = None
+    # spec §14.6: True sets the cookie on every concrete domain after login, False lazily;
+    # None (no saved setting) keeps the old rule: eager when the app has at most five domains
+    eager_redirect_cookie: bool | None = None
 
     @property
     def domain(self) -> str:
@@ -629,7 +632,7 @@ APP_KEYS = (
     "same_site_cookie_attribute", "http_only_cookie_attribute", "path_cookie_attribute",
     "enable_binding_cookie", "service_auth_401_redirect", "read_service_tokens_from_header",
     "options_preflight_bypass", "cors_headers", "custom_deny_url", "custom_non_identity_deny_url",
-    "custom_deny_message", "type", "oauth_configuration",
+    "custom_deny_message", "type", "oauth_configuration", "eager_redirect_cookie",
 )  # fmt: skip
 POLICY_KEYS = ("name", "decision", "include", "exclude", "require", "session_duration", "precedence", "id")
 POLICY_REF_KEYS = ("id", "name", "precedence")  # an app's reference to a reusable policy (spec §14.6)
@@ -1584,6 +1587,11 @@ def _app(r: _Reader, raw: Any, key: str, team: str, lists: _Lists) -> App:
         ),
         custom_deny_message=r.text(m.get("custom_deny_message"), f"{key}.custom_deny_message", multiline=True),
         oauth_configuration=_oauth(r, m.get("oauth_configuration"), f"{key}.oauth_configuration"),
+        eager_redirect_cookie=(
+            None
+            if m.get("eager_redirect_cookie") is None
+            else r.flag(m.get("eager_redirect_cookie"), f"{key}.eager_redirect_cookie", False)
+        ),
     )
 
 

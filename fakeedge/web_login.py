@@ -320,7 +320,10 @@ def eager_hosts(app: App, current: str) -> tuple[str, ...]:
     """The app's other concrete hosts (same port as ``current``), for the eager cookie chain."""
     name, _, port = current.rpartition(":") if not current.endswith("]") and ":" in current else (current, "", "")
     hosts = list(dict.fromkeys(d.host for d in app.destinations if "*" not in d.host))
-    if len(hosts) < 2 or len(hosts) > EAGER_LIMIT:
+    # the app's setting (spec §14.6): on chains every concrete domain, off none; without one,
+    # the old rule: a chain of at most five
+    wanted = app.eager_redirect_cookie if app.eager_redirect_cookie is not None else len(hosts) <= EAGER_LIMIT
+    if len(hosts) < 2 or not wanted:
         return ()  # wildcard hosts cannot be visited: only the concrete ones are chained
     return tuple(f"{h}:{port}" if port else h for h in hosts if h != name)
 
