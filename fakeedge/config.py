@@ -103,6 +103,8 @@ class Policy:
     session_duration: int | None = None  # seconds; overrides the app's (spec §1.6)
     id: str = ""  # a reusable policy's id (spec §14.6); "" for one written inside an app
     precedence: int | None = None  # as given; the app's policies are sorted by it (spec §6.4)
+    purpose_justification_required: bool = False  # an Allow policy asks why, once per session (§14.5)
+    purpose_justification_prompt: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -634,7 +636,10 @@ APP_KEYS = (
     "options_preflight_bypass", "cors_headers", "custom_deny_url", "custom_non_identity_deny_url",
     "custom_deny_message", "type", "oauth_configuration", "eager_redirect_cookie",
 )  # fmt: skip
-POLICY_KEYS = ("name", "decision", "include", "exclude", "require", "session_duration", "precedence", "id")
+POLICY_KEYS = (
+    "name", "decision", "include", "exclude", "require", "session_duration", "precedence", "id",
+    "purpose_justification_required", "purpose_justification_prompt",
+)  # fmt: skip
 POLICY_REF_KEYS = ("id", "name", "precedence")  # an app's reference to a reusable policy (spec §14.6)
 USER_KEYS = ("email", "name", "groups", "github_orgs", "country", "amr", "idp", "custom")
 TOKEN_KEYS = ("name", "id", "client_id", "client_secret", "previous_client_secrets", "expires_at", "disabled")
@@ -1464,6 +1469,12 @@ def _policy(r: _Reader, raw: Any, key: str, lists: _Lists) -> Policy:
         session_duration=_int_or_none(r.duration(m.get("session_duration"), f"{key}.session_duration", None)),
         id=r.text(m.get("id"), f"{key}.id", default=""),
         precedence=precedence,
+        purpose_justification_required=r.flag(
+            m.get("purpose_justification_required"), f"{key}.purpose_justification_required", False
+        ),
+        purpose_justification_prompt=r.text(
+            m.get("purpose_justification_prompt"), f"{key}.purpose_justification_prompt"
+        ),
     )
     rules = (*policy.include, *policy.exclude, *policy.require)
     if decision in ("bypass", "non_identity"):

@@ -131,6 +131,7 @@ class Session:
     org_token: str = ""  # signed on first use: a session made to mint tokens never needs it
     revoked_at: float | None = None
     app_tokens: dict[str, tuple[str, float, str]] = field(default_factory=dict)  # aud -> (jwt, exp, kid)
+    justified: dict[str, str] = field(default_factory=dict)  # aud -> the purpose given (spec §14.5)
 
     def alive(self, now: float) -> bool:
         return now < self.exp and (self.revoked_at is None or now < self.revoked_at)

@@ -55,8 +55,6 @@ APP_FIELDS_APPROXIMATED = {
     "skip_interstitial": "fakeedge shows no interstitial",
 }
 POLICY_FIELDS_IGNORED = {
-    "purpose_justification_required": "purpose justification is not emulated",
-    "purpose_justification_prompt": "purpose justification is not emulated",
     "approval_required": "temporary authentication (approval) is not emulated",
     "approval_groups": "temporary authentication (approval) is not emulated",
     "isolation_required": "browser isolation is not emulated",
@@ -65,6 +63,7 @@ POLICY_FIELDS_IGNORED = {
 }
 POLICY_FIELDS_SILENT = frozenset(
     {"id", "name", "decision", "include", "exclude", "require", "precedence", "session_duration", "reusable",
+     "purpose_justification_required", "purpose_justification_prompt",
      "app_count", "created_at", "updated_at", "account_id", "zone_id", "application_id", "uid", "approval_groups"}
 )  # fmt: skip
 RESOURCE_KINDS = {
@@ -418,6 +417,10 @@ class _Converter:
             out["exclude"] = exclude
         if raw.get("session_duration"):
             out["session_duration"] = raw["session_duration"]
+        if raw.get("purpose_justification_required") and decision == "allow":
+            out["purpose_justification_required"] = True  # spec §14.5: emulated
+            if raw.get("purpose_justification_prompt"):
+                out["purpose_justification_prompt"] = str(raw["purpose_justification_prompt"])
         return out
 
 

@@ -91,6 +91,30 @@ def one_time_pin(
     )
 
 
+def justification(
+    app_name: str, prompt: str | None, *, csrf: str, error: str = "", brand: Branding = DEFAULT_BRAND
+) -> str:
+    """The purpose-justification step after sign-in (spec §14.5): why the user needs the app.
+
+    The form posts to the page's own URL, fragment included, so the redirects after it keep the
+    URL fragment the user asked for (spec §14.6).
+    """
+    err = f'<p class="error">{escape(error)}</p>' if error else ""
+    question = prompt or "Please enter a justification for accessing this application."
+    return page(
+        "Justification ・ Cloudflare Access",
+        f"<h1>Access to {escape(app_name)}</h1>{err}<p id=prompt>{escape(question)}</p>"
+        f'<form method="post"><input type="hidden" name="csrf" value="{escape(csrf)}">'
+        f'<label for="justification">Justification</label>'
+        f'<textarea id="justification" name="justification" maxlength="{JUSTIFICATION_LIMIT}" required></textarea>'
+        f'<button type="submit">Submit</button></form>',
+        brand,
+    )
+
+
+JUSTIFICATION_LIMIT = 1000
+
+
 def forbidden(
     aud: str,
     ray: str,

@@ -17,6 +17,7 @@ from . import claims, pages, tokens
 from . import headers as h
 from .config import App
 from .edge import ChainHop, Edge, Session
+from .errors import one_line
 from .policy import Facts, Identity, decide, split_host
 from .web_access import app_cookies, block, login_url, set_app_session
 from .web_proxy import edge_headers
@@ -123,6 +124,8 @@ async def handle_login(request: web.Request, edge: Edge) -> web.StreamResponse:
     if not csrf or not tokens.secrets_equal(str(form.get("csrf", "")), csrf):
         return _login_page(request, edge, app, error="Your sign-in form expired. Please try again.", status=400)
 
+    if "justification" in form:
+        return _justified(request, edge, app, host, path, binding, csrf, str(form["justification"]))
     if "otp_id" in form:
         otp_id = str(form["otp_id"])
         pin = edge.otp(otp_id)
@@ -204,6 +207,35 @@ def _login_page(request: web.Request, edge: Edge, app: App, *, error: str = "", 
     return response
 
 
+def _justification_page(
+    request: web.Request, edge: Edge, app: App, prompt: str | None, *, error: str = "", status: int = 200
+) -> web.Response:
+    """Ask why (spec §14.5); the CSRF value is the browser's ``CF_Session``, as on the sign-in form."""
+    csrf = cookie(request, h.CF_SESSION) or secrets.token_urlsafe(24)
+    body = pages.justification(app.name, prompt, csrf=csrf, error=error, brand=edge.config.branding)
+    response = _html(request, body, status, **{h.ACCESS_DOMAIN: app.domain})
+    set_cookie(response, h.CF_SESSION, csrf, expires=edge.clock.now() + 4 * 3600, secure=request.secure)
+    return response
+
+
+def _justified(
+    request: web.Request, edge: Edge, app: App, host: str, path: str, binding: str, csrf: str, reason: str
+) -> web.Response:
+    """The justification form's answer: remembered for this sign-in and app, then the callback."""
+    session = _org_session(request, edge)
+    if session is None:
+        return _login_page(request, edge, app, error="Please sign in first.", status=400)
+    reason = reason.strip()
+    if not reason or len(reason) > pages.JUSTIFICATION_LIMIT:
+        policy = next((p for p in app.policies if p.purpose_justification_required), None)
+        prompt = policy.purpose_justification_prompt if policy else None
+        error = f"Enter a justification of at most {pages.JUSTIFICATION_LIMIT} characters."
+        return _justification_page(request, edge, app, prompt, error=error, status=400)
+    session.justified[app.aud] = reason
+    log.info("justification %s app=%r: %s", session.identity.email, app.name, one_line(reason))
+    return _complete(request, edge, session, app, host, path, binding)
+
+
 def _org_session(request: web.Request, edge: Edge) -> Session | None:
     token = cookie(request, h.CF_AUTHORIZATION)
     if not token:
@@ -243,6 +275,14 @@ def _complete(
     )
     if verdict.outcome not in ("allow", "bypass", "service"):
         return block(request, edge, app, identity=True, email=who.email)
+    policy = verdict.policy
+    if (
+        verdict.outcome == "allow"
+        and policy is not None
+        and policy.purpose_justification_required
+        and app.aud not in session.justified
+    ):
+        return _justification_page(request, edge, app, policy.purpose_justification_prompt)
     nonce = edge.add_login(
         {
             "session": session,

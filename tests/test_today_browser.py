@@ -26,3 +26,25 @@ async def test_the_fragment_survives_the_sign_in(site: Site, browser: Browser, h
     assert await page.evaluate("location.hash") == FRAGMENT
     assert site.reached[0].raw_path == "/dash?q=1"  # a fragment never reaches a server
     await context.close()
+
+
+async def test_purpose_justification_once_per_sign_in(site: Site, browser: Browser) -> None:
+    # spec §14.5: an Allow policy asks why after the sign-in, once per session and app
+    policy = site.edge.config.apps[0].policies[0]
+    assert policy.name == "staff"
+    object.__setattr__(policy, "purpose_justification_required", True)
+    object.__setattr__(policy, "purpose_justification_prompt", "Which ticket are you working on?")
+    context, page = await new_page(browser)
+    target = site.url("/reports?q=1") + FRAGMENT
+    await open_sso_page(site, page, target)
+    await sign_in(page, "persona", "Alice")
+    await page.wait_for_selector("#prompt")
+    assert await page.locator("#prompt").text_content() == "Which ticket are you working on?"
+    assert site.reached == []  # the origin sees nothing before the answer
+    await page.get_by_role("button", name="Submit").click()  # empty: the browser refuses (required)
+    assert await page.locator("#prompt").count() == 1
+    await page.fill("#justification", "INC-4711: on call")
+    await page.get_by_role("button", name="Submit").click()
+    await land_on(page, target)
+    assert site.reached[0].email == "alice@acme.test"
+    await context.close()

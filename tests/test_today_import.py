@@ -97,6 +97,8 @@ def test_api_organisation_settings_and_skipped_apps() -> None:
     assert (admin.same_site_cookie_attribute, admin.service_auth_401_redirect) == ("lax", True)
     assert [p.session_duration for p in admin.policies] == [None, 12 * 3600, None]
     assert config.service_tokens[0].expires_at == 1893456000.0  # 2030-01-01T00:00:00Z
+    engineers = admin.policies[1]
+    assert (engineers.purpose_justification_required, engineers.purpose_justification_prompt) == (True, "Why?")
 
 
 def test_the_report_names_what_is_approximated_and_ignored() -> None:
@@ -109,7 +111,7 @@ def test_the_report_names_what_is_approximated_and_ignored() -> None:
     )
     assert "group 'Managed laptops': can never match here, left out" in report.approximated
     assert "policy 'Managed only': can never match here, left out" in report.approximated
-    assert "policy 'Allow engineers': purpose_justification_required: purpose justification is not emulated" in (
+    assert "policy 'Allow engineers': purpose_justification_required: purpose justification is not emulated" not in (
         report.ignored
     )
     assert "app 'SaaS': type 'saas': only self_hosted apps are emulated; left out" in report.ignored
