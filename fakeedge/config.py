@@ -93,6 +93,18 @@ class AccessGroup:
         return any(r.is_identity for r in (*self.include, *self.exclude, *self.require))
 
 
+AUTHENTICATORS = ("totp", "biometrics", "security_key")
+
+
+@dataclass(frozen=True, slots=True)
+class MfaConfig:
+    """Independent MFA settings (spec §14.5) at the organisation, an app or a policy (API names)."""
+
+    mfa_disabled: bool = False  # an app or policy opting out of the organisation's MFA
+    allowed_authenticators: tuple[str, ...] = AUTHENTICATORS
+    session_duration: int | None = None  # seconds an MFA stays good; None: the next level's, else 24 h
+
+
 @dataclass(frozen=True, slots=True)
 class Policy:
     name: str
@@ -105,6 +117,7 @@ class Policy:
     precedence: int | None = None  # as given; the app's policies are sorted by it (spec §6.4)
     purpose_justification_required: bool = False  # an Allow policy asks why, once per session (§14.5)
     purpose_justification_prompt: str | None = None
+    mfa_config: MfaConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +185,7 @@ class App:
     # spec §14.6: True sets the cookie on every concrete domain after login, False lazily;
     # None (no saved setting) keeps the old rule: eager when the app has at most five domains
     eager_redirect_cookie: bool | None = None
+    mfa_config: MfaConfig | None = None
 
     @property
     def domain(self) -> str:
@@ -278,6 +292,8 @@ class Config:
     strict_service_token_auth: bool = True
     deny_unmatched_requests: bool = False  # "Require Access protection" (spec §14.4)
     deny_unmatched_requests_exempted_zone_names: tuple[str, ...] = ()
+    mfa_config: MfaConfig = field(default_factory=MfaConfig)  # the organisation's (spec §14.5)
+    mfa_required_for_all_apps: bool = False
     admin_token: str | None = field(default=None, repr=False)  # opens /cdn-cgi/fakeedge/ beyond loopback
     logout_delay: float = 0.0
     origin_timeout: float = 100.0
@@ -627,6 +643,7 @@ TOP_KEYS = (
     "default_country", "service_tokens", "apps", "groups", "email_lists", "ip_lists", "ingress",
     "strict_service_token_auth", "logout_delay", "origin_timeout", "tls_listen", "ingress_file",
     "branding", "admin_token", "policies", "deny_unmatched_requests", "deny_unmatched_requests_exempted_zone_names",
+    "mfa_config", "mfa_required_for_all_apps",
 )  # fmt: skip
 BRANDING_KEYS = ("name", "logo_url", "background_color", "header_color", "button_color", "description")
 APP_KEYS = (
@@ -634,11 +651,12 @@ APP_KEYS = (
     "same_site_cookie_attribute", "http_only_cookie_attribute", "path_cookie_attribute",
     "enable_binding_cookie", "service_auth_401_redirect", "read_service_tokens_from_header",
     "options_preflight_bypass", "cors_headers", "custom_deny_url", "custom_non_identity_deny_url",
-    "custom_deny_message", "type", "oauth_configuration", "eager_redirect_cookie",
+    "custom_deny_message", "type", "oauth_configuration", "eager_redirect_cookie", "mfa_config",
 )  # fmt: skip
+MFA_KEYS = ("mfa_disabled", "allowed_authenticators", "session_duration")
 POLICY_KEYS = (
     "name", "decision", "include", "exclude", "require", "session_duration", "precedence", "id",
-    "purpose_justification_required", "purpose_justification_prompt",
+    "purpose_justification_required", "purpose_justification_prompt", "mfa_config",
 )  # fmt: skip
 POLICY_REF_KEYS = ("id", "name", "precedence")  # an app's reference to a reusable policy (spec §14.6)
 USER_KEYS = ("email", "name", "groups", "github_orgs", "country", "amr", "idp", "custom")
@@ -970,6 +988,10 @@ def parse_config(raw: Any, *, source: str = "<config>", base_dir: Path | None = 
         ),
         deny_unmatched_requests_exempted_zone_names=get(
             lambda: _zone_names(r, top.get("deny_unmatched_requests_exempted_zone_names")), ()
+        ),
+        mfa_config=get(lambda: _mfa(r, top.get("mfa_config"), "mfa_config", org=True), None) or MfaConfig(),
+        mfa_required_for_all_apps=get(
+            lambda: r.flag(top.get("mfa_required_for_all_apps"), "mfa_required_for_all_apps", False), False
         ),
         logout_delay=get(lambda: r.duration(top.get("logout_delay"), "logout_delay", 0.0) or 0.0, 0.0),
         origin_timeout=get(lambda: _positive(r, top.get("origin_timeout"), "origin_timeout", 100.0), 100.0),
@@ -1323,6 +1345,26 @@ def _service_token(r: _Reader, raw: Any, key: str, team: str) -> ServiceToken:
     )
 
 
+def _mfa(r: _Reader, raw: Any, key: str, *, org: bool = False) -> MfaConfig | None:
+    """``mfa_config`` (spec §14.5); the organisation's has no ``mfa_disabled``."""
+    if raw is None:
+        return None
+    m = r.mapping(raw, key, MFA_KEYS[1:] if org else MFA_KEYS)
+    kinds = _strings(r, m.get("allowed_authenticators"), f"{key}.allowed_authenticators") or AUTHENTICATORS
+    for i, kind in enumerate(kinds):
+        if kind not in AUTHENTICATORS:
+            raise r.fail(
+                f"{key}.allowed_authenticators[{i}]",
+                f"unknown authenticator {_show(kind)}; valid: {', '.join(AUTHENTICATORS)}",
+            )
+    duration = r.duration(m.get("session_duration"), f"{key}.session_duration", None)
+    return MfaConfig(
+        mfa_disabled=r.flag(m.get("mfa_disabled"), f"{key}.mfa_disabled", False),
+        allowed_authenticators=tuple(dict.fromkeys(kinds)),
+        session_duration=_int_or_none(duration),
+    )
+
+
 def _timestamp(r: _Reader, value: Any, key: str) -> float | None:
     """An RFC 3339 time (YAML may already have read it as a datetime) as epoch seconds."""
     if value is None:
@@ -1475,6 +1517,7 @@ def _policy(r: _Reader, raw: Any, key: str, lists: _Lists) -> Policy:
         purpose_justification_prompt=r.text(
             m.get("purpose_justification_prompt"), f"{key}.purpose_justification_prompt"
         ),
+        mfa_config=_mfa(r, m.get("mfa_config"), f"{key}.mfa_config"),
     )
     rules = (*policy.include, *policy.exclude, *policy.require)
     if decision in ("bypass", "non_identity"):
@@ -1598,6 +1641,7 @@ def _app(r: _Reader, raw: Any, key: str, team: str, lists: _Lists) -> App:
         ),
         custom_deny_message=r.text(m.get("custom_deny_message"), f"{key}.custom_deny_message", multiline=True),
         oauth_configuration=_oauth(r, m.get("oauth_configuration"), f"{key}.oauth_configuration"),
+        mfa_config=_mfa(r, m.get("mfa_config"), f"{key}.mfa_config"),
         eager_redirect_cookie=(
             None
             if m.get("eager_redirect_cookie") is None

@@ -132,6 +132,7 @@ class Session:
     revoked_at: float | None = None
     app_tokens: dict[str, tuple[str, float, str]] = field(default_factory=dict)  # aud -> (jwt, exp, kid)
     justified: dict[str, str] = field(default_factory=dict)  # aud -> the purpose given (spec §14.5)
+    mfa_at: float | None = None  # when the independent MFA step was passed (spec §14.5)
 
     def alive(self, now: float) -> bool:
         return now < self.exp and (self.revoked_at is None or now < self.revoked_at)

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .config import AUTHENTICATORS
 from .errors import FakeEdgeError
 
 KNOWN_RULES = frozenset(
@@ -40,6 +41,7 @@ KNOWN_RULES = frozenset(
         "github-organization", "oidc", "login_method", "auth_method", "group",
     }
 )  # fmt: skip
+APP_FIELDS_MFA = ("mfa_config",)
 APP_FIELDS_COPIED = (
     "same_site_cookie_attribute", "http_only_cookie_attribute", "path_cookie_attribute", "enable_binding_cookie",
     "service_auth_401_redirect", "read_service_tokens_from_header", "options_preflight_bypass", "cors_headers",
@@ -58,12 +60,11 @@ POLICY_FIELDS_IGNORED = {
     "approval_required": "temporary authentication (approval) is not emulated",
     "approval_groups": "temporary authentication (approval) is not emulated",
     "isolation_required": "browser isolation is not emulated",
-    "mfa_config": "independent MFA is not emulated",
     "connection_rules": "infrastructure connection rules are not emulated",
 }
 POLICY_FIELDS_SILENT = frozenset(
     {"id", "name", "decision", "include", "exclude", "require", "precedence", "session_duration", "reusable",
-     "purpose_justification_required", "purpose_justification_prompt",
+     "purpose_justification_required", "purpose_justification_prompt", "mfa_config",
      "app_count", "created_at", "updated_at", "account_id", "zone_id", "application_id", "uid", "approval_groups"}
 )  # fmt: skip
 RESOURCE_KINDS = {
@@ -417,6 +418,9 @@ class _Converter:
             out["exclude"] = exclude
         if raw.get("session_duration"):
             out["session_duration"] = raw["session_duration"]
+        mfa = mfa_config(raw.get("mfa_config"), where, self.report)
+        if mfa is not None:
+            out["mfa_config"] = mfa
         if raw.get("purpose_justification_required") and decision == "allow":
             out["purpose_justification_required"] = True  # spec §14.5: emulated
             if raw.get("purpose_justification_prompt"):
@@ -448,12 +452,18 @@ def convert(
             "organisation: strict_service_token_auth not in the export; fakeedge's default (strict, as for "
             "organisations created since 2026-10-05)"
         )
+    if found.org.get("mfa_required_for_all_apps"):
+        cfg["mfa_required_for_all_apps"] = True
+        report.emulated.append("organisation: mfa_required_for_all_apps: True")
+    org_mfa = mfa_config(found.org.get("mfa_config"), "organisation", report, org=True)
+    if org_mfa is not None:
+        cfg["mfa_config"] = org_mfa
     zones = found.org.get("deny_unmatched_requests_exempted_zone_names")
     if zones:
         cfg["deny_unmatched_requests_exempted_zone_names"] = list(zones)
     for key in sorted(set(found.org) - {"strict_service_token_auth", "deny_unmatched_requests", "auth_domain",
                                         "deny_unmatched_requests_exempted_zone_names", "name", "created_at",
-                                        "updated_at", "account_id"}):  # fmt: skip
+                                        "updated_at", "account_id", "mfa_config", "mfa_required_for_all_apps"}):  # fmt: skip
         if found.org.get(key) not in (None, False, [], {}, ""):
             report.ignored.append(f"organisation: {key}: not emulated")
 
@@ -556,7 +566,10 @@ def convert(
         for key, why in APP_FIELDS_APPROXIMATED.items():
             if raw.get(key) not in (None, False, [], ""):
                 report.approximated.append(f"{where}: {key}: {why}")
-        handled = set(APP_FIELDS_COPIED) | APP_FIELDS_SILENT | set(APP_FIELDS_APPROXIMATED)
+        app_mfa = mfa_config(raw.get("mfa_config"), where, report)
+        if app_mfa is not None:
+            app["mfa_config"] = app_mfa
+        handled = set(APP_FIELDS_COPIED) | APP_FIELDS_SILENT | set(APP_FIELDS_APPROXIMATED) | set(APP_FIELDS_MFA)
         for key in sorted(set(raw) - handled):
             if raw.get(key) not in (None, False, [], {}, ""):
                 report.ignored.append(f"{where}: {key}: not emulated")
@@ -594,6 +607,27 @@ def convert(
         f"ingress: each app host goes to {origin} (an export holds no origins; edit the ingress rules)"
     )
     return cfg, report
+
+
+def mfa_config(raw: Any, where: str, report: Report, *, org: bool = False) -> dict[str, Any] | None:
+    """An ``mfa_config`` in fakeedge's shape (spec §14.5), unknown authenticators reported."""
+    if isinstance(raw, list):
+        raw = raw[0] if raw else None  # v4: a block
+    if not isinstance(raw, dict) or not raw:
+        return None
+    out: dict[str, Any] = {}
+    if raw.get("mfa_disabled") and not org:
+        out["mfa_disabled"] = True
+    kinds = [str(k) for k in raw.get("allowed_authenticators") or []]
+    known = [k for k in kinds if k in AUTHENTICATORS]
+    for kind in kinds:
+        if kind not in AUTHENTICATORS:
+            report.ignored.append(f"{where}: mfa_config: authenticator {kind!r} is not emulated")
+    if known:
+        out["allowed_authenticators"] = known
+    if raw.get("session_duration"):
+        out["session_duration"] = str(raw["session_duration"])
+    return out or None
 
 
 def _destinations(raw: dict[str, Any]) -> list[str]:

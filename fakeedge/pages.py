@@ -114,6 +114,28 @@ def justification(
 
 JUSTIFICATION_LIMIT = 1000
 
+AUTHENTICATOR_LABELS = {
+    "totp": "Use my authenticator app",
+    "security_key": "Use my security key",
+    "biometrics": "Use biometrics",
+}
+
+
+def mfa(app_name: str, email: str, authenticators: Iterable[str], *, csrf: str, brand: Branding = DEFAULT_BRAND) -> str:
+    """The fake authenticator of independent MFA (spec §14.5): one button per allowed factor,
+    each of which succeeds (a development stand-in for TOTP, security keys and biometrics)."""
+    buttons = "".join(
+        f'<button type="submit" name="mfa" value="{escape(kind)}">{escape(AUTHENTICATOR_LABELS[kind])}</button>'
+        for kind in authenticators
+    )
+    return page(
+        "Verify ・ Cloudflare Access",
+        f"<h1>Verify it is you</h1><p id=mfa_for>A second factor is required for {escape(app_name)} "
+        f"(signed in as <b>{escape(email)}</b>). fakeedge's authenticator accepts every factor.</p>"
+        f'<form method="post"><input type="hidden" name="csrf" value="{escape(csrf)}">{buttons}</form>',
+        brand,
+    )
+
 
 def forbidden(
     aud: str,

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from . import claims, pages, tokens
 from . import headers as h
-from .config import App
+from .config import App, Config, MfaConfig, Policy
 from .edge import ChainHop, Edge, Session
 from .errors import one_line
 from .policy import Facts, Identity, decide, split_host
@@ -124,6 +124,8 @@ async def handle_login(request: web.Request, edge: Edge) -> web.StreamResponse:
     if not csrf or not tokens.secrets_equal(str(form.get("csrf", "")), csrf):
         return _login_page(request, edge, app, error="Your sign-in form expired. Please try again.", status=400)
 
+    if "mfa" in form:
+        return _mfa_passed(request, edge, app, host, path, binding, str(form["mfa"]))
     if "justification" in form:
         return _justified(request, edge, app, host, path, binding, csrf, str(form["justification"]))
     if "otp_id" in form:
@@ -207,6 +209,55 @@ def _login_page(request: web.Request, edge: Edge, app: App, *, error: str = "", 
     return response
 
 
+# spec §14.5: an IdP whose amr already holds one of these is a second factor: no MFA step
+STRONG_AMR = frozenset({"hwk", "swk", "otp", "face", "fpt", "iris", "retina", "vbm"})
+MFA_DEFAULT_DURATION = 24 * 3600
+
+
+def mfa_required(config: Config, app: App, policy: Policy | None, who: Identity) -> MfaConfig | None:
+    """The MFA settings that apply, or None: the policy's over the app's over the organisation's."""
+    for level in (policy.mfa_config if policy else None, app.mfa_config):
+        if level is not None:
+            found: MfaConfig | None = None if level.mfa_disabled else level
+            break
+    else:
+        found = config.mfa_config if config.mfa_required_for_all_apps else None
+    if found is None or STRONG_AMR.intersection(who.amr):
+        return None
+    return found
+
+
+def mfa_duration(config: Config, app: App, policy: Policy | None) -> int:
+    for level in (policy.mfa_config if policy else None, app.mfa_config, config.mfa_config):
+        if level is not None and level.session_duration is not None:
+            return level.session_duration
+    return MFA_DEFAULT_DURATION
+
+
+def _mfa_page(request: web.Request, edge: Edge, app: App, email: str, mfa: MfaConfig) -> web.Response:
+    csrf = cookie(request, h.CF_SESSION) or secrets.token_urlsafe(24)
+    body = pages.mfa(app.name, email, mfa.allowed_authenticators, csrf=csrf, brand=edge.config.branding)
+    response = _html(request, body, 200, **{h.ACCESS_DOMAIN: app.domain})
+    set_cookie(response, h.CF_SESSION, csrf, expires=edge.clock.now() + 4 * 3600, secure=request.secure)
+    return response
+
+
+def _mfa_passed(
+    request: web.Request, edge: Edge, app: App, host: str, path: str, binding: str, kind: str
+) -> web.Response:
+    """The fake authenticator's answer: an allowed factor passes MFA for this session (spec §14.5)."""
+    session = _org_session(request, edge)
+    if session is None:
+        return _login_page(request, edge, app, error="Please sign in first.", status=400)
+    verdict = decide(app, Facts(ipaddress.ip_address(client_ip(request)), session.identity.country), session.identity)
+    mfa = mfa_required(edge.config, app, verdict.policy, session.identity)
+    if mfa is not None and kind not in mfa.allowed_authenticators:
+        return _mfa_page(request, edge, app, session.identity.email, mfa)
+    session.mfa_at = edge.clock.now()
+    log.info("mfa %s app=%r factor=%s", session.identity.email, app.name, one_line(kind))
+    return _complete(request, edge, session, app, host, path, binding)
+
+
 def _justification_page(
     request: web.Request, edge: Edge, app: App, prompt: str | None, *, error: str = "", status: int = 200
 ) -> web.Response:
@@ -276,6 +327,11 @@ def _complete(
     if verdict.outcome not in ("allow", "bypass", "service"):
         return block(request, edge, app, identity=True, email=who.email)
     policy = verdict.policy
+    mfa = mfa_required(edge.config, app, policy, who)
+    if mfa is not None and (
+        session.mfa_at is None or edge.clock.now() >= session.mfa_at + mfa_duration(edge.config, app, policy)
+    ):
+        return _mfa_page(request, edge, app, who.email, mfa)
     if (
         verdict.outcome == "allow"
         and policy is not None

@@ -48,3 +48,24 @@ async def test_purpose_justification_once_per_sign_in(site: Site, browser: Brows
     await land_on(page, target)
     assert site.reached[0].email == "alice@acme.test"
     await context.close()
+
+
+async def test_independent_mfa_then_justification(site: Site, browser: Browser) -> None:
+    # spec §14.5: the fake authenticator after the IdP, then the justification, then the app
+    config = site.edge.config
+    object.__setattr__(config, "mfa_required_for_all_apps", True)
+    policy = config.apps[0].policies[0]
+    object.__setattr__(policy, "purpose_justification_required", True)
+    context, page = await new_page(browser)
+    target = site.url("/deep/link") + FRAGMENT
+    await open_sso_page(site, page, target)
+    await sign_in(page, "persona", "Alice")
+    await page.wait_for_selector("#mfa_for")
+    assert site.reached == []
+    await page.get_by_role("button", name="Use my security key").click()
+    await page.wait_for_selector("#prompt")
+    await page.fill("#justification", "deploy review")
+    await page.get_by_role("button", name="Submit").click()
+    await land_on(page, target)
+    assert site.reached[0].email == "alice@acme.test"
+    await context.close()

@@ -97,6 +97,16 @@ def test_api_organisation_settings_and_skipped_apps() -> None:
     assert (admin.same_site_cookie_attribute, admin.service_auth_401_redirect) == ("lax", True)
     assert [p.session_duration for p in admin.policies] == [None, 12 * 3600, None]
     assert config.service_tokens[0].expires_at == 1893456000.0  # 2030-01-01T00:00:00Z
+    assert (config.mfa_config.allowed_authenticators, config.mfa_config.session_duration) == (
+        ("totp", "biometrics"),
+        24 * 3600,
+    )
+    mfa_staff = config.apps[1].policies[1]
+    assert mfa_staff.mfa_config is not None
+    assert (mfa_staff.mfa_config.allowed_authenticators, mfa_staff.mfa_config.session_duration) == (
+        ("security_key",),
+        12 * 3600,
+    )
     engineers = admin.policies[1]
     assert (engineers.purpose_justification_required, engineers.purpose_justification_prompt) == (True, "Why?")
 
@@ -117,6 +127,7 @@ def test_the_report_names_what_is_approximated_and_ignored() -> None:
     assert "app 'SaaS': type 'saas': only self_hosted apps are emulated; left out" in report.ignored
     assert "app 'Admin': logo_url: not emulated" in report.ignored
     assert "organisation: login_design: not emulated" in report.ignored
+    assert "policy 'MFA staff': mfa_config: authenticator 'sms' is not emulated" in report.ignored
 
 
 def test_bare_objects_and_the_envelope_read_alike(tmp_path: Path) -> None:
