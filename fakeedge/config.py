@@ -118,6 +118,8 @@ class Policy:
     purpose_justification_required: bool = False  # an Allow policy asks why, once per session (§14.5)
     purpose_justification_prompt: str | None = None
     mfa_config: MfaConfig | None = None
+    approval_required: bool = False  # temporary authentication: an approver grants each session (§14.5)
+    approval_groups: tuple[tuple[str, ...], ...] = ()  # approvers' addresses, per group (informational)
 
 
 @dataclass(frozen=True, slots=True)
@@ -656,8 +658,10 @@ APP_KEYS = (
 MFA_KEYS = ("mfa_disabled", "allowed_authenticators", "session_duration")
 POLICY_KEYS = (
     "name", "decision", "include", "exclude", "require", "session_duration", "precedence", "id",
-    "purpose_justification_required", "purpose_justification_prompt", "mfa_config",
+    "purpose_justification_required", "purpose_justification_prompt", "mfa_config", "approval_required",
+    "approval_groups",
 )  # fmt: skip
+APPROVAL_GROUP_KEYS = ("email_addresses", "approvals_needed", "email_list_uuid")
 POLICY_REF_KEYS = ("id", "name", "precedence")  # an app's reference to a reusable policy (spec §14.6)
 USER_KEYS = ("email", "name", "groups", "github_orgs", "country", "amr", "idp", "custom")
 TOKEN_KEYS = ("name", "id", "client_id", "client_secret", "previous_client_secrets", "expires_at", "disabled")
@@ -1518,6 +1522,15 @@ def _policy(r: _Reader, raw: Any, key: str, lists: _Lists) -> Policy:
             m.get("purpose_justification_prompt"), f"{key}.purpose_justification_prompt"
         ),
         mfa_config=_mfa(r, m.get("mfa_config"), f"{key}.mfa_config"),
+        approval_required=r.flag(m.get("approval_required"), f"{key}.approval_required", False),
+        approval_groups=tuple(
+            _strings(
+                r,
+                r.mapping(g, f"{key}.approval_groups[{i}]", APPROVAL_GROUP_KEYS).get("email_addresses"),
+                f"{key}.approval_groups[{i}].email_addresses",
+            )
+            for i, g in enumerate(r.seq(m.get("approval_groups"), f"{key}.approval_groups"))
+        ),
     )
     rules = (*policy.include, *policy.exclude, *policy.require)
     if decision in ("bypass", "non_identity"):

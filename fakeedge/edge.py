@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 from . import claims, tokens
 from .clock import Clock
 from .config import App, Config, IngressRule, Policy, ServiceToken, sub_for
+from .errors import UnknownName
 from .keys import ROTATION_GRACE, KeyStore, SigningKey
 from .oauth import Grant, OAuthStore
 from .policy import AppIndex, Identity, IngressIndex, Verdict
@@ -238,6 +239,34 @@ def _client_key(client: str) -> str:
     return str(ipaddress.ip_network(f"{ip}/64", strict=False)) if ip.version == 6 else str(ip)
 
 
+APPROVAL_LIMIT = 24 * 3600  # spec §14.5: an approver grants up to 24 h
+
+
+@dataclass(slots=True)
+class Approval:
+    """A temporary-authentication request (spec §14.5): one per sign-in and app."""
+
+    id: str
+    session_nonce: str
+    email: str
+    app: str
+    reason: str
+    requested_at: float
+    state: str = "pending"  # pending, approved, denied
+    until: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "email": self.email,
+            "app": self.app,
+            "reason": self.reason,
+            "requested_at": self.requested_at,
+            "state": self.state,
+            "until": self.until if self.state == "approved" else None,
+        }
+
+
 @dataclass(slots=True)
 class Edge:
     """Everything the web handlers share. Build with :func:`Edge.create`."""
@@ -265,6 +294,32 @@ class Edge:
     oauth: OAuthStore = field(default_factory=OAuthStore)  # managed OAuth (spec §14.2)
     certs_fault: CertsFault | None = None  # tests: /cdn-cgi/access/certs slow, empty or failing
     recorder: RequestLog | None = None  # tests: what origins received; off by default
+    approvals: dict[tuple[str, str], Approval] = field(default_factory=dict)  # (session nonce, aud) -> request
+
+    def request_approval(self, session: Session, app: App, reason: str) -> Approval:
+        """The pending request of this sign-in for ``app``, made now if there is none (spec §14.5)."""
+        key = (session.nonce, app.aud)
+        found = self.approvals.get(key)
+        if found is None or found.state != "pending":
+            found = Approval(
+                secrets.token_hex(8), session.nonce, session.identity.email, app.name, reason, self.clock.now()
+            )
+            self.approvals[key] = found
+        return found
+
+    def approval(self, session: Session, app: App) -> Approval | None:
+        return self.approvals.get((session.nonce, app.aud))
+
+    def decide_approval(self, approval_id: str, *, approve: bool, duration: float) -> Approval:
+        """Grant (for ``duration`` seconds, at most 24 h) or deny a pending request."""
+        found = next((a for a in self.approvals.values() if a.id == approval_id), None)
+        if found is None:
+            raise UnknownName(f"no approval request {approval_id!r}")
+        if not 0 < duration <= APPROVAL_LIMIT:
+            raise ValueError("duration: expected above zero and at most 24h")
+        found.state = "approved" if approve else "denied"
+        found.until = self.clock.now() + duration if approve else 0.0
+        return found
 
     @classmethod
     def create(cls, config: Config, clock: Clock | None = None) -> Edge:

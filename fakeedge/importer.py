@@ -57,14 +57,12 @@ APP_FIELDS_APPROXIMATED = {
     "skip_interstitial": "fakeedge shows no interstitial",
 }
 POLICY_FIELDS_IGNORED = {
-    "approval_required": "temporary authentication (approval) is not emulated",
-    "approval_groups": "temporary authentication (approval) is not emulated",
     "isolation_required": "browser isolation is not emulated",
     "connection_rules": "infrastructure connection rules are not emulated",
 }
 POLICY_FIELDS_SILENT = frozenset(
     {"id", "name", "decision", "include", "exclude", "require", "precedence", "session_duration", "reusable",
-     "purpose_justification_required", "purpose_justification_prompt", "mfa_config",
+     "purpose_justification_required", "purpose_justification_prompt", "mfa_config", "approval_required",
      "app_count", "created_at", "updated_at", "account_id", "zone_id", "application_id", "uid", "approval_groups"}
 )  # fmt: skip
 RESOURCE_KINDS = {
@@ -421,6 +419,12 @@ class _Converter:
         mfa = mfa_config(raw.get("mfa_config"), where, self.report)
         if mfa is not None:
             out["mfa_config"] = mfa
+        if raw.get("approval_required") and decision == "allow":
+            out["approval_required"] = True  # spec §14.5: approved through the control API
+            groups = [g for g in raw.get("approval_groups") or [] if isinstance(g, dict)]
+            emails = [[str(e) for e in g.get("email_addresses") or []] for g in groups]
+            if emails:
+                out["approval_groups"] = [{"email_addresses": e} for e in emails]
         if raw.get("purpose_justification_required") and decision == "allow":
             out["purpose_justification_required"] = True  # spec §14.5: emulated
             if raw.get("purpose_justification_prompt"):

@@ -114,6 +114,32 @@ def justification(
 
 JUSTIFICATION_LIMIT = 1000
 
+
+def approval(
+    app_name: str, *, csrf: str, state: str, request_id: str = "", app_url: str = "", brand: Branding = DEFAULT_BRAND
+) -> str:
+    """Temporary authentication (spec §14.5): ask for access, or wait for an approver."""
+    if state == "ask":
+        body = (
+            f"<h1>Request access to {escape(app_name)}</h1>"
+            "<p id=approval>This application needs an approver's consent for each session.</p>"
+            f'<form method="post"><input type="hidden" name="csrf" value="{escape(csrf)}">'
+            f'<label for="approval_reason">Why do you need access?</label>'
+            f'<textarea id="approval_reason" name="approval_reason" maxlength="{JUSTIFICATION_LIMIT}" required>'
+            '</textarea><button type="submit">Request access</button></form>'
+        )
+    elif state == "pending":
+        body = (
+            f"<h1>Waiting for approval</h1><p id=approval>Your request <code id=request_id>{escape(request_id)}</code> "
+            f"for {escape(app_name)} awaits an approver (the fakeedge control API: POST "
+            "/cdn-cgi/fakeedge/approvals).</p>"
+            f'<p><a id=check_again href="{escape(app_url)}">Check again</a></p>'
+        )
+    else:
+        body = f"<h1>Request denied</h1><p id=approval>An approver refused access to {escape(app_name)}.</p>"
+    return page("Temporary authentication ・ Cloudflare Access", body, brand)
+
+
 AUTHENTICATOR_LABELS = {
     "totp": "Use my authenticator app",
     "security_key": "Use my security key",

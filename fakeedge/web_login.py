@@ -16,7 +16,7 @@ from aiohttp import web
 from . import claims, pages, tokens
 from . import headers as h
 from .config import App, Config, MfaConfig, Policy
-from .edge import ChainHop, Edge, Session
+from .edge import Approval, ChainHop, Edge, Session
 from .errors import one_line
 from .policy import Facts, Identity, decide, split_host
 from .web_access import app_cookies, block, login_url, set_app_session
@@ -126,6 +126,8 @@ async def handle_login(request: web.Request, edge: Edge) -> web.StreamResponse:
 
     if "mfa" in form:
         return _mfa_passed(request, edge, app, host, path, binding, str(form["mfa"]))
+    if "approval_reason" in form:
+        return _approval_requested(request, edge, app, host, path, binding, str(form["approval_reason"]))
     if "justification" in form:
         return _justified(request, edge, app, host, path, binding, csrf, str(form["justification"]))
     if "otp_id" in form:
@@ -258,6 +260,49 @@ def _mfa_passed(
     return _complete(request, edge, session, app, host, path, binding)
 
 
+def _approval_page(
+    request: web.Request, edge: Edge, app: App, host: str, path: str, pending: Approval | None
+) -> web.Response:
+    """Temporary authentication (spec §14.5): the request form, the wait, or the refusal."""
+    csrf = cookie(request, h.CF_SESSION) or secrets.token_urlsafe(24)
+    if pending is None or (pending.state == "approved"):  # none yet, or the last grant ran out
+        state, status = "ask", 200
+    else:
+        state, status = pending.state, 200 if pending.state == "pending" else 403
+    app_url = f"{_app_scheme(edge, host, request.secure)}://{host}{path}"
+    body = pages.approval(
+        app.name,
+        csrf=csrf,
+        state=state,
+        request_id=pending.id if pending else "",
+        app_url=app_url,
+        brand=edge.config.branding,
+    )
+    response = _html(request, body, status, **{h.ACCESS_DOMAIN: app.domain})
+    set_cookie(response, h.CF_SESSION, csrf, expires=edge.clock.now() + 4 * 3600, secure=request.secure)
+    return response
+
+
+def _approval_requested(
+    request: web.Request, edge: Edge, app: App, host: str, path: str, binding: str, reason: str
+) -> web.Response:
+    session = _org_session(request, edge)
+    if session is None:
+        return _login_page(request, edge, app, error="Please sign in first.", status=400)
+    reason = reason.strip()
+    if not reason or len(reason) > pages.JUSTIFICATION_LIMIT:
+        return _approval_page(request, edge, app, host, path, None)
+    pending = edge.request_approval(session, app, reason)
+    log.warning(
+        "fakeedge: %s asks for temporary access to %r (request %s): %s",
+        session.identity.email,
+        app.name,
+        pending.id,
+        one_line(reason),
+    )
+    return _complete(request, edge, session, app, host, path, binding)
+
+
 def _justification_page(
     request: web.Request, edge: Edge, app: App, prompt: str | None, *, error: str = "", status: int = 200
 ) -> web.Response:
@@ -332,6 +377,10 @@ def _complete(
         session.mfa_at is None or edge.clock.now() >= session.mfa_at + mfa_duration(edge.config, app, policy)
     ):
         return _mfa_page(request, edge, app, who.email, mfa)
+    if verdict.outcome == "allow" and policy is not None and policy.approval_required:
+        pending = edge.approval(session, app)
+        if pending is None or pending.state != "approved" or edge.clock.now() >= pending.until:
+            return _approval_page(request, edge, app, host, path, pending)
     if (
         verdict.outcome == "allow"
         and policy is not None

@@ -173,7 +173,7 @@ async def test_endpoint_and_method_mistakes(edge: FakeEdge) -> None:
         404,
         {
             "error": "no control endpoint '/cdn-cgi/fakeedge/tokens'; "
-            "endpoints: token, keys, keys/rotate, clock, requests, certs/fault, audit, oauth, oauth/revoke"
+            "endpoints: token, keys, keys/rotate, clock, requests, certs/fault, audit, oauth, oauth/revoke, approvals"
         },
     )
     url = f"{edge.team_domain}/cdn-cgi/fakeedge/token"

@@ -69,3 +69,28 @@ async def test_independent_mfa_then_justification(site: Site, browser: Browser) 
     await land_on(page, target)
     assert site.reached[0].email == "alice@acme.test"
     await context.close()
+
+
+async def test_temporary_authentication_in_the_browser(site: Site, browser: Browser) -> None:
+    # spec §14.5: request, wait, an approver grants through the control API, "Check again" lets in
+    policy = site.edge.config.apps[0].policies[0]
+    object.__setattr__(policy, "approval_required", True)
+    context, page = await new_page(browser)
+    target = site.url("/ops")
+    await open_sso_page(site, page, target)
+    await sign_in(page, "persona", "Alice")
+    await page.fill("#approval_reason", "INC-9: restart the workers")
+    await page.get_by_role("button", name="Request access").click()
+    await page.wait_for_selector("#request_id")
+    request_id = await page.locator("#request_id").text_content()
+    await page.get_by_role("link", name="Check again").click()
+    await page.wait_for_selector("#request_id")  # still waiting
+    assert site.reached == []
+    async with site.edge.client.post(
+        f"{site.edge.team}/cdn-cgi/fakeedge/approvals", json={"id": request_id, "approve": True, "duration": "2h"}
+    ) as resp:
+        assert resp.status == 200
+    await page.get_by_role("link", name="Check again").click()
+    await land_on(page, target)
+    assert site.reached[0].email == "alice@acme.test"
+    await context.close()

@@ -184,3 +184,12 @@ def test_unreadable_sources_are_one_line_errors(tmp_path: Path, content: str, na
     else:
         assert result.stderr == prefix + error + "\n"
     assert not (tmp_path / "out.yml").exists()
+
+
+def test_interstitials_are_carried_over() -> None:
+    cfg, report = convert(collect([FIXTURES / "api"]))
+    office = next(p for p in cfg["policies"] if p["name"] == "From the office")
+    assert (office["approval_required"], office["approval_groups"]) == (True, [{"email_addresses": ["boss@acme.test"]}])
+    engineers = next(p for p in cfg["policies"] if p["name"] == "Allow engineers")
+    assert (engineers["purpose_justification_required"], engineers["purpose_justification_prompt"]) == (True, "Why?")
+    assert not [line for line in report.ignored if "approval" in line or "justification" in line]
