@@ -318,3 +318,21 @@ async def test_path_and_query_reach_the_origin_byte_for_byte(
     resp = await edge.client.get(yarl.URL(edge.url("public.acme.test", sent), encoded=True))
     assert resp.status == 200
     assert seen == [sent]
+
+
+async def test_a_verifier_that_takes_the_only_key_fails_as_against_cloudflare(edge: RunningEdge) -> None:
+    # spec §14.7: Cloudflare's certs always list two keys; with one, a verifier that uses "the key"
+    # of the set accepts a token without kid here that it would reject in production
+    resp = await edge.client.get(f"{edge.team}/cdn-cgi/access/certs")
+    keys = jwt.PyJWKSet.from_dict(await resp.json()).keys
+    assert len(keys) == 2
+    payload = {"aud": [edge.aud("Admin")], "email": "alice@acme.test", "exp": int(edge.clock.now()) + 60}
+    no_kid = tokens.sign(payload, edge.edge.keys.current, header={"alg": "RS256", "typ": "JWT"})
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt.decode(no_kid, keys[0].key, algorithms=["RS256"], audience=edge.aud("Admin"))
+    # a verifier that selects by kid, as the docs advise, is unaffected
+    signed = tokens.sign(payload, edge.edge.keys.current)
+    by_kid = {k.key_id: k for k in keys}[jwt.get_unverified_header(signed)["kid"]]
+    assert (
+        jwt.decode(signed, by_kid.key, algorithms=["RS256"], audience=edge.aud("Admin"))["email"] == "alice@acme.test"
+    )
