@@ -8,7 +8,7 @@ for exactly N sequential keep-alive requests, dumped, and the count divided by N
 front's instructions are counted: the origin and this driver run natively.
 
     apt-get install -y valgrind
-    .venv/bin/python bench/instructions.py [--requests 1000]
+    .venv/bin/python bench/instructions.py [--requests 1000] [--loop uvloop]
 
 ``x proxy`` is the minimal proxy's count divided by the target's: what the throughput ratio
 would be if the front were the only thing on its core.
@@ -29,6 +29,7 @@ from pathlib import Path
 import bench as B  # the sibling script, for its servers and config
 
 PORT_TIMEOUT = 240.0  # a Python start under valgrind takes tens of seconds
+LOOP = ["asyncio"]  # every front's event loop: --loop
 
 
 async def _serve(kind: str, origin: str, port: int, keys_dir: str) -> None:
@@ -92,6 +93,7 @@ def measure(
             origin,
             str(port),
             str(tmp / "keys"),
+            LOOP[0],
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -127,8 +129,9 @@ def measure(
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--serve":
-        kind, origin, port, keys_dir = sys.argv[2:6]
-        asyncio.run(_serve(kind, origin, int(port), keys_dir))
+        kind, origin, port, keys_dir, loop = sys.argv[2:7]
+        with asyncio.Runner(loop_factory=B.loop_factory(loop)) as runner:
+            runner.run(_serve(kind, origin, int(port), keys_dir))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1000, help="requests counted per target")
@@ -136,7 +139,11 @@ def main() -> None:
         "--paths", default="unprotected,cookie,service-token", help="fakeedge paths to measure, comma-separated"
     )
     parser.add_argument("--no-proxy", action="store_true", help="fakeedge only, to iterate on a change quickly")
+    parser.add_argument(
+        "--loop", choices=("asyncio", "uvloop"), default="asyncio", help="every front's event loop (default asyncio)"
+    )
     args = parser.parse_args()
+    LOOP[0] = args.loop
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise SystemExit("needs valgrind: apt-get install -y valgrind")
     started: list[B.Server] = []
@@ -173,7 +180,8 @@ def main() -> None:
         finally:
             for server in started:
                 server.stop()
-    print(f"\nproxy + Access wire work (no credentials in the request): {wire:,} instructions/request")
+    print(f"\nevent loop of every front: {args.loop}")
+    print(f"proxy + Access wire work (no credentials in the request): {wire:,} instructions/request")
     print(f"\n{'target':<30} {'instr/req':>10} {'proxy':>10} {'x proxy':>8}")
     for name, count, proxy, _ in table:
         print(f"{name:<30} {count:>10,} {proxy:>10,} {proxy / count:>8.2f}")

@@ -262,6 +262,8 @@ class IngressRule:
 
 
 DEFAULT_BRAND_NAME = "fakeedge · Cloudflare Access"
+JOURNAL_DEFAULT = 1000
+JOURNAL_MAX = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,6 +304,7 @@ class Config:
     not_emulated: tuple[str, ...] = ()
     branding: Branding = field(default_factory=Branding)
     tls_listen: tuple[str, int] | None = None
+    journal: int = JOURNAL_DEFAULT  # requests the inspector keeps (fakeedge.record); 0: none
 
     def user(self, email: str) -> User | None:
         wanted = email.lower()
@@ -646,6 +649,7 @@ TOP_KEYS = (
     "strict_service_token_auth", "logout_delay", "origin_timeout", "tls_listen", "ingress_file",
     "branding", "admin_token", "policies", "deny_unmatched_requests", "deny_unmatched_requests_exempted_zone_names",
     "mfa_config", "mfa_required_for_all_apps",
+    "journal",
 )  # fmt: skip
 BRANDING_KEYS = ("name", "logo_url", "background_color", "header_color", "button_color", "description")
 APP_KEYS = (
@@ -1002,6 +1006,7 @@ def parse_config(raw: Any, *, source: str = "<config>", base_dir: Path | None = 
         not_emulated=not_emulated,
         tls_listen=tls_listen,
         branding=get(lambda: _branding(r, top.get("branding")), Branding()),
+        journal=get(lambda: r.convert(top.get("journal"), "journal", _journal), JOURNAL_DEFAULT),
     )
     r.raise_collected()
     return settings
@@ -1242,6 +1247,14 @@ def _branding(r: _Reader, raw: Any) -> Branding:
         description=r.text(m.get("description"), "branding.description", multiline=True),
         **colors,
     )
+
+
+def _journal(value: Any) -> int:
+    if value is None:
+        return JOURNAL_DEFAULT
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= JOURNAL_MAX:
+        raise ValueError(f"expected how many requests to keep, 0 to {JOURNAL_MAX:,} (0: none), got {_kind(value)}")
+    return value
 
 
 def _admin_token(value: Any) -> str | None:

@@ -11,6 +11,7 @@ a flood of sign-ins neither grows memory without bound nor slows sign-in down.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import heapq
 import ipaddress
@@ -29,10 +30,10 @@ from .errors import UnknownName
 from .keys import ROTATION_GRACE, KeyStore, SigningKey
 from .oauth import Grant, OAuthStore
 from .policy import AppIndex, Identity, IngressIndex, Verdict
+from .record import RequestLog
 
 if TYPE_CHECKING:
     from .faults import CertsFault
-    from .record import RequestLog
 
 REUSE_MARGIN = 60  # re-sign a cached token when it has less than this many seconds left
 CACHE_LIMIT = 10_000
@@ -135,6 +136,11 @@ class Session:
     justified: dict[str, str] = field(default_factory=dict)  # aud -> the purpose given (spec §14.5)
     mfa_at: float | None = None  # when the independent MFA step was passed (spec §14.5)
 
+    @property
+    def last_exp(self) -> float:
+        """When the last token this edge signed for the session expires."""
+        return max([self.exp, *(exp for _, exp, _ in self.app_tokens.values())])
+
     def alive(self, now: float) -> bool:
         return now < self.exp and (self.revoked_at is None or now < self.revoked_at)
 
@@ -221,6 +227,9 @@ class IssueLimit:
         log.append((now, item))
         self._logs.put(key, log, now + self.window, now)
 
+    def clear(self) -> None:
+        self._logs.clear()
+
     def release(self, key: str, item: str, now: float) -> None:
         """Give ``item``'s slot back (a code that was used as meant)."""
         log = [row for row in self._live(key, now) if row[1] != item]
@@ -281,6 +290,8 @@ class Edge:
     ports: set[int] = field(default_factory=set)
     tls_ports: set[int] = field(default_factory=set)  # the subset of ports that speak TLS
     sessions: Expiring[str, Session] = field(default_factory=lambda: Expiring(SESSION_LIMIT))
+    # sessions the cap pushed out, kept (bounded) until their tokens expire so _adopt refuses them
+    _evicted: Expiring[str, Session] = field(default_factory=lambda: Expiring(SESSION_LIMIT))
     logins: Expiring[str, PendingLogin] = field(default_factory=lambda: Expiring(PENDING_LIMIT))
     chain_hops: Expiring[str, ChainHop] = field(default_factory=lambda: Expiring(PENDING_LIMIT))
     otps: Expiring[str, OneTimePin] = field(default_factory=lambda: Expiring(PENDING_LIMIT))
@@ -293,7 +304,8 @@ class Edge:
     _tokens_by_client_id: dict[str, ServiceToken] = field(default_factory=dict)
     oauth: OAuthStore = field(default_factory=OAuthStore)  # managed OAuth (spec §14.2)
     certs_fault: CertsFault | None = None  # tests: /cdn-cgi/access/certs slow, empty or failing
-    recorder: RequestLog | None = None  # tests: what origins received; off by default
+    handling: int = 0  # requests in handle() now: a sync test waits for 0 before it reads the journal
+    recorder: RequestLog | None = None  # the journal of the last `journal` requests (fakeedge.record)
     approvals: dict[tuple[str, str], Approval] = field(default_factory=dict)  # (session nonce, aud) -> request
 
     def request_approval(self, session: Session, app: App, reason: str) -> Approval:
@@ -322,16 +334,20 @@ class Edge:
         return found
 
     @classmethod
-    def create(cls, config: Config, clock: Clock | None = None) -> Edge:
+    def create(cls, config: Config, clock: Clock | None = None, keys: KeyStore | None = None) -> Edge:
+        """An edge for ``config``; ``keys`` (default: loaded from ``config.keys_dir``) lets test
+        edges share one loaded key instead of parsing it again (fakeedge.testing)."""
         clock = clock or Clock()
         edge = cls(
             config=config,
             clock=clock,
-            keys=KeyStore(config.keys_dir, clock.now()),
+            keys=keys if keys is not None else KeyStore(config.keys_dir, clock.now()),
             index=AppIndex(config.apps),
             ingress=IngressIndex(config.ingress),
         )
         edge.reconfigure(config)
+        if config.journal:
+            edge.recorder = RequestLog(config.journal)
         if config.team_domain:
             edge.team_domain = config.team_domain
         return edge
@@ -445,10 +461,16 @@ class Edge:
         now = int(self.clock.now())
         nonce = claims.identity_nonce()
         session = Session(nonce, identity, sub_for(self.config.team, identity.email), now, now + SESSION_DURATION)
-        evicted = self.sessions.put(nonce, session, session.exp, now)
+        self._keep(session, now)
+        return session
+
+    def _keep(self, session: Session, now: float) -> None:
+        """Hold ``session`` until its last token expires (a revoked one too: dropped earlier, its
+        tokens would be adopted again as if never logged out, see ``_adopt``)."""
+        evicted = self.sessions.put(session.nonce, session, session.last_exp, now)
         if evicted is not None:
             evicted.revoked_at = 0.0  # over the cap: its tokens, remembered or not, stop working now
-        return session
+            self._evicted.put(evicted.nonce, evicted, evicted.last_exp, now)
 
     def org_token(self, session: Session) -> str:
         """The session's org token (the team domain's ``CF_Authorization``), signed on first use."""
@@ -503,11 +525,25 @@ class Edge:
         session.app_tokens[app.aud] = (jwt, exp, signing_key.kid)  # kept with the session, gone with it
         return jwt, exp
 
+    def end_sessions(self) -> None:
+        """Back to no session (tests: ``reset()``): every session ends now, kept so that its tokens
+        stay refused (not adopted again, see ``_adopt``); pending sign-ins, one-time PINs and
+        the token caches are dropped."""
+        now = self.clock.now()
+        for session in list(self.sessions.values()):
+            session.revoked_at = float("-inf")
+            self._keep(session, now)
+        stores = (self.logins, self.chain_hops, self.otps, self.otps_per_email, self.otps_per_client)
+        for state in (*stores, self._verified, self._app_tokens, self.verdicts):
+            state.clear()
+
     def revoke(self, session: Session) -> None:
         """Log a session out everywhere, after ``logout_delay`` (Cloudflare: 20-30 s; default now)."""
-        at = self.clock.now() + self.config.logout_delay
+        now = self.clock.now()
+        at = now + self.config.logout_delay
         if session.revoked_at is None or at < session.revoked_at:
             session.revoked_at = at
+        self._keep(session, now)
         for grant in self.oauth.grants_of_login(session.nonce):
             # issue 12: logout ends the OAuth grants the browser session authorised
             grant_session = self.sessions.get(grant.session_nonce, self.clock.now())
@@ -521,9 +557,7 @@ class Edge:
         now = int(self.clock.now())
         nonce = claims.identity_nonce()
         session = Session(nonce, identity, sub_for(self.config.team, identity.email), now, int(exp))
-        evicted = self.sessions.put(nonce, session, session.exp, now)
-        if evicted is not None:
-            evicted.revoked_at = 0.0  # over the cap, as in login()
+        self._keep(session, now)
         return session
 
     def revoke_grant(self, grant_id: str | None) -> Grant | None:
@@ -637,9 +671,33 @@ class Edge:
             return Credential(token, "service", payload, payload["exp"], auds, kid, service_token=st)
         session = self.sessions.get(payload.get("identity_nonce", ""), now)
         if session is None:
-            return None  # not one of ours (or from before a restart): sign in again
+            session = self._adopt(payload)
+            if session is None:
+                return None
         kind: Literal["app", "org"] = "org" if payload.get("type") == "org" else "app"
         return Credential(token, kind, payload, payload["exp"], auds, kid, session)
+
+    def _adopt(self, payload: dict[str, Any]) -> Session | None:
+        """The session of a user token signed with our keys elsewhere (``fakeedge token``, another
+        process with the same ``keys_dir``, an edge before a restart), kept from now on so that
+        logout revokes it like any other. Issue 11: any token the running edge can verify and has
+        not revoked is accepted, whoever minted it."""
+        nonce, email = payload.get("identity_nonce"), payload.get("email")
+        iat, exp = payload.get("iat"), payload.get("exp")
+        if not (isinstance(nonce, str) and nonce and isinstance(email, str) and email):
+            return None
+        if self._evicted.get(nonce, self.clock.now()) is not None:
+            return None  # pushed out by the session cap: its tokens stay refused
+        if not (isinstance(iat, int | float) and isinstance(exp, int | float)):
+            return None
+        config = self.config
+        who = Identity.for_email(email, config.user(email), default_country=config.default_country)
+        country = payload.get("country")
+        if isinstance(country, str) and country:
+            who = dataclasses.replace(who, country=country)
+        session = Session(nonce, who, str(payload.get("sub") or sub_for(config.team, email)), int(iat), int(exp))
+        self._keep(session, self.clock.now())
+        return session
 
     def remember_verdict(self, key: tuple[str, str | None, str, str, str | None], verdict: Verdict) -> None:
         """Keep a policy verdict for (app, session, address, country, service token), bounded."""

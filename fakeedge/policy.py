@@ -399,3 +399,12 @@ def decide(app: App, facts: Facts, who: Identity | None) -> Verdict:
     if who is None:
         return Verdict("forbidden")
     return Verdict("deny")
+
+
+def match_policy(policy: Policy, facts: Facts, who: Identity | None) -> tuple[bool | None, Rule | None]:
+    """One policy's rules for ``explain`` and the journal: matched (None: needs a login), and the rule.
+
+    The rule is the include rule that matched, the require rule that failed or the exclude rule
+    that matched; None when no include rule matched.
+    """
+    return _match(policy.include, policy.require, policy.exclude, facts, who)

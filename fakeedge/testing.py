@@ -11,17 +11,23 @@ same objects work without pytest::
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import copy
 import dataclasses
+import hashlib
 import html
 import inspect
 import ipaddress
 import json
 import os
 import re
+import shutil
 import socket
 import tempfile
-from collections.abc import Awaitable, Callable, Mapping
+import threading
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
@@ -38,8 +44,10 @@ from .config import App, Config, parse_config, parse_duration
 from .edge import Edge
 from .errors import FakeEdgeError, UnknownName
 from .faults import CertsFault, certs_fault
+from .keys import KeyStore, SigningKey
 from .mint import find_app, find_service_token, unknown_app_message
 from .mint import mint as mint_token
+from .origins import Origin, classify, serve_origin
 from .policy import Facts, Identity, decide
 from .record import RequestLog
 from .web_app import start
@@ -146,6 +154,8 @@ class FakeEdge:
         self.port = port
         self._stack = stack
         self._logins: dict[aiohttp.ClientSession, str] = {}
+        self._clients: list[aiohttp.ClientSession] = []
+        self._start: tuple[Config, SigningKey, SigningKey | None, float] | None = None
 
     # -- addresses --
 
@@ -177,6 +187,8 @@ class FakeEdge:
 
         ``edge.requests.last.claims["email"]``, ``.policy``, ``.headers["CF-Connecting-IP"]``;
         ``edge.requests.clear()`` between steps. Sign-in itself never reaches the origin.
+        ``edge.requests.all()`` is the whole journal: every request the edge answered, refusals
+        and sign-in pages included, each with ``.status`` and ``.reason`` (why, in words).
 
         Raises:
             FakeEdgeError: the edge was started with ``record=False``.
@@ -231,11 +243,65 @@ class FakeEdge:
 
     # -- clients --
 
+    def origin_url(self, host_or_app: str, path: str = "/") -> str:
+        """The URL of the origin that serves an app (or host) behind the edge, for reaching it directly.
+
+        Use it in negative tests: the origin must refuse a request that did not come through
+        the edge (no assertion, a forged one). The origin is the ingress rule that routes
+        ``host_or_app`` and ``path``.
+
+        Raises:
+            UnknownName: not an app name nor a host name.
+            ValueError: that host and path route to an ``http_status:`` rule, not an origin.
+        """
+        host = self.host(host_or_app)
+        rule = self.core.route(host, path)
+        if rule.service.startswith("http_status:"):
+            raise ValueError(f"{host}{path} is routed to {rule.service}, not to an origin")
+        return rule.service.rstrip("/") + path
+
     def client(self) -> aiohttp.ClientSession:
-        """A new loopback ClientSession with no credentials; closed with the edge."""
+        """A new loopback ClientSession with no credentials; closed with the edge (or by :meth:`reset`)."""
         session = loopback_session()
-        self._stack.push_async_callback(session.close)
+        self._clients.append(session)
         return session
+
+    # -- one edge for many tests --
+
+    def _remember_start(self) -> None:
+        keys = self.core.keys
+        self._start = (self.core.config, keys.current, keys.previous, keys.previous_until)
+        self._stack.push_async_callback(self._close_clients)
+
+    async def _close_clients(self) -> None:
+        while self._clients:
+            await self._clients.pop().close()
+        self._logins.clear()
+
+    async def reset(self) -> None:
+        """Put the edge back as it started, for the next test of a module- or session-wide edge.
+
+        Ends every session, pending sign-in and one-time PIN (tokens minted so far are refused),
+        closes the clients from :meth:`login` and :meth:`client`, resets the clock, ends a certs
+        fault, empties :attr:`requests`, drops personas added by ``login(..., **persona)`` and
+        makes the signing keys those of the start again (in memory: the key files of a
+        configured ``keys_dir`` are left as they are). Origins and the port stay.
+        """
+        await self._close_clients()
+        core = self.core
+        assert self._start is not None, "reset() before the edge started"
+        config, current, previous, previous_until = self._start
+        core.end_sessions()
+        core.clock.reset()
+        if core.certs_fault is not None:
+            core.certs_fault.clear()
+            core.certs_fault = None
+        if core.recorder is not None:
+            core.recorder.clear()
+        keys = core.keys
+        keys.current, keys.previous, keys.previous_until = current, previous, previous_until
+        keys._certs = None  # the certs document is rebuilt from the keys above
+        core.reconfigure(config)
 
     def service_token(self, name: str, *, app: str | None = None) -> dict[str, str]:
         """The headers a client sends for the service token ``name`` (its name, id or client id).
@@ -492,6 +558,7 @@ class FakeEdge:
 
     async def close(self) -> None:
         """Close every client, the edge and the origins it started, in reverse order."""
+        await self._close_clients()
         await self._stack.aclose()
 
 
@@ -563,6 +630,84 @@ def _refusal(edge: FakeEdge, app: App, email: str, status: int, text: str) -> st
     return f"app {app.name!r} refused {email} at sign-in ({status}): {why}; policies: {policies}"
 
 
+# --- the common config in a line ---------------------------------------------------------------
+
+
+def allow(
+    *emails: str, email_domains: Iterable[str] = (), everyone: bool = False, name: str = "allow"
+) -> dict[str, Any]:
+    """An Allow policy (a mapping in the YAML's structure) for addresses, domains or everyone.
+
+    ``allow("alice@acme.test", "@acme.test")``: an entry starting with ``@`` is an email domain.
+
+    Raises:
+        ValueError: no one is allowed (no address, domain nor ``everyone``).
+    """
+    include: list[dict[str, Any]] = []
+    for entry in emails:
+        if entry.startswith("@"):
+            include.append({"email_domain": {"domain": entry[1:]}})
+        else:
+            include.append({"email": {"email": entry}})
+    include += [{"email_domain": {"domain": d.lstrip("@")}} for d in email_domains]
+    if everyone:
+        include.append({"everyone": {}})
+    if not include:
+        raise ValueError("allow(): give at least one address, @domain, email_domains=... or everyone=True")
+    return {"name": name, "decision": "allow", "include": include}
+
+
+def one_app(
+    origin: Any,
+    *allowed: str,
+    host: str = "app.acme.test",
+    name: str = "App",
+    team: str = "acme",
+    policies: Iterable[Mapping[str, Any]] = (),
+    service_token: str | None = None,
+    **top: Any,
+) -> dict[str, Any]:
+    """The common config in one call: one app on ``host``, who may sign in, one origin behind it.
+
+    ``fakeedge_sync(one_app(flask_app, "alice@acme.test"))``; add keys of the config's top level
+    (``users=[...]``, ``team_domain=...``) as keywords.
+
+    Args:
+        origin: the ingress ``service``: a URL, an ASGI or WSGI app, an aiohttp Application, or
+            a callable taking the running edge and returning one.
+        *allowed: addresses and ``@domains`` allowed to sign in (see :func:`allow`).
+        host: the app's domain (and the ingress hostname).
+        name: the app's name (``edge.aud(name)``).
+        team: the team name (its AUDs and ``sub`` derive from it).
+        policies: more policies, after the Allow one (e.g. ``{"decision": "bypass", ...}``).
+        service_token: the name of a service token to create, with a Service Auth policy for it;
+            ``edge.service_token(name)`` gives its headers.
+
+    Raises:
+        ValueError: neither ``allowed``, ``policies`` nor ``service_token`` lets anyone in.
+    """
+    app_policies = [allow(*allowed)] if allowed else []
+    app_policies += [dict(p) for p in policies]
+    config: dict[str, Any] = {"team": team}
+    if service_token is not None:
+        digest = hashlib.sha256(f"{team}:{service_token}".encode()).hexdigest()
+        config["service_tokens"] = [
+            {"name": service_token, "client_id": f"{digest[:32]}.access", "client_secret": digest[32:]}
+        ]
+        app_policies.append(
+            {
+                "name": service_token,
+                "decision": "non_identity",
+                "include": [{"service_token": {"token_id": service_token}}],
+            }
+        )
+    if not app_policies:
+        raise ValueError("one_app(): give addresses or @domains to allow, policies=[...] or service_token=...")
+    config["apps"] = [{"name": name, "domain": host, "policies": app_policies}]
+    config["ingress"] = [{"hostname": host, "service": origin}, {"service": "http_status:404"}]
+    return {**config, **top}
+
+
 # --- starting edges ----------------------------------------------------------------------------
 
 
@@ -582,6 +727,29 @@ class FakeEdgeFactory(Protocol):
     ) -> Awaitable[FakeEdge]: ...
 
 
+NOT_AWAITED = (
+    "fakeedge(config=...) starts the edge asynchronously: `edge = await fakeedge(config=...)` in an "
+    "async test; a sync test (Flask, Django, unittest) uses the fakeedge_sync fixture: "
+    "`edge = fakeedge_sync(config)`"
+)
+
+
+class Starting(Awaitable[FakeEdge]):
+    """An edge being started: ``await`` it. Used as if it were the edge (a sync test that forgot
+    the ``await``, or asked for the async fixture), it says what to do instead of
+    ``'coroutine' object has no attribute 'url'``."""
+
+    def __init__(self, coro: Coroutine[Any, Any, FakeEdge]) -> None:
+        self._coro = coro
+
+    def __await__(self) -> Generator[Any, None, FakeEdge]:
+        return self._coro.__await__()
+
+    def __getattr__(self, name: str) -> Any:
+        self._coro.close()  # never to run: no "coroutine was never awaited" warning on top
+        raise AttributeError(f"{NOT_AWAITED} (asked for .{name})")
+
+
 class EdgeFactory:
     """Starts :class:`FakeEdge` instances and closes them all, last started first.
 
@@ -591,15 +759,15 @@ class EdgeFactory:
     def __init__(self) -> None:
         self._edges: list[FakeEdge] = []
 
-    async def __call__(
+    def __call__(
         self,
         config: ConfigInput,
         *,
         clock: Clock | None = None,
         keys_dir: str | os.PathLike[str] | None = None,
         record: bool = True,
-    ) -> FakeEdge:
-        """Start an edge on 127.0.0.1 (a free port) in front of the origins ``config`` names.
+    ) -> Starting:
+        """Start an edge on 127.0.0.1 (a free port) in front of the origins ``config`` names: await it.
 
         Args:
             config: a config mapping (the YAML's structure) or the path of a YAML file. In a
@@ -615,6 +783,11 @@ class EdgeFactory:
         Raises:
             ConfigError: the config is wrong; the message names the key.
         """
+        return Starting(self._start(config, clock=clock, keys_dir=keys_dir, record=record))
+
+    async def _start(
+        self, config: ConfigInput, *, clock: Clock | None, keys_dir: str | os.PathLike[str] | None, record: bool
+    ) -> FakeEdge:
         edge = await _start_edge(config, clock=clock, keys_dir=keys_dir, record=record)
         self._edges.append(edge)
         return edge
@@ -642,20 +815,23 @@ async def _start_edge(
             rules = list(raw.get("ingress") or [])
             for i, rule in enumerate(rules):
                 service = rule.get("service") if isinstance(rule, Mapping) else None
-                if isinstance(service, web.Application):
-                    rules[i] = {**rule, "service": await _run_app(stack, service, started)}
-                elif callable(service):
+                if isinstance(service, str) or service is None:
+                    continue
+                if classify(service) == "factory" and not isinstance(service, web.Application):
                     factories.append((i, service))
                     rules[i] = {**rule, "service": "http://127.0.0.1:9"}  # until the edge runs
+                else:
+                    rules[i] = {**rule, "service": await _run_origin(stack, service, started, f"ingress[{i}].service")}
             raw["ingress"] = rules
+            store: KeyStore | None = None
             if keys_dir is None and "keys_dir" not in raw:
-                keys_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="fakeedge-keys-"))
+                keys_dir, store = _temporary_keys(stack)
             if keys_dir is not None:
                 raw["keys_dir"] = str(keys_dir)
             parsed = parse_config(raw, source="fakeedge(config=...)")
         else:
-            parsed = _load_yaml(stack, Path(config), keys_dir)
-        core = Edge.create(parsed, clock)
+            parsed, store = _load_yaml(stack, Path(config), keys_dir)
+        core = Edge.create(parsed, clock, store)
         core.recorder = RequestLog() if record else None
         runner, (_, port) = await start(core, "127.0.0.1", 0)
         stack.push_async_callback(runner.cleanup)
@@ -666,46 +842,89 @@ async def _start_edge(
             app = factory(edge)
             if inspect.isawaitable(app):
                 app = await app
-            if not isinstance(app, web.Application):
-                raise TypeError(
-                    f"ingress[{i}].service: a callable service must return an aiohttp.web.Application, "
-                    f"got {type(app).__name__}"
-                )
-            url = await _run_app(stack, app, {})
+            url = await _run_origin(stack, app, {}, f"ingress[{i}].service", made_by_factory=True)
             ingress = list(core.config.ingress)
             ingress[i] = dataclasses.replace(ingress[i], service=url)
             core.reconfigure(dataclasses.replace(core.config, ingress=tuple(ingress)))
+        edge._remember_start()
         return edge
     except BaseException:
         await stack.aclose()
         raise
 
 
-def _load_yaml(stack: contextlib.AsyncExitStack, path: Path, keys_dir: str | os.PathLike[str] | None) -> Config:
+def _load_yaml(
+    stack: contextlib.AsyncExitStack, path: Path, keys_dir: str | os.PathLike[str] | None
+) -> tuple[Config, KeyStore | None]:
     import yaml
 
     from .config import load_config
 
     parsed = load_config(path)
+    store = None
     if keys_dir is None:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
         if "keys_dir" in raw:
-            return parsed
+            return parsed, None
         # a test should not write keys next to the config (often the project's own fakeedge.yml)
-        keys_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="fakeedge-keys-"))
-    return dataclasses.replace(parsed, keys_dir=Path(keys_dir))
+        keys_dir, store = _temporary_keys(stack)
+    return dataclasses.replace(parsed, keys_dir=Path(keys_dir)), store
 
 
-async def _run_app(stack: contextlib.AsyncExitStack, app: web.Application, started: dict[int, str]) -> str:
-    """Start ``app`` on 127.0.0.1 (a free port) and return its URL; closed with ``stack``.
+async def _run_origin(
+    stack: contextlib.AsyncExitStack, service: Any, started: dict[int, str], key: str, *, made_by_factory: bool = False
+) -> str:
+    """Serve an in-process origin on 127.0.0.1 (a free port) until ``stack`` closes; return its URL.
 
-    ``started`` maps applications already started for this edge (by identity) to their URL: an
-    application named by several ingress rules runs once.
+    ``service`` is an ``aiohttp.web.Application`` (served on the edge's loop), an ASGI or a WSGI
+    app (served by uvicorn, :mod:`fakeedge.origins`). ``started`` maps the objects already
+    served for this edge (by identity) to their URL: an app named by several rules runs once.
+
+    Raises:
+        TypeError: ``service`` is none of those; the message names ``key``.
     """
-    if id(app) not in started:
-        runner = web.AppRunner(app, access_log=None)
+    if id(service) in started:
+        return started[id(service)]
+    if isinstance(service, web.Application):
+        runner = web.AppRunner(service, access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         await web.TCPSite(runner, "127.0.0.1", 0).start()
-        started[id(app)] = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    return started[id(app)]
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    else:
+        kind = classify(service)
+        if kind not in ("asgi", "wsgi"):
+            what = "a callable service must return" if made_by_factory else "a service must be a URL or"
+            raise TypeError(
+                f"{key}: {what} an aiohttp.web.Application, an ASGI app (async (scope, receive, send)) or a "
+                f"WSGI app ((environ, start_response)); got {type(service).__name__}"
+                + ("" if made_by_factory else "; a factory takes one argument, the running edge")
+            )
+        app = service.app if isinstance(service, Origin) else service
+        url = await serve_origin(stack, app, kind)
+    started[id(service)] = url
+    return url
+
+
+# One signing key per process for the temporary key directories of test edges: generating an RSA
+# key, and even loading one (OpenSSL checks it), is most of an edge's start (issue 11: 40 ms
+# median). Each edge gets its own directory holding a copy, and its own KeyStore object made by a
+# shallow copy of the loaded one: a rotation rebinds the copy's keys, never the template's.
+_KEY_TEMPLATE: KeyStore | None = None
+_KEY_TEMPLATE_LOCK = threading.Lock()  # sync edges start from several threads
+
+
+def _temporary_keys(stack: contextlib.AsyncExitStack) -> tuple[str, KeyStore]:
+    """A new temporary ``keys_dir``, removed with ``stack``, and its loaded store: this process's test key."""
+    global _KEY_TEMPLATE
+    with _KEY_TEMPLATE_LOCK:
+        if _KEY_TEMPLATE is None or not _KEY_TEMPLATE.directory.is_dir():
+            template = Path(tempfile.mkdtemp(prefix="fakeedge-keys-template-"))
+            atexit.register(shutil.rmtree, template, True)
+            _KEY_TEMPLATE = KeyStore(template, time.time())
+        source = _KEY_TEMPLATE
+    directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="fakeedge-keys-"))
+    shutil.copytree(source.directory, directory, dirs_exist_ok=True)
+    store = copy.copy(source)
+    store.directory = Path(directory)
+    return directory, store

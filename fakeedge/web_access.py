@@ -16,7 +16,9 @@ from . import claims, pages, tokens
 from . import headers as h
 from .config import App
 from .edge import Credential, Edge
+from .journal import judged, note
 from .policy import AppMatch, Facts, Identity, Verdict, decide, normalize_path
+from .record import Judged
 from .web_proxy import edge_headers
 from .web_request import NO_STORE, app_cookie_header, client_ip, cookie, ray_key, scheme, set_cookie
 
@@ -147,10 +149,15 @@ def check(request: web.Request, edge: Edge, match: AppMatch) -> Admission | web.
         # spec §5: strict mode answers 401 when the token cannot authenticate, 403 when not allowed;
         # Allow policies and cookies play no part and no cookie is returned.
         if service.malformed or service.token_client_id is None:
+            judged(request, Judged(None, None, ip, default_country, None, strict=True))
+            note(request, "strict service-token auth: the headers are malformed, or the id or secret is wrong")
             return access_denied(request, edge, app, 401)
         verdict = decide(app, Facts(ip, default_country, service.token_client_id), None)
         if verdict.outcome in ("service", "bypass"):
+            judged(request, Judged(verdict, None, ip, default_country, service.token_client_id, strict=True))
             return _service_admission(edge, app, verdict, service.token_client_id, set_cookie=False)
+        judged(request, Judged(None, None, ip, default_country, service.token_client_id, strict=True))
+        note(request, "strict service-token auth: no Service Auth or Bypass policy admits this service token")
         return access_denied(request, edge, app, 403)
 
     cred = None if service.token_client_id else presented_credential(request, edge, app)
@@ -171,6 +178,9 @@ def check(request: web.Request, edge: Edge, match: AppMatch) -> Admission | web.
         cached = decide(app, Facts(ip, country, token_client_id), who)
         edge.remember_verdict(key, cached)
     verdict = cached
+    # for the journal's reason in words (fakeedge.journal)
+    bad_token = service.present and service.token_client_id is None
+    judged(request, Judged(verdict, who, ip, country, token_client_id, bad_token))
     match verdict.outcome:
         case "service":
             if token_client_id is None:
@@ -187,6 +197,7 @@ def check(request: web.Request, edge: Edge, match: AppMatch) -> Admission | web.
             return block(request, edge, app, identity=True, email=who.email if who else None)
         case "login":
             if request.headers.get(h.X_REQUESTED_WITH, "").lower() == "xmlhttprequest":
+                note(request, "X-Requested-With: XMLHttpRequest gets 401 rather than the redirect")
                 return access_denied(request, edge, app, 401)  # spec §1.7: AJAX gets 401, not a redirect
             return login_redirect(request, edge, app, service_token_status=False)
         case "forbidden":

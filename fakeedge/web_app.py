@@ -17,12 +17,13 @@ import aiohttp
 from aiohttp import web
 
 from . import headers as h
-from . import pages, web_oauth
+from . import journal, pages, web_inspector, web_oauth
 from .config import App, Config
 from .edge import Edge
 from .env import base_url, shown_host
 from .errors import ConfigError
 from .policy import Verdict, normalize_path, split_host
+from .record import RequestLog
 from .tls import edge_context
 from .web_access import Admission, answer_preflight, app_cookies, check, is_preflight, metadata_token, oauth_bearer
 from .web_cdn_cgi import handle_certs, handle_get_identity
@@ -36,7 +37,6 @@ from .web_proxy import (
     edge_headers,
     forward,
     new_ray,
-    origin_failure_key,
 )
 from .web_request import NO_STORE, client_ip, client_key, edge_key, ray_key, scheme
 
@@ -143,19 +143,72 @@ async def handle_app_cdn_cgi(request: web.Request, edge: Edge, host: str, path: 
 
 async def handle(request: web.Request) -> web.StreamResponse:
     """Every request, whatever the host: the team domain, Access, then the ingress rules."""
+    edge = request.app[edge_key]
+    edge.handling += 1
+    try:
+        return await _handle(request, edge)
+    finally:
+        edge.handling -= 1
+
+
+async def _handle(request: web.Request, edge: Edge) -> web.StreamResponse:
     started = time.perf_counter()
     ray = request[ray_key] = new_ray()
+    trail = request[journal.trail_key] = journal.Trail()
     edge_log = request.app[access_log_key]
     try:
-        response, app_name, policy_name, decision = await _answer(request, ray)
+        response, app, kind, host = await _answer(request, ray)
     except asyncio.CancelledError:
         # the client went away (aiohttp cancels its handler): logged as nginx and Cloudflare do, 499
         if edge_log.enabled:
-            _log(edge_log, request, 499, "-", "-", "client-closed", started, ray)
+            _log(edge_log, request, 499, "-", "-", "client-closed", "", started, ray)
+        if edge.recorder is not None:
+            _journal_departed(request, edge, edge.recorder, started)
         raise
-    if edge_log.enabled and decision != "favicon":
-        _log(edge_log, request, response.status, app_name, policy_name, decision, started, ray)
+    journal_log = edge.recorder
+    if kind == "favicon" or (journal_log is None and not edge_log.enabled):
+        return response
+    if journal_log is not None and kind != "control":  # the inspector's own calls would drown the rest
+        elapsed = (time.perf_counter() - started) * 1000
+        why = journal.record(
+            journal_log, request, response, edge, host=host, app=app, kind=kind, latency_ms=elapsed
+        ).why
+    else:
+        why = journal.why(request, response, app)
+    if edge_log.enabled:
+        verdict = trail.judged.verdict if trail.judged is not None else None
+        policy = verdict.policy.name if verdict is not None and verdict.policy is not None else "-"
+        decision = verdict.outcome if verdict is not None else kind
+        _log(
+            edge_log,
+            request,
+            response.status,
+            app.name if app is not None else "-",
+            policy,
+            decision,
+            why.text(short=True),
+            started,
+            ray,
+        )
     return response
+
+
+def _journal_departed(request: web.Request, edge: Edge, journal_log: RequestLog, started: float) -> None:
+    """Journal a request whose client left before its answer, as status 499 like the access log."""
+    journal.note(request, "the client closed the connection before the answer was complete")
+    parsed = split_host(request.host)
+    host = parsed[0] if parsed is not None else request.host
+    match = edge.index.match(host, normalize_path(request.raw_path.partition("?")[0])) if parsed else None
+    journal.record(
+        journal_log,
+        request,
+        web.Response(status=499),
+        edge,
+        host=host,
+        app=match.app if match is not None else None,
+        kind="client-closed",
+        latency_ms=(time.perf_counter() - started) * 1000,
+    )
 
 
 def _log(
@@ -165,20 +218,20 @@ def _log(
     app_name: str,
     policy_name: str,
     decision: str,
+    reason: str,
     started: float,
     ray: str,
 ) -> None:
     elapsed = (time.perf_counter() - started) * 1000
-    line = (
+    said = ' reason="{}"'.format(reason.replace('"', "'")) if reason else ""
+    edge_log.write(
         f"{request.method} {request.host}{request.raw_path[:200]} {status} "
-        f"app={app_name} policy={policy_name} decision={decision} {elapsed:.1f}ms ray={ray}"
+        f"app={app_name} policy={policy_name} decision={decision}{said} {elapsed:.1f}ms ray={ray}"
     )
-    failure = request.get(origin_failure_key)
-    edge_log.write(line if failure is None else f'{line} error="{failure}"')
 
 
-async def _answer(request: web.Request, ray: str) -> tuple[web.StreamResponse, str, str, str]:
-    """The response, and the app, policy and decision for the access log."""
+async def _answer(request: web.Request, ray: str) -> tuple[web.StreamResponse, App | None, str, str]:
+    """The response, the app that covered the request, what kind of answer it was, and the host."""
     edge = request.app[edge_key]
     parsed = split_host(request.host)
     raw_path = request.raw_path
@@ -187,57 +240,84 @@ async def _answer(request: web.Request, ray: str) -> tuple[web.StreamResponse, s
         # the Host header Access decided on: refuse rather than guess which one the origin reads.
         # A "#" has no place in a request target (RFC 9112 §3.2): origins cut the path there,
         # so "/private#/../public" would be judged as one path and served as another
+        journal.note(
+            request,
+            "the Host header is no host name"
+            if parsed is None
+            else "the request target is not a path (absolute-form)"
+            if not raw_path.startswith("/")
+            else "the request target holds a '#' (a fragment has no place in a request)",
+        )
         return (
             _notice(request, 400, "Bad request", "The request's host or target is malformed."),
-            "-",
-            "-",
+            None,
             "bad-request",
+            request.host,
         )
     host = parsed[0]
     if host == edge.team_hostname:
         if request.path == "/favicon.ico":
             # browsers ask on every page of the team domain: an empty answer they may cache, left
-            # out of the access log, where it would be a 404 line after every sign-in page
+            # out of the access log (and the journal), where it would be a 404 line after every sign-in page
             return (
                 web.Response(status=204, headers={**edge_headers(ray), "Cache-Control": "max-age=86400"}),
-                "-",
-                "-",
+                None,
                 "favicon",
+                host,
             )
-        return await handle_team(request, edge), "-", "-", "team"
+        kind = "control" if request.path.startswith(CONTROL_PREFIX) else "team"
+        return await handle_team(request, edge), None, kind, host
     # apps are matched on the raw path as Cloudflare normalises it (spec §14.1): "\\" and "//"
     # are "/", dot segments resolved, and "%2F" stays data (aiohttp's request.path decodes it)
     path = normalize_path(raw_path.partition("?")[0])
     if path.startswith("/cdn-cgi/access/"):
         answer = await handle_app_cdn_cgi(request, edge, host, path)
         if answer is not None:
-            return answer, "-", "-", "cdn-cgi"
+            return answer, None, "cdn-cgi", host
     if path.startswith(web_oauth.PATHS):
         answer = await web_oauth.handle(request, edge, host, path)
         if answer is not None:
-            return answer, "-", "-", "oauth"
+            return answer, None, "oauth", host
     match = edge.index.match(host, path)
     if match is None:
         if edge.config.deny_unmatched_requests and not _exempted(host, edge.config):
-            return _requires_access(request), "-", "-", "unprotected"
-        return await _to_origin(request, edge, host, path, None, None), "-", "-", "route"
+            journal.note(request, "no Access application covers this host and deny_unmatched_requests blocks it")
+            return _requires_access(request), None, "unprotected", host
+        journal.note(request, "no Access application covers this host and path")
+        return await _to_origin(request, edge, host, path, None, None), None, "route", host
     app = match.app
     if request.method == "HEAD" and request.headers.get(h.METADATA_REQUEST) == "true":
+        journal.note(request, "cloudflared's metadata request: the edge answers with the app's match token")
         token = metadata_token(request, edge, match)
-        return web.Response(headers={**edge_headers(ray), h.METADATA: token}), app.name, "-", "metadata"
+        return web.Response(headers={**edge_headers(ray), h.METADATA: token}), app, "metadata", host
     if is_preflight(request):
         if not app.options_preflight_bypass:
-            return answer_preflight(request, app), app.name, "-", "preflight"
+            answer = answer_preflight(request, app)
+            journal.note(
+                request,
+                "CORS preflight answered by Access (cors_headers)"
+                if answer.status == 200
+                else "CORS preflight refused: "
+                + ("the app has no cors_headers" if app.cors_headers is None else "not allowed by cors_headers"),
+            )
+            return answer, app, "preflight", host
+        journal.note(request, "CORS preflight passed to the origin (options_preflight_bypass)")
         admission = Admission(Verdict("bypass"), country=edge.config.default_country)
     else:
         outcome = check(request, edge, match)
         if isinstance(outcome, web.Response):
-            outcome = web_oauth.refusal(request, edge, app, outcome)  # spec §14.2: 401 for API clients
-            return outcome, app.name, "-", f"refuse:{outcome.status}"
+            refused = web_oauth.refusal(request, edge, app, outcome)  # spec §14.2: 401 for API clients
+            if refused is not outcome:
+                journal.note(
+                    request,
+                    "managed OAuth: the oauth: token is expired, revoked or unknown (401, invalid_token)"
+                    if "invalid_token" in refused.headers.get("WWW-Authenticate", "")
+                    else "managed OAuth: a client that is no browser gets 401 and the metadata URL, not the login",
+                )
+            return refused, app, "app", host
         admission = outcome
-    policy = admission.verdict.policy.name if admission.verdict.policy else "-"
     response = await _to_origin(request, edge, host, path, admission, app)
-    return response, app.name, policy, admission.verdict.outcome
+    return response, app, "app", host
 
 
 REQUIRES_ACCESS_MESSAGE = (
@@ -272,6 +352,7 @@ async def _to_origin(
     rule = edge.route(host, path)
     status = rule.status
     if status is not None:
+        journal.note(request, f"the ingress rule for this host and path answers {status} (http_status)")
         return web.Response(status=status, headers=edge_headers(ray))
     upstream_headers = clean_request_headers(request, drop=app.read_service_tokens_from_header if app else None)
     country = admission.country if admission else edge.config.default_country
@@ -288,8 +369,7 @@ async def _to_origin(
             upstream_headers.popall("Authorization", None)  # an Access credential, like CF_Binding
         if admission.set_cookie is not None and app is not None:
             extra = app_cookies(request, app, *admission.set_cookie)
-    if edge.recorder is not None:
-        edge.recorder.observe(request, host, upstream_headers, admission, app, edge, ray)
+    request[journal.trail_key].forwarded = journal.Forwarded(upstream_headers, admission)
     return await forward(
         request,
         request.app[client_key],
@@ -337,6 +417,8 @@ def create_app(edge: Edge, *, access_log: AccessLog | None = None) -> web.Applic
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
+    streams = app[web_inspector.streams_key] = web_inspector.Streams()
+    app.on_shutdown.append(streams.close)  # event streams end before the runner waits for handlers
     app[deadlines_key] = Deadlines(tick=min(1.0, max(0.02, edge.config.origin_timeout / 10)))
     app.cleanup_ctx.append(upstream)
     app.cleanup_ctx.append(watch_deadlines)

@@ -10,15 +10,27 @@ cross-site without a CORS preflight, which the edge never approves.
     GET    keys           POST keys/rotate {"grace": "7d"}
     GET    clock          POST clock {"advance"|"skew": seconds or "1h"} | {"freeze": true|<epoch>}
                                       | {"unfreeze": true} | {"reset": true}
-    GET    requests       POST requests {"record": true|false}     DELETE requests
+    GET    requests[?since=<seq>]   POST requests {"record": true|false}     DELETE requests
+    GET    sessions       POST sessions/revoke {"id"|"email": ...}
+    POST   explain        {"url"|"ray", "email"|"service_token"|"all": true, "ip"}
+    GET    personas       POST personas {"email", "name", "groups", "country", ...} (as in users:)
     GET    certs/fault    POST certs/fault {"mode": "slow"|"empty"|"failing"|null, "delay", "times", "duration"}
     POST   audit          {"origin", "app", "path", "email", "accept_status", "timeout", "stall", "rotation_wait"}
                           -> the audit report as JSON (docs/audit.md); it rotates keys and breaks certs briefly
     GET    oauth          POST oauth/revoke {"grant": id} | {"email": address}    (managed OAuth, spec §14.2)
+    POST   login          {"email"|"service_token", "app", "format": "storage-state"|"netscape"|"cookie"}
+                          -> a session's cookies ({"storage_state"|"netscape"|"cookie", "session", "expires"})
+
+The inspector page is ``GET /cdn-cgi/fakeedge/`` and its live feed ``GET /cdn-cgi/fakeedge/events``
+(:mod:`fakeedge.web_inspector`), under the same rule. Browsers' ``Sec-Fetch-Site`` must say
+``same-origin`` or ``none`` when they send it: no other site's page gets an answer.
 """
 
 from __future__ import annotations
 
+import base64
+import dataclasses
+import hashlib
 import inspect
 import ipaddress
 import json
@@ -28,13 +40,16 @@ from typing import Any
 from aiohttp import web
 
 from .audit import DEFAULT_ROTATION_WAIT, DEFAULT_TIMEOUT, parse_accept_status, run_audit
-from .config import parse_duration
-from .edge import Edge
+from .config import USER_KEYS, parse_config, parse_duration
+from .edge import Edge, Session
 from .errors import FakeEdgeError
+from .explain import Judgement, judge, judge_all
 from .faults import certs_fault
+from .login_cookies import FORMATS, cookie_line, login_cookies, netscape_jar, storage_state
 from .mint import VARIANTS, check_variant, mint
 from .record import RequestLog
 from .tokens import secrets_equal
+from .web_inspector import PAGES, PRIVATE
 from .web_proxy import edge_headers
 from .web_request import NO_STORE, client_ip, ray_key
 
@@ -66,6 +81,13 @@ def control_allowed(remote: str | None, authorization: str | None, admin_token: 
     """
     if admin_token is not None:
         scheme, _, value = (authorization or "").partition(" ")
+        if scheme.lower() == "basic":
+            # a browser on the inspector page: any user name, the admin token as the password
+            try:
+                value = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")[2]
+            except (ValueError, UnicodeDecodeError):
+                return False
+            return secrets_equal(value, admin_token)
         return scheme.lower() == "bearer" and secrets_equal(value.strip(), admin_token)
     if not remote:
         return False
@@ -83,26 +105,34 @@ def _json(request: web.Request, data: Any, status: int = 200, **headers: str) ->
         status=status,
         text=json.dumps(data),
         content_type="application/json",
-        headers={**edge_headers(request[ray_key]), **NO_STORE, **headers},
+        headers={**edge_headers(request[ray_key]), **NO_STORE, **PRIVATE, **headers},
     )
 
 
-async def handle_control(request: web.Request, edge: Edge) -> web.Response:
+async def handle_control(request: web.Request, edge: Edge) -> web.StreamResponse:
     """``/cdn-cgi/fakeedge/*`` on the team domain."""
     try:
         if not control_allowed(client_ip(request), request.headers.get("Authorization"), edge.config.admin_token):
             if edge.config.admin_token is not None:
+                is_page = request.path.removeprefix(CONTROL_PREFIX).strip("/") in PAGES
                 raise _Refused(
                     401,
                     "the fakeedge control API needs Authorization: Bearer <admin_token>",
-                    **{"WWW-Authenticate": 'Bearer realm="fakeedge"'},
+                    # the page: a browser asks for the token as a password
+                    **{"WWW-Authenticate": 'Basic realm="fakeedge"' if is_page else 'Bearer realm="fakeedge"'},
                 )
             raise _Refused(
                 403,
                 "the fakeedge control API answers loopback clients only; set admin_token in the config "
                 "and send Authorization: Bearer <admin_token> to use it from elsewhere",
             )
+        if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+            # a page of another site (or of an app behind this edge) in the developer's browser
+            raise _Refused(403, "the fakeedge control API answers its own page only, not another site's")
         name = request.path.removeprefix(CONTROL_PREFIX).strip("/")
+        page = PAGES.get(name)
+        if page is not None and request.method == "GET":
+            return await page(request, edge)
         routes = _ROUTES.get(name)
         if routes is None:
             raise _Refused(404, f"no control endpoint {request.path!r}; endpoints: {', '.join(_ROUTES)}")
@@ -123,8 +153,10 @@ async def handle_control(request: web.Request, edge: Edge) -> web.Response:
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
+    if request.method == "GET":
+        return dict(request.query)  # GET changes nothing: its parameters are its body
     if request.method != "POST":
-        return {}  # a cross-site page cannot send DELETE without a preflight; GET changes nothing
+        return {}  # a cross-site page cannot send DELETE without a preflight
     if request.content_type != "application/json":
         # even with no body: a no-cors fetch can POST without any Content-Type
         raise _Refused(
@@ -243,8 +275,14 @@ def post_clock(edge: Edge, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def get_requests(edge: Edge, body: dict[str, Any]) -> dict[str, Any]:
+    """The journal: every request kept, or those numbered above ``since`` (masked, see Record.to_json)."""
+    _only(body, ("since",))
+    since = body.get("since", "0")
+    if not isinstance(since, str | int) or not str(since).isdigit():
+        raise ValueError(f"since: expected the seq of the last request seen (0 or more), got {since!r}")
     recorder = edge.recorder
-    return {"recording": recorder is not None, "requests": recorder.to_json() if recorder is not None else []}
+    records = recorder.since(int(since)) if recorder is not None else []
+    return {"recording": recorder is not None, "requests": [r.to_json() for r in records]}
 
 
 def post_requests(edge: Edge, body: dict[str, Any]) -> dict[str, Any]:
@@ -255,13 +293,128 @@ def post_requests(edge: Edge, body: dict[str, Any]) -> dict[str, Any]:
         edge.recorder = RequestLog()
     elif not body["record"]:
         edge.recorder = None
-    return get_requests(edge, body)
+    return get_requests(edge, {})
 
 
 def delete_requests(edge: Edge, body: dict[str, Any]) -> dict[str, Any]:
     if edge.recorder is not None:
         edge.recorder.clear()
-    return get_requests(edge, body)
+    return get_requests(edge, {})
+
+
+def session_id(session: Session) -> str:
+    """A session's name in the control API: a digest of its nonce, which is not shown."""
+    return hashlib.sha256(f"fakeedge:session:{session.nonce}".encode()).hexdigest()[:16]
+
+
+def get_sessions(edge: Edge, body: dict[str, Any]) -> dict[str, Any]:
+    """The sign-in sessions still alive, newest first."""
+    now = edge.clock.now()
+    alive = [s for s in edge.sessions.values(now) if s.alive(now)]
+    return {
+        "sessions": [
+            {
+                "id": session_id(s),
+                "email": s.identity.email,
+                "idp": s.identity.idp,
+                "iat": s.iat,
+                "exp": s.exp,
+                "revoked_at": s.revoked_at,
+                "apps": sorted(a.name for aud in s.app_tokens if (a := edge.app_by_aud(aud)) is not None),
+            }
+            for s in reversed(alive)
+        ]
+    }
+
+
+def post_revoke(edge: Edge, body: dict[str, Any]) -> dict[str, Any]:
+    """Log sessions out everywhere (after ``logout_delay``): one by id, or every one of an email."""
+    _only(body, ("id", "email"))
+    if len(body) != 1:
+        raise ValueError('give one of id or email, as in {"email": "alice@acme.test"}')
+    ((key, value),) = body.items()
+    if not isinstance(value, str):
+        raise ValueError(f"{key}: expected a string")
+    now = edge.clock.now()
+    chosen = [
+        s
+        for s in edge.sessions.values(now)
+        if s.alive(now) and (session_id(s) == value if key == "id" else s.identity.email.lower() == value.lower())
+    ]
+    if not chosen:
+        raise ValueError(f"no live session with {key} {value!r}")
+    for s in chosen:
+        edge.revoke(s)
+    return {"revoked": [session_id(s) for s in chosen], **get_sessions(edge, {})}
+
+
+def get_personas(edge: Edge, body: dict[str, Any]) -> dict[str, Any]:
+    """The personas of the sign-in page, as the config has them."""
+    return {
+        "personas": [
+            {
+                "email": u.email,
+                "name": u.name,
+                "groups": list(u.groups),
+                "github_orgs": list(u.github_orgs),
+                "country": u.country,
+                "idp": u.idp,
+            }
+            for u in edge.config.users
+        ]
+    }
+
+
+def post_persona(edge: Edge, body: dict[str, Any]) -> dict[str, Any]:
+    """Add a persona (or replace the one with that email), with the keys of the config's ``users``.
+
+    Sessions already signed in keep the identity they signed in with (spec §6.3: identity is
+    decided at login); the persona's attributes apply from its next sign-in.
+    """
+    _only(body, USER_KEYS)
+    (user,) = parse_config({"team": edge.config.team, "users": [body]}, source="personas").users
+    config = edge.config
+    others = tuple(u for u in config.users if u.email.lower() != user.email.lower())
+    edge.reconfigure(dataclasses.replace(config, users=(*others, user)))
+    return get_personas(edge, {})
+
+
+def post_explain(edge: Edge, body: dict[str, Any]) -> dict[str, Any]:
+    """The explain engine: a URL (or a journal request, by Ray ID) judged for a caller, or for all."""
+    _only(body, ("url", "ray", "email", "service_token", "all", "ip"))
+    if ("url" in body) == ("ray" in body):
+        raise ValueError("give url or ray (a request in the journal)")
+    ip = body.get("ip")
+    if "ray" in body:
+        record = edge.recorder.find(str(body["ray"])) if edge.recorder is not None else None
+        if record is None:
+            raise ValueError(f"no request with ray {body['ray']!r} in the journal")
+        url = f"http://{record.host}{record.path}"
+        ip = ip or record.client
+    else:
+        url = _required_text(body, "url")
+    ip = str(ip or "127.0.0.1")
+    if body.get("all") is True:
+        if "email" in body or "service_token" in body:
+            raise ValueError("all: judges every persona and service token; give no email or service_token")
+        return {"url": url, "judgements": [_judgement(j) for j in judge_all(edge.config, url, ip=ip)]}
+    if "email" in body and "service_token" in body:
+        raise ValueError("give email or service_token, not both")
+    judgement = judge(edge.config, url, email=_text(body, "email"), service_token=_text(body, "service_token"), ip=ip)
+    return {"url": url, **_judgement(judgement)}
+
+
+def _judgement(j: Judgement) -> dict[str, Any]:
+    return {
+        "caller": j.caller,
+        "app": j.app,
+        "policy": j.policy,
+        "decision": j.outcome,
+        "admitted": j.admitted,
+        "answer": j.answer,
+        "reason": j.reason,
+        "lines": list(j.lines),
+    }
 
 
 def get_fault(edge: Edge, body: dict[str, Any]) -> dict[str, Any]:
@@ -319,6 +472,8 @@ async def post_audit(edge: Edge, body: dict[str, Any]) -> dict[str, Any]:
         rotation_wait=seconds.get("rotation_wait", DEFAULT_ROTATION_WAIT),
     )
     return report.to_json()
+
+
 def get_oauth(edge: Edge, body: dict[str, Any]) -> dict[str, Any]:
     return edge.oauth_document()
 
@@ -329,6 +484,29 @@ def post_oauth_revoke(edge: Edge, body: dict[str, Any]) -> dict[str, Any]:
         raise ValueError('expected one of {"grant": "<grant id>"} or {"email": "<address>"}')
     ended = edge.revoke_oauth(grant=body.get("grant"), email=body.get("email"))
     return {"revoked": [g.id for g in ended], **edge.oauth_document()}
+
+
+def post_login(edge: Edge, body: dict[str, Any]) -> dict[str, Any]:
+    """A sign-in without a browser: a real session of this edge (revocable by logout, sessions/revoke
+    and reset) or a service token's app JWT, as cookies in the format asked for (default storage-state)."""
+    _only(body, ("email", "service_token", "app", "format"))
+    fmt = body.get("format", "storage-state")
+    if fmt not in FORMATS:
+        raise ValueError(f"format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
+    if ("email" in body) == ("service_token" in body):
+        raise ValueError('give email or service_token, as in {"email": "alice@acme.test", "app": "Admin"}')
+    login = login_cookies(
+        edge, _required_text(body, "app"), email=_text(body, "email"), service_token=_text(body, "service_token")
+    )
+    session = edge.sessions.get(login.session_nonce, edge.clock.now()) if login.session_nonce else None
+    answer: dict[str, Any] = {"session": session_id(session) if session else None, "expires": login.expires}
+    if fmt == "storage-state":
+        answer["storage_state"] = storage_state(login)
+    elif fmt == "netscape":
+        answer["netscape"] = netscape_jar(login)
+    else:
+        answer["cookie"] = cookie_line(login)
+    return answer
 
 
 def get_approvals(edge: Edge, body: dict[str, Any]) -> dict[str, Any]:
@@ -355,9 +533,14 @@ _ROUTES: dict[str, dict[str, _Handler]] = {
     "keys/rotate": {"POST": post_rotate},
     "clock": {"GET": get_clock, "POST": post_clock},
     "requests": {"GET": get_requests, "POST": post_requests, "DELETE": delete_requests},
+    "sessions": {"GET": get_sessions},
+    "sessions/revoke": {"POST": post_revoke},
+    "explain": {"POST": post_explain},
+    "personas": {"GET": get_personas, "POST": post_persona},
     "certs/fault": {"GET": get_fault, "POST": post_fault},
     "audit": {"POST": post_audit},
     "oauth": {"GET": get_oauth},
     "oauth/revoke": {"POST": post_oauth_revoke},
+    "login": {"POST": post_login},
     "approvals": {"GET": get_approvals, "POST": post_approvals},
 }

@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from . import claims, pages, tokens
+from . import claims, journal, pages, tokens
 from . import headers as h
 from .config import App, Config, MfaConfig, Policy
 from .edge import Approval, ChainHop, Edge, Session
@@ -237,6 +237,7 @@ def mfa_duration(config: Config, app: App, policy: Policy | None) -> int:
 
 
 def _mfa_page(request: web.Request, edge: Edge, app: App, email: str, mfa: MfaConfig) -> web.Response:
+    journal.note(request, f"{app.name!r} needs MFA (mfa_config): the fake authenticator page, before the app")
     csrf = cookie(request, h.CF_SESSION) or secrets.token_urlsafe(24)
     body = pages.mfa(app.name, email, mfa.allowed_authenticators, csrf=csrf, brand=edge.config.branding)
     response = _html(request, body, 200, **{h.ACCESS_DOMAIN: app.domain})
@@ -269,6 +270,14 @@ def _approval_page(
         state, status = "ask", 200
     else:
         state, status = pending.state, 200 if pending.state == "pending" else 403
+    journal.note(
+        request,
+        {
+            "ask": "temporary authentication (approval_required): the page that asks for access",
+            "pending": f"temporary authentication: request {pending.id if pending else ''} awaits an approver",
+            "denied": f"temporary authentication: request {pending.id if pending else ''} was denied",
+        }[state],
+    )
     app_url = f"{_app_scheme(edge, host, request.secure)}://{host}{path}"
     body = pages.approval(
         app.name,
@@ -307,6 +316,7 @@ def _justification_page(
     request: web.Request, edge: Edge, app: App, prompt: str | None, *, error: str = "", status: int = 200
 ) -> web.Response:
     """Ask why (spec §14.5); the CSRF value is the browser's ``CF_Session``, as on the sign-in form."""
+    journal.note(request, "purpose_justification_required: the page that asks why, before the app")
     csrf = cookie(request, h.CF_SESSION) or secrets.token_urlsafe(24)
     body = pages.justification(app.name, prompt, csrf=csrf, error=error, brand=edge.config.branding)
     response = _html(request, body, status, **{h.ACCESS_DOMAIN: app.domain})

@@ -12,15 +12,13 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from aiohttp.client_proto import ResponseHandler
-from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.http_writer import _serialize_headers
 from multidict import CIMultiDict
 from yarl import URL
 
 from . import headers as h
-from . import pages
+from . import pages, web_aiohttp
 from .config import IngressRule
+from .web_aiohttp import HttpProcessingError, ResponseHandler
 
 SMALL_BODY = 64 * 1024  # origin bodies up to this size are read whole; larger ones are streamed
 CHUNK = 64 * 1024
@@ -41,6 +39,42 @@ RESPONSE_DROP = h.HOP_BY_HOP | {
     "server",
     "cf-ray",
 }
+# a body read whole gets its Content-Length from aiohttp, from the bytes actually read
+RESPONSE_DROP_WHOLE = RESPONSE_DROP | {"content-length"}
+
+
+# RFC 9110 §5.5, RFC 9112 §4: a field line holds HTAB, visible ASCII, SP and obs-text; CR LF end it
+_FIELD_BYTES = bytes([0x09, *range(0x20, 0x7F), *range(0x80, 0x100)])
+# what aiohttp's client cannot send byte for byte: bytes that were not UTF-8, which both of
+# aiohttp's parsers hand over as lone surrogates ("surrogateescape")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+class UnsendableHead(ValueError):
+    """A request head the edge cannot forward as it was received (answered with the edge's 400)."""
+
+
+def serialize_head(start_line: str, headers: Mapping[str, str]) -> bytes:
+    """The request head as bytes, each header byte as the client sent it.
+
+    aiohttp's parsers (C and pure Python alike) decode header bytes as UTF-8 with
+    ``surrogateescape``, so encoding back the same way gives the received bytes: ``caf\\xe9``
+    reaches the origin as sent, where aiohttp's own serializer drops the byte (C) or raises
+    (Python). A control character (which no parsed header holds, but a configured one could)
+    raises :class:`UnsendableHead`, as does a string no client bytes can decode to.
+    """
+    lines = [start_line]
+    lines.extend(map(": ".join, headers.items()))
+    lines.append("\r\n")
+    try:
+        head = "\r\n".join(lines).encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raise UnsendableHead("a request header holds characters no client bytes decode to") from None
+    # what is left once every byte a field line may hold is removed: exactly the CR LFs put there
+    # above (one translate pass, a third of a regex search on a 2 KiB head)
+    if head.translate(None, _FIELD_BYTES) != b"\r\n" * len(lines):
+        raise UnsendableHead("a control character in the request head")
+    return head
 
 
 def new_ray() -> str:
@@ -85,6 +119,9 @@ CONNECTION_PROOF = frozenset(
 )
 
 
+ALWAYS_DROPPED = h.HOP_BY_HOP | h.SPOOFABLE_EXACT  # lower-cased, "_" read as "-"
+
+
 def clean_request_headers(request: web.Request, *, drop: str | None = None) -> CIMultiDict[str]:
     """The client's headers minus hop-by-hop and anything that could spoof identity (spec §2.6, §8).
 
@@ -100,17 +137,15 @@ def clean_request_headers(request: web.Request, *, drop: str | None = None) -> C
         connection_tokens.update(t.strip().lower().replace("_", "-") for t in conn.split(","))
     connection_tokens -= CONNECTION_PROOF
     out: CIMultiDict[str] = CIMultiDict()
-    drop_low = drop.lower().replace("_", "-") if drop else None
+    dropped = ALWAYS_DROPPED
+    if connection_tokens or drop:
+        dropped = dropped | connection_tokens | ({drop.lower().replace("_", "-")} if drop else set())
     for name, value in request.headers.items():
         # CGI and WSGI servers read "_" as "-": Cf_Access_Authenticated_User_Email is the same header
-        low = name.lower().replace("_", "-")
-        if (
-            low in h.HOP_BY_HOP
-            or low in h.SPOOFABLE_EXACT
-            or low.startswith(h.SPOOFABLE_PREFIX)
-            or low in connection_tokens
-            or low == drop_low
-        ):
+        low = name.lower()
+        if "_" in low:
+            low = low.replace("_", "-")
+        if low in dropped or low.startswith(h.SPOOFABLE_PREFIX):
             continue
         if low == "cookie" and h.CF_BINDING in value:
             value = "; ".join(c.strip() for c in value.split(";") if not c.strip().startswith(h.CF_BINDING + "="))
@@ -123,15 +158,17 @@ def clean_request_headers(request: web.Request, *, drop: str | None = None) -> C
 def add_edge_request_headers(
     out: CIMultiDict[str], request: web.Request, *, ip: str, country: str, ray: str, scheme: str
 ) -> None:
-    """The headers Cloudflare adds for the origin (spec §8)."""
+    """The headers Cloudflare adds for the origin (spec §8), to headers from :func:`clean_request_headers`."""
     forwarded = out.get(h.X_FORWARDED_FOR)
     out[h.X_FORWARDED_FOR] = f"{forwarded},{ip}" if forwarded else ip
     out[h.X_FORWARDED_PROTO] = scheme
-    out[h.CONNECTING_IP] = ip
-    out[h.IP_COUNTRY] = country
-    out[h.RAY] = ray
-    out[h.VISITOR] = f'{{"scheme":"{scheme}"}}'
-    out[h.CDN_LOOP] = "cloudflare"
+    # added, not set: clean_request_headers removed any client copy (SPOOFABLE_EXACT), and setting
+    # scans the whole multidict each time
+    out.add(h.CONNECTING_IP, ip)
+    out.add(h.IP_COUNTRY, country)
+    out.add(h.RAY, ray)
+    out.add(h.VISITOR, '{"scheme":"https"}' if scheme == "https" else '{"scheme":"http"}')
+    out.add(h.CDN_LOOP, "cloudflare")
 
 
 async def forward(
@@ -156,7 +193,12 @@ async def forward(
         upstream_headers[h.X_FORWARDED_HOST] = request.host
         upstream_headers["Host"] = rule.http_host_header
     websocket = _is_websocket(request)
-    if pool is not None and not websocket and (origin := _plain_origin(rule.service)) is not None:
+    if (
+        pool is not None
+        and web_aiohttp.POOLED
+        and not websocket
+        and (origin := _plain_origin(rule.service)) is not None
+    ):
         return await _forward_pooled(
             request,
             pool,
@@ -169,6 +211,17 @@ async def forward(
             deadlines=deadlines,
             extra_response_headers=extra_response_headers,
         )
+    try:
+        # aiohttp's client serialises with its own code: bytes that were not UTF-8 would be dropped
+        # (C build) or fail (pure Python), so they are refused here the same way in both builds
+        if _SURROGATE.search(
+            serialize_head(f"{request.method} {target} HTTP/1.1", upstream_headers).decode("utf-8", "surrogateescape")
+        ):
+            raise UnsendableHead(
+                "a request header holds bytes that are not UTF-8, which the edge forwards only to http origins"
+            )
+    except UnsendableHead as exc:
+        return unsendable(request, ray, exc)
     # encoded=True: the path and query go on as the client sent them; yarl would otherwise re-encode
     # them (%2F -> / in the query, %7e -> ~), breaking URLs an origin checks byte for byte (signatures)
     url = URL(rule.service + target, encoded=True)
@@ -191,11 +244,11 @@ async def forward(
             allow_redirects=False,
             timeout=_timeout(rule.connect_timeout),
         ) as upstream:
-            out = _response_headers(upstream.headers, ray, extra_response_headers)
             if _read_whole(request.method, upstream.content_length, upstream.status):
                 data = await upstream.read()
-                out.popall("Content-Length", None)
+                out = _response_headers(upstream.headers, ray, extra_response_headers, RESPONSE_DROP_WHOLE)
                 return web.Response(status=upstream.status, reason=upstream.reason, headers=out, body=data)
+            out = _response_headers(upstream.headers, ray, extra_response_headers, RESPONSE_DROP)
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=out)
             await response.prepare(request)
             async for chunk in upstream.content.iter_chunked(CHUNK):
@@ -249,9 +302,12 @@ async def _forward_pooled(
     failure: BaseException | None = None
     proto: ResponseHandler | None = None
     writer: asyncio.Task[None] | None = None
+    try:
+        head = serialize_head(f"{method} {target} HTTP/1.1", upstream_headers)
+    except UnsendableHead as exc:
+        return unsendable(request, ray, exc)
     deadlines.set(task, loop.time() + read_timeout)
     try:
-        head = _serialize_headers(f"{method} {target} HTTP/1.1", upstream_headers)
         retry = body is None and method in IDEMPOTENT
         while True:
             proto, reused = await pool.acquire(host, port, rule.connect_timeout)
@@ -278,14 +334,14 @@ async def _forward_pooled(
             break
         status = message.code
         headers = message.headers
-        out = _response_headers(headers, ray, extra_response_headers)
         raw_length = headers.get("Content-Length")
         if _read_whole(method, int(raw_length) if raw_length else None, status):
             data = await payload.read()
             _release(pool, origin, proto, writer)
             proto = None
-            out.popall("Content-Length", None)
+            out = _response_headers(headers, ray, extra_response_headers, RESPONSE_DROP_WHOLE)
             return web.Response(status=status, reason=message.reason, headers=out, body=data)
+        out = _response_headers(headers, ray, extra_response_headers, RESPONSE_DROP)
         response = web.StreamResponse(status=status, reason=message.reason, headers=out)
         await response.prepare(request)
         async for chunk in payload.iter_chunked(CHUNK):
@@ -337,12 +393,17 @@ async def _timed_chunks(
     deadlines.set(task, loop.time() + timeout)
 
 
-def _response_headers(headers: Mapping[str, str], ray: str, extra: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
-    """The origin's response headers for the client: hop-by-hop and edge-owned ones replaced."""
-    out = CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in RESPONSE_DROP)
-    out.update(edge_headers(ray))
-    for k, v in extra:
-        out.add(k, v)
+def _response_headers(
+    headers: Mapping[str, str], ray: str, extra: Iterable[tuple[str, str]], drop: frozenset[str]
+) -> list[tuple[str, str]]:
+    """The origin's response headers for the client: hop-by-hop and edge-owned ones (``drop``) replaced.
+
+    A list, not a CIMultiDict: aiohttp's responses copy whatever they are given into their own.
+    """
+    out = [(k, v) for k, v in headers.items() if k.lower() not in drop]
+    out.append(("Server", "cloudflare"))  # edge_headers(), whose names are in every drop set
+    out.append(("CF-Ray", ray))
+    out.extend(extra)
     return out
 
 
@@ -450,7 +511,7 @@ class OriginPool:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(connect_timeout):
-                _, proto = await loop.create_connection(lambda: ResponseHandler(loop), host, port)
+                _, proto = await loop.create_connection(lambda: web_aiohttp.new_protocol(loop), host, port)
         except TimeoutError:
             raise
         except OSError as exc:
@@ -495,7 +556,7 @@ async def _send_body(proto: ResponseHandler, body: AsyncIterator[bytes], chunked
             transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
         else:
             transport.write(chunk)
-        await proto._drain_helper()
+        await web_aiohttp.drain(proto)
     if chunked:
         transport = proto.transport
         if transport is None or transport.is_closing():
@@ -563,6 +624,17 @@ def origin_error(
         text=pages.origin_error(status, title, request.host, ray, detail),
         content_type="text/html",
         headers={**edge_headers(ray), "Cache-Control": "private, max-age=0, no-store, no-cache, must-revalidate"},
+    )
+
+
+def unsendable(request: web.Request, ray: str, exc: UnsendableHead) -> web.Response:
+    """The edge's 400 for a request head it cannot forward as received; the origin sees nothing."""
+    request[origin_failure_key] = str(exc)
+    return web.Response(
+        status=400,
+        text=pages.notice("Bad request", "The request headers cannot be forwarded to the origin as sent.", ray),
+        content_type="text/html",
+        headers={**edge_headers(ray), "Cache-Control": "no-store"},
     )
 
 

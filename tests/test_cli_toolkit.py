@@ -174,6 +174,8 @@ def test_token_keys_and_explain_fall_back_to_the_demo_config(demo_keys: Path) ->
         f"app       'Demo app' via localhost (aud {default_aud('demo', 'Demo app')})\n"
         "caller    carol@example.org (typed address, no attributes) from 127.0.0.1\n"
         "policy    none matched: deny by default\n"
+        "why       no policy admits carol@example.org: Allow policy 'example staff': no include rule matched "
+        "(email_domain example.com)\n"
         "outcome   403 block page (identity refused)\n"
     )
 

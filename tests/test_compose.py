@@ -197,6 +197,8 @@ def test_the_dockerfile_installs_fakeedge_and_runs_the_compose_command(services:
         "tls_listen": None,
         "access_log": True,
         "shutdown_timeout": "8s",  # within docker stop's 10 s
+        "ready_file": None,
+        "ready_json": False,
     }
     assert set(dict(steps)["EXPOSE"].split()) == {"80", "443"}
     assert (

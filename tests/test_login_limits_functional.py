@@ -20,8 +20,8 @@ import pytest
 
 from fakeedge.clock import Clock
 from fakeedge.config import parse_config
-from fakeedge.edge import Edge
-from fakeedge.policy import Identity
+from fakeedge.edge import CACHE_LIMIT, SESSION_LIMIT, Edge
+from fakeedge.policy import Identity, Verdict
 
 from .conftest import Origin, RunningEdge, base_config
 
@@ -294,3 +294,70 @@ def test_an_ipv6_client_is_limited_by_its_64(tmp_path: Path) -> None:
     assert edge.otp_wait("new@acme.test", "2001:db8:1:2:ffff::1") == (600.0, "client")
     assert edge.otp_wait("new@acme.test", "2001:db8:1:3::1") == (0.0, "email")
     assert edge.otp_wait("new@acme.test", "192.0.2.1") == (0.0, "email")
+
+
+def test_tokens_of_ended_sessions_are_never_adopted_again(tmp_path: Path) -> None:
+    """A token a running edge did not issue is adopted as a session (issue 11: ``fakeedge token``);
+    one whose session was revoked, reset or pushed out by the cap must stay refused, even once the
+    remembered-token cache has forgotten it and after the session's own 24 h."""
+    raw = {**base_config("http://127.0.0.1:9"), "keys_dir": str(tmp_path / "keys")}
+    raw["apps"][0]["session_duration"] = "720h"  # app tokens outlive the 24 h session
+    clock = Clock()
+    clock.freeze(T0)
+    edge = Edge.create(parse_config(raw, source="test.yml", base_dir=tmp_path), clock=clock)
+    admin = edge.app("Admin")
+    who = _identity(edge)
+
+    revoked = edge.login(who)
+    revoked_token, _ = edge.app_jwt(revoked, admin, None)
+    ended = edge.login(who)
+    ended_token, _ = edge.app_jwt(ended, admin, None)
+    edge.revoke(revoked)
+    edge.end_sessions()
+    edge.sessions.limit = 10
+    evicted = edge.login(who)
+    evicted_token, _ = edge.app_jwt(evicted, admin, None)
+    for _ in range(10):
+        edge.login(who)
+    assert edge.sessions.get(evicted.nonce, edge.clock.now()) is None
+
+    for hours in (0, 25, 24 * 29):
+        edge.clock.freeze(T0 + hours * 3600)
+        edge._verified.clear()  # the cache is bounded: verification starts over
+        for token in (revoked_token, ended_token, evicted_token):
+            assert edge.credential(token) is None, hours
+    # a token minted elsewhere (another process, `fakeedge token`) is still adopted
+    outsider = Edge.create(edge.config, clock=clock, keys=edge.keys).login(who)
+    outsider_token, _ = Edge.create(edge.config, clock=clock, keys=edge.keys).app_jwt(outsider, admin, None)
+    assert edge.credential(outsider_token) is not None
+
+
+def test_100000_sessions_leave_every_structure_at_its_bound_and_expired_ones_gone(tmp_path: Path) -> None:
+    # issue 16: not timed; what piles up per session (the session store and its expiry heap, the
+    # policy verdicts cached per session) stays at its bound, and all of it goes when sessions end
+    edge = _edge(tmp_path)
+    who = _identity(edge)
+    limit = edge.sessions.limit
+    assert limit == SESSION_LIMIT == 100_000
+    admin = edge.app("Admin")
+    verdict = Verdict("allow")
+    first = edge.login(who)
+    for i in range(limit + 1_000):
+        session = edge.login(who)
+        edge.remember_verdict((admin.aud, session.nonce, "127.0.0.1", "US", None), verdict)
+        if i % 1_000 == 0:
+            edge.clock.advance(1)  # sessions started over ~100 s, ending as far apart
+    assert len(edge.sessions) == limit
+    assert len(edge.sessions._heap) <= 2 * limit + 1_024
+    assert len(edge.verdicts) <= CACHE_LIMIT
+    assert edge.sessions.get(first.nonce, edge.clock.now()) is None  # the oldest went first
+
+    edge.clock.advance(24 * 3600 - 50)  # about half of them have ended
+    middle = edge.login(who)
+    assert 40_000 < len(edge.sessions) < 60_000
+    assert all(s.exp > edge.clock.now() for s in edge.sessions.values())
+
+    edge.clock.advance(100)  # every one of the 100,000 has ended
+    last = edge.login(who)
+    assert list(edge.sessions.values()) == [middle, last]
+    assert len(edge.sessions._heap) == 2

@@ -156,6 +156,12 @@ async def test_api_clients_get_the_bearer_challenge_browsers_the_302(
     )
     assert resp.headers["cf-access-aud"] == edge.aud("Tools")
     assert resp.headers["cf-access-domain"] == "mcp.acme.test"
+    assert edge.edge.recorder is not None  # the inspector's journal says why it was no 302
+    assert edge.edge.recorder.all()[-1].reason.endswith(
+        "; managed OAuth: the oauth: token is expired, revoked or unknown (401, invalid_token)"
+        if error
+        else "; managed OAuth: a client that is no browser gets 401 and the metadata URL, not the login"
+    )
 
 
 async def test_challenge_percent_encodes_the_path(edge: RunningEdge) -> None:

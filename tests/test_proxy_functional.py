@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 import resource
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -148,8 +149,8 @@ async def test_502_pages_and_log_lines_say_why_in_words(tmp_path) -> None:  # ty
             server.close()
             await server.wait_closed()
     lines = log.stream.getvalue().splitlines()
-    assert [(line.split(" ")[2], line.split(" ray=")[1].split(" ", 1)[1]) for line in lines] == [
-        ("502", f'error="{reason}"') for reason in reasons.values()
+    assert [(line.split(" ")[2], re.findall(r' reason="([^"]*)" ', line)) for line in lines] == [
+        ("502", [f"origin failed: {reason}"]) for reason in reasons.values()
     ]
 
 

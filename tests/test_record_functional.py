@@ -100,6 +100,9 @@ async def test_recording_can_be_off(fakeedge: FakeEdgeFactory) -> None:
     assert str(exc.value) == "this edge was started with record=False: it keeps no record of requests"
 
 
-def test_off_by_default_as_fakeedge_serve_runs(tmp_path: Path) -> None:
+def test_fakeedge_serve_keeps_the_last_journal_requests(tmp_path: Path) -> None:
     config = parse_config(base_config("http://127.0.0.1:9"), base_dir=tmp_path)
+    recorder = Edge.create(config).recorder
+    assert recorder is not None and recorder.limit == 1000
+    config = parse_config({**base_config("http://127.0.0.1:9"), "journal": 0}, base_dir=tmp_path)
     assert Edge.create(config).recorder is None

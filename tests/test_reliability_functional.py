@@ -137,6 +137,18 @@ async def test_a_client_that_leaves_is_logged_499(tmp_path: Path, thinker: Think
         rf"GET public\.acme\.test:{port}/think\?q=1 499 app=- policy=- decision=client-closed [0-9.]+ms ray=[0-9a-f]{{16}}-DEV",
         line,
     ), line
+    # the journal (the inspector) has it too, under the same Ray ID
+    assert edge.recorder is not None
+    (record,) = edge.recorder.all()
+    assert (record.status, record.kind, record.host, record.path, record.forwarded) == (
+        499,
+        "client-closed",
+        "public.acme.test",
+        "/think?q=1",
+        True,
+    )
+    assert record.reason == "the client closed the connection before the answer was complete"
+    assert line.endswith(f"ray={record.ray}")
 
 
 UPLOAD_CHUNK = 50 * 1024

@@ -262,4 +262,7 @@ async def test_a_callable_service_must_make_an_application(fakeedge: FakeEdgeFac
     cfg["ingress"][0]["service"] = lambda edge: "http://127.0.0.1:3000"
     with pytest.raises(TypeError) as exc:
         await fakeedge(config=cfg)
-    assert str(exc.value) == "ingress[0].service: a callable service must return an aiohttp.web.Application, got str"
+    assert str(exc.value) == (
+        "ingress[0].service: a callable service must return an aiohttp.web.Application, an ASGI app "
+        "(async (scope, receive, send)) or a WSGI app ((environ, start_response)); got str"
+    )

@@ -48,6 +48,7 @@ async def test_temporary_authentication(make_edge, origin: Origin) -> None:  # t
             "prod incident INC-1",
             "pending",
         )
+        assert _last_reason(running) == f"temporary authentication: request {request['id']} awaits an approver"
         # "Check again" before the approval: still waiting, the origin untouched
         again = await _follow(browser, await browser.get(url, allow_redirects=False))
         assert "Waiting for approval" in await again.text()
@@ -64,6 +65,7 @@ async def test_temporary_authentication(make_edge, origin: Origin) -> None:  # t
         browser.cookie_jar.clear_domain("admin.acme.test")
         asked = await _follow(browser, await browser.get(url, allow_redirects=False))
         assert 'name="approval_reason"' in await asked.text()
+        assert _last_reason(running) == "temporary authentication (approval_required): the page that asks for access"
 
     # another sign-in asks again, and a denial is a 403
     async with loopback_session() as other:
@@ -74,8 +76,15 @@ async def test_temporary_authentication(make_edge, origin: Origin) -> None:  # t
         assert (status, denied["state"]) == (200, "denied")
         refused = await _follow(other, await other.get(url, allow_redirects=False))
         assert refused.status == 403 and "Request denied" in await refused.text()
+        assert _last_reason(running) == f"temporary authentication: request {pending[0]['id']} was denied"
     assert len(origin.received) == 1
     assert await _control(running, "POST", {"id": "nope", "approve": True}) == (
         400,
         {"error": "no approval request 'nope'"},
     )
+
+
+def _last_reason(running: RunningEdge) -> str | None:
+    """The journal's reason for the last request that was no control call."""
+    assert running.edge.recorder is not None
+    return [r for r in running.edge.recorder.all() if r.kind != "control"][-1].reason

@@ -44,6 +44,10 @@ async def test_justification_is_asked_once_per_sign_in(make_edge, origin: Origin
     html = await asked.text()
     assert "<p id=prompt>Please enter a justification for accessing this application.</p>" in html
     assert origin.received == []
+    assert running.edge.recorder is not None
+    assert running.edge.recorder.all()[-1].reason == (
+        "purpose_justification_required: the page that asks why, before the app"
+    )
     empty = await _post(client, asked, justification="   ")
     assert empty.status == 400 and "Enter a justification of at most 1000 characters." in await empty.text()
     too_long = await _post(client, asked, justification="x" * 1001)

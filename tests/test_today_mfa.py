@@ -40,6 +40,10 @@ async def test_mfa_after_the_idp_then_for_its_session_duration(make_edge, origin
     assert asked.status == 200
     assert BUTTONS.findall(await asked.text()) == ["totp", "biometrics", "security_key"]
     assert origin.received == []
+    assert running.edge.recorder is not None
+    assert [r for r in running.edge.recorder.all()][-1].reason == (
+        "'Admin' needs MFA (mfa_config): the fake authenticator page, before the app"
+    )
     done = await _follow(client, await _post(client, asked, mfa="totp"))
     assert done.status == 200 and len(origin.received) == 1
     # within the MFA session: a silent sign-in asks nothing

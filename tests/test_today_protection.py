@@ -47,6 +47,13 @@ async def test_unprotected_hosts_get_the_block_page(  # type: ignore[no-untyped-
         assert origin.received == []
     else:
         assert origin.last.headers["Host"].split(":")[0] == host
+    assert running.edge.recorder is not None
+    (record,) = [r for r in running.edge.recorder.all() if r.kind != "control"]
+    assert (record.status, record.kind, record.reason) == (
+        (403, "unprotected", "no Access application covers this host and deny_unmatched_requests blocks it")
+        if status == 403
+        else (200, "route", "no Access application covers this host and path")
+    )
 
 
 async def test_protected_hosts_and_the_team_domain_are_unchanged(make_edge, origin: Origin) -> None:  # type: ignore[no-untyped-def]

@@ -1,0 +1,149 @@
+"""What the handlers leave on a request for the journal, and the :class:`~fakeedge.record.Record` made of it.
+
+Handlers note facts in the request's :class:`Trail` as they decide (:func:`judged` from the access
+check, :func:`note` for a reason of their own, the forwarded headers from the proxy);
+:func:`record` turns them, with the response, into one journal record once the answer is sent.
+"""
+
+from __future__ import annotations
+
+import re
+from html import unescape
+from typing import TYPE_CHECKING, NamedTuple
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from .record import Judged, Record, RequestLog, Why
+from .web_proxy import origin_failure_key
+from .web_request import client_ip, ray_key
+
+if TYPE_CHECKING:
+    from .config import App
+    from .edge import Edge
+    from .web_access import Admission
+
+
+class Forwarded(NamedTuple):
+    """What the edge sent the origin, and on whose admission."""
+
+    headers: CIMultiDict[str]
+    admission: Admission | None
+
+
+class Trail:
+    """What the handlers noted about one request, for its journal record and access-log line.
+
+    One object per request, set up front by the edge's handler: the hooks write attributes
+    rather than look keys up on the request (a missing key costs an exception there).
+    """
+
+    __slots__ = ("forwarded", "judged", "note")
+
+    def __init__(self) -> None:
+        self.judged: Judged | None = None  # the access check's facts and verdict
+        self.note: str | None = None  # a reason that is no policy's
+        self.forwarded: Forwarded | None = None  # set once the request goes to an origin
+
+
+trail_key = web.RequestKey("trail_key", Trail)
+
+_ERROR = re.compile(r'class="error"[^>]*>([^<]+)<')
+_TITLE = re.compile(r"<h1>([^<]+)</h1>(?:<p>([^<]+)</p>)?")
+
+
+def _trail(request: web.Request) -> Trail | None:
+    return request.get(trail_key)
+
+
+def note(request: web.Request, reason: str) -> None:
+    """Give the journal the reason for this request's answer, when it is no policy's."""
+    trail = _trail(request)
+    if trail is not None:
+        trail.note = reason
+
+
+def judged(request: web.Request, facts: Judged) -> None:
+    """What the access check knew when it decided (``web_access.check``)."""
+    trail = _trail(request)
+    if trail is not None:
+        trail.judged = facts
+
+
+def record(
+    log: RequestLog,
+    request: web.Request,
+    response: web.StreamResponse,
+    edge: Edge,
+    *,
+    host: str,
+    app: App | None,
+    kind: str,
+    latency_ms: float,
+) -> Record:
+    """Append the journal record of ``request``, answered with ``response``, and return it."""
+    trail = request[trail_key]
+    forwarded = trail.forwarded
+    admission = forwarded.admission if forwarded is not None else None
+    headers = response.headers
+    grant = None
+    if admission is not None and admission.assertion and edge.oauth.grants:  # only with managed OAuth in use
+        cred = admission.credential or edge.credential(admission.assertion)
+        if cred is not None and cred.session is not None:
+            found = edge.oauth.grant_of_session(cred.session.nonce)
+            grant = found.id if found is not None else None
+    rec = Record(
+        request.method,
+        host,
+        request.raw_path,  # as the client sent it (and cheap: path_qs builds a URL)
+        app.name if app is not None else None,
+        request[ray_key],
+        edge.clock.now(),
+        log.next_seq(),
+        response.status,
+        kind,
+        client_ip(request),
+        latency_ms,
+        request.headers,
+        tuple(headers.getall("Set-Cookie", ())),
+        headers.get("Location"),
+        why(request, response, app),
+        forwarded.headers if forwarded is not None else None,
+        admission.credential if admission is not None else None,
+        admission.assertion if admission is not None else None,
+        edge.service_token_by_client_id,
+        grant,
+    )
+    log.append(rec)
+    return rec
+
+
+def why(request: web.Request, response: web.StreamResponse, app: App | None) -> Why:
+    """What the reason for ``request``'s answer is written from (:attr:`Record.reason`)."""
+    trail = request[trail_key]
+    reason = trail.note
+    status = response.status
+    if (
+        reason is None
+        and trail.judged is None
+        and trail.forwarded is None
+        and status >= 400
+        and isinstance(response, web.Response)
+    ):
+        reason = _page_reason(response)  # an edge page (login, callback, 400): its own words say why
+    failure = request.get(origin_failure_key) if status in (502, 504) else None
+    return Why(app, trail.judged, reason, failure)
+
+
+def _page_reason(response: web.Response) -> str | None:
+    text = response.text if response.body is not None and response.content_type == "text/html" else None
+    if not text:
+        return None
+    found = _ERROR.search(text)
+    if found:
+        return unescape(found.group(1)).strip()
+    found = _TITLE.search(text)
+    if found:
+        title, message = found.groups()
+        return unescape(f"{title}: {message}" if message else title).strip()
+    return None
