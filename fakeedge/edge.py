@@ -528,13 +528,13 @@ class Edge:
     def end_sessions(self) -> None:
         """Back to no session (tests: ``reset()``): every session ends now, kept so that its tokens
         stay refused (not adopted again, see ``_adopt``); pending sign-ins, one-time PINs and
-        the token caches are dropped."""
+        the token caches and the sessions' temporary-authentication requests are dropped."""
         now = self.clock.now()
         for session in list(self.sessions.values()):
             session.revoked_at = float("-inf")
             self._keep(session, now)
         stores = (self.logins, self.chain_hops, self.otps, self.otps_per_email, self.otps_per_client)
-        for state in (*stores, self._verified, self._app_tokens, self.verdicts):
+        for state in (*stores, self._verified, self._app_tokens, self.verdicts, self.approvals):
             state.clear()
 
     def revoke(self, session: Session) -> None:

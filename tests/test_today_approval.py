@@ -78,6 +78,8 @@ async def test_temporary_authentication(make_edge, origin: Origin) -> None:  # t
         assert refused.status == 403 and "Request denied" in await refused.text()
         assert _last_reason(running) == f"temporary authentication: request {pending[0]['id']} was denied"
     assert len(origin.received) == 1
+    running.edge.end_sessions()  # a shared edge's reset(): the ended sign-ins' requests go too
+    assert await _control(running, "GET") == (200, {"approvals": []})
     assert await _control(running, "POST", {"id": "nope", "approve": True}) == (
         400,
         {"error": "no approval request 'nope'"},
