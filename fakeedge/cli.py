@@ -474,6 +474,41 @@ def keys_rotate(config_path: Path | None, grace: str) -> None:
     )
 
 
+@main.command("import")
+@click.argument("sources", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_CONFIG, show_default=True
+)
+@click.option(
+    "--origin", default="http://127.0.0.1:8080", show_default=True, help="Where every app host's ingress goes."
+)
+@click.option("--team", help="The team name, when the sources hold no organisation.")
+@click.option("--force", is_flag=True, help="Replace an existing output file.")
+@_errors
+def import_(sources: tuple[Path, ...], output: Path, origin: str, team: str | None, force: bool) -> None:
+    """Turn Cloudflare's Access configuration into a fakeedge config, and report what it emulates.
+
+    SOURCES: the API's JSON (apps, policies, groups, service tokens, organisation; with or
+    without the {"result": ...} envelope), `terraform show -json` output, or .tf files (needs
+    python-hcl2); files or folders. Generated service-token secrets are printed once.
+    """
+    import yaml
+
+    from .config import parse_config
+    from .importer import collect, convert
+    from .keys import _write_private
+
+    cfg, report = convert(collect(sources), team=team, origin=origin)
+    parse_config(cfg, source=str(output), base_dir=output.parent)  # the config must load as written
+    if output.exists() and not force:
+        raise FakeEdgeError(f"{output}: exists already; --force replaces it")
+    header = "# fakeedge config imported from Cloudflare Access (fakeedge import); holds development secrets\n"
+    _write_private(output, (header + yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True)).encode())
+    click.echo(f"fakeedge: wrote {output} (mode 0600)")
+    for line in report.lines():
+        click.echo(line)
+
+
 @main.command()
 @config_option
 @click.option("--strict", is_flag=True, help="Fail-open warnings are errors (exit 1).")

@@ -7,10 +7,13 @@ naming the file, the key path and what would have been valid.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import datetime as dt
 import difflib
 import functools
 import hashlib
 import ipaddress
+import itertools
 import math
 import re
 import uuid
@@ -90,6 +93,18 @@ class AccessGroup:
         return any(r.is_identity for r in (*self.include, *self.exclude, *self.require))
 
 
+AUTHENTICATORS = ("totp", "biometrics", "security_key")
+
+
+@dataclass(frozen=True, slots=True)
+class MfaConfig:
+    """Independent MFA settings (spec §14.5) at the organisation, an app or a policy (API names)."""
+
+    mfa_disabled: bool = False  # an app or policy opting out of the organisation's MFA
+    allowed_authenticators: tuple[str, ...] = AUTHENTICATORS
+    session_duration: int | None = None  # seconds an MFA stays good; None: the next level's, else 24 h
+
+
 @dataclass(frozen=True, slots=True)
 class Policy:
     name: str
@@ -98,6 +113,13 @@ class Policy:
     exclude: tuple[Rule, ...] = ()
     require: tuple[Rule, ...] = ()
     session_duration: int | None = None  # seconds; overrides the app's (spec §1.6)
+    id: str = ""  # a reusable policy's id (spec §14.6); "" for one written inside an app
+    precedence: int | None = None  # as given; the app's policies are sorted by it (spec §6.4)
+    purpose_justification_required: bool = False  # an Allow policy asks why, once per session (§14.5)
+    purpose_justification_prompt: str | None = None
+    mfa_config: MfaConfig | None = None
+    approval_required: bool = False  # temporary authentication: an approver grants each session (§14.5)
+    approval_groups: tuple[tuple[str, ...], ...] = ()  # approvers' addresses, per group (informational)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +184,10 @@ class App:
     custom_non_identity_deny_url: str | None = None
     custom_deny_message: str | None = None
     oauth_configuration: OAuthConfiguration | None = None
+    # spec §14.6: True sets the cookie on every concrete domain after login, False lazily;
+    # None (no saved setting) keeps the old rule: eager when the app has at most five domains
+    eager_redirect_cookie: bool | None = None
+    mfa_config: MfaConfig | None = None
 
     @property
     def domain(self) -> str:
@@ -190,10 +216,22 @@ class User:
 
 @dataclass(frozen=True, slots=True)
 class ServiceToken:
+    """A service token (spec §5, §14.3): its current secret, older secrets still in their rotation
+    grace (each with its own expiry), its own expiry, and whether it is disabled."""
+
     name: str
     id: str
     client_id: str
     client_secret: str = field(repr=False)
+    previous_client_secrets: tuple[tuple[str, float], ...] = field(default=(), repr=False)  # (secret, expires_at)
+    expires_at: float | None = None  # epoch seconds on the edge clock; None: never
+    disabled: bool = False
+
+    def secrets_at(self, now: float) -> tuple[str, ...]:
+        """The secrets that authenticate at ``now``: none when disabled or expired (spec §14.3)."""
+        if self.disabled or (self.expires_at is not None and now >= self.expires_at):
+            return ()
+        return (self.client_secret, *(s for s, until in self.previous_client_secrets if now < until))
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,7 +292,12 @@ class Config:
     allow_any_email: bool = True
     one_time_pin: bool = False
     default_country: str = "US"
-    strict_service_token_auth: bool = False
+    # spec §14.3: the default, and not switchable, for organisations created since 2026-10-05
+    strict_service_token_auth: bool = True
+    deny_unmatched_requests: bool = False  # "Require Access protection" (spec §14.4)
+    deny_unmatched_requests_exempted_zone_names: tuple[str, ...] = ()
+    mfa_config: MfaConfig = field(default_factory=MfaConfig)  # the organisation's (spec §14.5)
+    mfa_required_for_all_apps: bool = False
     admin_token: str | None = field(default=None, repr=False)  # opens /cdn-cgi/fakeedge/ beyond loopback
     logout_delay: float = 0.0
     origin_timeout: float = 100.0
@@ -604,7 +647,9 @@ TOP_KEYS = (
     "team", "team_domain", "listen", "keys_dir", "users", "allow_any_email", "one_time_pin",
     "default_country", "service_tokens", "apps", "groups", "email_lists", "ip_lists", "ingress",
     "strict_service_token_auth", "logout_delay", "origin_timeout", "tls_listen", "ingress_file",
-    "branding", "admin_token", "journal",
+    "branding", "admin_token", "policies", "deny_unmatched_requests", "deny_unmatched_requests_exempted_zone_names",
+    "mfa_config", "mfa_required_for_all_apps",
+    "journal",
 )  # fmt: skip
 BRANDING_KEYS = ("name", "logo_url", "background_color", "header_color", "button_color", "description")
 APP_KEYS = (
@@ -612,11 +657,19 @@ APP_KEYS = (
     "same_site_cookie_attribute", "http_only_cookie_attribute", "path_cookie_attribute",
     "enable_binding_cookie", "service_auth_401_redirect", "read_service_tokens_from_header",
     "options_preflight_bypass", "cors_headers", "custom_deny_url", "custom_non_identity_deny_url",
-    "custom_deny_message", "type", "oauth_configuration",
+    "custom_deny_message", "type", "oauth_configuration", "eager_redirect_cookie", "mfa_config",
 )  # fmt: skip
-POLICY_KEYS = ("name", "decision", "include", "exclude", "require", "session_duration", "precedence")
+MFA_KEYS = ("mfa_disabled", "allowed_authenticators", "session_duration")
+POLICY_KEYS = (
+    "name", "decision", "include", "exclude", "require", "session_duration", "precedence", "id",
+    "purpose_justification_required", "purpose_justification_prompt", "mfa_config", "approval_required",
+    "approval_groups",
+)  # fmt: skip
+APPROVAL_GROUP_KEYS = ("email_addresses", "approvals_needed", "email_list_uuid")
+POLICY_REF_KEYS = ("id", "name", "precedence")  # an app's reference to a reusable policy (spec §14.6)
 USER_KEYS = ("email", "name", "groups", "github_orgs", "country", "amr", "idp", "custom")
-TOKEN_KEYS = ("name", "id", "client_id", "client_secret")
+TOKEN_KEYS = ("name", "id", "client_id", "client_secret", "previous_client_secrets", "expires_at", "disabled")
+PREVIOUS_SECRET_KEYS = ("client_secret", "expires_at")
 INGRESS_KEYS = ("hostname", "path", "service", "originRequest")
 OAUTH_KEYS = ("enabled", "dynamic_client_registration", "grant")
 OAUTH_DCR_KEYS = ("enabled", "allow_any_on_localhost", "allow_any_on_loopback", "allowed_uris")
@@ -895,7 +948,7 @@ def parse_config(raw: Any, *, source: str = "<config>", base_dir: Path | None = 
     with r.collecting():
         keys_dir = base_dir / r.text(top.get("keys_dir"), "keys_dir", default="keys")  # an absolute one wins
 
-    lists = _Lists(emails={}, ips={}, tokens=(), groups={}, broken=set())
+    lists = _Lists(emails={}, ips={}, tokens=(), groups={}, broken=set(), policies={})
     users = _users(r, top.get("users"))
     lists.tokens = _service_tokens(r, top.get("service_tokens"), team, lists)
     with r.collecting():
@@ -903,6 +956,7 @@ def parse_config(raw: Any, *, source: str = "<config>", base_dir: Path | None = 
     with r.collecting():
         lists.ips = _named_lists(r, top.get("ip_lists"), "ip_lists", _ip_entry, lists)
     _groups(r, top.get("groups"), lists)
+    _reusable_policies(r, top.get("policies"), team, lists)
     apps = _apps(r, top.get("apps"), team, lists)
 
     ingress: tuple[IngressRule, ...] = ()
@@ -935,7 +989,17 @@ def parse_config(raw: Any, *, source: str = "<config>", base_dir: Path | None = 
         one_time_pin=get(lambda: r.flag(top.get("one_time_pin"), "one_time_pin", False), False),
         default_country=get(lambda: _country(r, top.get("default_country"), "default_country"), None) or "US",
         strict_service_token_auth=get(
-            lambda: r.flag(top.get("strict_service_token_auth"), "strict_service_token_auth", False), False
+            lambda: r.flag(top.get("strict_service_token_auth"), "strict_service_token_auth", True), True
+        ),
+        deny_unmatched_requests=get(
+            lambda: r.flag(top.get("deny_unmatched_requests"), "deny_unmatched_requests", False), False
+        ),
+        deny_unmatched_requests_exempted_zone_names=get(
+            lambda: _zone_names(r, top.get("deny_unmatched_requests_exempted_zone_names")), ()
+        ),
+        mfa_config=get(lambda: _mfa(r, top.get("mfa_config"), "mfa_config", org=True), None) or MfaConfig(),
+        mfa_required_for_all_apps=get(
+            lambda: r.flag(top.get("mfa_required_for_all_apps"), "mfa_required_for_all_apps", False), False
         ),
         logout_delay=get(lambda: r.duration(top.get("logout_delay"), "logout_delay", 0.0) or 0.0, 0.0),
         origin_timeout=get(lambda: _positive(r, top.get("origin_timeout"), "origin_timeout", 100.0), 100.0),
@@ -1083,6 +1147,61 @@ def _groups(r: _Reader, raw: Any, lists: _Lists) -> None:
         lists.groups[gid] = lists.groups[name] = group
 
 
+def _reusable_policies(r: _Reader, raw: Any, team: str, lists: _Lists) -> None:
+    """Top-level ``policies``: defined once, referenced by apps by id or name (spec §14.6)."""
+    try:
+        items = r.seq(raw, "policies")
+    except ConfigError as exc:
+        r.errors.extend(exc.errors)
+        lists.broken.add(("policy", None))
+        return
+    for i, item in enumerate(items):
+        key = f"policies[{i}]"
+        try:
+            if isinstance(item, dict) and item.get("name") is None:
+                raise r.fail(f"{key}.name", "is required: apps refer to a reusable policy by its name or id")
+            policy = _policy(r, item, key, lists)
+            if policy.precedence is not None:
+                raise r.fail(f"{key}.precedence", "belongs to an app's reference to the policy, not to the policy")
+            pid = policy.id or str(uuid.uuid5(SUB_NAMESPACE, f"{team}:policy:{policy.name}"))
+            for ref, what in ((policy.name, "name"), (pid, "id")):
+                if ref in lists.policies:
+                    raise r.fail(f"{key}.{what}", f"duplicate reusable policy {_show(ref)}")
+        except ConfigError as exc:
+            r.errors.extend(exc.errors)
+            if isinstance(item, dict):
+                lists.broken |= {("policy", item.get(k)) for k in ("id", "name") if isinstance(item.get(k), str)}
+            continue
+        lists.policies[pid] = lists.policies[policy.name] = dataclasses.replace(policy, id=pid)
+
+
+def _policy_ref(r: _Reader, raw: Any, key: str, lists: _Lists) -> Policy:
+    """An app's ``{id|name, precedence}`` (or bare id/name) naming a reusable policy (spec §14.6)."""
+    m = {"id": raw} if isinstance(raw, str) else r.mapping(raw, key, POLICY_REF_KEYS)
+    field_name = "id" if m.get("id") is not None else "name"
+    ref = r.text(m.get(field_name), f"{key}.{field_name}", required=True)
+    policy = lists.policies.get(ref)
+    if policy is None:
+        if lists.is_broken("policy", ref):
+            raise r.skip()
+        names = [p.name for p in dict.fromkeys(lists.policies.values())]
+        raise r.fail(f"{key}.{field_name}", f"no reusable policy {_show(ref)}; defined: {_names(names)}")
+    return dataclasses.replace(policy, precedence=_precedence(r, m.get("precedence"), f"{key}.precedence"))
+
+
+def _is_policy_ref(raw: Any) -> bool:
+    """A reference names a policy and says nothing of what it decides (no decision, no rules)."""
+    if isinstance(raw, str):
+        return True
+    return isinstance(raw, dict) and "decision" not in raw and "include" not in raw and ("id" in raw or "name" in raw)
+
+
+def _precedence(r: _Reader, value: Any, key: str) -> int | None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 1_000_000):
+        raise r.fail(key, f"expected a whole number from 1, got {_kind(value)}")
+    return value
+
+
 def _apps(r: _Reader, raw: Any, team: str, lists: _Lists) -> tuple[App, ...]:
     apps: list[tuple[int, App]] = []
     with r.collecting():
@@ -1156,6 +1275,7 @@ class _Lists:
     # (kind, name) of items that failed, already reported: a reference to them adds no second
     # error; (kind, None) when the whole section failed
     broken: set[tuple[str, Any]]
+    policies: dict[str, Policy]  # the reusable ones, by id and by name (spec §14.6)
 
     def is_broken(self, kind: str, name: Any) -> bool:
         return (kind, name) in self.broken or (kind, None) in self.broken
@@ -1222,7 +1342,72 @@ def _service_token(r: _Reader, raw: Any, key: str, team: str) -> ServiceToken:
     client_id = r.text(m.get("client_id"), f"{key}.client_id", required=True)
     secret = r.text(m.get("client_secret"), f"{key}.client_secret", required=True)
     token_id = r.text(m.get("id"), f"{key}.id", default=str(uuid.uuid5(SUB_NAMESPACE, f"{team}:token:{name}")))
-    return ServiceToken(name=name, id=token_id, client_id=client_id, client_secret=secret)
+    previous: list[tuple[str, float]] = []
+    for i, item in enumerate(r.seq(m.get("previous_client_secrets"), f"{key}.previous_client_secrets")):
+        pk = f"{key}.previous_client_secrets[{i}]"
+        pm = r.mapping(item, pk, PREVIOUS_SECRET_KEYS)
+        old = r.text(pm.get("client_secret"), f"{pk}.client_secret", required=True)
+        until = _timestamp(r, pm.get("expires_at"), f"{pk}.expires_at")
+        if until is None:
+            raise r.fail(f"{pk}.expires_at", "is required: a rotated secret works until its grace ends (spec §14.3)")
+        previous.append((old, until))
+    return ServiceToken(
+        name=name,
+        id=token_id,
+        client_id=client_id,
+        client_secret=secret,
+        previous_client_secrets=tuple(previous),
+        expires_at=_timestamp(r, m.get("expires_at"), f"{key}.expires_at"),
+        disabled=r.flag(m.get("disabled"), f"{key}.disabled", False),
+    )
+
+
+def _mfa(r: _Reader, raw: Any, key: str, *, org: bool = False) -> MfaConfig | None:
+    """``mfa_config`` (spec §14.5); the organisation's has no ``mfa_disabled``."""
+    if raw is None:
+        return None
+    m = r.mapping(raw, key, MFA_KEYS[1:] if org else MFA_KEYS)
+    kinds = _strings(r, m.get("allowed_authenticators"), f"{key}.allowed_authenticators") or AUTHENTICATORS
+    for i, kind in enumerate(kinds):
+        if kind not in AUTHENTICATORS:
+            raise r.fail(
+                f"{key}.allowed_authenticators[{i}]",
+                f"unknown authenticator {_show(kind)}; valid: {', '.join(AUTHENTICATORS)}",
+            )
+    duration = r.duration(m.get("session_duration"), f"{key}.session_duration", None)
+    return MfaConfig(
+        mfa_disabled=r.flag(m.get("mfa_disabled"), f"{key}.mfa_disabled", False),
+        allowed_authenticators=tuple(dict.fromkeys(kinds)),
+        session_duration=_int_or_none(duration),
+    )
+
+
+def _timestamp(r: _Reader, value: Any, key: str) -> float | None:
+    """An RFC 3339 time (YAML may already have read it as a datetime) as epoch seconds."""
+    if value is None:
+        return None
+    when: dt.datetime | None = None
+    if isinstance(value, dt.datetime):
+        when = value
+    elif isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            when = dt.datetime.fromisoformat(value.strip())
+    if when is None or (isinstance(value, str) and "T" not in value.upper()):
+        raise r.fail(key, f"expected an RFC 3339 time such as 2026-12-01T00:00:00Z, got {_show(value)}")
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)  # YAML reads a trailing Z as UTC but leaves no tzinfo
+    return when.timestamp()
+
+
+def _zone_names(r: _Reader, raw: Any) -> tuple[str, ...]:
+    key = "deny_unmatched_requests_exempted_zone_names"
+    names = []
+    for i, name in enumerate(_strings(r, raw, key)):
+        host = name.strip().lower().rstrip(".")
+        if not _is_host(host):
+            raise r.fail(f"{key}[{i}]", f"expected a zone name such as acme.test, got {_show(name)}")
+        names.append(host)
+    return tuple(names)
 
 
 def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
@@ -1325,12 +1510,7 @@ def _rule(r: _Reader, raw: Any, key: str, lists: _Lists) -> Rule:
 def _policy(r: _Reader, raw: Any, key: str, lists: _Lists) -> Policy:
     m = r.mapping(raw, key, POLICY_KEYS)
     name = r.text(m.get("name"), f"{key}.name", default=key)
-    precedence = m.get("precedence")
-    if precedence is not None and (
-        not isinstance(precedence, int) or isinstance(precedence, bool) or not 1 <= precedence <= 1_000_000
-    ):
-        # accepted for copies of API output; fakeedge evaluates in list order (spec §6.2)
-        raise r.fail(f"{key}.precedence", f"expected a whole number from 1, got {_kind(precedence)}")
+    precedence = _precedence(r, m.get("precedence"), f"{key}.precedence")
     decision_text = r.text(m.get("decision"), f"{key}.decision", required=True)
     decision = DECISIONS.get(decision_text.lower())
     if decision is None:
@@ -1346,6 +1526,24 @@ def _policy(r: _Reader, raw: Any, key: str, lists: _Lists) -> Policy:
         exclude=_rules(r, m.get("exclude"), f"{key}.exclude", lists),
         require=_rules(r, m.get("require"), f"{key}.require", lists),
         session_duration=_int_or_none(r.duration(m.get("session_duration"), f"{key}.session_duration", None)),
+        id=r.text(m.get("id"), f"{key}.id", default=""),
+        precedence=precedence,
+        purpose_justification_required=r.flag(
+            m.get("purpose_justification_required"), f"{key}.purpose_justification_required", False
+        ),
+        purpose_justification_prompt=r.text(
+            m.get("purpose_justification_prompt"), f"{key}.purpose_justification_prompt"
+        ),
+        mfa_config=_mfa(r, m.get("mfa_config"), f"{key}.mfa_config"),
+        approval_required=r.flag(m.get("approval_required"), f"{key}.approval_required", False),
+        approval_groups=tuple(
+            _strings(
+                r,
+                r.mapping(g, f"{key}.approval_groups[{i}]", APPROVAL_GROUP_KEYS).get("email_addresses"),
+                f"{key}.approval_groups[{i}].email_addresses",
+            )
+            for i, g in enumerate(r.seq(m.get("approval_groups"), f"{key}.approval_groups"))
+        ),
     )
     rules = (*policy.include, *policy.exclude, *policy.require)
     if decision in ("bypass", "non_identity"):
@@ -1367,14 +1565,24 @@ def _policies(r: _Reader, raw: Any, key: str, lists: _Lists) -> tuple[Policy, ..
     policies: list[Policy] = []
     failed = False
     for i, item in enumerate(r.seq(raw, f"{key}.policies")):
+        pk = f"{key}.policies[{i}]"
         try:
-            policies.append(_policy(r, item, f"{key}.policies[{i}]", lists))
+            policies.append(_policy_ref(r, item, pk, lists) if _is_policy_ref(item) else _policy(r, item, pk, lists))
         except ConfigError as exc:
             r.errors.extend(exc.errors)
             failed = True
     if failed:
         raise r.skip()
-    return tuple(policies)
+    # spec §6.4: an app's policies run in precedence order (unique per app); one without a
+    # precedence has its 1-based place in the list
+    ranked = sorted(
+        ((p.precedence if p.precedence is not None else n + 1, n, p) for n, p in enumerate(policies)),
+        key=lambda x: x[0],
+    )
+    for (rank, _, _), (other, n, _) in itertools.pairwise(ranked):
+        if rank == other:
+            raise r.fail(f"{key}.policies[{n}].precedence", f"precedence {rank} is taken by another policy of the app")
+    return tuple(p for _, _, p in ranked)
 
 
 def _int_or_none(value: float | None) -> int | None:
@@ -1459,6 +1667,12 @@ def _app(r: _Reader, raw: Any, key: str, team: str, lists: _Lists) -> App:
         ),
         custom_deny_message=r.text(m.get("custom_deny_message"), f"{key}.custom_deny_message", multiline=True),
         oauth_configuration=_oauth(r, m.get("oauth_configuration"), f"{key}.oauth_configuration"),
+        mfa_config=_mfa(r, m.get("mfa_config"), f"{key}.mfa_config"),
+        eager_redirect_cookie=(
+            None
+            if m.get("eager_redirect_cookie") is None
+            else r.flag(m.get("eager_redirect_cookie"), f"{key}.eager_redirect_cookie", False)
+        ),
     )
 
 

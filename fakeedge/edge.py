@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 from . import claims, tokens
 from .clock import Clock
 from .config import App, Config, IngressRule, Policy, ServiceToken, sub_for
+from .errors import UnknownName
 from .keys import ROTATION_GRACE, KeyStore, SigningKey
 from .oauth import Grant, OAuthStore
 from .policy import AppIndex, Identity, IngressIndex, Verdict
@@ -132,6 +133,8 @@ class Session:
     org_token: str = ""  # signed on first use: a session made to mint tokens never needs it
     revoked_at: float | None = None
     app_tokens: dict[str, tuple[str, float, str]] = field(default_factory=dict)  # aud -> (jwt, exp, kid)
+    justified: dict[str, str] = field(default_factory=dict)  # aud -> the purpose given (spec §14.5)
+    mfa_at: float | None = None  # when the independent MFA step was passed (spec §14.5)
 
     @property
     def last_exp(self) -> float:
@@ -245,6 +248,34 @@ def _client_key(client: str) -> str:
     return str(ipaddress.ip_network(f"{ip}/64", strict=False)) if ip.version == 6 else str(ip)
 
 
+APPROVAL_LIMIT = 24 * 3600  # spec §14.5: an approver grants up to 24 h
+
+
+@dataclass(slots=True)
+class Approval:
+    """A temporary-authentication request (spec §14.5): one per sign-in and app."""
+
+    id: str
+    session_nonce: str
+    email: str
+    app: str
+    reason: str
+    requested_at: float
+    state: str = "pending"  # pending, approved, denied
+    until: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "email": self.email,
+            "app": self.app,
+            "reason": self.reason,
+            "requested_at": self.requested_at,
+            "state": self.state,
+            "until": self.until if self.state == "approved" else None,
+        }
+
+
 @dataclass(slots=True)
 class Edge:
     """Everything the web handlers share. Build with :func:`Edge.create`."""
@@ -275,6 +306,32 @@ class Edge:
     certs_fault: CertsFault | None = None  # tests: /cdn-cgi/access/certs slow, empty or failing
     handling: int = 0  # requests in handle() now: a sync test waits for 0 before it reads the journal
     recorder: RequestLog | None = None  # the journal of the last `journal` requests (fakeedge.record)
+    approvals: dict[tuple[str, str], Approval] = field(default_factory=dict)  # (session nonce, aud) -> request
+
+    def request_approval(self, session: Session, app: App, reason: str) -> Approval:
+        """The pending request of this sign-in for ``app``, made now if there is none (spec §14.5)."""
+        key = (session.nonce, app.aud)
+        found = self.approvals.get(key)
+        if found is None or found.state != "pending":
+            found = Approval(
+                secrets.token_hex(8), session.nonce, session.identity.email, app.name, reason, self.clock.now()
+            )
+            self.approvals[key] = found
+        return found
+
+    def approval(self, session: Session, app: App) -> Approval | None:
+        return self.approvals.get((session.nonce, app.aud))
+
+    def decide_approval(self, approval_id: str, *, approve: bool, duration: float) -> Approval:
+        """Grant (for ``duration`` seconds, at most 24 h) or deny a pending request."""
+        found = next((a for a in self.approvals.values() if a.id == approval_id), None)
+        if found is None:
+            raise UnknownName(f"no approval request {approval_id!r}")
+        if not 0 < duration <= APPROVAL_LIMIT:
+            raise ValueError("duration: expected above zero and at most 24h")
+        found.state = "approved" if approve else "denied"
+        found.until = self.clock.now() + duration if approve else 0.0
+        return found
 
     @classmethod
     def create(cls, config: Config, clock: Clock | None = None, keys: KeyStore | None = None) -> Edge:
@@ -367,9 +424,12 @@ class Edge:
             # compare anyway so that an unknown id costs the same as a wrong secret
             tokens.secrets_equal(client_secret, "\0" * 32)
             return None
-        if tokens.secrets_equal(client_secret, token.client_secret):
-            return token
-        return None
+        # every secret still valid is compared, whichever matches: a rotation's grace (spec §14.3)
+        valid = token.secrets_at(self.clock.now())  # none for a disabled or expired token
+        matched = False
+        for secret in valid or ("\0" * 32,):
+            matched |= tokens.secrets_equal(client_secret, secret)
+        return token if matched and valid else None
 
     def service_token_by_client_id(self, client_id: str) -> ServiceToken:
         return self._tokens_by_client_id[client_id]
@@ -468,13 +528,13 @@ class Edge:
     def end_sessions(self) -> None:
         """Back to no session (tests: ``reset()``): every session ends now, kept so that its tokens
         stay refused (not adopted again, see ``_adopt``); pending sign-ins, one-time PINs and
-        the token caches are dropped."""
+        the token caches and the sessions' temporary-authentication requests are dropped."""
         now = self.clock.now()
         for session in list(self.sessions.values()):
             session.revoked_at = float("-inf")
             self._keep(session, now)
         stores = (self.logins, self.chain_hops, self.otps, self.otps_per_email, self.otps_per_client)
-        for state in (*stores, self._verified, self._app_tokens, self.verdicts):
+        for state in (*stores, self._verified, self._app_tokens, self.verdicts, self.approvals):
             state.clear()
 
     def revoke(self, session: Session) -> None:

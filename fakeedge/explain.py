@@ -158,13 +158,19 @@ def judge(
     if match is None:
         lines.append("app       none: no Access application covers this host and path")
         reason = "no Access application covers this host and path"
-        if rule.status is not None:
+        exempt = config.deny_unmatched_requests_exempted_zone_names
+        blocked = config.deny_unmatched_requests and not any(host == z or host.endswith("." + z) for z in exempt)
+        if blocked:
+            reason += "; deny_unmatched_requests blocks it"
+            answer = "403 block page: deny_unmatched_requests (Require Access protection, spec §14.4)"
+        elif rule.status is not None:
             # cloudflared's http_status:N: the edge answers itself, nothing is proxied
             answer = f"{rule.status} from the edge (ingress {rule.service}); no origin is reached"
         else:
             answer = "proxied without Access (spoofable headers still stripped)"
         lines.append(f"outcome   {answer}")
-        return Judgement(caller, None, None, "none", rule.status is None, answer, reason, tuple(lines))
+        admitted = rule.status is None and not blocked
+        return Judgement(caller, None, None, "none", admitted, answer, reason, tuple(lines))
     app = match.app
     lines.append(f"app       {app.name!r} via {match.destination} (aud {app.aud})")
     for loser in match.losers:
@@ -204,9 +210,14 @@ def judge(
             else:
                 answer = "403 block page before any login (non-identity rules refuse)"
     admitted = verdict.outcome in ("service", "bypass", "allow")
+    reason = verdict_reason(app, verdict, facts, who)
+    if client_id is not None and config.strict_service_token_auth and verdict.outcome not in ("service", "bypass"):
+        # spec §14.3: only Service Auth (or Bypass) admits a token; never a login
+        answer = "403: strict service-token auth, no Service Auth policy admits this token"
+        reason = f"strict service-token auth: {reason}"
+        admitted = False
     if rule.status is not None and admitted:
         answer += f", then the ingress answers {rule.status}"
-    reason = verdict_reason(app, verdict, facts, who)
     lines.append(f"why       {reason}")
     lines.append(f"outcome   {answer}")
     return Judgement(

@@ -1,7 +1,10 @@
 """The signing keys: RSA-2048 on disk, owner-only, kid = SHA-256 of the SPKI DER (spec §3).
 
 The store keeps a current key and, after a rotation, the previous one for a grace period
-(Cloudflare: 7 days). Keys are loaded once as key objects: PyJWT handed a PEM string re-parses it
+(Cloudflare: 7 days). Cloudflare's certs always list two keys, also on a fresh account (spec §14.7):
+outside a grace period the first one is a *standby* key, made with the store, that never signs and
+that the edge never accepts, so a verifier that picks the only key of a one-key set (and would take a
+token without ``kid``) fails here as it does against Cloudflare. Keys are loaded once as key objects: PyJWT handed a PEM string re-parses it
 on every call (42 ms here, against 0.7 ms for a loaded key).
 """
 
@@ -123,6 +126,7 @@ class KeyStore:
         self.current: SigningKey
         self.previous: SigningKey | None = None
         self.previous_until = 0.0
+        self.standby: SigningKey | None = None  # listed in certs outside a grace, never signs (§14.7)
         self._certs: bytes | None = None
         self._state_id: tuple[int, int, int] | None = None  # (inode, mtime, size) of the state read last
         self._load_or_create(now)
@@ -141,12 +145,20 @@ class KeyStore:
                 return key
         return None
 
+    def listed(self, now: float) -> tuple[SigningKey, ...]:
+        """The keys certs lists: always two, previous first (the standby key outside a grace,
+        spec §14.7), current last. One only for an old read-only store without a standby key."""
+        keys = self.keys(now)
+        if len(keys) == 1 and self.standby is not None:
+            return (self.standby, self.current)
+        return keys
+
     def certs_document(self, now: float) -> bytes:
-        """``/cdn-cgi/access/certs``: compact JSON, previous key first, current last (spec §3)."""
+        """``/cdn-cgi/access/certs``: compact JSON, previous key first, current last (spec §3, §14.7)."""
         if self.previous is not None and now >= self.previous_until and self._certs is not None:
             self._certs = None  # the grace period ended: drop the previous key from the document
         if self._certs is None:
-            keys = self.keys(now)
+            keys = self.listed(now)
             doc: dict[str, Any] = {
                 "keys": [k.jwk() for k in keys],
                 "public_cert": {"kid": self.current.kid, "cert": self.current.cert_pem},
@@ -205,11 +217,17 @@ class KeyStore:
         with self._lock(exclusive=True):
             self._remove_stale_tmp()
             if not state_path.exists():
-                self.current = new_key(now)
+                # a fresh store makes both keys certs lists (spec §14.7)
+                self.current, self.standby = new_key(now), new_key(now)
                 self._write_key(self.current)
+                self._write_key(self.standby)
                 self._write_state()
                 return
             self._load(state_path)
+            if self.standby is None:  # a store from before §14.7: add its standby key once
+                self.standby = new_key(now)
+                self._write_key(self.standby)
+                self._write_state()
 
     def _load(self, state_path: Path) -> None:
         try:
@@ -252,7 +270,9 @@ class KeyStore:
         current = self._read_key(state["current"])
         previous = self._read_key(state["previous"]) if state.get("previous") else None
         previous_until = float(state["previous_until"]) if previous is not None else 0.0
+        standby = self._read_key(state["standby"]) if state.get("standby") else None
         self.current, self.previous, self.previous_until = current, previous, previous_until
+        self.standby = standby
         self._state_id = (st.st_ino, st.st_mtime_ns, st.st_size)
 
     def _read_key(self, kid: str) -> SigningKey:
@@ -280,6 +300,7 @@ class KeyStore:
             "current": self.current.kid,
             "previous": self.previous.kid if self.previous else None,
             "previous_until": self.previous_until,
+            "standby": self.standby.kid if self.standby else None,
         }
         path = self.directory / STATE_FILE
         _write_private(path, json.dumps(state, indent=2).encode())
@@ -294,7 +315,7 @@ class KeyStore:
                 path.unlink(missing_ok=True)
 
     def _remove_unused(self) -> None:
-        keep = {self.current.kid} | ({self.previous.kid} if self.previous else set())
+        keep = {self.current.kid} | {k.kid for k in (self.previous, self.standby) if k is not None}
         for path in self.directory.glob("*.key"):
             if path.stem not in keep:
                 path.unlink(missing_ok=True)

@@ -91,6 +91,78 @@ def one_time_pin(
     )
 
 
+def justification(
+    app_name: str, prompt: str | None, *, csrf: str, error: str = "", brand: Branding = DEFAULT_BRAND
+) -> str:
+    """The purpose-justification step after sign-in (spec §14.5): why the user needs the app.
+
+    The form posts to the page's own URL, fragment included, so the redirects after it keep the
+    URL fragment the user asked for (spec §14.6).
+    """
+    err = f'<p class="error">{escape(error)}</p>' if error else ""
+    question = prompt or "Please enter a justification for accessing this application."
+    return page(
+        "Justification ・ Cloudflare Access",
+        f"<h1>Access to {escape(app_name)}</h1>{err}<p id=prompt>{escape(question)}</p>"
+        f'<form method="post"><input type="hidden" name="csrf" value="{escape(csrf)}">'
+        f'<label for="justification">Justification</label>'
+        f'<textarea id="justification" name="justification" maxlength="{JUSTIFICATION_LIMIT}" required></textarea>'
+        f'<button type="submit">Submit</button></form>',
+        brand,
+    )
+
+
+JUSTIFICATION_LIMIT = 1000
+
+
+def approval(
+    app_name: str, *, csrf: str, state: str, request_id: str = "", app_url: str = "", brand: Branding = DEFAULT_BRAND
+) -> str:
+    """Temporary authentication (spec §14.5): ask for access, or wait for an approver."""
+    if state == "ask":
+        body = (
+            f"<h1>Request access to {escape(app_name)}</h1>"
+            "<p id=approval>This application needs an approver's consent for each session.</p>"
+            f'<form method="post"><input type="hidden" name="csrf" value="{escape(csrf)}">'
+            f'<label for="approval_reason">Why do you need access?</label>'
+            f'<textarea id="approval_reason" name="approval_reason" maxlength="{JUSTIFICATION_LIMIT}" required>'
+            '</textarea><button type="submit">Request access</button></form>'
+        )
+    elif state == "pending":
+        body = (
+            f"<h1>Waiting for approval</h1><p id=approval>Your request <code id=request_id>{escape(request_id)}</code> "
+            f"for {escape(app_name)} awaits an approver (the fakeedge control API: POST "
+            "/cdn-cgi/fakeedge/approvals).</p>"
+            f'<p><a id=check_again href="{escape(app_url)}">Check again</a></p>'
+        )
+    else:
+        body = f"<h1>Request denied</h1><p id=approval>An approver refused access to {escape(app_name)}.</p>"
+    return page("Temporary authentication ・ Cloudflare Access", body, brand)
+
+
+AUTHENTICATOR_LABELS = {
+    "totp": "Use my authenticator app",
+    "security_key": "Use my security key",
+    "biometrics": "Use biometrics",
+}
+
+
+def mfa(app_name: str, email: str, authenticators: Iterable[str], *, csrf: str, brand: Branding = DEFAULT_BRAND) -> str:
+    """The fake authenticator of independent MFA (spec §14.5): one button per allowed factor,
+    each of which succeeds (a development stand-in for TOTP, security keys and biometrics)."""
+    buttons = "".join(
+        f'<button type="submit" name="mfa" value="{escape(kind)}">{escape(AUTHENTICATOR_LABELS[kind])}</button>'
+        for kind in authenticators
+    )
+    return page(
+        "Verify ・ Cloudflare Access",
+        f"<h1>Verify it is you</h1><p id=mfa_for>A second factor is required for {escape(app_name)} "
+        f"(signed in as <b>{escape(email)}</b>). fakeedge's authenticator accepts every factor.</p>"
+        f'<form method="post"><input type="hidden" name="csrf" value="{escape(csrf)}">{buttons}</form>',
+        brand,
+    )
+
+
 def forbidden(
     aud: str,
     ray: str,
@@ -109,7 +181,10 @@ def forbidden(
             account too). None for refusals before any sign-in.
     """
     text = message or FORBIDDEN_MESSAGE
-    data = json.dumps({"message": text, "status_code": 403, "aud": aud, "ray_id": ray.split("-")[0]})
+    # compact, as Cloudflare sends it: scripts detect a block by '"aud":"' (spec §14.7)
+    data = json.dumps(
+        {"message": text, "status_code": 403, "aud": aud, "ray_id": ray.split("-")[0]}, separators=(",", ":")
+    )
     way_out = ""
     if email is not None:
         way_out += f'<p>Signed in as <b id="signed_in_as">{escape(email)}</b>.</p>'

@@ -130,8 +130,8 @@ class Record:
         seq: the journal's number for it, from 1 up (``GET requests?since=<seq>``).
         status: the status the client got.
         forwarded: whether the request reached an origin.
-        kind: what answered: ``app`` (an Access app), ``route`` (no app), ``team`` (the team
-            domain), ``cdn-cgi``, ``oauth`` (managed OAuth's endpoints), ``preflight``, ``metadata``,
+        kind: what answered: ``app`` (an Access app), ``route`` (no app), ``unprotected`` (no app,
+            blocked by ``deny_unmatched_requests``), ``team`` (the team domain), ``cdn-cgi``, ``oauth`` (managed OAuth's endpoints), ``preflight``, ``metadata``,
             ``bad-request``, or ``client-closed`` (status 499: the client left before the answer).
         client: the connecting address.
         identity: who the edge took the caller for: an email, ``service token <name>``, or None.

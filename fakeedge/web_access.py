@@ -347,12 +347,14 @@ def login_redirect(request: web.Request, edge: Edge, app: App, *, service_token_
 def access_denied(request: web.Request, edge: Edge, app: App, status: int) -> web.Response:
     """A bare 401/403 from the edge with ``cf-access-aud`` / ``cf-access-domain`` (spec §1.7, §1.8)."""
     ray = request[ray_key]
-    text = (
-        pages.FORBIDDEN_MESSAGE if status == 403 else "Unauthorized. A valid Cloudflare Access credential is required."
-    )
+    if status == 403:
+        # the same Forbidden page as a block, with its json_data (spec §1.8, §14.7)
+        body = pages.forbidden(app.aud, ray, None, edge.config.branding)
+    else:
+        body = pages.notice("Unauthorized", "Unauthorized. A valid Cloudflare Access credential is required.", ray)
     return web.Response(
         status=status,
-        text=pages.notice("Forbidden" if status == 403 else "Unauthorized", text, ray),
+        text=body,
         content_type="text/html",
         headers=refusal_headers(ray, app),
     )

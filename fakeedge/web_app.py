@@ -18,7 +18,7 @@ from aiohttp import web
 
 from . import headers as h
 from . import journal, pages, web_inspector, web_oauth
-from .config import App
+from .config import App, Config
 from .edge import Edge
 from .env import base_url, shown_host
 from .errors import ConfigError
@@ -280,6 +280,9 @@ async def _answer(request: web.Request, ray: str) -> tuple[web.StreamResponse, A
             return answer, None, "oauth", host
     match = edge.index.match(host, path)
     if match is None:
+        if edge.config.deny_unmatched_requests and not _exempted(host, edge.config):
+            journal.note(request, "no Access application covers this host and deny_unmatched_requests blocks it")
+            return _requires_access(request), None, "unprotected", host
         journal.note(request, "no Access application covers this host and path")
         return await _to_origin(request, edge, host, path, None, None), None, "route", host
     app = match.app
@@ -315,6 +318,31 @@ async def _answer(request: web.Request, ray: str) -> tuple[web.StreamResponse, A
         admission = outcome
     response = await _to_origin(request, edge, host, path, admission, app)
     return response, app, "app", host
+
+
+REQUIRES_ACCESS_MESSAGE = (
+    "Forbidden. This resource requires Cloudflare Access protection. Please contact your system administrator."
+)
+
+
+def _exempted(host: str, config: Config) -> bool:
+    """A host of a zone exempted from "Require Access protection" (spec §14.4)."""
+    return any(host == zone or host.endswith("." + zone) for zone in config.deny_unmatched_requests_exempted_zone_names)
+
+
+def _requires_access(request: web.Request) -> web.Response:
+    """The block page of a host no Access app covers, under ``deny_unmatched_requests`` (spec §14.4).
+
+    Cloudflare documents the page, not its status or text: a 403 Forbidden page, with its
+    ``json_data`` (no app, so an empty ``aud``), the origin never reached.
+    """
+    ray = request[ray_key]
+    return web.Response(
+        status=403,
+        text=pages.forbidden("", ray, REQUIRES_ACCESS_MESSAGE),
+        content_type="text/html",
+        headers={**edge_headers(ray), **NO_STORE},
+    )
 
 
 async def _to_origin(

@@ -509,6 +509,21 @@ def post_login(edge: Edge, body: dict[str, Any]) -> dict[str, Any]:
     return answer
 
 
+def get_approvals(edge: Edge, body: dict[str, Any]) -> dict[str, Any]:
+    """Temporary-authentication requests (spec §14.5), pending ones first."""
+    found = sorted(edge.approvals.values(), key=lambda a: (a.state != "pending", a.requested_at))
+    return {"approvals": [a.to_json() for a in found]}
+
+
+def post_approvals(edge: Edge, body: dict[str, Any]) -> dict[str, Any]:
+    """``{"id": ..., "approve": true|false, "duration": "1h"}``: an approver's answer (at most 24 h)."""
+    _only(body, ("id", "approve", "duration"))
+    if not isinstance(body.get("id"), str) or not isinstance(body.get("approve"), bool):
+        raise ValueError('expected {"id": "<request id>", "approve": true or false, "duration": "1h"}')
+    duration = parse_duration(body.get("duration", "24h"))
+    return edge.decide_approval(body["id"], approve=body["approve"], duration=duration).to_json()
+
+
 MAX_EPOCH = 253402300799  # 9999-12-31T23:59:59Z: beyond it, dates do not format
 
 _Handler = Callable[[Edge, dict[str, Any]], dict[str, Any] | Awaitable[dict[str, Any]]]
@@ -527,4 +542,5 @@ _ROUTES: dict[str, dict[str, _Handler]] = {
     "oauth": {"GET": get_oauth},
     "oauth/revoke": {"POST": post_oauth_revoke},
     "login": {"POST": post_login},
+    "approvals": {"GET": get_approvals, "POST": post_approvals},
 }

@@ -13,10 +13,11 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from . import claims, pages, tokens
+from . import claims, journal, pages, tokens
 from . import headers as h
-from .config import App
-from .edge import ChainHop, Edge, Session
+from .config import App, Config, MfaConfig, Policy
+from .edge import Approval, ChainHop, Edge, Session
+from .errors import one_line
 from .policy import Facts, Identity, decide, split_host
 from .web_access import app_cookies, block, login_url, set_app_session
 from .web_proxy import edge_headers
@@ -123,6 +124,12 @@ async def handle_login(request: web.Request, edge: Edge) -> web.StreamResponse:
     if not csrf or not tokens.secrets_equal(str(form.get("csrf", "")), csrf):
         return _login_page(request, edge, app, error="Your sign-in form expired. Please try again.", status=400)
 
+    if "mfa" in form:
+        return _mfa_passed(request, edge, app, host, path, binding, str(form["mfa"]))
+    if "approval_reason" in form:
+        return _approval_requested(request, edge, app, host, path, binding, str(form["approval_reason"]))
+    if "justification" in form:
+        return _justified(request, edge, app, host, path, binding, csrf, str(form["justification"]))
     if "otp_id" in form:
         otp_id = str(form["otp_id"])
         pin = edge.otp(otp_id)
@@ -204,6 +211,137 @@ def _login_page(request: web.Request, edge: Edge, app: App, *, error: str = "", 
     return response
 
 
+# spec §14.5: an IdP whose amr already holds one of these is a second factor: no MFA step
+STRONG_AMR = frozenset({"hwk", "swk", "otp", "face", "fpt", "iris", "retina", "vbm"})
+MFA_DEFAULT_DURATION = 24 * 3600
+
+
+def mfa_required(config: Config, app: App, policy: Policy | None, who: Identity) -> MfaConfig | None:
+    """The MFA settings that apply, or None: the policy's over the app's over the organisation's."""
+    for level in (policy.mfa_config if policy else None, app.mfa_config):
+        if level is not None:
+            found: MfaConfig | None = None if level.mfa_disabled else level
+            break
+    else:
+        found = config.mfa_config if config.mfa_required_for_all_apps else None
+    if found is None or STRONG_AMR.intersection(who.amr):
+        return None
+    return found
+
+
+def mfa_duration(config: Config, app: App, policy: Policy | None) -> int:
+    for level in (policy.mfa_config if policy else None, app.mfa_config, config.mfa_config):
+        if level is not None and level.session_duration is not None:
+            return level.session_duration
+    return MFA_DEFAULT_DURATION
+
+
+def _mfa_page(request: web.Request, edge: Edge, app: App, email: str, mfa: MfaConfig) -> web.Response:
+    journal.note(request, f"{app.name!r} needs MFA (mfa_config): the fake authenticator page, before the app")
+    csrf = cookie(request, h.CF_SESSION) or secrets.token_urlsafe(24)
+    body = pages.mfa(app.name, email, mfa.allowed_authenticators, csrf=csrf, brand=edge.config.branding)
+    response = _html(request, body, 200, **{h.ACCESS_DOMAIN: app.domain})
+    set_cookie(response, h.CF_SESSION, csrf, expires=edge.clock.now() + 4 * 3600, secure=request.secure)
+    return response
+
+
+def _mfa_passed(
+    request: web.Request, edge: Edge, app: App, host: str, path: str, binding: str, kind: str
+) -> web.Response:
+    """The fake authenticator's answer: an allowed factor passes MFA for this session (spec §14.5)."""
+    session = _org_session(request, edge)
+    if session is None:
+        return _login_page(request, edge, app, error="Please sign in first.", status=400)
+    verdict = decide(app, Facts(ipaddress.ip_address(client_ip(request)), session.identity.country), session.identity)
+    mfa = mfa_required(edge.config, app, verdict.policy, session.identity)
+    if mfa is not None and kind not in mfa.allowed_authenticators:
+        return _mfa_page(request, edge, app, session.identity.email, mfa)
+    session.mfa_at = edge.clock.now()
+    log.info("mfa %s app=%r factor=%s", session.identity.email, app.name, one_line(kind))
+    return _complete(request, edge, session, app, host, path, binding)
+
+
+def _approval_page(
+    request: web.Request, edge: Edge, app: App, host: str, path: str, pending: Approval | None
+) -> web.Response:
+    """Temporary authentication (spec §14.5): the request form, the wait, or the refusal."""
+    csrf = cookie(request, h.CF_SESSION) or secrets.token_urlsafe(24)
+    if pending is None or (pending.state == "approved"):  # none yet, or the last grant ran out
+        state, status = "ask", 200
+    else:
+        state, status = pending.state, 200 if pending.state == "pending" else 403
+    journal.note(
+        request,
+        {
+            "ask": "temporary authentication (approval_required): the page that asks for access",
+            "pending": f"temporary authentication: request {pending.id if pending else ''} awaits an approver",
+            "denied": f"temporary authentication: request {pending.id if pending else ''} was denied",
+        }[state],
+    )
+    app_url = f"{_app_scheme(edge, host, request.secure)}://{host}{path}"
+    body = pages.approval(
+        app.name,
+        csrf=csrf,
+        state=state,
+        request_id=pending.id if pending else "",
+        app_url=app_url,
+        brand=edge.config.branding,
+    )
+    response = _html(request, body, status, **{h.ACCESS_DOMAIN: app.domain})
+    set_cookie(response, h.CF_SESSION, csrf, expires=edge.clock.now() + 4 * 3600, secure=request.secure)
+    return response
+
+
+def _approval_requested(
+    request: web.Request, edge: Edge, app: App, host: str, path: str, binding: str, reason: str
+) -> web.Response:
+    session = _org_session(request, edge)
+    if session is None:
+        return _login_page(request, edge, app, error="Please sign in first.", status=400)
+    reason = reason.strip()
+    if not reason or len(reason) > pages.JUSTIFICATION_LIMIT:
+        return _approval_page(request, edge, app, host, path, None)
+    pending = edge.request_approval(session, app, reason)
+    log.warning(
+        "fakeedge: %s asks for temporary access to %r (request %s): %s",
+        session.identity.email,
+        app.name,
+        pending.id,
+        one_line(reason),
+    )
+    return _complete(request, edge, session, app, host, path, binding)
+
+
+def _justification_page(
+    request: web.Request, edge: Edge, app: App, prompt: str | None, *, error: str = "", status: int = 200
+) -> web.Response:
+    """Ask why (spec §14.5); the CSRF value is the browser's ``CF_Session``, as on the sign-in form."""
+    journal.note(request, "purpose_justification_required: the page that asks why, before the app")
+    csrf = cookie(request, h.CF_SESSION) or secrets.token_urlsafe(24)
+    body = pages.justification(app.name, prompt, csrf=csrf, error=error, brand=edge.config.branding)
+    response = _html(request, body, status, **{h.ACCESS_DOMAIN: app.domain})
+    set_cookie(response, h.CF_SESSION, csrf, expires=edge.clock.now() + 4 * 3600, secure=request.secure)
+    return response
+
+
+def _justified(
+    request: web.Request, edge: Edge, app: App, host: str, path: str, binding: str, csrf: str, reason: str
+) -> web.Response:
+    """The justification form's answer: remembered for this sign-in and app, then the callback."""
+    session = _org_session(request, edge)
+    if session is None:
+        return _login_page(request, edge, app, error="Please sign in first.", status=400)
+    reason = reason.strip()
+    if not reason or len(reason) > pages.JUSTIFICATION_LIMIT:
+        policy = next((p for p in app.policies if p.purpose_justification_required), None)
+        prompt = policy.purpose_justification_prompt if policy else None
+        error = f"Enter a justification of at most {pages.JUSTIFICATION_LIMIT} characters."
+        return _justification_page(request, edge, app, prompt, error=error, status=400)
+    session.justified[app.aud] = reason
+    log.info("justification %s app=%r: %s", session.identity.email, app.name, one_line(reason))
+    return _complete(request, edge, session, app, host, path, binding)
+
+
 def _org_session(request: web.Request, edge: Edge) -> Session | None:
     token = cookie(request, h.CF_AUTHORIZATION)
     if not token:
@@ -243,6 +381,23 @@ def _complete(
     )
     if verdict.outcome not in ("allow", "bypass", "service"):
         return block(request, edge, app, identity=True, email=who.email)
+    policy = verdict.policy
+    mfa = mfa_required(edge.config, app, policy, who)
+    if mfa is not None and (
+        session.mfa_at is None or edge.clock.now() >= session.mfa_at + mfa_duration(edge.config, app, policy)
+    ):
+        return _mfa_page(request, edge, app, who.email, mfa)
+    if verdict.outcome == "allow" and policy is not None and policy.approval_required:
+        pending = edge.approval(session, app)
+        if pending is None or pending.state != "approved" or edge.clock.now() >= pending.until:
+            return _approval_page(request, edge, app, host, path, pending)
+    if (
+        verdict.outcome == "allow"
+        and policy is not None
+        and policy.purpose_justification_required
+        and app.aud not in session.justified
+    ):
+        return _justification_page(request, edge, app, policy.purpose_justification_prompt)
     nonce = edge.add_login(
         {
             "session": session,
@@ -320,7 +475,10 @@ def eager_hosts(app: App, current: str) -> tuple[str, ...]:
     """The app's other concrete hosts (same port as ``current``), for the eager cookie chain."""
     name, _, port = current.rpartition(":") if not current.endswith("]") and ":" in current else (current, "", "")
     hosts = list(dict.fromkeys(d.host for d in app.destinations if "*" not in d.host))
-    if len(hosts) < 2 or len(hosts) > EAGER_LIMIT:
+    # the app's setting (spec §14.6): on chains every concrete domain, off none; without one,
+    # the old rule: a chain of at most five
+    wanted = app.eager_redirect_cookie if app.eager_redirect_cookie is not None else len(hosts) <= EAGER_LIMIT
+    if len(hosts) < 2 or not wanted:
         return ()  # wildcard hosts cannot be visited: only the concrete ones are chained
     return tuple(f"{h}:{port}" if port else h for h in hosts if h != name)
 

@@ -111,6 +111,9 @@ def base_config(origin_url: str) -> dict[str, Any]:
     """The config most tests start from: an Admin app, a service-only Sentry app, a public host."""
     return {
         "team": "acme",
+        # the legacy service-token behaviour (302s, cookies) most tests were written for; strict
+        # mode, the default since 2026-10-05 (spec §14.3), is tested with this key removed or true
+        "strict_service_token_auth": False,
         "users": [
             {
                 "email": "alice@acme.test",

@@ -71,7 +71,8 @@ async def test_unauthenticated_request_gets_cloudflares_302(edge: RunningEdge, o
     meta = params["meta"]
     header, payload, _ = segments(meta)
     assert list(header) == ["typ", "alg", "kid"]
-    key = jwt.PyJWKSet.from_dict(json.loads(edge.edge.keys.certs_document(edge.clock.now()))).keys[0]
+    keys = jwt.PyJWKSet.from_dict(json.loads(edge.edge.keys.certs_document(edge.clock.now())))
+    key = keys[header["kid"]]  # chosen by kid, as the docs advise: certs lists two keys (§14.7)
     assert jwt.decode(meta, key.key, algorithms=["RS256"], audience=edge.aud("Admin"))["type"] == "meta"
     assert list(payload)[:4] == ["type", "aud", "hostname", "redirect_url"]
     assert payload["aud"] == edge.aud("Admin")
@@ -109,6 +110,21 @@ async def test_service_auth_only_app_is_a_hard_403(edge: RunningEdge, origin: Or
         allow_redirects=False,
     )
     assert resp.status == 403
+    assert origin.received == []
+
+
+async def test_the_403_bodies_carry_compact_json_data(edge: RunningEdge, origin: Origin) -> None:
+    # spec §1.8, §14.7: scripts detect an Access block by the text or by '"aud":"' in the body
+    refused = await browser_login(edge.client, edge.url("admin.acme.test"), "mallory@evil.test")
+    service = await edge.client.get(edge.url("sentry.acme.test", "/api/1/store/"), allow_redirects=False)
+    for resp, app in ((refused, "Admin"), (service, "Sentry")):
+        assert resp.status == 403
+        ray = resp.headers["CF-Ray"].split("-")[0]
+        expected = (
+            '{"message":"Forbidden. You don\'t have permission to view this. Please contact your system '
+            f'administrator.","status_code":403,"aud":"{edge.aud(app)}","ray_id":"{ray}"}}'
+        )
+        assert f'<div id="json_data" hidden>{expected}</div>' in await resp.text()
     assert origin.received == []
 
 
@@ -249,11 +265,15 @@ async def test_certs_document_shape(edge: RunningEdge) -> None:
         assert " " not in raw.replace("-----BEGIN CERTIFICATE-----", "").replace("-----END CERTIFICATE-----", "")
         doc = json.loads(raw)
         assert list(doc) == ["keys", "public_cert", "public_certs"]
-        (key,) = doc["keys"]
-        assert list(key) == ["kid", "kty", "alg", "use", "e", "n"]
-        assert (key["kty"], key["alg"], key["use"], key["e"]) == ("RSA", "RS256", "sig", "AQAB")
+        # always two keys, also on a fresh store: previous (here the standby key) first (§14.7)
+        standby, key = doc["keys"]
+        assert standby["kid"] == edge.edge.keys.listed(edge.clock.now())[0].kid != key["kid"]
+        for each in (standby, key):
+            assert list(each) == ["kid", "kty", "alg", "use", "e", "n"]
+            assert (each["kty"], each["alg"], each["use"], each["e"]) == ("RSA", "RS256", "sig", "AQAB")
         assert doc["public_cert"]["kid"] == key["kid"]
-        assert doc["public_certs"] == [doc["public_cert"]]
+        assert [c["kid"] for c in doc["public_certs"]] == [standby["kid"], key["kid"]]
+        assert doc["public_certs"][1] == doc["public_cert"]
         assert re.fullmatch(r"[0-9a-f]{64}", key["kid"])
         import hashlib
 
@@ -298,3 +318,21 @@ async def test_path_and_query_reach_the_origin_byte_for_byte(
     resp = await edge.client.get(yarl.URL(edge.url("public.acme.test", sent), encoded=True))
     assert resp.status == 200
     assert seen == [sent]
+
+
+async def test_a_verifier_that_takes_the_only_key_fails_as_against_cloudflare(edge: RunningEdge) -> None:
+    # spec §14.7: Cloudflare's certs always list two keys; with one, a verifier that uses "the key"
+    # of the set accepts a token without kid here that it would reject in production
+    resp = await edge.client.get(f"{edge.team}/cdn-cgi/access/certs")
+    keys = jwt.PyJWKSet.from_dict(await resp.json()).keys
+    assert len(keys) == 2
+    payload = {"aud": [edge.aud("Admin")], "email": "alice@acme.test", "exp": int(edge.clock.now()) + 60}
+    no_kid = tokens.sign(payload, edge.edge.keys.current, header={"alg": "RS256", "typ": "JWT"})
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt.decode(no_kid, keys[0].key, algorithms=["RS256"], audience=edge.aud("Admin"))
+    # a verifier that selects by kid, as the docs advise, is unaffected
+    signed = tokens.sign(payload, edge.edge.keys.current)
+    by_kid = {k.key_id: k for k in keys}[jwt.get_unverified_header(signed)["kid"]]
+    assert (
+        jwt.decode(signed, by_kid.key, algorithms=["RS256"], audience=edge.aud("Admin"))["email"] == "alice@acme.test"
+    )

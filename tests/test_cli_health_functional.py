@@ -48,7 +48,7 @@ async def test_healthy_on_the_plain_listener_a_wildcard_read_on_loopback(
     path = write_config(tmp_path, raw, listen=f"0.0.0.0:{edge.port}")
     assert await health(path) == (
         0,
-        f"fakeedge: healthy: http://127.0.0.1:{edge.port}/cdn-cgi/access/certs: 1 key(s)\n",
+        f"fakeedge: healthy: http://127.0.0.1:{edge.port}/cdn-cgi/access/certs: 2 key(s)\n",
         "",
     )
 
@@ -100,7 +100,7 @@ async def test_tls_only_is_read_as_the_team_domain_trusting_the_local_ca(
     assert await health(path) == (
         0,
         f"fakeedge: healthy: https://127.0.0.1:{edge.tls_port}/cdn-cgi/access/certs as acme.cloudflareaccess.com:"
-        f" 1 key(s)\n",
+        f" 2 key(s)\n",
         "",
     )
     # another edge's CA (a keys_dir of its own) does not vouch for this one

@@ -47,7 +47,7 @@ ERRORS = [
     (
         "unknown-top",
         _with("tema", "x"),
-        "f.yml: tema: unknown key 'tema'; did you mean 'team'? valid: team, team_domain, listen, keys_dir, users, allow_any_email, one_time_pin, default_country, service_tokens, apps, groups, email_lists, ip_lists, ingress, strict_service_token_auth, logout_delay, origin_timeout, tls_listen, ingress_file, branding, admin_token, journal",
+        "f.yml: tema: unknown key 'tema'; did you mean 'team'? valid: team, team_domain, listen, keys_dir, users, allow_any_email, one_time_pin, default_country, service_tokens, apps, groups, email_lists, ip_lists, ingress, strict_service_token_auth, logout_delay, origin_timeout, tls_listen, ingress_file, branding, admin_token, policies, deny_unmatched_requests, deny_unmatched_requests_exempted_zone_names, mfa_config, mfa_required_for_all_apps, journal",
     ),
     (
         "rule-typo",

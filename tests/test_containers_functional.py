@@ -189,7 +189,7 @@ def test_fakeedge_runs_as_non_root_and_its_health_check_passes(stack: Stack) -> 
     done = stack.exec("fakeedge", "fakeedge", "health", "--config", IN_IMAGE_CONFIG)
     assert (done.returncode, done.stdout, done.stderr) == (
         0,
-        "fakeedge: healthy: http://127.0.0.1:80/cdn-cgi/access/certs: 1 key(s)\n",
+        "fakeedge: healthy: http://127.0.0.1:80/cdn-cgi/access/certs: 2 key(s)\n",
         "",
     )
 

@@ -174,7 +174,7 @@ async def test_endpoint_and_method_mistakes(edge: FakeEdge) -> None:
         {
             "error": "no control endpoint '/cdn-cgi/fakeedge/tokens'; "
             "endpoints: token, keys, keys/rotate, clock, requests, sessions, sessions/revoke, explain, personas, "
-            "certs/fault, audit, oauth, oauth/revoke, login"
+            "certs/fault, audit, oauth, oauth/revoke, login, approvals"
         },
     )
     url = f"{edge.team_domain}/cdn-cgi/fakeedge/token"

@@ -115,7 +115,7 @@ async def test_the_node_example_passes(guide_edge: FakeEdge, tmp_path: Path) -> 
 
 async def test_the_curl_example_prints_what_it_says(guide_edge: FakeEdge, tmp_path: Path) -> None:
     need("bash", "curl", "jq")
-    assert await run_sh_example(guide_edge, tmp_path, "EDGE=") == ["302", "200", "200", "302", "1"]
+    assert await run_sh_example(guide_edge, tmp_path, "EDGE=") == ["302", "200", "200", "302", "2"]
     assert await run_sh_example(guide_edge, tmp_path, "# rotate") == ["2"]
 
 

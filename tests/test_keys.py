@@ -76,8 +76,10 @@ def test_rotation_keeps_previous_first_for_the_grace(tmp_path: Path) -> None:
     reloaded = KeyStore(tmp_path, now=1_800_000_020)
     assert [k.kid for k in reloaded.keys(1_800_000_020)] == [old, new]
     doc = json.loads(store.certs_document(1_800_003_601))
-    assert [k["kid"] for k in doc["keys"]] == [new]
+    assert store.standby is not None and store.standby.kid not in (old, new)
+    assert [k["kid"] for k in doc["keys"]] == [store.standby.kid, new]  # §14.7: always two
     assert store.find(old, 1_800_003_601) is None
+    assert store.find(store.standby.kid, 1_800_003_601) is None  # listed, never accepted
 
 
 def test_corrupt_state_is_a_clear_error(tmp_path: Path) -> None:
@@ -98,7 +100,7 @@ SPAWN = multiprocessing.get_context("spawn")  # no fork of a process that may ho
 def _consistent(directory: Path) -> dict[str, Any]:
     """state.json, checked: every key it names is on disk, holds that kid, and nothing else is left."""
     state = json.loads((directory / "state.json").read_text())
-    named = {state["current"]} | ({state["previous"]} if state["previous"] else set())
+    named = {state["current"], state["standby"]} | ({state["previous"]} if state["previous"] else set())
     for kid in named:
         assert kid_of(_load_public(directory / f"{kid}.key")) == kid
         assert (directory / f"{kid}.crt").is_file()
@@ -261,3 +263,30 @@ def test_a_read_only_keys_dir_still_loads(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr(os, "open", read_only)
     monkeypatch.setattr(os, "access", lambda path, mode, **kw: not (mode & os.W_OK))
     assert KeyStore(tmp_path / "keys", now=NOW).current.kid == kid
+
+
+def test_a_fresh_store_lists_two_keys_and_signs_with_the_current_one(tmp_path: Path) -> None:
+    # spec §14.7: certs always list two keys, previous then current, also on a fresh account
+    store = KeyStore(tmp_path, now=NOW)
+    assert store.standby is not None and store.standby.kid != store.current.kid
+    doc = json.loads(store.certs_document(NOW))
+    assert [k["kid"] for k in doc["keys"]] == [store.standby.kid, store.current.kid]
+    assert doc["public_cert"]["kid"] == store.current.kid
+    assert [k.kid for k in store.keys(NOW)] == [store.current.kid]  # the standby key never verifies
+    assert _consistent(tmp_path)["standby"] == store.standby.kid
+    again = KeyStore(tmp_path, now=NOW).standby
+    assert again is not None and again.kid == store.standby.kid  # kept across restarts
+
+
+def test_a_store_from_before_the_standby_key_gets_one(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path, now=NOW)
+    assert store.standby is not None
+    state = json.loads((tmp_path / "state.json").read_text())
+    (tmp_path / f"{state.pop('standby')}.key").unlink()
+    (tmp_path / f"{store.standby.kid}.crt").unlink()
+    (tmp_path / "state.json").write_text(json.dumps(state))  # as an older fakeedge wrote it
+    again = KeyStore(tmp_path, now=NOW)
+    assert again.current.kid == store.current.kid
+    assert again.standby is not None and again.standby.kid not in (store.current.kid, store.standby.kid)
+    assert len(json.loads(again.certs_document(NOW))["keys"]) == 2
+    assert _consistent(tmp_path)["standby"] == again.standby.kid

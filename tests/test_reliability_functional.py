@@ -436,7 +436,7 @@ async def test_a_running_edge_takes_up_keys_rotated_by_another_process(make_edge
         resp = await running.client.get(certs_url)
         return [k["kid"] for k in (await resp.json())["keys"]]
 
-    (first,) = await kids()
+    (_standby, first) = await kids()  # §14.7: two keys, the standby one first
     rotate = "import sys, time; from pathlib import Path; from fakeedge.keys import KeyStore; "
     rotate += "print(KeyStore(Path(sys.argv[1]), time.time()).rotate(time.time(), 3600).kid)"
     proc = await asyncio.create_subprocess_exec(

@@ -66,7 +66,9 @@ async def test_rotation_with_the_key_set_cache_off(fakeedge: FakeEdgeFactory) ->
     # after the grace (on the edge clock) the old key has left certs: the origin refuses its tokens,
     # although by the origin's own clock they have not expired
     edge.clock.advance(WEEK + 1)
-    assert certs_kids(edge) == [new_kid]
+    standby = edge.core.keys.standby
+    assert standby is not None
+    assert certs_kids(edge) == [standby.kid, new_kid]  # §14.7: still two keys, the standby one first
     assert await ask(origin_url, old_token) == (
         401,
         {"error": f'PyJWKClientError: Unable to find a signing key that matches: "{old_kid}"'},

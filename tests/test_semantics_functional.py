@@ -226,7 +226,7 @@ async def test_cloudflared_token_check_and_metadata(edge: RunningEdge, origin: O
     )
     meta = resp.headers["cf-access-metadata"]
     keys = jwt.PyJWKSet.from_dict(json.loads(edge.edge.keys.certs_document(edge.clock.now())))
-    claims = jwt.decode(meta, keys.keys[0].key, algorithms=["RS256"], audience=edge.aud("Admin"))
+    claims = jwt.decode(meta, keys[jwt.get_unverified_header(meta)["kid"]].key, algorithms=["RS256"], audience=edge.aud("Admin"))
     assert claims["type"] == "match"
     assert claims["hostname"] == "admin.acme.test"
     assert claims["app_hostname"] == "admin.acme.test"

@@ -55,7 +55,8 @@ async def test_login_certs_and_identity_are_served_as_the_real_team_domain(acme:
     resp = await acme.client.get(f"{TEAM}/cdn-cgi/access/certs", allow_redirects=False)
     assert resp.status == 200
     keys = jwt.PyJWKSet.from_dict(json.loads(await resp.text()))
-    claims = jwt.decode(token, keys.keys[0].key, algorithms=["RS256"], audience=acme.aud("Admin"), issuer=TEAM)
+    key = keys[jwt.get_unverified_header(token)["kid"]]  # by kid: certs lists two keys (§14.7)
+    claims = jwt.decode(token, key.key, algorithms=["RS256"], audience=acme.aud("Admin"), issuer=TEAM)
     assert claims["email"] == "alice@acme.test"
 
     # the org session cookie lives on the team domain, and get-identity answers there over TLS

@@ -105,13 +105,14 @@ def edge(fakeedge_sync_{scope}):
 def test_a_sign_in_rotation_and_a_frozen_clock(edge):
     session = edge.login("alice@acme.test")
     assert session.get(edge.url("App", "/me")).status_code == 200
+    kids = [key["kid"] for key in requests.get(edge.certs_url).json()["keys"]]
     edge.rotate_keys()
     edge.clock.freeze(0)
-    pytest.shared = (session, edge.mint(email="alice@acme.test"))
+    pytest.shared = (session, edge.mint(email="alice@acme.test"), kids)
 
 
 def test_the_next_test_finds_it_as_it_started(edge):
-    session, token = pytest.shared
+    session, token, kids = pytest.shared
     assert len(STARTS) == 1  # one edge for both tests
     assert len(edge.requests) == 0
     assert not edge.clock.frozen
@@ -119,8 +120,8 @@ def test_the_next_test_finds_it_as_it_started(edge):
     assert session.get(edge.url("App", "/me"), allow_redirects=False).status_code in (302, 404)
     resp = requests.get(f"http://127.0.0.1:{{edge.port}}/me", headers={{"Host": edge.host("App"), "Cf-Access-Token": token}}, allow_redirects=False)
     assert resp.status_code == 302
-    # the keys of the start: one key in certs again
-    assert len(requests.get(edge.certs_url).json()["keys"]) == 1
+    # the keys of the start in certs again (the standby key and the current one, spec §14.7)
+    assert [key["kid"] for key in requests.get(edge.certs_url).json()["keys"]] == kids
 """
 
 
