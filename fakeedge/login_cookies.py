@@ -17,7 +17,7 @@ from .config import App
 from .edge import Edge
 from .mint import find_app, find_service_token
 from .policy import Facts, Identity, decide
-from .web_access import binding_value
+from .web_access import binding_value, cookie_path
 
 FORMATS = ("storage-state", "netscape", "cookie")
 Format = Literal["storage-state", "netscape", "cookie"]
@@ -95,7 +95,7 @@ def login_cookies(edge: Edge, app_name: str, *, email: str | None = None, servic
 def _app_cookies(app: App, hosts: list[str], jwt: str, exp: float, secure: bool) -> list[Cookie]:
     """What the callback sets on each app host (spec §1.5): ``CF_Authorization``, and
     ``CF_Binding`` when the app enables the binding cookie; with the app's cookie settings."""
-    path = _cookie_path(app) if app.path_cookie_attribute else "/"
+    path = cookie_path(app) if app.path_cookie_attribute else "/"
     same_site = app.same_site_cookie_attribute or "none"
     out = []
     for host in hosts:
@@ -108,14 +108,6 @@ def _app_cookies(app: App, hosts: list[str], jwt: str, exp: float, secure: bool)
             )
     return out
 
-
-def _cookie_path(app: App) -> str:
-    for dest in app.destinations:
-        if dest.path and "*" not in dest.path:
-            return dest.path
-        if dest.path:
-            return dest.path.split("*", 1)[0].rsplit("/", 1)[0] or "/"
-    return "/"
 
 
 def _cookie(

@@ -395,7 +395,7 @@ def block(
 
 def app_cookies(request: web.Request, app: App, jwt: str, exp: float) -> list[tuple[str, str]]:
     """The app's ``CF_Authorization`` (and ``CF_Binding``) Set-Cookie headers (spec §1.5)."""
-    path = _cookie_path(app)
+    path = cookie_path(app)
     out = [
         ("Set-Cookie", app_cookie_header(h.CF_AUTHORIZATION, jwt, app, expires=exp, secure=request.secure, path=path))
     ]
@@ -407,7 +407,8 @@ def app_cookies(request: web.Request, app: App, jwt: str, exp: float) -> list[tu
     return out
 
 
-def _cookie_path(app: App) -> str:
+def cookie_path(app: App) -> str:
+    """The app cookie's ``Path`` with ``path_cookie_attribute``: the app's first path, cut before a ``*``."""
     for dest in app.destinations:
         if dest.path and "*" not in dest.path:
             return dest.path
