@@ -653,7 +653,7 @@ TOP_KEYS = (
 )  # fmt: skip
 BRANDING_KEYS = ("name", "logo_url", "background_color", "header_color", "button_color", "description")
 APP_KEYS = (
-    "name", "domain", "domains", "destinations", "aud", "session_duration", "policies",
+    "name", "domain", "domains", "self_hosted_domains", "destinations", "aud", "session_duration", "policies",
     "same_site_cookie_attribute", "http_only_cookie_attribute", "path_cookie_attribute",
     "enable_binding_cookie", "service_auth_401_redirect", "read_service_tokens_from_header",
     "options_preflight_bypass", "cors_headers", "custom_deny_url", "custom_non_identity_deny_url",
@@ -1595,7 +1595,8 @@ def _app(r: _Reader, raw: Any, key: str, team: str, lists: _Lists) -> App:
     texts: list[tuple[str, str]] = []
     if m.get("domain") is not None:
         texts.append((f"{key}.domain", r.text(m.get("domain"), f"{key}.domain")))
-    for field_name in ("domains", "destinations"):
+    # self_hosted_domains: the API's older name for the same list (spec §14.6, issue 13)
+    for field_name in ("domains", "self_hosted_domains", "destinations"):
         for i, d in enumerate(r.seq(m.get(field_name), f"{key}.{field_name}")):
             dk = f"{key}.{field_name}[{i}]"
             if isinstance(d, dict):

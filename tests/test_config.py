@@ -169,6 +169,18 @@ def test_defaults_and_aliases(tmp_path: Path) -> None:
     assert not sentry.has_identity_policy
 
 
+
+def test_self_hosted_domains_is_the_apis_name_for_domains(tmp_path: Path) -> None:
+    """Cloudflare's API names the list of an app's hosts ``self_hosted_domains`` (older) or
+    ``destinations``; both read as fakeedge's ``domains``."""
+    apis = base_config(ORIGIN)
+    apis["apps"][0]["self_hosted_domains"] = ["ops.acme.test", "admin.acme.test/x/*"]
+    ours = base_config(ORIGIN)
+    ours["apps"][0]["domains"] = ["ops.acme.test", "admin.acme.test/x/*"]
+    one = parse_config(apis, source="f.yml", base_dir=tmp_path).apps[0]
+    other = parse_config(ours, source="f.yml", base_dir=tmp_path).apps[0]
+    assert one.destinations == other.destinations and len(one.destinations) >= 2
+
 @pytest.mark.parametrize(
     ("text", "seconds"), [("24h", 86400), ("2h45m", 9900), ("300ms", 0.3), ("730h", 2628000), ("15m", 900), (60, 60)]
 )
