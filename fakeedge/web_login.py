@@ -9,6 +9,7 @@ import logging
 import math
 import re
 import secrets
+from collections.abc import Callable
 from urllib.parse import quote
 
 from aiohttp import web
@@ -196,18 +197,33 @@ def _send_code(request: web.Request, edge: Edge, app: App, email: str, csrf: str
 
 
 def _login_page(request: web.Request, edge: Edge, app: App, *, error: str = "", status: int = 200) -> web.Response:
-    csrf = cookie(request, h.CF_SESSION) or secrets.token_urlsafe(24)
-    body = pages.login(
-        app.name,
-        edge.config.users,
-        csrf=csrf,
-        allow_any_email=edge.config.allow_any_email,
-        one_time_pin=edge.config.one_time_pin,
-        error=error,
-        brand=edge.config.branding,
+    return _form_page(
+        request,
+        edge,
+        app,
+        lambda csrf: pages.login(
+            app.name,
+            edge.config.users,
+            csrf=csrf,
+            allow_any_email=edge.config.allow_any_email,
+            one_time_pin=edge.config.one_time_pin,
+            error=error,
+            brand=edge.config.branding,
+        ),
+        status,
     )
-    response = _html(request, body, status, **{h.ACCESS_DOMAIN: app.domain})
-    set_cookie(response, h.CF_SESSION, csrf, expires=edge.clock.now() + 4 * 3600, secure=request.secure)
+
+
+CF_SESSION_TTL = 4 * 3600  # spec §1.5: the team domain's CSRF cookie lives 4 h
+
+
+def _form_page(
+    request: web.Request, edge: Edge, app: App, render: Callable[[str], str], status: int = 200
+) -> web.Response:
+    """A team-domain page with a form: its CSRF value is the browser's ``CF_Session`` (made if absent)."""
+    csrf = cookie(request, h.CF_SESSION) or secrets.token_urlsafe(24)
+    response = _html(request, render(csrf), status, **{h.ACCESS_DOMAIN: app.domain})
+    set_cookie(response, h.CF_SESSION, csrf, expires=edge.clock.now() + CF_SESSION_TTL, secure=request.secure)
     return response
 
 
@@ -238,11 +254,12 @@ def mfa_duration(config: Config, app: App, policy: Policy | None) -> int:
 
 def _mfa_page(request: web.Request, edge: Edge, app: App, email: str, mfa: MfaConfig) -> web.Response:
     journal.note(request, f"{app.name!r} needs MFA (mfa_config): the fake authenticator page, before the app")
-    csrf = cookie(request, h.CF_SESSION) or secrets.token_urlsafe(24)
-    body = pages.mfa(app.name, email, mfa.allowed_authenticators, csrf=csrf, brand=edge.config.branding)
-    response = _html(request, body, 200, **{h.ACCESS_DOMAIN: app.domain})
-    set_cookie(response, h.CF_SESSION, csrf, expires=edge.clock.now() + 4 * 3600, secure=request.secure)
-    return response
+    return _form_page(
+        request,
+        edge,
+        app,
+        lambda csrf: pages.mfa(app.name, email, mfa.allowed_authenticators, csrf=csrf, brand=edge.config.branding),
+    )
 
 
 def _mfa_passed(
@@ -265,7 +282,6 @@ def _approval_page(
     request: web.Request, edge: Edge, app: App, host: str, path: str, pending: Approval | None
 ) -> web.Response:
     """Temporary authentication (spec §14.5): the request form, the wait, or the refusal."""
-    csrf = cookie(request, h.CF_SESSION) or secrets.token_urlsafe(24)
     if pending is None or (pending.state == "approved"):  # none yet, or the last grant ran out
         state, status = "ask", 200
     else:
@@ -279,17 +295,20 @@ def _approval_page(
         }[state],
     )
     app_url = f"{_app_scheme(edge, host, request.secure)}://{host}{path}"
-    body = pages.approval(
-        app.name,
-        csrf=csrf,
-        state=state,
-        request_id=pending.id if pending else "",
-        app_url=app_url,
-        brand=edge.config.branding,
+    return _form_page(
+        request,
+        edge,
+        app,
+        lambda csrf: pages.approval(
+            app.name,
+            csrf=csrf,
+            state=state,
+            request_id=pending.id if pending else "",
+            app_url=app_url,
+            brand=edge.config.branding,
+        ),
+        status,
     )
-    response = _html(request, body, status, **{h.ACCESS_DOMAIN: app.domain})
-    set_cookie(response, h.CF_SESSION, csrf, expires=edge.clock.now() + 4 * 3600, secure=request.secure)
-    return response
 
 
 def _approval_requested(
@@ -317,11 +336,13 @@ def _justification_page(
 ) -> web.Response:
     """Ask why (spec §14.5); the CSRF value is the browser's ``CF_Session``, as on the sign-in form."""
     journal.note(request, "purpose_justification_required: the page that asks why, before the app")
-    csrf = cookie(request, h.CF_SESSION) or secrets.token_urlsafe(24)
-    body = pages.justification(app.name, prompt, csrf=csrf, error=error, brand=edge.config.branding)
-    response = _html(request, body, status, **{h.ACCESS_DOMAIN: app.domain})
-    set_cookie(response, h.CF_SESSION, csrf, expires=edge.clock.now() + 4 * 3600, secure=request.secure)
-    return response
+    return _form_page(
+        request,
+        edge,
+        app,
+        lambda csrf: pages.justification(app.name, prompt, csrf=csrf, error=error, brand=edge.config.branding),
+        status,
+    )
 
 
 def _justified(
