@@ -24,6 +24,7 @@ from typing import Any, Literal, TypeVar
 from urllib.parse import SplitResult, urlsplit
 
 from .errors import ConfigError, one_line
+from .options import keys, section
 
 Decision = Literal["allow", "deny", "bypass", "non_identity"]
 SameSite = Literal["none", "lax", "strict"]
@@ -39,22 +40,14 @@ DECISIONS: dict[str, Decision] = {
     "service_auth": "non_identity",
 }
 
-# Selectors and whether they are about identity (decided at login) or not (every request), spec §6.3.
-IDENTITY_RULES = frozenset(
-    {"email", "email_domain", "email_list", "github-organization", "oidc", "login_method", "auth_method"}
-)
-NON_IDENTITY_RULES = frozenset({"everyone", "ip", "ip_list", "geo", "service_token", "any_valid_service_token"})
-RULE_KINDS = sorted(IDENTITY_RULES | NON_IDENTITY_RULES | {"group"})
+# Selectors and whether they are about identity (decided at login) or not (every request), spec §6.3;
+# declared with their fields in fakeedge.options, as every config key is.
+IDENTITY_RULES = frozenset(o.key for o in section("rule").options if o.type.startswith("identity"))
+NON_IDENTITY_RULES = frozenset(o.key for o in section("rule").options if o.type.startswith("non-identity"))
+RULE_KINDS = sorted(keys("rule"))
 
-# cloudflared's originRequest keys (spec §9.1); only these two change what fakeedge does.
-ORIGIN_REQUEST_HONOURED = frozenset({"httpHostHeader", "connectTimeout"})
-ORIGIN_REQUEST_KNOWN = ORIGIN_REQUEST_HONOURED | frozenset(
-    {
-        "tlsTimeout", "tcpKeepAlive", "noHappyEyeballs", "keepAliveConnections", "keepAliveTimeout",
-        "originServerName", "matchSNItoHost", "caPool", "noTLSVerify", "disableChunkedEncoding",
-        "bastionMode", "proxyAddress", "proxyPort", "proxyType", "ipRules", "http2Origin", "access",
-    }
-)  # fmt: skip
+# cloudflared's originRequest keys (spec §9.1); only those declared honoured change what fakeedge does.
+ORIGIN_REQUEST_HONOURED = frozenset(o.key for o in section("originRequest").options if o.honoured)
 
 SUB_NAMESPACE = uuid.UUID("6f1e8a3c-2b7d-5c4e-9a10-f4e5d6c7b8a9")
 
@@ -69,6 +62,8 @@ class Rule:
 
     kind: str
     value: Any
+    # github-organization and oidc: only sign-ins through this identity provider (the persona's idp)
+    identity_provider_id: str | None = None
 
     @property
     def is_identity(self) -> bool:
@@ -119,7 +114,7 @@ class Policy:
     purpose_justification_prompt: str | None = None
     mfa_config: MfaConfig | None = None
     approval_required: bool = False  # temporary authentication: an approver grants each session (§14.5)
-    approval_groups: tuple[tuple[str, ...], ...] = ()  # approvers' addresses, per group (informational)
+    approval_groups: tuple[tuple[str, ...], ...] = ()  # always (): the config refuses approval_groups for now
 
 
 @dataclass(frozen=True, slots=True)
@@ -404,7 +399,12 @@ class _Reader:
         if self.errors:
             raise ConfigError.combine(self.errors)
 
-    def mapping(self, value: Any, key: str, allowed: Sequence[str]) -> dict[Any, Any]:
+    def mapping(self, value: Any, key: str, section_id: str, *, leave_out: str = "") -> dict[Any, Any]:
+        """A mapping of the declared section ``section_id`` (fakeedge.options): any other key is an error."""
+        return self.names(value, key, [k for k in keys(section_id) if k != leave_out])
+
+    def names(self, value: Any, key: str, allowed: Sequence[str]) -> dict[Any, Any]:
+        """A mapping whose keys must be among ``allowed`` (names the config itself defines, for lists)."""
         if value is None:
             value = {}
         if not isinstance(value, dict):
@@ -643,41 +643,11 @@ def _origin_url(value: str) -> str:
 
 # --- the loader ------------------------------------------------------------------------------
 
-TOP_KEYS = (
-    "team", "team_domain", "listen", "keys_dir", "users", "allow_any_email", "one_time_pin",
-    "default_country", "service_tokens", "apps", "groups", "email_lists", "ip_lists", "ingress",
-    "strict_service_token_auth", "logout_delay", "origin_timeout", "tls_listen", "ingress_file",
-    "branding", "admin_token", "policies", "deny_unmatched_requests", "deny_unmatched_requests_exempted_zone_names",
-    "mfa_config", "mfa_required_for_all_apps",
-    "journal",
-)  # fmt: skip
-BRANDING_KEYS = ("name", "logo_url", "background_color", "header_color", "button_color", "description")
-APP_KEYS = (
-    "name", "domain", "domains", "self_hosted_domains", "destinations", "aud", "session_duration", "policies",
-    "same_site_cookie_attribute", "http_only_cookie_attribute", "path_cookie_attribute",
-    "enable_binding_cookie", "service_auth_401_redirect", "read_service_tokens_from_header",
-    "options_preflight_bypass", "cors_headers", "custom_deny_url", "custom_non_identity_deny_url",
-    "custom_deny_message", "type", "oauth_configuration", "eager_redirect_cookie", "mfa_config",
-)  # fmt: skip
-MFA_KEYS = ("mfa_disabled", "allowed_authenticators", "session_duration")
-POLICY_KEYS = (
-    "name", "decision", "include", "exclude", "require", "session_duration", "precedence", "id",
-    "purpose_justification_required", "purpose_justification_prompt", "mfa_config", "approval_required",
-    "approval_groups",
-)  # fmt: skip
-APPROVAL_GROUP_KEYS = ("email_addresses", "approvals_needed", "email_list_uuid")
-POLICY_REF_KEYS = ("id", "name", "precedence")  # an app's reference to a reusable policy (spec §14.6)
-USER_KEYS = ("email", "name", "groups", "github_orgs", "country", "amr", "idp", "custom")
-TOKEN_KEYS = ("name", "id", "client_id", "client_secret", "previous_client_secrets", "expires_at", "disabled")
-PREVIOUS_SECRET_KEYS = ("client_secret", "expires_at")
-INGRESS_KEYS = ("hostname", "path", "service", "originRequest")
-OAUTH_KEYS = ("enabled", "dynamic_client_registration", "grant")
-OAUTH_DCR_KEYS = ("enabled", "allow_any_on_localhost", "allow_any_on_loopback", "allowed_uris")
-OAUTH_GRANT_KEYS = ("access_token_lifetime", "session_duration")
-CORS_KEYS = (
-    "allow_all_origins", "allowed_origins", "allow_all_methods", "allowed_methods", "allow_all_headers",
-    "allowed_headers", "allow_credentials", "max_age",
-)  # fmt: skip
+# The keys of the top level, an app and a user, in the order errors list them (others import
+# them); every mapping's keys are declared in fakeedge.options and read from there.
+TOP_KEYS = keys("top")
+APP_KEYS = keys("app")
+USER_KEYS = keys("user")
 
 
 MAX_CONFIG_BYTES = 1 << 20  # a config with hundreds of apps is tens of kilobytes
@@ -1104,7 +1074,7 @@ def _named_lists(
     r: _Reader, raw: Any, key: str, entry: Callable[[_Reader, Any, str], T], lists: _Lists
 ) -> dict[str, tuple[T, ...]]:
     """``email_lists`` / ``ip_lists``: name -> entries; a list with an error is left out (and marked)."""
-    m = r.mapping(raw, key, list(raw) if isinstance(raw, dict) else [])
+    m = r.names(raw, key, list(raw) if isinstance(raw, dict) else [])
     out: dict[str, tuple[T, ...]] = {}
     for name, values in m.items():
         lk = _join(key, name)
@@ -1126,7 +1096,7 @@ def _groups(r: _Reader, raw: Any, lists: _Lists) -> None:
     for i, g in enumerate(items):
         key = f"groups[{i}]"
         try:
-            gm = r.mapping(g, key, ("id", "name", "include", "exclude", "require"))
+            gm = r.mapping(g, key, "group")
             name = r.text(gm.get("name"), f"{key}.name", required=True)
             gid = r.text(gm.get("id"), f"{key}.id", default=name)
             for ref, what in ((gid, "id"), (name, "name")):
@@ -1177,7 +1147,7 @@ def _reusable_policies(r: _Reader, raw: Any, team: str, lists: _Lists) -> None:
 
 def _policy_ref(r: _Reader, raw: Any, key: str, lists: _Lists) -> Policy:
     """An app's ``{id|name, precedence}`` (or bare id/name) naming a reusable policy (spec §14.6)."""
-    m = {"id": raw} if isinstance(raw, str) else r.mapping(raw, key, POLICY_REF_KEYS)
+    m = {"id": raw} if isinstance(raw, str) else r.mapping(raw, key, "policy_reference")
     field_name = "id" if m.get("id") is not None else "name"
     ref = r.text(m.get(field_name), f"{key}.{field_name}", required=True)
     policy = lists.policies.get(ref)
@@ -1230,7 +1200,7 @@ _COLOR = re.compile(r"#[0-9A-Fa-f]{3}(?:[0-9A-Fa-f]{3})?")
 def _branding(r: _Reader, raw: Any) -> Branding:
     if raw is None:
         return Branding()
-    m = r.mapping(raw, "branding", BRANDING_KEYS)
+    m = r.mapping(raw, "branding", "branding")
     colors: dict[str, str] = {}
     for name in ("background_color", "header_color", "button_color"):
         value = r.text(m.get(name), f"branding.{name}")
@@ -1297,7 +1267,7 @@ def _strings(r: _Reader, value: Any, key: str) -> tuple[str, ...]:
 
 
 def _user(r: _Reader, raw: Any, key: str) -> User:
-    m = r.mapping(raw, key, USER_KEYS)
+    m = r.mapping(raw, key, "user")
     email = r.text(m.get("email"), f"{key}.email", required=True)
     if "@" not in email:
         raise r.fail(f"{key}.email", f"expected an email address, got {_show(email)}")
@@ -1337,7 +1307,7 @@ def _check_claims(r: _Reader, value: Any, key: str) -> None:
 
 
 def _service_token(r: _Reader, raw: Any, key: str, team: str) -> ServiceToken:
-    m = r.mapping(raw, key, TOKEN_KEYS)
+    m = r.mapping(raw, key, "service_token")
     name = r.text(m.get("name"), f"{key}.name", required=True)
     client_id = r.text(m.get("client_id"), f"{key}.client_id", required=True)
     secret = r.text(m.get("client_secret"), f"{key}.client_secret", required=True)
@@ -1345,7 +1315,7 @@ def _service_token(r: _Reader, raw: Any, key: str, team: str) -> ServiceToken:
     previous: list[tuple[str, float]] = []
     for i, item in enumerate(r.seq(m.get("previous_client_secrets"), f"{key}.previous_client_secrets")):
         pk = f"{key}.previous_client_secrets[{i}]"
-        pm = r.mapping(item, pk, PREVIOUS_SECRET_KEYS)
+        pm = r.mapping(item, pk, "previous_client_secret")
         old = r.text(pm.get("client_secret"), f"{pk}.client_secret", required=True)
         until = _timestamp(r, pm.get("expires_at"), f"{pk}.expires_at")
         if until is None:
@@ -1366,7 +1336,7 @@ def _mfa(r: _Reader, raw: Any, key: str, *, org: bool = False) -> MfaConfig | No
     """``mfa_config`` (spec §14.5); the organisation's has no ``mfa_disabled``."""
     if raw is None:
         return None
-    m = r.mapping(raw, key, MFA_KEYS[1:] if org else MFA_KEYS)
+    m = r.mapping(raw, key, "mfa_config", leave_out="mfa_disabled" if org else "")
     kinds = _strings(r, m.get("allowed_authenticators"), f"{key}.allowed_authenticators") or AUTHENTICATORS
     for i, kind in enumerate(kinds):
         if kind not in AUTHENTICATORS:
@@ -1444,8 +1414,10 @@ def _rule(r: _Reader, raw: Any, key: str, lists: _Lists) -> Rule:
         raise r.fail(key, f"unknown rule '{_name(kind)}'{did} valid: {', '.join(RULE_KINDS)}")
     k = f"{key}.{kind}"
 
-    def one(field_name: str, *extra: str) -> Any:
-        m = r.mapping(body, k, (field_name, *extra))
+    fields = f"rule.{kind}"
+
+    def one(field_name: str) -> Any:
+        m = r.mapping(body, k, fields)
         return r.text(m.get(field_name), f"{k}.{field_name}", required=True)
 
     match kind:
@@ -1464,7 +1436,7 @@ def _rule(r: _Reader, raw: Any, key: str, lists: _Lists) -> Rule:
                 raise r.fail(f"{k}.id", f"no email list {_show(name)}; defined: {_names(lists.emails)}")
             return Rule(kind, frozenset(lists.emails[name]))
         case "everyone" | "any_valid_service_token":
-            r.mapping(body, k, ())
+            r.mapping(body, k, fields)
             return Rule(kind, None)
         case "ip":
             return Rule(kind, (r.convert(one("ip"), f"{k}.ip", _network),))
@@ -1487,12 +1459,15 @@ def _rule(r: _Reader, raw: Any, key: str, lists: _Lists) -> Rule:
                 raise r.fail(f"{k}.token_id", f"no service token {_show(wanted)}; known: {known}")
             return Rule(kind, token.client_id)
         case "github-organization":
-            m = r.mapping(body, k, ("name", "team", "identity_provider_id"))
-            return Rule(kind, r.text(m.get("name"), f"{k}.name", required=True).lower())
+            m = r.mapping(body, k, fields)
+            _refuse_unsupported(r, m, k, f"rule.{kind}")
+            name = r.text(m.get("name"), f"{k}.name", required=True).lower()
+            return Rule(kind, name, r.text(m.get("identity_provider_id"), f"{k}.identity_provider_id"))
         case "oidc":
-            m = r.mapping(body, k, ("claim_name", "claim_value", "identity_provider_id"))
+            m = r.mapping(body, k, fields)
             name = r.text(m.get("claim_name"), f"{k}.claim_name", required=True)
-            return Rule(kind, (name, r.text(m.get("claim_value"), f"{k}.claim_value", required=True)))
+            claim = (name, r.text(m.get("claim_value"), f"{k}.claim_value", required=True))
+            return Rule(kind, claim, r.text(m.get("identity_provider_id"), f"{k}.identity_provider_id"))
         case "login_method":
             return Rule(kind, one("id"))
         case "auth_method":
@@ -1508,7 +1483,8 @@ def _rule(r: _Reader, raw: Any, key: str, lists: _Lists) -> Rule:
 
 
 def _policy(r: _Reader, raw: Any, key: str, lists: _Lists) -> Policy:
-    m = r.mapping(raw, key, POLICY_KEYS)
+    m = r.mapping(raw, key, "policy")
+    _refuse_unsupported(r, m, key, "policy")
     name = r.text(m.get("name"), f"{key}.name", default=key)
     precedence = _precedence(r, m.get("precedence"), f"{key}.precedence")
     decision_text = r.text(m.get("decision"), f"{key}.decision", required=True)
@@ -1536,14 +1512,6 @@ def _policy(r: _Reader, raw: Any, key: str, lists: _Lists) -> Policy:
         ),
         mfa_config=_mfa(r, m.get("mfa_config"), f"{key}.mfa_config"),
         approval_required=r.flag(m.get("approval_required"), f"{key}.approval_required", False),
-        approval_groups=tuple(
-            _strings(
-                r,
-                r.mapping(g, f"{key}.approval_groups[{i}]", APPROVAL_GROUP_KEYS).get("email_addresses"),
-                f"{key}.approval_groups[{i}].email_addresses",
-            )
-            for i, g in enumerate(r.seq(m.get("approval_groups"), f"{key}.approval_groups"))
-        ),
     )
     rules = (*policy.include, *policy.exclude, *policy.require)
     if decision in ("bypass", "non_identity"):
@@ -1559,6 +1527,13 @@ def _policy(r: _Reader, raw: Any, key: str, lists: _Lists) -> Policy:
                     "under Allow the token is ignored (spec §5)",
                 )
     return policy
+
+
+def _refuse_unsupported(r: _Reader, m: dict[Any, Any], key: str, section_id: str) -> None:
+    """A declared key fakeedge cannot honour yet is an error, not silently ignored (issue 17)."""
+    for o in section(section_id).options:
+        if o.refused is not None and m.get(o.key) is not None:
+            raise r.fail(f"{key}.{o.key}", f"is not supported yet: {o.refused}")
 
 
 def _policies(r: _Reader, raw: Any, key: str, lists: _Lists) -> tuple[Policy, ...]:
@@ -1590,7 +1565,7 @@ def _int_or_none(value: float | None) -> int | None:
 
 
 def _app(r: _Reader, raw: Any, key: str, team: str, lists: _Lists) -> App:
-    m = r.mapping(raw, key, APP_KEYS)
+    m = r.mapping(raw, key, "app")
     name = r.text(m.get("name"), f"{key}.name", required=True)
     texts: list[tuple[str, str]] = []
     if m.get("domain") is not None:
@@ -1600,7 +1575,7 @@ def _app(r: _Reader, raw: Any, key: str, team: str, lists: _Lists) -> App:
         for i, d in enumerate(r.seq(m.get(field_name), f"{key}.{field_name}")):
             dk = f"{key}.{field_name}[{i}]"
             if isinstance(d, dict):
-                dm = r.mapping(d, dk, ("type", "uri"))
+                dm = r.mapping(d, dk, "destination")
                 if dm.get("type", "public") != "public":
                     raise r.fail(f"{dk}.type", f"only 'public' destinations are emulated, got {_show(dm.get('type'))}")
                 texts.append((f"{dk}.uri", r.text(dm.get("uri"), f"{dk}.uri", required=True)))
@@ -1623,7 +1598,7 @@ def _app(r: _Reader, raw: Any, key: str, team: str, lists: _Lists) -> App:
     cors = None
     if m.get("cors_headers") is not None:
         ck = f"{key}.cors_headers"
-        c = r.mapping(m.get("cors_headers"), ck, CORS_KEYS)
+        c = r.mapping(m.get("cors_headers"), ck, "cors_headers")
         max_age = c.get("max_age")
         if max_age is not None and (not isinstance(max_age, int) or isinstance(max_age, bool) or max_age < 0):
             raise r.fail(f"{ck}.max_age", f"expected seconds as a whole number, got {_kind(max_age)}")
@@ -1700,16 +1675,16 @@ def _redirect_url(r: _Reader, value: Any, key: str) -> str | None:
 def _oauth(r: _Reader, raw: Any, key: str) -> OAuthConfiguration | None:
     if raw is None:
         return None
-    m = r.mapping(raw, key, OAUTH_KEYS)
+    m = r.mapping(raw, key, "oauth_configuration")
     dk = f"{key}.dynamic_client_registration"
-    d = r.mapping(m.get("dynamic_client_registration"), dk, OAUTH_DCR_KEYS)
+    d = r.mapping(m.get("dynamic_client_registration"), dk, "dynamic_client_registration")
     uris = _strings(r, d.get("allowed_uris"), f"{dk}.allowed_uris")
     for i, uri in enumerate(uris):
         problem = allowed_uri_problem(uri)
         if problem:
             raise r.fail(f"{dk}.allowed_uris[{i}]", f"{problem}, got {_show(uri)}")
     gk = f"{key}.grant"
-    g = r.mapping(m.get("grant"), gk, OAUTH_GRANT_KEYS)
+    g = r.mapping(m.get("grant"), gk, "grant")
     lifetime = r.duration(g.get("access_token_lifetime"), f"{gk}.access_token_lifetime", 900.0) or 0.0
     if lifetime <= 0:
         raise r.fail(
@@ -1780,7 +1755,7 @@ def _ingress(r: _Reader, raw: Any) -> tuple[tuple[IngressRule, ...], tuple[str, 
 
 def _ingress_rule(r: _Reader, item: Any, i: int, count: int) -> tuple[IngressRule, list[str]]:
     key = f"ingress[{i}]"
-    m = r.mapping(item, key, INGRESS_KEYS)
+    m = r.mapping(item, key, "ingress")
     hostname = r.text(m.get("hostname"), f"{key}.hostname")
     if hostname is not None:
         hostname = hostname.lower()
@@ -1800,7 +1775,7 @@ def _ingress_rule(r: _Reader, item: Any, i: int, count: int) -> tuple[IngressRul
     except (re.error, RecursionError, OverflowError) as exc:
         raise r.fail(f"{key}.path", f"not a valid regular expression ({one_line(str(exc))[:80]})") from None
     service = r.convert(r.text(m.get("service"), f"{key}.service", required=True), f"{key}.service", _origin_url)
-    origin = r.mapping(m.get("originRequest"), f"{key}.originRequest", sorted(ORIGIN_REQUEST_KNOWN))
+    origin = r.mapping(m.get("originRequest"), f"{key}.originRequest", "originRequest")
     not_emulated = [f"{key}.originRequest.{name}" for name in origin if name not in ORIGIN_REQUEST_HONOURED]
     connect = _positive(r, origin.get("connectTimeout"), f"{key}.originRequest.connectTimeout", 30.0)
     host_header = r.text(origin.get("httpHostHeader"), f"{key}.originRequest.httpHostHeader")
@@ -1843,7 +1818,7 @@ def _ingress_file(r: _Reader, value: Any, base_dir: Path) -> tuple[tuple[Ingress
     if any(key in raw for key in _TUNNEL_KEYS):
         notes.append(f"{source}: tunnel and credentials-file (fakeedge runs no tunnel; it routes by ingress)")
     notes += [f"{source}: {_name(key)}" for key in raw if key not in (*_TUNNEL_KEYS, "ingress", "originRequest")]
-    defaults = fr.mapping(raw.get("originRequest"), "originRequest", sorted(ORIGIN_REQUEST_KNOWN))
+    defaults = fr.mapping(raw.get("originRequest"), "originRequest", "originRequest")
     notes += [f"{source}: originRequest.{_name(key)}" for key in defaults if key not in ORIGIN_REQUEST_HONOURED]
     honoured = {k: v for k, v in defaults.items() if k in ORIGIN_REQUEST_HONOURED}
     items = fr.seq(raw.get("ingress"), "ingress")
