@@ -136,14 +136,14 @@ SECTIONS: tuple[Section, ...] = (
         Option("require", "list of rules", [], "a member matches all of these (AND)"),
     )),
     Section("policy", ("policies[]", "apps[].policies[]"), "A policy: a decision and the rules that select who gets it (spec §6).", (
-        Option("name", "string", Derived("its key path"), "the name that logs, explain and the JWT-less pages show; reusable policies need one"),
+        Option("name", "string", Derived("its key path"), "the name logs, explain and the inspector show; a reusable policy needs one"),
         Option("decision", "allow, deny, bypass or non_identity", REQUIRED, "what a match decides; the dashboard's Allow, Block, Bypass and Service Auth work too"),
         Option("include", "list of rules", REQUIRED, "the policy matches when one of these matches (OR)"),
         Option("exclude", "list of rules", [], "the policy does not match when one of these matches"),
         Option("require", "list of rules", [], "the policy matches only when all of these match (AND)"),
         Option("session_duration", "duration", None, "the app session's length under this policy; unset: the app's (spec §1.6)"),
         Option("precedence", "whole number from 1", Derived("its place in the app's list"), "the order an app's policies run in (unique per app); not allowed on a reusable policy itself (spec §6.4)"),
-        Option("id", "string", Derived("a UUID derived from team and name"), "a reusable policy's id, which apps may reference it by"),
+        Option("id", "string", Derived("a reusable policy's: a UUID derived from team and name"), "a reusable policy's id, which apps may reference it by"),
         Option("purpose_justification_required", "boolean", False, "an Allow policy asks why once per session before the app (spec §14.5)"),
         Option("purpose_justification_prompt", "string", None, "the question on the justification page"),
         Option("mfa_config", "MFA settings", None, "this policy's independent MFA settings, over the app's and the organisation's"),
@@ -282,25 +282,25 @@ SECTIONS: tuple[Section, ...] = (
         Option("originRequest", "origin request settings", {}, "cloudflared's per-rule origin settings"),
     )),
     Section("originRequest", ("ingress[].originRequest", "originRequest of an ingress_file"), "cloudflared's origin settings; those not emulated are accepted so that a real config.yml loads, and `fakeedge check`/`serve` list them.", (
-        Option("access", "mapping", None, "cloudflared's own JWT check", honoured=False),
-        Option("bastionMode", "boolean", None, "not emulated", honoured=False),
-        Option("caPool", "path", None, "not emulated", honoured=False),
+        Option("access", "mapping", None, "cloudflared's own check of the Access JWT", honoured=False),
+        Option("bastionMode", "boolean", None, "cloudflared as a jump host", honoured=False),
+        Option("caPool", "path", None, "CA certificates for the origin's TLS", honoured=False),
         Option("connectTimeout", "duration", "30s", "how long connecting to the origin may take"),
-        Option("disableChunkedEncoding", "boolean", None, "not emulated", honoured=False),
-        Option("http2Origin", "boolean", None, "not emulated", honoured=False),
+        Option("disableChunkedEncoding", "boolean", None, "no chunked request bodies to the origin", honoured=False),
+        Option("http2Origin", "boolean", None, "HTTP/2 to the origin", honoured=False),
         Option("httpHostHeader", "host[:port]", None, "the Host header sent to the origin instead of the request's"),
-        Option("ipRules", "list", None, "not emulated", honoured=False),
-        Option("keepAliveConnections", "number", None, "not emulated", honoured=False),
-        Option("keepAliveTimeout", "duration", None, "not emulated", honoured=False),
-        Option("matchSNItoHost", "boolean", None, "not emulated", honoured=False),
-        Option("noHappyEyeballs", "boolean", None, "not emulated", honoured=False),
-        Option("noTLSVerify", "boolean", None, "not emulated", honoured=False),
-        Option("originServerName", "string", None, "not emulated", honoured=False),
-        Option("proxyAddress", "string", None, "not emulated", honoured=False),
-        Option("proxyPort", "number", None, "not emulated", honoured=False),
-        Option("proxyType", "string", None, "not emulated", honoured=False),
-        Option("tcpKeepAlive", "duration", None, "not emulated", honoured=False),
-        Option("tlsTimeout", "duration", None, "not emulated", honoured=False),
+        Option("ipRules", "list", None, "origin addresses the proxy modes may reach", honoured=False),
+        Option("keepAliveConnections", "number", None, "idle origin connections kept", honoured=False),
+        Option("keepAliveTimeout", "duration", None, "how long an idle origin connection is kept", honoured=False),
+        Option("matchSNItoHost", "boolean", None, "the request's Host as the TLS SNI to the origin", honoured=False),
+        Option("noHappyEyeballs", "boolean", None, "no IPv4 fallback when IPv6 fails", honoured=False),
+        Option("noTLSVerify", "boolean", None, "skip the origin certificate check", honoured=False),
+        Option("originServerName", "string", None, "the name the origin certificate must have", honoured=False),
+        Option("proxyAddress", "string", None, "the address of cloudflared's own proxy listener", honoured=False),
+        Option("proxyPort", "number", None, "the port of cloudflared's own proxy listener", honoured=False),
+        Option("proxyType", "string", None, "the kind of cloudflared's own proxy listener (socks)", honoured=False),
+        Option("tcpKeepAlive", "duration", None, "TCP keep-alive interval to the origin", honoured=False),
+        Option("tlsTimeout", "duration", None, "TLS handshake timeout with the origin", honoured=False),
     )),
 )
 # fmt: on
@@ -378,7 +378,7 @@ def reference() -> str:
         for o in s.options:
             meaning = o.help
             if not o.honoured:
-                meaning += " (accepted, not emulated: listed by `fakeedge check`)"
+                meaning += " (cloudflared's; accepted, not emulated: `fakeedge check` lists it)"
             if o.refused is not None:
                 meaning += f". **Not supported yet, refused:** {o.refused}"
             lines.append(f"| `{o.key}` | {_cell(o.type)} | {_cell(_shown(o.default))} | {_cell(meaning)} |")
