@@ -1,7 +1,8 @@
 """The configuration file: YAML in, frozen dataclasses out.
 
 Nothing outside this module touches the raw dicts. Every mistake raises :class:`ConfigError`
-naming the file, the key path and what would have been valid.
+naming the file, the key path and what would have been valid. Which keys each mapping may hold
+(and what they mean, for docs/config-reference.md) is declared once, in :mod:`fakeedge.options`.
 """
 
 from __future__ import annotations
