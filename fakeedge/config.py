@@ -25,7 +25,7 @@ from typing import Any, Literal, TypeVar
 from urllib.parse import SplitResult, urlsplit
 
 from .errors import ConfigError, one_line
-from .options import keys, section
+from .options import Derived, keys, option, section
 
 Decision = Literal["allow", "deny", "bypass", "non_identity"]
 SameSite = Literal["none", "lax", "strict"]
@@ -89,7 +89,7 @@ class AccessGroup:
         return any(r.is_identity for r in (*self.include, *self.exclude, *self.require))
 
 
-AUTHENTICATORS = ("totp", "biometrics", "security_key")
+AUTHENTICATORS: tuple[str, ...] = tuple(option("mfa_config", "allowed_authenticators").default)
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,8 +257,9 @@ class IngressRule:
         return self.path is None or self.path.search(path) is not None
 
 
-DEFAULT_BRAND_NAME = "fakeedge · Cloudflare Access"
-JOURNAL_DEFAULT = 1000
+# defaults declared in fakeedge.options, named here for the dataclasses and the parser
+DEFAULT_BRAND_NAME: str = option("branding", "name").default
+JOURNAL_DEFAULT: int = option("top", "journal").default
 JOURNAL_MAX = 1_000_000
 
 
@@ -452,6 +453,14 @@ class _Reader:
         if not isinstance(value, bool):
             raise self.fail(key, f"expected true or false, got {_kind(value)}")
         return value
+
+    def flag_of(self, m: dict[Any, Any], key: str, section_id: str, name: str) -> bool:
+        """The boolean ``name`` of the mapping ``m`` at ``key``, else the default fakeedge.options declares."""
+        return self.flag(m.get(name), _join(key, name), _flag_default(section_id, name))
+
+    def duration_of(self, m: dict[Any, Any], key: str, section_id: str, name: str) -> float | None:
+        """The duration ``name`` of the mapping ``m`` at ``key``, else the default fakeedge.options declares."""
+        return self.duration(m.get(name), _join(key, name), _duration_default(section_id, name))
 
     def duration(self, value: Any, key: str, default: float | None) -> float | None:
         """A Go duration; never negative (a negative session or timeout has no meaning)."""
@@ -917,7 +926,8 @@ def parse_config(raw: Any, *, source: str = "<config>", base_dir: Path | None = 
         listen, tls_listen = _listeners(r, top)
     keys_dir = base_dir / "keys"
     with r.collecting():
-        keys_dir = base_dir / r.text(top.get("keys_dir"), "keys_dir", default="keys")  # an absolute one wins
+        # an absolute keys_dir wins over base_dir in the join
+        keys_dir = base_dir / r.text(top.get("keys_dir"), "keys_dir", default=option("top", "keys_dir").default)
 
     lists = _Lists(emails={}, ips={}, tokens=(), groups={}, broken=set(), policies={})
     users = _users(r, top.get("users"))
@@ -943,7 +953,10 @@ def parse_config(raw: Any, *, source: str = "<config>", base_dir: Path | None = 
     def get(fn: Callable[[], T], default: T) -> T:
         with r.collecting():
             return fn()
-        return default
+        return default  # only a placeholder: the error collected is raised below
+
+    def top_flag(name: str) -> bool:
+        return get(lambda: r.flag_of(top, "", "top", name), False)
 
     settings = Config(
         source=source,
@@ -956,24 +969,19 @@ def parse_config(raw: Any, *, source: str = "<config>", base_dir: Path | None = 
         service_tokens=lists.tokens,
         apps=apps,
         ingress=ingress,
-        allow_any_email=get(lambda: r.flag(top.get("allow_any_email"), "allow_any_email", True), True),
-        one_time_pin=get(lambda: r.flag(top.get("one_time_pin"), "one_time_pin", False), False),
-        default_country=get(lambda: _country(r, top.get("default_country"), "default_country"), None) or "US",
-        strict_service_token_auth=get(
-            lambda: r.flag(top.get("strict_service_token_auth"), "strict_service_token_auth", True), True
-        ),
-        deny_unmatched_requests=get(
-            lambda: r.flag(top.get("deny_unmatched_requests"), "deny_unmatched_requests", False), False
-        ),
+        allow_any_email=top_flag("allow_any_email"),
+        one_time_pin=top_flag("one_time_pin"),
+        default_country=get(lambda: _country(r, top.get("default_country"), "default_country"), None)
+        or option("top", "default_country").default,
+        strict_service_token_auth=top_flag("strict_service_token_auth"),
+        deny_unmatched_requests=top_flag("deny_unmatched_requests"),
         deny_unmatched_requests_exempted_zone_names=get(
             lambda: _zone_names(r, top.get("deny_unmatched_requests_exempted_zone_names")), ()
         ),
         mfa_config=get(lambda: _mfa(r, top.get("mfa_config"), "mfa_config", org=True), None) or MfaConfig(),
-        mfa_required_for_all_apps=get(
-            lambda: r.flag(top.get("mfa_required_for_all_apps"), "mfa_required_for_all_apps", False), False
-        ),
-        logout_delay=get(lambda: r.duration(top.get("logout_delay"), "logout_delay", 0.0) or 0.0, 0.0),
-        origin_timeout=get(lambda: _positive(r, top.get("origin_timeout"), "origin_timeout", 100.0), 100.0),
+        mfa_required_for_all_apps=top_flag("mfa_required_for_all_apps"),
+        logout_delay=get(lambda: r.duration_of(top, "", "top", "logout_delay") or 0.0, 0.0),
+        origin_timeout=get(lambda: _positive(r, top, "", "top", "origin_timeout"), 1.0),
         not_emulated=not_emulated,
         tls_listen=tls_listen,
         branding=get(lambda: _branding(r, top.get("branding")), Branding()),
@@ -1006,7 +1014,9 @@ def _team_domain(r: _Reader, value: Any, team: str) -> str | None:
 def _listeners(r: _Reader, top: dict[Any, Any]) -> tuple[tuple[str, int] | None, tuple[str, int] | None]:
     listen = None
     if top.get("listen") is not False:  # `listen: off` (YAML reads a boolean): TLS only
-        listen = r.convert(r.text(top.get("listen"), "listen", default="127.0.0.1:8787"), "listen", parse_host_port)
+        listen = r.convert(
+            r.text(top.get("listen"), "listen", default=option("top", "listen").default), "listen", parse_host_port
+        )
     tls_listen = None
     if top.get("tls_listen") is not None:
         tls_listen = r.convert(
@@ -1188,11 +1198,28 @@ def _apps(r: _Reader, raw: Any, team: str, lists: _Lists) -> tuple[App, ...]:
     return tuple(app for _, app in apps)
 
 
-def _positive(r: _Reader, value: Any, key: str, default: float) -> float:
-    seconds = r.duration(value, key, default)
+def _positive(r: _Reader, m: dict[Any, Any], key: str, section_id: str, name: str) -> float:
+    """A duration above zero; its default from fakeedge.options."""
+    seconds = r.duration_of(m, key, section_id, name)
     if seconds is None or seconds <= 0:
-        raise r.fail(key, f"expected a duration above zero such as 30s, got {_show(value)}")
+        raise r.fail(_join(key, name), f"expected a duration above zero such as 30s, got {_show(m.get(name))}")
     return seconds
+
+
+def _flag_default(section_id: str, name: str) -> bool:
+    default = option(section_id, name).default
+    if not isinstance(default, bool):  # pragma: no cover - a mistake in fakeedge.options
+        raise TypeError(f"{section_id}.{name}: the declared default is not a boolean")
+    return default
+
+
+def _duration_default(section_id: str, name: str) -> float | None:
+    default = option(section_id, name).default
+    if default is None:
+        return None
+    if not isinstance(default, str) or isinstance(default, Derived):  # pragma: no cover - as above
+        raise TypeError(f"{section_id}.{name}: the declared default is not a duration")
+    return parse_duration(default)
 
 
 _COLOR = re.compile(r"#[0-9A-Fa-f]{3}(?:[0-9A-Fa-f]{3})?")
@@ -1283,8 +1310,8 @@ def _user(r: _Reader, raw: Any, key: str) -> User:
         groups=_strings(r, m.get("groups"), f"{key}.groups"),
         github_orgs=_strings(r, m.get("github_orgs"), f"{key}.github_orgs"),
         country=_country(r, m.get("country"), f"{key}.country"),
-        amr=_strings(r, m.get("amr"), f"{key}.amr") or ("pwd",),
-        idp=r.text(m.get("idp"), f"{key}.idp", default="fakeedge"),
+        amr=_strings(r, m.get("amr"), f"{key}.amr") or tuple(option("user", "amr").default),
+        idp=r.text(m.get("idp"), f"{key}.idp", default=option("user", "idp").default),
         custom=custom,
     )
 
@@ -1329,7 +1356,7 @@ def _service_token(r: _Reader, raw: Any, key: str, team: str) -> ServiceToken:
         client_secret=secret,
         previous_client_secrets=tuple(previous),
         expires_at=_timestamp(r, m.get("expires_at"), f"{key}.expires_at"),
-        disabled=r.flag(m.get("disabled"), f"{key}.disabled", False),
+        disabled=r.flag_of(m, key, "service_token", "disabled"),
     )
 
 
@@ -1345,9 +1372,9 @@ def _mfa(r: _Reader, raw: Any, key: str, *, org: bool = False) -> MfaConfig | No
                 f"{key}.allowed_authenticators[{i}]",
                 f"unknown authenticator {_show(kind)}; valid: {', '.join(AUTHENTICATORS)}",
             )
-    duration = r.duration(m.get("session_duration"), f"{key}.session_duration", None)
+    duration = r.duration_of(m, key, "mfa_config", "session_duration")
     return MfaConfig(
-        mfa_disabled=r.flag(m.get("mfa_disabled"), f"{key}.mfa_disabled", False),
+        mfa_disabled=r.flag_of(m, key, "mfa_config", "mfa_disabled"),
         allowed_authenticators=tuple(dict.fromkeys(kinds)),
         session_duration=_int_or_none(duration),
     )
@@ -1502,17 +1529,15 @@ def _policy(r: _Reader, raw: Any, key: str, lists: _Lists) -> Policy:
         include=_rules(r, m.get("include"), f"{key}.include", lists, required=True),
         exclude=_rules(r, m.get("exclude"), f"{key}.exclude", lists),
         require=_rules(r, m.get("require"), f"{key}.require", lists),
-        session_duration=_int_or_none(r.duration(m.get("session_duration"), f"{key}.session_duration", None)),
+        session_duration=_int_or_none(r.duration_of(m, key, "policy", "session_duration")),
         id=r.text(m.get("id"), f"{key}.id", default=""),
         precedence=precedence,
-        purpose_justification_required=r.flag(
-            m.get("purpose_justification_required"), f"{key}.purpose_justification_required", False
-        ),
+        purpose_justification_required=r.flag_of(m, key, "policy", "purpose_justification_required"),
         purpose_justification_prompt=r.text(
             m.get("purpose_justification_prompt"), f"{key}.purpose_justification_prompt"
         ),
         mfa_config=_mfa(r, m.get("mfa_config"), f"{key}.mfa_config"),
-        approval_required=r.flag(m.get("approval_required"), f"{key}.approval_required", False),
+        approval_required=r.flag_of(m, key, "policy", "approval_required"),
     )
     rules = (*policy.include, *policy.exclude, *policy.require)
     if decision in ("bypass", "non_identity"):
@@ -1604,16 +1629,16 @@ def _app(r: _Reader, raw: Any, key: str, team: str, lists: _Lists) -> App:
         if max_age is not None and (not isinstance(max_age, int) or isinstance(max_age, bool) or max_age < 0):
             raise r.fail(f"{ck}.max_age", f"expected seconds as a whole number, got {_kind(max_age)}")
         cors = CorsHeaders(
-            allow_all_origins=r.flag(c.get("allow_all_origins"), f"{ck}.allow_all_origins", False),
+            allow_all_origins=r.flag_of(c, ck, "cors_headers", "allow_all_origins"),
             allowed_origins=_strings(r, c.get("allowed_origins"), f"{ck}.allowed_origins"),
-            allow_all_methods=r.flag(c.get("allow_all_methods"), f"{ck}.allow_all_methods", False),
+            allow_all_methods=r.flag_of(c, ck, "cors_headers", "allow_all_methods"),
             allowed_methods=tuple(s.upper() for s in _strings(r, c.get("allowed_methods"), f"{ck}.allowed_methods")),
-            allow_all_headers=r.flag(c.get("allow_all_headers"), f"{ck}.allow_all_headers", False),
+            allow_all_headers=r.flag_of(c, ck, "cors_headers", "allow_all_headers"),
             allowed_headers=tuple(s.lower() for s in _strings(r, c.get("allowed_headers"), f"{ck}.allowed_headers")),
-            allow_credentials=r.flag(c.get("allow_credentials"), f"{ck}.allow_credentials", False),
+            allow_credentials=r.flag_of(c, ck, "cors_headers", "allow_credentials"),
             max_age=max_age,
         )
-    bypass_options = r.flag(m.get("options_preflight_bypass"), f"{key}.options_preflight_bypass", False)
+    bypass_options = r.flag_of(m, key, "app", "options_preflight_bypass")
     if cors is not None and bypass_options:
         raise r.fail(
             f"{key}.options_preflight_bypass",
@@ -1625,14 +1650,12 @@ def _app(r: _Reader, raw: Any, key: str, team: str, lists: _Lists) -> App:
         destinations=destinations,
         aud=aud,
         policies=_policies(r, m.get("policies"), key, lists),
-        session_duration=int(r.duration(m.get("session_duration"), f"{key}.session_duration", 86400.0) or 0),
+        session_duration=int(r.duration_of(m, key, "app", "session_duration") or 0),
         same_site_cookie_attribute=same_site.lower() if same_site else None,
-        http_only_cookie_attribute=r.flag(
-            m.get("http_only_cookie_attribute"), f"{key}.http_only_cookie_attribute", True
-        ),
-        path_cookie_attribute=r.flag(m.get("path_cookie_attribute"), f"{key}.path_cookie_attribute", False),
-        enable_binding_cookie=r.flag(m.get("enable_binding_cookie"), f"{key}.enable_binding_cookie", False),
-        service_auth_401_redirect=r.flag(m.get("service_auth_401_redirect"), f"{key}.service_auth_401_redirect", False),
+        http_only_cookie_attribute=r.flag_of(m, key, "app", "http_only_cookie_attribute"),
+        path_cookie_attribute=r.flag_of(m, key, "app", "path_cookie_attribute"),
+        enable_binding_cookie=r.flag_of(m, key, "app", "enable_binding_cookie"),
+        service_auth_401_redirect=r.flag_of(m, key, "app", "service_auth_401_redirect"),
         read_service_tokens_from_header=_header_name(
             r, m.get("read_service_tokens_from_header"), f"{key}.read_service_tokens_from_header"
         ),
@@ -1686,20 +1709,20 @@ def _oauth(r: _Reader, raw: Any, key: str) -> OAuthConfiguration | None:
             raise r.fail(f"{dk}.allowed_uris[{i}]", f"{problem}, got {_show(uri)}")
     gk = f"{key}.grant"
     g = r.mapping(m.get("grant"), gk, "grant")
-    lifetime = r.duration(g.get("access_token_lifetime"), f"{gk}.access_token_lifetime", 900.0) or 0.0
+    lifetime = r.duration_of(g, gk, "grant", "access_token_lifetime") or 0.0
     if lifetime <= 0:
         raise r.fail(
             f"{gk}.access_token_lifetime", f"expected a positive duration, got {g.get('access_token_lifetime')!r}"
         )
-    refresh = r.duration(g.get("session_duration"), f"{gk}.session_duration", None)
+    refresh = r.duration_of(g, gk, "grant", "session_duration")
     if refresh is not None and refresh <= 0:
         raise r.fail(f"{gk}.session_duration", f"expected a positive duration, got {g.get('session_duration')!r}")
     return OAuthConfiguration(
-        enabled=r.flag(m.get("enabled"), f"{key}.enabled", False),
+        enabled=r.flag_of(m, key, "oauth_configuration", "enabled"),
         dynamic_client_registration=DynamicClientRegistration(
-            enabled=r.flag(d.get("enabled"), f"{dk}.enabled", True),
-            allow_any_on_localhost=r.flag(d.get("allow_any_on_localhost"), f"{dk}.allow_any_on_localhost", False),
-            allow_any_on_loopback=r.flag(d.get("allow_any_on_loopback"), f"{dk}.allow_any_on_loopback", False),
+            enabled=r.flag_of(d, dk, "dynamic_client_registration", "enabled"),
+            allow_any_on_localhost=r.flag_of(d, dk, "dynamic_client_registration", "allow_any_on_localhost"),
+            allow_any_on_loopback=r.flag_of(d, dk, "dynamic_client_registration", "allow_any_on_loopback"),
             allowed_uris=uris,
         ),
         access_token_lifetime=max(1, int(lifetime)),
@@ -1778,7 +1801,7 @@ def _ingress_rule(r: _Reader, item: Any, i: int, count: int) -> tuple[IngressRul
     service = r.convert(r.text(m.get("service"), f"{key}.service", required=True), f"{key}.service", _origin_url)
     origin = r.mapping(m.get("originRequest"), f"{key}.originRequest", "originRequest")
     not_emulated = [f"{key}.originRequest.{name}" for name in origin if name not in ORIGIN_REQUEST_HONOURED]
-    connect = _positive(r, origin.get("connectTimeout"), f"{key}.originRequest.connectTimeout", 30.0)
+    connect = _positive(r, origin, f"{key}.originRequest", "originRequest", "connectTimeout")
     host_header = r.text(origin.get("httpHostHeader"), f"{key}.originRequest.httpHostHeader")
     if host_header is not None and not _is_host(host_header.lower().rpartition(":")[0] or host_header.lower()):
         raise r.fail(

@@ -1,7 +1,7 @@
 """Every key of a fakeedge config, declared once: where it goes, its type, its default, what it does.
 
-``config.py`` takes its known-key sets (and so its "unknown key ... did you mean" errors) from
-:data:`SECTIONS`, and ``python -m fakeedge.options`` writes ``docs/config-reference.md`` from it;
+``config.py`` takes its known-key sets (and so its "unknown key ... did you mean" errors) and
+its defaults (booleans, durations, the listen address, ...) from :data:`SECTIONS`, and ``python -m fakeedge.options`` writes ``docs/config-reference.md`` from it;
 ``tests/test_options.py`` fails when that file is stale or the parser accepts a key declared
 nowhere. A pure module: no I/O, nothing from the rest of the package.
 """
