@@ -1,7 +1,8 @@
 """The configuration file: YAML in, frozen dataclasses out.
 
 Nothing outside this module touches the raw dicts. Every mistake raises :class:`ConfigError`
-naming the file, the key path and what would have been valid.
+naming the file, the key path and what would have been valid. Which keys each mapping may hold
+(and what they mean, for docs/config-reference.md) is declared once, in :mod:`fakeedge.options`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any, Literal, TypeVar
 from urllib.parse import SplitResult, urlsplit
 
 from .errors import ConfigError, one_line
+from .options import Derived, keys, option, section
 
 Decision = Literal["allow", "deny", "bypass", "non_identity"]
 SameSite = Literal["none", "lax", "strict"]
@@ -39,22 +41,14 @@ DECISIONS: dict[str, Decision] = {
     "service_auth": "non_identity",
 }
 
-# Selectors and whether they are about identity (decided at login) or not (every request), spec §6.3.
-IDENTITY_RULES = frozenset(
-    {"email", "email_domain", "email_list", "github-organization", "oidc", "login_method", "auth_method"}
-)
-NON_IDENTITY_RULES = frozenset({"everyone", "ip", "ip_list", "geo", "service_token", "any_valid_service_token"})
-RULE_KINDS = sorted(IDENTITY_RULES | NON_IDENTITY_RULES | {"group"})
+# Selectors and whether they are about identity (decided at login) or not (every request), spec §6.3;
+# declared with their fields in fakeedge.options, as every config key is.
+IDENTITY_RULES = frozenset(o.key for o in section("rule").options if o.type.startswith("identity"))
+NON_IDENTITY_RULES = frozenset(o.key for o in section("rule").options if o.type.startswith("non-identity"))
+RULE_KINDS = sorted(keys("rule"))
 
-# cloudflared's originRequest keys (spec §9.1); only these two change what fakeedge does.
-ORIGIN_REQUEST_HONOURED = frozenset({"httpHostHeader", "connectTimeout"})
-ORIGIN_REQUEST_KNOWN = ORIGIN_REQUEST_HONOURED | frozenset(
-    {
-        "tlsTimeout", "tcpKeepAlive", "noHappyEyeballs", "keepAliveConnections", "keepAliveTimeout",
-        "originServerName", "matchSNItoHost", "caPool", "noTLSVerify", "disableChunkedEncoding",
-        "bastionMode", "proxyAddress", "proxyPort", "proxyType", "ipRules", "http2Origin", "access",
-    }
-)  # fmt: skip
+# cloudflared's originRequest keys (spec §9.1); only those declared honoured change what fakeedge does.
+ORIGIN_REQUEST_HONOURED = frozenset(o.key for o in section("originRequest").options if o.honoured)
 
 SUB_NAMESPACE = uuid.UUID("6f1e8a3c-2b7d-5c4e-9a10-f4e5d6c7b8a9")
 
@@ -69,6 +63,8 @@ class Rule:
 
     kind: str
     value: Any
+    # github-organization and oidc: only sign-ins through this identity provider (the persona's idp)
+    identity_provider_id: str | None = None
 
     @property
     def is_identity(self) -> bool:
@@ -93,7 +89,7 @@ class AccessGroup:
         return any(r.is_identity for r in (*self.include, *self.exclude, *self.require))
 
 
-AUTHENTICATORS = ("totp", "biometrics", "security_key")
+AUTHENTICATORS: tuple[str, ...] = tuple(option("mfa_config", "allowed_authenticators").default)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +115,7 @@ class Policy:
     purpose_justification_prompt: str | None = None
     mfa_config: MfaConfig | None = None
     approval_required: bool = False  # temporary authentication: an approver grants each session (§14.5)
-    approval_groups: tuple[tuple[str, ...], ...] = ()  # approvers' addresses, per group (informational)
+    approval_groups: tuple[tuple[str, ...], ...] = ()  # always (): the config refuses approval_groups for now
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,8 +257,9 @@ class IngressRule:
         return self.path is None or self.path.search(path) is not None
 
 
-DEFAULT_BRAND_NAME = "fakeedge · Cloudflare Access"
-JOURNAL_DEFAULT = 1000
+# defaults declared in fakeedge.options, named here for the dataclasses and the parser
+DEFAULT_BRAND_NAME: str = option("branding", "name").default
+JOURNAL_DEFAULT: int = option("top", "journal").default
 JOURNAL_MAX = 1_000_000
 
 
@@ -404,7 +401,12 @@ class _Reader:
         if self.errors:
             raise ConfigError.combine(self.errors)
 
-    def mapping(self, value: Any, key: str, allowed: Sequence[str]) -> dict[Any, Any]:
+    def mapping(self, value: Any, key: str, section_id: str, *, leave_out: str = "") -> dict[Any, Any]:
+        """A mapping of the declared section ``section_id`` (fakeedge.options): any other key is an error."""
+        return self.names(value, key, [k for k in keys(section_id) if k != leave_out])
+
+    def names(self, value: Any, key: str, allowed: Sequence[str]) -> dict[Any, Any]:
+        """A mapping whose keys must be among ``allowed`` (names the config itself defines, for lists)."""
         if value is None:
             value = {}
         if not isinstance(value, dict):
@@ -451,6 +453,14 @@ class _Reader:
         if not isinstance(value, bool):
             raise self.fail(key, f"expected true or false, got {_kind(value)}")
         return value
+
+    def flag_of(self, m: dict[Any, Any], key: str, section_id: str, name: str) -> bool:
+        """The boolean ``name`` of the mapping ``m`` at ``key``, else the default fakeedge.options declares."""
+        return self.flag(m.get(name), _join(key, name), _flag_default(section_id, name))
+
+    def duration_of(self, m: dict[Any, Any], key: str, section_id: str, name: str) -> float | None:
+        """The duration ``name`` of the mapping ``m`` at ``key``, else the default fakeedge.options declares."""
+        return self.duration(m.get(name), _join(key, name), _duration_default(section_id, name))
 
     def duration(self, value: Any, key: str, default: float | None) -> float | None:
         """A Go duration; never negative (a negative session or timeout has no meaning)."""
@@ -643,41 +653,11 @@ def _origin_url(value: str) -> str:
 
 # --- the loader ------------------------------------------------------------------------------
 
-TOP_KEYS = (
-    "team", "team_domain", "listen", "keys_dir", "users", "allow_any_email", "one_time_pin",
-    "default_country", "service_tokens", "apps", "groups", "email_lists", "ip_lists", "ingress",
-    "strict_service_token_auth", "logout_delay", "origin_timeout", "tls_listen", "ingress_file",
-    "branding", "admin_token", "policies", "deny_unmatched_requests", "deny_unmatched_requests_exempted_zone_names",
-    "mfa_config", "mfa_required_for_all_apps",
-    "journal",
-)  # fmt: skip
-BRANDING_KEYS = ("name", "logo_url", "background_color", "header_color", "button_color", "description")
-APP_KEYS = (
-    "name", "domain", "domains", "self_hosted_domains", "destinations", "aud", "session_duration", "policies",
-    "same_site_cookie_attribute", "http_only_cookie_attribute", "path_cookie_attribute",
-    "enable_binding_cookie", "service_auth_401_redirect", "read_service_tokens_from_header",
-    "options_preflight_bypass", "cors_headers", "custom_deny_url", "custom_non_identity_deny_url",
-    "custom_deny_message", "type", "oauth_configuration", "eager_redirect_cookie", "mfa_config",
-)  # fmt: skip
-MFA_KEYS = ("mfa_disabled", "allowed_authenticators", "session_duration")
-POLICY_KEYS = (
-    "name", "decision", "include", "exclude", "require", "session_duration", "precedence", "id",
-    "purpose_justification_required", "purpose_justification_prompt", "mfa_config", "approval_required",
-    "approval_groups",
-)  # fmt: skip
-APPROVAL_GROUP_KEYS = ("email_addresses", "approvals_needed", "email_list_uuid")
-POLICY_REF_KEYS = ("id", "name", "precedence")  # an app's reference to a reusable policy (spec §14.6)
-USER_KEYS = ("email", "name", "groups", "github_orgs", "country", "amr", "idp", "custom")
-TOKEN_KEYS = ("name", "id", "client_id", "client_secret", "previous_client_secrets", "expires_at", "disabled")
-PREVIOUS_SECRET_KEYS = ("client_secret", "expires_at")
-INGRESS_KEYS = ("hostname", "path", "service", "originRequest")
-OAUTH_KEYS = ("enabled", "dynamic_client_registration", "grant")
-OAUTH_DCR_KEYS = ("enabled", "allow_any_on_localhost", "allow_any_on_loopback", "allowed_uris")
-OAUTH_GRANT_KEYS = ("access_token_lifetime", "session_duration")
-CORS_KEYS = (
-    "allow_all_origins", "allowed_origins", "allow_all_methods", "allowed_methods", "allow_all_headers",
-    "allowed_headers", "allow_credentials", "max_age",
-)  # fmt: skip
+# The keys of the top level, an app and a user, in the order errors list them (others import
+# them); every mapping's keys are declared in fakeedge.options and read from there.
+TOP_KEYS = keys("top")
+APP_KEYS = keys("app")
+USER_KEYS = keys("user")
 
 
 MAX_CONFIG_BYTES = 1 << 20  # a config with hundreds of apps is tens of kilobytes
@@ -946,7 +926,8 @@ def parse_config(raw: Any, *, source: str = "<config>", base_dir: Path | None = 
         listen, tls_listen = _listeners(r, top)
     keys_dir = base_dir / "keys"
     with r.collecting():
-        keys_dir = base_dir / r.text(top.get("keys_dir"), "keys_dir", default="keys")  # an absolute one wins
+        # an absolute keys_dir wins over base_dir in the join
+        keys_dir = base_dir / r.text(top.get("keys_dir"), "keys_dir", default=option("top", "keys_dir").default)
 
     lists = _Lists(emails={}, ips={}, tokens=(), groups={}, broken=set(), policies={})
     users = _users(r, top.get("users"))
@@ -972,7 +953,10 @@ def parse_config(raw: Any, *, source: str = "<config>", base_dir: Path | None = 
     def get(fn: Callable[[], T], default: T) -> T:
         with r.collecting():
             return fn()
-        return default
+        return default  # only a placeholder: the error collected is raised below
+
+    def top_flag(name: str) -> bool:
+        return get(lambda: r.flag_of(top, "", "top", name), False)
 
     settings = Config(
         source=source,
@@ -985,24 +969,19 @@ def parse_config(raw: Any, *, source: str = "<config>", base_dir: Path | None = 
         service_tokens=lists.tokens,
         apps=apps,
         ingress=ingress,
-        allow_any_email=get(lambda: r.flag(top.get("allow_any_email"), "allow_any_email", True), True),
-        one_time_pin=get(lambda: r.flag(top.get("one_time_pin"), "one_time_pin", False), False),
-        default_country=get(lambda: _country(r, top.get("default_country"), "default_country"), None) or "US",
-        strict_service_token_auth=get(
-            lambda: r.flag(top.get("strict_service_token_auth"), "strict_service_token_auth", True), True
-        ),
-        deny_unmatched_requests=get(
-            lambda: r.flag(top.get("deny_unmatched_requests"), "deny_unmatched_requests", False), False
-        ),
+        allow_any_email=top_flag("allow_any_email"),
+        one_time_pin=top_flag("one_time_pin"),
+        default_country=get(lambda: _country(r, top.get("default_country"), "default_country"), None)
+        or option("top", "default_country").default,
+        strict_service_token_auth=top_flag("strict_service_token_auth"),
+        deny_unmatched_requests=top_flag("deny_unmatched_requests"),
         deny_unmatched_requests_exempted_zone_names=get(
             lambda: _zone_names(r, top.get("deny_unmatched_requests_exempted_zone_names")), ()
         ),
         mfa_config=get(lambda: _mfa(r, top.get("mfa_config"), "mfa_config", org=True), None) or MfaConfig(),
-        mfa_required_for_all_apps=get(
-            lambda: r.flag(top.get("mfa_required_for_all_apps"), "mfa_required_for_all_apps", False), False
-        ),
-        logout_delay=get(lambda: r.duration(top.get("logout_delay"), "logout_delay", 0.0) or 0.0, 0.0),
-        origin_timeout=get(lambda: _positive(r, top.get("origin_timeout"), "origin_timeout", 100.0), 100.0),
+        mfa_required_for_all_apps=top_flag("mfa_required_for_all_apps"),
+        logout_delay=get(lambda: r.duration_of(top, "", "top", "logout_delay") or 0.0, 0.0),
+        origin_timeout=get(lambda: _positive(r, top, "", "top", "origin_timeout"), 1.0),
         not_emulated=not_emulated,
         tls_listen=tls_listen,
         branding=get(lambda: _branding(r, top.get("branding")), Branding()),
@@ -1035,7 +1014,9 @@ def _team_domain(r: _Reader, value: Any, team: str) -> str | None:
 def _listeners(r: _Reader, top: dict[Any, Any]) -> tuple[tuple[str, int] | None, tuple[str, int] | None]:
     listen = None
     if top.get("listen") is not False:  # `listen: off` (YAML reads a boolean): TLS only
-        listen = r.convert(r.text(top.get("listen"), "listen", default="127.0.0.1:8787"), "listen", parse_host_port)
+        listen = r.convert(
+            r.text(top.get("listen"), "listen", default=option("top", "listen").default), "listen", parse_host_port
+        )
     tls_listen = None
     if top.get("tls_listen") is not None:
         tls_listen = r.convert(
@@ -1104,7 +1085,7 @@ def _named_lists(
     r: _Reader, raw: Any, key: str, entry: Callable[[_Reader, Any, str], T], lists: _Lists
 ) -> dict[str, tuple[T, ...]]:
     """``email_lists`` / ``ip_lists``: name -> entries; a list with an error is left out (and marked)."""
-    m = r.mapping(raw, key, list(raw) if isinstance(raw, dict) else [])
+    m = r.names(raw, key, list(raw) if isinstance(raw, dict) else [])
     out: dict[str, tuple[T, ...]] = {}
     for name, values in m.items():
         lk = _join(key, name)
@@ -1126,7 +1107,7 @@ def _groups(r: _Reader, raw: Any, lists: _Lists) -> None:
     for i, g in enumerate(items):
         key = f"groups[{i}]"
         try:
-            gm = r.mapping(g, key, ("id", "name", "include", "exclude", "require"))
+            gm = r.mapping(g, key, "group")
             name = r.text(gm.get("name"), f"{key}.name", required=True)
             gid = r.text(gm.get("id"), f"{key}.id", default=name)
             for ref, what in ((gid, "id"), (name, "name")):
@@ -1177,7 +1158,7 @@ def _reusable_policies(r: _Reader, raw: Any, team: str, lists: _Lists) -> None:
 
 def _policy_ref(r: _Reader, raw: Any, key: str, lists: _Lists) -> Policy:
     """An app's ``{id|name, precedence}`` (or bare id/name) naming a reusable policy (spec §14.6)."""
-    m = {"id": raw} if isinstance(raw, str) else r.mapping(raw, key, POLICY_REF_KEYS)
+    m = {"id": raw} if isinstance(raw, str) else r.mapping(raw, key, "policy_reference")
     field_name = "id" if m.get("id") is not None else "name"
     ref = r.text(m.get(field_name), f"{key}.{field_name}", required=True)
     policy = lists.policies.get(ref)
@@ -1217,11 +1198,28 @@ def _apps(r: _Reader, raw: Any, team: str, lists: _Lists) -> tuple[App, ...]:
     return tuple(app for _, app in apps)
 
 
-def _positive(r: _Reader, value: Any, key: str, default: float) -> float:
-    seconds = r.duration(value, key, default)
+def _positive(r: _Reader, m: dict[Any, Any], key: str, section_id: str, name: str) -> float:
+    """A duration above zero; its default from fakeedge.options."""
+    seconds = r.duration_of(m, key, section_id, name)
     if seconds is None or seconds <= 0:
-        raise r.fail(key, f"expected a duration above zero such as 30s, got {_show(value)}")
+        raise r.fail(_join(key, name), f"expected a duration above zero such as 30s, got {_show(m.get(name))}")
     return seconds
+
+
+def _flag_default(section_id: str, name: str) -> bool:
+    default = option(section_id, name).default
+    if not isinstance(default, bool):  # pragma: no cover - a mistake in fakeedge.options
+        raise TypeError(f"{section_id}.{name}: the declared default is not a boolean")
+    return default
+
+
+def _duration_default(section_id: str, name: str) -> float | None:
+    default = option(section_id, name).default
+    if default is None:
+        return None
+    if not isinstance(default, str) or isinstance(default, Derived):  # pragma: no cover - as above
+        raise TypeError(f"{section_id}.{name}: the declared default is not a duration")
+    return parse_duration(default)
 
 
 _COLOR = re.compile(r"#[0-9A-Fa-f]{3}(?:[0-9A-Fa-f]{3})?")
@@ -1230,7 +1228,7 @@ _COLOR = re.compile(r"#[0-9A-Fa-f]{3}(?:[0-9A-Fa-f]{3})?")
 def _branding(r: _Reader, raw: Any) -> Branding:
     if raw is None:
         return Branding()
-    m = r.mapping(raw, "branding", BRANDING_KEYS)
+    m = r.mapping(raw, "branding", "branding")
     colors: dict[str, str] = {}
     for name in ("background_color", "header_color", "button_color"):
         value = r.text(m.get(name), f"branding.{name}")
@@ -1297,7 +1295,7 @@ def _strings(r: _Reader, value: Any, key: str) -> tuple[str, ...]:
 
 
 def _user(r: _Reader, raw: Any, key: str) -> User:
-    m = r.mapping(raw, key, USER_KEYS)
+    m = r.mapping(raw, key, "user")
     email = r.text(m.get("email"), f"{key}.email", required=True)
     if "@" not in email:
         raise r.fail(f"{key}.email", f"expected an email address, got {_show(email)}")
@@ -1312,8 +1310,8 @@ def _user(r: _Reader, raw: Any, key: str) -> User:
         groups=_strings(r, m.get("groups"), f"{key}.groups"),
         github_orgs=_strings(r, m.get("github_orgs"), f"{key}.github_orgs"),
         country=_country(r, m.get("country"), f"{key}.country"),
-        amr=_strings(r, m.get("amr"), f"{key}.amr") or ("pwd",),
-        idp=r.text(m.get("idp"), f"{key}.idp", default="fakeedge"),
+        amr=_strings(r, m.get("amr"), f"{key}.amr") or tuple(option("user", "amr").default),
+        idp=r.text(m.get("idp"), f"{key}.idp", default=option("user", "idp").default),
         custom=custom,
     )
 
@@ -1337,7 +1335,7 @@ def _check_claims(r: _Reader, value: Any, key: str) -> None:
 
 
 def _service_token(r: _Reader, raw: Any, key: str, team: str) -> ServiceToken:
-    m = r.mapping(raw, key, TOKEN_KEYS)
+    m = r.mapping(raw, key, "service_token")
     name = r.text(m.get("name"), f"{key}.name", required=True)
     client_id = r.text(m.get("client_id"), f"{key}.client_id", required=True)
     secret = r.text(m.get("client_secret"), f"{key}.client_secret", required=True)
@@ -1345,7 +1343,7 @@ def _service_token(r: _Reader, raw: Any, key: str, team: str) -> ServiceToken:
     previous: list[tuple[str, float]] = []
     for i, item in enumerate(r.seq(m.get("previous_client_secrets"), f"{key}.previous_client_secrets")):
         pk = f"{key}.previous_client_secrets[{i}]"
-        pm = r.mapping(item, pk, PREVIOUS_SECRET_KEYS)
+        pm = r.mapping(item, pk, "previous_client_secret")
         old = r.text(pm.get("client_secret"), f"{pk}.client_secret", required=True)
         until = _timestamp(r, pm.get("expires_at"), f"{pk}.expires_at")
         if until is None:
@@ -1358,7 +1356,7 @@ def _service_token(r: _Reader, raw: Any, key: str, team: str) -> ServiceToken:
         client_secret=secret,
         previous_client_secrets=tuple(previous),
         expires_at=_timestamp(r, m.get("expires_at"), f"{key}.expires_at"),
-        disabled=r.flag(m.get("disabled"), f"{key}.disabled", False),
+        disabled=r.flag_of(m, key, "service_token", "disabled"),
     )
 
 
@@ -1366,7 +1364,7 @@ def _mfa(r: _Reader, raw: Any, key: str, *, org: bool = False) -> MfaConfig | No
     """``mfa_config`` (spec §14.5); the organisation's has no ``mfa_disabled``."""
     if raw is None:
         return None
-    m = r.mapping(raw, key, MFA_KEYS[1:] if org else MFA_KEYS)
+    m = r.mapping(raw, key, "mfa_config", leave_out="mfa_disabled" if org else "")
     kinds = _strings(r, m.get("allowed_authenticators"), f"{key}.allowed_authenticators") or AUTHENTICATORS
     for i, kind in enumerate(kinds):
         if kind not in AUTHENTICATORS:
@@ -1374,9 +1372,9 @@ def _mfa(r: _Reader, raw: Any, key: str, *, org: bool = False) -> MfaConfig | No
                 f"{key}.allowed_authenticators[{i}]",
                 f"unknown authenticator {_show(kind)}; valid: {', '.join(AUTHENTICATORS)}",
             )
-    duration = r.duration(m.get("session_duration"), f"{key}.session_duration", None)
+    duration = r.duration_of(m, key, "mfa_config", "session_duration")
     return MfaConfig(
-        mfa_disabled=r.flag(m.get("mfa_disabled"), f"{key}.mfa_disabled", False),
+        mfa_disabled=r.flag_of(m, key, "mfa_config", "mfa_disabled"),
         allowed_authenticators=tuple(dict.fromkeys(kinds)),
         session_duration=_int_or_none(duration),
     )
@@ -1444,8 +1442,10 @@ def _rule(r: _Reader, raw: Any, key: str, lists: _Lists) -> Rule:
         raise r.fail(key, f"unknown rule '{_name(kind)}'{did} valid: {', '.join(RULE_KINDS)}")
     k = f"{key}.{kind}"
 
-    def one(field_name: str, *extra: str) -> Any:
-        m = r.mapping(body, k, (field_name, *extra))
+    fields = f"rule.{kind}"
+
+    def one(field_name: str) -> Any:
+        m = r.mapping(body, k, fields)
         return r.text(m.get(field_name), f"{k}.{field_name}", required=True)
 
     match kind:
@@ -1464,7 +1464,7 @@ def _rule(r: _Reader, raw: Any, key: str, lists: _Lists) -> Rule:
                 raise r.fail(f"{k}.id", f"no email list {_show(name)}; defined: {_names(lists.emails)}")
             return Rule(kind, frozenset(lists.emails[name]))
         case "everyone" | "any_valid_service_token":
-            r.mapping(body, k, ())
+            r.mapping(body, k, fields)
             return Rule(kind, None)
         case "ip":
             return Rule(kind, (r.convert(one("ip"), f"{k}.ip", _network),))
@@ -1487,12 +1487,15 @@ def _rule(r: _Reader, raw: Any, key: str, lists: _Lists) -> Rule:
                 raise r.fail(f"{k}.token_id", f"no service token {_show(wanted)}; known: {known}")
             return Rule(kind, token.client_id)
         case "github-organization":
-            m = r.mapping(body, k, ("name", "team", "identity_provider_id"))
-            return Rule(kind, r.text(m.get("name"), f"{k}.name", required=True).lower())
+            m = r.mapping(body, k, fields)
+            _refuse_unsupported(r, m, k, f"rule.{kind}")
+            name = r.text(m.get("name"), f"{k}.name", required=True).lower()
+            return Rule(kind, name, r.text(m.get("identity_provider_id"), f"{k}.identity_provider_id"))
         case "oidc":
-            m = r.mapping(body, k, ("claim_name", "claim_value", "identity_provider_id"))
+            m = r.mapping(body, k, fields)
             name = r.text(m.get("claim_name"), f"{k}.claim_name", required=True)
-            return Rule(kind, (name, r.text(m.get("claim_value"), f"{k}.claim_value", required=True)))
+            claim = (name, r.text(m.get("claim_value"), f"{k}.claim_value", required=True))
+            return Rule(kind, claim, r.text(m.get("identity_provider_id"), f"{k}.identity_provider_id"))
         case "login_method":
             return Rule(kind, one("id"))
         case "auth_method":
@@ -1508,7 +1511,8 @@ def _rule(r: _Reader, raw: Any, key: str, lists: _Lists) -> Rule:
 
 
 def _policy(r: _Reader, raw: Any, key: str, lists: _Lists) -> Policy:
-    m = r.mapping(raw, key, POLICY_KEYS)
+    m = r.mapping(raw, key, "policy")
+    _refuse_unsupported(r, m, key, "policy")
     name = r.text(m.get("name"), f"{key}.name", default=key)
     precedence = _precedence(r, m.get("precedence"), f"{key}.precedence")
     decision_text = r.text(m.get("decision"), f"{key}.decision", required=True)
@@ -1525,25 +1529,15 @@ def _policy(r: _Reader, raw: Any, key: str, lists: _Lists) -> Policy:
         include=_rules(r, m.get("include"), f"{key}.include", lists, required=True),
         exclude=_rules(r, m.get("exclude"), f"{key}.exclude", lists),
         require=_rules(r, m.get("require"), f"{key}.require", lists),
-        session_duration=_int_or_none(r.duration(m.get("session_duration"), f"{key}.session_duration", None)),
+        session_duration=_int_or_none(r.duration_of(m, key, "policy", "session_duration")),
         id=r.text(m.get("id"), f"{key}.id", default=""),
         precedence=precedence,
-        purpose_justification_required=r.flag(
-            m.get("purpose_justification_required"), f"{key}.purpose_justification_required", False
-        ),
+        purpose_justification_required=r.flag_of(m, key, "policy", "purpose_justification_required"),
         purpose_justification_prompt=r.text(
             m.get("purpose_justification_prompt"), f"{key}.purpose_justification_prompt"
         ),
         mfa_config=_mfa(r, m.get("mfa_config"), f"{key}.mfa_config"),
-        approval_required=r.flag(m.get("approval_required"), f"{key}.approval_required", False),
-        approval_groups=tuple(
-            _strings(
-                r,
-                r.mapping(g, f"{key}.approval_groups[{i}]", APPROVAL_GROUP_KEYS).get("email_addresses"),
-                f"{key}.approval_groups[{i}].email_addresses",
-            )
-            for i, g in enumerate(r.seq(m.get("approval_groups"), f"{key}.approval_groups"))
-        ),
+        approval_required=r.flag_of(m, key, "policy", "approval_required"),
     )
     rules = (*policy.include, *policy.exclude, *policy.require)
     if decision in ("bypass", "non_identity"):
@@ -1559,6 +1553,13 @@ def _policy(r: _Reader, raw: Any, key: str, lists: _Lists) -> Policy:
                     "under Allow the token is ignored (spec §5)",
                 )
     return policy
+
+
+def _refuse_unsupported(r: _Reader, m: dict[Any, Any], key: str, section_id: str) -> None:
+    """A declared key fakeedge cannot honour yet is an error, not silently ignored (issue 17)."""
+    for o in section(section_id).options:
+        if o.refused is not None and m.get(o.key) is not None:
+            raise r.fail(f"{key}.{o.key}", f"is not supported yet: {o.refused}")
 
 
 def _policies(r: _Reader, raw: Any, key: str, lists: _Lists) -> tuple[Policy, ...]:
@@ -1590,7 +1591,7 @@ def _int_or_none(value: float | None) -> int | None:
 
 
 def _app(r: _Reader, raw: Any, key: str, team: str, lists: _Lists) -> App:
-    m = r.mapping(raw, key, APP_KEYS)
+    m = r.mapping(raw, key, "app")
     name = r.text(m.get("name"), f"{key}.name", required=True)
     texts: list[tuple[str, str]] = []
     if m.get("domain") is not None:
@@ -1600,7 +1601,7 @@ def _app(r: _Reader, raw: Any, key: str, team: str, lists: _Lists) -> App:
         for i, d in enumerate(r.seq(m.get(field_name), f"{key}.{field_name}")):
             dk = f"{key}.{field_name}[{i}]"
             if isinstance(d, dict):
-                dm = r.mapping(d, dk, ("type", "uri"))
+                dm = r.mapping(d, dk, "destination")
                 if dm.get("type", "public") != "public":
                     raise r.fail(f"{dk}.type", f"only 'public' destinations are emulated, got {_show(dm.get('type'))}")
                 texts.append((f"{dk}.uri", r.text(dm.get("uri"), f"{dk}.uri", required=True)))
@@ -1623,21 +1624,21 @@ def _app(r: _Reader, raw: Any, key: str, team: str, lists: _Lists) -> App:
     cors = None
     if m.get("cors_headers") is not None:
         ck = f"{key}.cors_headers"
-        c = r.mapping(m.get("cors_headers"), ck, CORS_KEYS)
+        c = r.mapping(m.get("cors_headers"), ck, "cors_headers")
         max_age = c.get("max_age")
         if max_age is not None and (not isinstance(max_age, int) or isinstance(max_age, bool) or max_age < 0):
             raise r.fail(f"{ck}.max_age", f"expected seconds as a whole number, got {_kind(max_age)}")
         cors = CorsHeaders(
-            allow_all_origins=r.flag(c.get("allow_all_origins"), f"{ck}.allow_all_origins", False),
+            allow_all_origins=r.flag_of(c, ck, "cors_headers", "allow_all_origins"),
             allowed_origins=_strings(r, c.get("allowed_origins"), f"{ck}.allowed_origins"),
-            allow_all_methods=r.flag(c.get("allow_all_methods"), f"{ck}.allow_all_methods", False),
+            allow_all_methods=r.flag_of(c, ck, "cors_headers", "allow_all_methods"),
             allowed_methods=tuple(s.upper() for s in _strings(r, c.get("allowed_methods"), f"{ck}.allowed_methods")),
-            allow_all_headers=r.flag(c.get("allow_all_headers"), f"{ck}.allow_all_headers", False),
+            allow_all_headers=r.flag_of(c, ck, "cors_headers", "allow_all_headers"),
             allowed_headers=tuple(s.lower() for s in _strings(r, c.get("allowed_headers"), f"{ck}.allowed_headers")),
-            allow_credentials=r.flag(c.get("allow_credentials"), f"{ck}.allow_credentials", False),
+            allow_credentials=r.flag_of(c, ck, "cors_headers", "allow_credentials"),
             max_age=max_age,
         )
-    bypass_options = r.flag(m.get("options_preflight_bypass"), f"{key}.options_preflight_bypass", False)
+    bypass_options = r.flag_of(m, key, "app", "options_preflight_bypass")
     if cors is not None and bypass_options:
         raise r.fail(
             f"{key}.options_preflight_bypass",
@@ -1649,14 +1650,12 @@ def _app(r: _Reader, raw: Any, key: str, team: str, lists: _Lists) -> App:
         destinations=destinations,
         aud=aud,
         policies=_policies(r, m.get("policies"), key, lists),
-        session_duration=int(r.duration(m.get("session_duration"), f"{key}.session_duration", 86400.0) or 0),
+        session_duration=int(r.duration_of(m, key, "app", "session_duration") or 0),
         same_site_cookie_attribute=same_site.lower() if same_site else None,
-        http_only_cookie_attribute=r.flag(
-            m.get("http_only_cookie_attribute"), f"{key}.http_only_cookie_attribute", True
-        ),
-        path_cookie_attribute=r.flag(m.get("path_cookie_attribute"), f"{key}.path_cookie_attribute", False),
-        enable_binding_cookie=r.flag(m.get("enable_binding_cookie"), f"{key}.enable_binding_cookie", False),
-        service_auth_401_redirect=r.flag(m.get("service_auth_401_redirect"), f"{key}.service_auth_401_redirect", False),
+        http_only_cookie_attribute=r.flag_of(m, key, "app", "http_only_cookie_attribute"),
+        path_cookie_attribute=r.flag_of(m, key, "app", "path_cookie_attribute"),
+        enable_binding_cookie=r.flag_of(m, key, "app", "enable_binding_cookie"),
+        service_auth_401_redirect=r.flag_of(m, key, "app", "service_auth_401_redirect"),
         read_service_tokens_from_header=_header_name(
             r, m.get("read_service_tokens_from_header"), f"{key}.read_service_tokens_from_header"
         ),
@@ -1700,30 +1699,30 @@ def _redirect_url(r: _Reader, value: Any, key: str) -> str | None:
 def _oauth(r: _Reader, raw: Any, key: str) -> OAuthConfiguration | None:
     if raw is None:
         return None
-    m = r.mapping(raw, key, OAUTH_KEYS)
+    m = r.mapping(raw, key, "oauth_configuration")
     dk = f"{key}.dynamic_client_registration"
-    d = r.mapping(m.get("dynamic_client_registration"), dk, OAUTH_DCR_KEYS)
+    d = r.mapping(m.get("dynamic_client_registration"), dk, "dynamic_client_registration")
     uris = _strings(r, d.get("allowed_uris"), f"{dk}.allowed_uris")
     for i, uri in enumerate(uris):
         problem = allowed_uri_problem(uri)
         if problem:
             raise r.fail(f"{dk}.allowed_uris[{i}]", f"{problem}, got {_show(uri)}")
     gk = f"{key}.grant"
-    g = r.mapping(m.get("grant"), gk, OAUTH_GRANT_KEYS)
-    lifetime = r.duration(g.get("access_token_lifetime"), f"{gk}.access_token_lifetime", 900.0) or 0.0
+    g = r.mapping(m.get("grant"), gk, "grant")
+    lifetime = r.duration_of(g, gk, "grant", "access_token_lifetime") or 0.0
     if lifetime <= 0:
         raise r.fail(
             f"{gk}.access_token_lifetime", f"expected a positive duration, got {g.get('access_token_lifetime')!r}"
         )
-    refresh = r.duration(g.get("session_duration"), f"{gk}.session_duration", None)
+    refresh = r.duration_of(g, gk, "grant", "session_duration")
     if refresh is not None and refresh <= 0:
         raise r.fail(f"{gk}.session_duration", f"expected a positive duration, got {g.get('session_duration')!r}")
     return OAuthConfiguration(
-        enabled=r.flag(m.get("enabled"), f"{key}.enabled", False),
+        enabled=r.flag_of(m, key, "oauth_configuration", "enabled"),
         dynamic_client_registration=DynamicClientRegistration(
-            enabled=r.flag(d.get("enabled"), f"{dk}.enabled", True),
-            allow_any_on_localhost=r.flag(d.get("allow_any_on_localhost"), f"{dk}.allow_any_on_localhost", False),
-            allow_any_on_loopback=r.flag(d.get("allow_any_on_loopback"), f"{dk}.allow_any_on_loopback", False),
+            enabled=r.flag_of(d, dk, "dynamic_client_registration", "enabled"),
+            allow_any_on_localhost=r.flag_of(d, dk, "dynamic_client_registration", "allow_any_on_localhost"),
+            allow_any_on_loopback=r.flag_of(d, dk, "dynamic_client_registration", "allow_any_on_loopback"),
             allowed_uris=uris,
         ),
         access_token_lifetime=max(1, int(lifetime)),
@@ -1780,7 +1779,7 @@ def _ingress(r: _Reader, raw: Any) -> tuple[tuple[IngressRule, ...], tuple[str, 
 
 def _ingress_rule(r: _Reader, item: Any, i: int, count: int) -> tuple[IngressRule, list[str]]:
     key = f"ingress[{i}]"
-    m = r.mapping(item, key, INGRESS_KEYS)
+    m = r.mapping(item, key, "ingress")
     hostname = r.text(m.get("hostname"), f"{key}.hostname")
     if hostname is not None:
         hostname = hostname.lower()
@@ -1800,9 +1799,9 @@ def _ingress_rule(r: _Reader, item: Any, i: int, count: int) -> tuple[IngressRul
     except (re.error, RecursionError, OverflowError) as exc:
         raise r.fail(f"{key}.path", f"not a valid regular expression ({one_line(str(exc))[:80]})") from None
     service = r.convert(r.text(m.get("service"), f"{key}.service", required=True), f"{key}.service", _origin_url)
-    origin = r.mapping(m.get("originRequest"), f"{key}.originRequest", sorted(ORIGIN_REQUEST_KNOWN))
+    origin = r.mapping(m.get("originRequest"), f"{key}.originRequest", "originRequest")
     not_emulated = [f"{key}.originRequest.{name}" for name in origin if name not in ORIGIN_REQUEST_HONOURED]
-    connect = _positive(r, origin.get("connectTimeout"), f"{key}.originRequest.connectTimeout", 30.0)
+    connect = _positive(r, origin, f"{key}.originRequest", "originRequest", "connectTimeout")
     host_header = r.text(origin.get("httpHostHeader"), f"{key}.originRequest.httpHostHeader")
     if host_header is not None and not _is_host(host_header.lower().rpartition(":")[0] or host_header.lower()):
         raise r.fail(
@@ -1843,7 +1842,7 @@ def _ingress_file(r: _Reader, value: Any, base_dir: Path) -> tuple[tuple[Ingress
     if any(key in raw for key in _TUNNEL_KEYS):
         notes.append(f"{source}: tunnel and credentials-file (fakeedge runs no tunnel; it routes by ingress)")
     notes += [f"{source}: {_name(key)}" for key in raw if key not in (*_TUNNEL_KEYS, "ingress", "originRequest")]
-    defaults = fr.mapping(raw.get("originRequest"), "originRequest", sorted(ORIGIN_REQUEST_KNOWN))
+    defaults = fr.mapping(raw.get("originRequest"), "originRequest", "originRequest")
     notes += [f"{source}: originRequest.{_name(key)}" for key in defaults if key not in ORIGIN_REQUEST_HONOURED]
     honoured = {k: v for k, v in defaults.items() if k in ORIGIN_REQUEST_HONOURED}
     items = fr.seq(raw.get("ingress"), "ingress")

@@ -26,7 +26,8 @@ def rule_text(rule: Rule | None) -> str:
         value = value.name
     elif isinstance(value, tuple | frozenset):
         value = ", ".join(map(str, value))
-    return f"{rule.kind} {value}" if value is not None else rule.kind
+    text = f"{rule.kind} {value}" if value is not None else rule.kind
+    return f"{text} via {rule.identity_provider_id}" if rule.identity_provider_id is not None else text
 
 
 def policy_text(policy: Policy) -> str:

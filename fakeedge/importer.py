@@ -421,10 +421,11 @@ class _Converter:
             out["mfa_config"] = mfa
         if raw.get("approval_required") and decision == "allow":
             out["approval_required"] = True  # spec §14.5: approved through the control API
-            groups = [g for g in raw.get("approval_groups") or [] if isinstance(g, dict)]
-            emails = [[str(e) for e in g.get("email_addresses") or []] for g in groups]
-            if emails:
-                out["approval_groups"] = [{"email_addresses": e} for e in emails]
+            if raw.get("approval_groups"):
+                # the config refuses approval_groups until fakeedge checks who approves (issue 17)
+                self.report.approximated.append(
+                    f"{where}: approval_groups: anyone who may call the control API approves (not the groups)"
+                )
         if raw.get("purpose_justification_required") and decision == "allow":
             out["purpose_justification_required"] = True  # spec §14.5: emulated
             if raw.get("purpose_justification_prompt"):

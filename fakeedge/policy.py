@@ -316,6 +316,8 @@ def _check(rule: Rule, facts: Facts, who: Identity | None) -> bool | None:
             return _match(rule.value.include, rule.value.require, rule.value.exclude, facts, who)[0]
     if who is None:
         return None
+    if rule.identity_provider_id is not None and who.idp != rule.identity_provider_id:
+        return False  # an IdP group or claim counts only from that IdP (github-organization, oidc)
     match rule.kind:
         case "email":
             return bool(who.email.lower() == rule.value)

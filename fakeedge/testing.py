@@ -40,7 +40,7 @@ from yarl import URL
 from . import headers as h
 from .audit import Accept, Report, run_audit
 from .clock import Clock
-from .config import App, Config, parse_config, parse_duration
+from .config import USER_KEYS, App, Config, parse_config, parse_duration
 from .edge import Edge
 from .errors import FakeEdgeError, UnknownName
 from .faults import CertsFault, certs_fault
@@ -55,7 +55,7 @@ from .web_app import start
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 _OTP_ID = re.compile(r'name="otp_id" value="([^"]+)"')
 _ERROR = re.compile(r'class="error"[^>]*>([^<]+)<')
-PERSONA_KEYS = ("name", "groups", "github_orgs", "country", "amr", "idp", "custom")
+PERSONA_KEYS = tuple(k for k in USER_KEYS if k != "email")  # a persona: a config user without its address
 MAX_LOGIN_HOPS = 12  # app -> login page -> post -> callback (-> eager chain hops) -> back to the app
 
 

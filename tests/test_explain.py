@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from fakeedge.cli import main
 from fakeedge.config import parse_config
-from fakeedge.explain import judge, judge_all
+from fakeedge.explain import judge, judge_all, rule_text
 
 from .conftest import BOT_ID, base_config
 
@@ -109,3 +109,16 @@ def test_the_reason_names_a_failed_require_or_a_matching_exclude(tmp_path: Path,
     ]
     config = parse_config(cfg, base_dir=tmp_path)
     assert judge(config, "https://grafana.acme.test/", email=email).reason == reason
+
+
+def test_a_rule_limited_to_an_identity_provider_says_which() -> None:
+    cfg = base_config("http://127.0.0.1:9")
+    cfg["apps"][0]["policies"] = [
+        {
+            "name": "gh",
+            "decision": "allow",
+            "include": [{"github-organization": {"name": "acme", "identity_provider_id": "github"}}],
+        }
+    ]
+    (rule,) = parse_config(cfg).apps[0].policies[0].include
+    assert rule_text(rule) == "github-organization acme via github"

@@ -361,6 +361,66 @@ DECISIONS: list[tuple[str, list[dict[str, Any]], Facts, Identity | None, str, st
         "gh",
     ),
     (
+        "github-org-through-its-idp",
+        [
+            {
+                "name": "gh",
+                "decision": "allow",
+                "include": [{"github-organization": {"name": "acme", "identity_provider_id": "github"}}],
+            }
+        ],
+        Facts(HOME, "US"),
+        _who("x@gh.test", github_orgs=("acme",), idp="github"),
+        "allow",
+        "gh",
+    ),
+    (
+        "github-org-through-another-idp",  # issue 17: identity_provider_id was parsed and ignored
+        [
+            {
+                "name": "gh",
+                "decision": "allow",
+                "include": [{"github-organization": {"name": "acme", "identity_provider_id": "github"}}],
+            }
+        ],
+        Facts(HOME, "US"),
+        _who("x@gh.test", github_orgs=("acme",)),
+        "deny",
+        None,
+    ),
+    (
+        "oidc-claim-through-another-idp",
+        [
+            {
+                "name": "o",
+                "decision": "allow",
+                "include": [
+                    {"oidc": {"claim_name": "groups", "claim_value": "admins", "identity_provider_id": "okta"}}
+                ],
+            }
+        ],
+        Facts(HOME, "US"),
+        _who(groups=("admins",), idp="onetimepin"),
+        "deny",
+        None,
+    ),
+    (
+        "oidc-claim-through-its-idp",
+        [
+            {
+                "name": "o",
+                "decision": "allow",
+                "include": [
+                    {"oidc": {"claim_name": "groups", "claim_value": "admins", "identity_provider_id": "okta"}}
+                ],
+            }
+        ],
+        Facts(HOME, "US"),
+        _who(groups=("admins",), idp="okta"),
+        "allow",
+        "o",
+    ),
+    (
         "oidc-groups",
         [{"name": "o", "decision": "allow", "include": [{"oidc": {"claim_name": "groups", "claim_value": "admins"}}]}],
         Facts(HOME, "US"),
@@ -485,7 +545,15 @@ def test_ingress_order_is_kept_across_exact_and_wildcard_rules() -> None:
 
 
 @pytest.mark.parametrize(
-    "module", ["fakeedge.config", "fakeedge.policy", "fakeedge.claims", "fakeedge.explain", "fakeedge.config_audit"]
+    "module",
+    [
+        "fakeedge.options",
+        "fakeedge.config",
+        "fakeedge.policy",
+        "fakeedge.claims",
+        "fakeedge.explain",
+        "fakeedge.config_audit",
+    ],
 )
 def test_pure_modules_do_not_load_aiohttp(module: str) -> None:
     code = (

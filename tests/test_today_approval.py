@@ -30,10 +30,7 @@ async def test_temporary_authentication(make_edge, origin: Origin) -> None:  # t
     clock = Clock()
     clock.freeze(1_800_000_000)
     cfg = base_config(origin.url)
-    cfg["apps"][0]["policies"][0] |= {
-        "approval_required": True,
-        "approval_groups": [{"email_addresses": ["boss@acme.test"], "approvals_needed": 1}],
-    }
+    cfg["apps"][0]["policies"][0] |= {"approval_required": True}
     running: RunningEdge = await make_edge(cfg, clock=clock)
     url = running.url("admin.acme.test", "/x")
     async with loopback_session() as browser:

@@ -189,7 +189,11 @@ def test_unreadable_sources_are_one_line_errors(tmp_path: Path, content: str, na
 def test_interstitials_are_carried_over() -> None:
     cfg, report = convert(collect([FIXTURES / "api"]))
     office = next(p for p in cfg["policies"] if p["name"] == "From the office")
-    assert (office["approval_required"], office["approval_groups"]) == (True, [{"email_addresses": ["boss@acme.test"]}])
+    assert (office["approval_required"], "approval_groups" in office) == (True, False)
+    assert (
+        "policy 'From the office': approval_groups: anyone who may call the control API approves (not the groups)"
+        in (report.approximated)
+    )
     engineers = next(p for p in cfg["policies"] if p["name"] == "Allow engineers")
     assert (engineers["purpose_justification_required"], engineers["purpose_justification_prompt"]) == (True, "Why?")
     assert not [line for line in report.ignored if "approval" in line or "justification" in line]
