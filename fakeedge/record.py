@@ -31,7 +31,6 @@ from .policy import Facts, Identity, IPAddress, Verdict
 
 if TYPE_CHECKING:
     from .config import ServiceToken
-    from .edge import Credential
 
 RECORD_LIMIT = 10_000  # the oldest records go first beyond this
 EMPTY: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
@@ -148,7 +147,7 @@ class Record:
 
     __slots__ = (
         "_assertion",
-        "_credential",
+        "_claims",
         "_sent",
         "_tokens",
         "app",
@@ -187,7 +186,7 @@ class Record:
         location: str | None = None,
         why: Why | None = None,
         sent: CIMultiDict[str] | None = None,
-        credential: Credential | None = None,
+        claims: Mapping[str, Any] | None = None,
         assertion: str | None = None,
         tokens: Callable[[str], ServiceToken] | None = None,
         grant: str | None = None,
@@ -208,7 +207,7 @@ class Record:
         self.location = location
         self.why = why if why is not None else Why()
         self._sent = sent  # the headers the origin got; None when not forwarded
-        self._credential = credential
+        self._claims = claims  # of the edge's verified credential, if it had one
         self._assertion = assertion
         self._tokens = tokens
         self.grant = grant
@@ -237,8 +236,8 @@ class Record:
 
     @property
     def claims(self) -> Mapping[str, Any] | None:
-        if self._credential is not None:
-            return MappingProxyType(self._credential.claims)  # the edge's own, shared with its cache
+        if self._claims is not None:
+            return MappingProxyType(self._claims)  # the edge's own, shared with its cache
         return jwt_claims(self._assertion) if self._assertion else None
 
     @property
