@@ -626,9 +626,7 @@ class _Run:
         self.edge.rotate_keys()
         token = self.token()
         fault = certs_fault(mode, now=self.edge.clock.now(), delay=self.stall)
-        if self.edge.certs_fault is not None:
-            self.edge.certs_fault.clear()
-        self.edge.certs_fault = fault
+        self.edge.set_certs_fault(fault)
         deadline = time.monotonic() + self.wait
         try:
             while True:
@@ -638,8 +636,7 @@ class _Run:
                     break
                 await asyncio.sleep(1)  # the origin has not tried certs yet: wait out its refetch cooldown
         finally:
-            fault.clear()
-            self.edge.certs_fault = None
+            self.edge.set_certs_fault(None)
         if attempt.accepted:
             self.add(case, "FAIL", CASES[case].fix, [attempt])
         elif not fault.served:

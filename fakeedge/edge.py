@@ -30,7 +30,7 @@ from .errors import UnknownName
 from .keys import ROTATION_GRACE, KeyStore, SigningKey
 from .oauth import Grant, OAuthStore
 from .policy import AppIndex, Identity, IngressIndex, Verdict
-from .record import RequestLog
+from .record import RECORD_LIMIT, RequestLog
 
 if TYPE_CHECKING:
     from .faults import CertsFault
@@ -278,7 +278,23 @@ class Approval:
 
 @dataclass(slots=True)
 class Edge:
-    """Everything the web handlers share. Build with :func:`Edge.create`."""
+    """Everything the web handlers share. Build with :func:`Edge.create`.
+
+    Its state comes in four kinds, each with one way to reset it:
+
+    - the config and the lookups built from it (``index``, ``ingress``, apps by AUD, service
+      tokens by client id): rebuilt by :meth:`reconfigure`;
+    - caches, each one only a shortcut to what the config, the keys and the sessions give
+      (verified tokens, policy verdicts, signed service-token JWTs): dropped whole by
+      :meth:`reconfigure` and :meth:`end_sessions`, the signed JWTs also by a key rotation
+      (see :meth:`_drop_caches`). A session's own signed app JWTs are no cache: they are the
+      record of what the session holds (logout keeps the session until the last one expires),
+      reused until close to expiry whatever the config says since;
+    - sign-in state (sessions, pending logins, chain hops, one-time PINs and their limits,
+      approval requests): ended by :meth:`end_sessions` (tests: ``reset()``);
+    - test hooks (a certs fault, the request journal): set only through
+      :meth:`set_certs_fault`, :meth:`start_recording` and :meth:`stop_recording`.
+    """
 
     config: Config
     clock: Clock
@@ -347,19 +363,51 @@ class Edge:
         )
         edge.reconfigure(config)
         if config.journal:
-            edge.recorder = RequestLog(config.journal)
-        if config.team_domain:
-            edge.team_domain = config.team_domain
+            edge.start_recording(config.journal)
         return edge
 
     def reconfigure(self, config: Config) -> None:
-        """Use ``config`` from now on, with every lookup built from it (tests fill in origin URLs)."""
+        """Use ``config`` from now on (tests fill in origin URLs, add personas, reset).
+
+        Every lookup is built again from it and every cache dropped: a credential, a signed
+        service-token JWT or a verdict worked out under the old config is worked out again, so
+        that a service token, app or policy taken out stops counting with the next request.
+        Sessions stay signed in.
+        """
         self.config = config
+        if config.team_domain:
+            self.team_domain = config.team_domain
         self.index = AppIndex(config.apps)
         self.ingress = IngressIndex(config.ingress)
         self._apps_by_aud = {a.aud: a for a in config.apps}
         self._tokens_by_client_id = {t.client_id: t for t in config.service_tokens}
-        self.verdicts.clear()
+        self._drop_caches()
+
+    def _drop_caches(self) -> None:
+        """Forget every shortcut: tokens verified, verdicts reached, service-token JWTs signed."""
+        for cache in (self._verified, self.verdicts, self._app_tokens):
+            cache.clear()
+
+    # -- test hooks (fakeedge.testing, the control API, the audit): their only writers --
+
+    def set_certs_fault(self, fault: CertsFault | None) -> None:
+        """Answer ``/cdn-cgi/access/certs`` as ``fault`` says from now on; ``None``: normally again.
+
+        The fault in effect before ends now, so that a slow answer it is holding up goes out.
+        """
+        if self.certs_fault is not None and self.certs_fault is not fault:
+            self.certs_fault.clear()
+        self.certs_fault = fault
+
+    def start_recording(self, limit: int = RECORD_LIMIT) -> RequestLog:
+        """The request journal in use, else a new one that keeps the last ``limit`` requests."""
+        if self.recorder is None:
+            self.recorder = RequestLog(limit)
+        return self.recorder
+
+    def stop_recording(self) -> None:
+        """Keep no journal from now on (the one in use, and its records, are let go)."""
+        self.recorder = None
 
     # -- addresses --
 
@@ -534,8 +582,9 @@ class Edge:
             session.revoked_at = float("-inf")
             self._keep(session, now)
         stores = (self.logins, self.chain_hops, self.otps, self.otps_per_email, self.otps_per_client)
-        for state in (*stores, self._verified, self._app_tokens, self.verdicts, self.approvals):
+        for state in (*stores, self.approvals):
             state.clear()
+        self._drop_caches()
 
     def revoke(self, session: Session) -> None:
         """Log a session out everywhere, after ``logout_delay`` (Cloudflare: 20-30 s; default now)."""

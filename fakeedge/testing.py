@@ -293,9 +293,7 @@ class FakeEdge:
         config, current, previous, previous_until = self._start
         core.end_sessions()
         core.clock.reset()
-        if core.certs_fault is not None:
-            core.certs_fault.clear()
-            core.certs_fault = None
+        core.set_certs_fault(None)
         if core.recorder is not None:
             core.recorder.clear()
         keys = core.keys
@@ -434,9 +432,7 @@ class FakeEdge:
             if mode is None
             else certs_fault(mode, now=self.core.clock.now(), delay=delay, times=times, duration=duration)
         )
-        if self.core.certs_fault is not None:
-            self.core.certs_fault.clear()
-        self.core.certs_fault = fault
+        self.core.set_certs_fault(fault)
         return fault
 
     # -- audit --
@@ -832,11 +828,13 @@ async def _start_edge(
         else:
             parsed, store = _load_yaml(stack, Path(config), keys_dir)
         core = Edge.create(parsed, clock, store)
-        core.recorder = RequestLog() if record else None
+        core.stop_recording()  # the config's journal: tests keep a longer one, or none
+        if record:
+            core.start_recording()
         runner, (_, port) = await start(core, "127.0.0.1", 0)
         stack.push_async_callback(runner.cleanup)
         # first of all at teardown: a slow certs answer in progress must not hold up the runner's cleanup
-        stack.callback(lambda: core.certs_fault.clear() if core.certs_fault is not None else None)
+        stack.callback(core.set_certs_fault, None)
         edge = FakeEdge(core, port, stack)
         for i, factory in factories:
             app = factory(edge)

@@ -47,7 +47,6 @@ from .explain import Judgement, judge, judge_all
 from .faults import certs_fault
 from .login_cookies import FORMATS, cookie_line, login_cookies, netscape_jar, storage_state
 from .mint import VARIANTS, check_variant, mint
-from .record import RequestLog
 from .tokens import secrets_equal
 from .web_inspector import PAGES, PRIVATE
 from .web_proxy import edge_headers
@@ -289,10 +288,10 @@ def post_requests(edge: Edge, body: dict[str, Any]) -> dict[str, Any]:
     _only(body, ("record",))
     if not isinstance(body.get("record"), bool):
         raise ValueError('record: expected true or false, as in {"record": true}')
-    if body["record"] and edge.recorder is None:
-        edge.recorder = RequestLog()
-    elif not body["record"]:
-        edge.recorder = None
+    if body["record"]:
+        edge.start_recording()
+    else:
+        edge.stop_recording()
     return get_requests(edge, {})
 
 
@@ -443,9 +442,7 @@ def post_fault(edge: Edge, body: dict[str, Any]) -> dict[str, Any]:
             times=body.get("times"),
             duration=body.get("duration"),
         )
-    if edge.certs_fault is not None:
-        edge.certs_fault.clear()
-    edge.certs_fault = fault
+    edge.set_certs_fault(fault)
     return get_fault(edge, body)
 
 
