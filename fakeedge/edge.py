@@ -491,9 +491,7 @@ class Edge:
             return cached
         iat = int(now)
         exp = iat + app.session_duration
-        payload = claims.service_claims(
-            aud=app.aud, now=iat, exp=exp, iss=self.team_domain, common_name=token.client_id
-        )
+        payload = self.service_claims(token, app.aud, iat, exp)
         signing_key = self._signing_key()
         jwt = tokens.sign(payload, signing_key, header=tokens.service_header(signing_key), escape_slashes=True)
         self._remember(
@@ -501,6 +499,36 @@ class Edge:
         )
         self._app_tokens[key] = (jwt, exp)
         return jwt, exp
+
+    # -- token payloads: assembled here only; signed here, or by fakeedge.mint with its variants --
+
+    def user_claims(
+        self, session: Session, aud: str, iat: int, exp: int, *, token_type: Literal["app", "org"] = "app"
+    ) -> dict[str, Any]:
+        """The payload of a user token of ``session`` (spec §2.2): an app token for ``aud``, or
+        the org session's (``token_type="org"``, no custom claims: those are the apps')."""
+        who = session.identity
+        return claims.user_claims(
+            aud=aud,
+            email=who.email,
+            now=iat,
+            exp=exp,
+            iss=self.team_domain,
+            nonce=session.nonce,
+            sub=session.sub,
+            country=who.country,
+            token_type=token_type,
+            custom=who.user.custom if who.user and token_type == "app" else None,
+        )
+
+    def service_claims(self, token: ServiceToken, aud: str, iat: int, exp: int) -> dict[str, Any]:
+        """The payload of a service-token app token for ``aud`` (spec §2.3)."""
+        return claims.service_claims(aud=aud, now=iat, exp=exp, iss=self.team_domain, common_name=token.client_id)
+
+    def identity(self, email: str) -> Identity:
+        """Who ``email`` is by this config: its ``users:`` entry's attributes, else the defaults."""
+        config = self.config
+        return Identity.for_email(email, config.user(email), default_country=config.default_country)
 
     # -- sessions --
 
@@ -523,18 +551,7 @@ class Edge:
     def org_token(self, session: Session) -> str:
         """The session's org token (the team domain's ``CF_Authorization``), signed on first use."""
         if not session.org_token:
-            who = session.identity
-            payload = claims.user_claims(
-                aud=self.org_aud,
-                email=who.email,
-                now=session.iat,
-                exp=session.exp,
-                iss=self.team_domain,
-                nonce=session.nonce,
-                sub=session.sub,
-                country=who.country,
-                token_type="org",
-            )
+            payload = self.user_claims(session, self.org_aud, session.iat, session.exp, token_type="org")
             key = self._signing_key()
             session.org_token = tokens.sign(payload, key)
             self._remember(
@@ -556,19 +573,8 @@ class Edge:
         iat = int(now)
         duration = policy.session_duration if policy and policy.session_duration is not None else app.session_duration
         exp = iat + duration
-        who = session.identity
-        payload = claims.user_claims(
-            aud=app.aud,
-            email=who.email,
-            now=iat,
-            exp=exp,
-            iss=self.team_domain,
-            nonce=session.nonce,
-            sub=session.sub,
-            country=who.country,
-            custom=who.user.custom if who.user else None,
-        )
-        jwt = tokens.sign(payload, signing_key)
+        payload = self.user_claims(session, app.aud, iat, exp)
+        jwt = tokens.sign(payload, signing_key, header=tokens.user_header(signing_key))
         self._remember(Credential(jwt, "app", payload, exp, frozenset([app.aud]), signing_key.kid, session))
         session.app_tokens[app.aud] = (jwt, exp, signing_key.kid)  # kept with the session, gone with it
         return jwt, exp
@@ -739,12 +745,11 @@ class Edge:
             return None  # pushed out by the session cap: its tokens stay refused
         if not (isinstance(iat, int | float) and isinstance(exp, int | float)):
             return None
-        config = self.config
-        who = Identity.for_email(email, config.user(email), default_country=config.default_country)
+        who = self.identity(email)
         country = payload.get("country")
         if isinstance(country, str) and country:
             who = dataclasses.replace(who, country=country)
-        session = Session(nonce, who, str(payload.get("sub") or sub_for(config.team, email)), int(iat), int(exp))
+        session = Session(nonce, who, str(payload.get("sub") or sub_for(self.config.team, email)), int(iat), int(exp))
         self._keep(session, self.clock.now())
         return session
 

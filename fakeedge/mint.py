@@ -18,10 +18,8 @@ from collections.abc import Mapping
 from functools import cache
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from . import claims as access_claims
 from .config import App, Config, ServiceToken, parse_duration
 from .errors import FakeEdgeError, UnknownName
-from .policy import Identity
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import rsa
@@ -155,35 +153,21 @@ def mint(
     chosen = check_variant(variant)
     if (email is None) == (service_token is None):
         raise ValueError("mint(): give email=... for a user token or service_token=... for a service token, not both")
+    from . import tokens
+
     target = find_app(edge.config, app)
     now = int(edge.clock.now())
     life = int(target.session_duration if lifetime is None else parse_duration(lifetime))
     key = edge.keys.current
-    payload: dict[str, Any]
+    # the payload and header the edge itself issues (Edge.user_claims, Edge.service_claims), then the variant
     if email is not None:
-        config = edge.config
-        who = Identity.for_email(email, config.user(email), default_country=config.default_country)
-        session = edge.login(who)
-        payload = access_claims.user_claims(
-            aud=target.aud,
-            email=who.email,
-            now=now,
-            exp=now + life,
-            iss=edge.team_domain,
-            nonce=session.nonce,
-            sub=session.sub,
-            country=who.country,
-            custom=who.user.custom if who.user else None,
-        )
-        head: dict[str, Any] = {"alg": "RS256", "kid": key.kid}  # user tokens: no typ (spec §2.1)
+        payload = edge.user_claims(edge.login(edge.identity(email)), target.aud, now, now + life)
+        head = tokens.user_header(key)
         escape = False
     else:
         assert service_token is not None
-        token = find_service_token(edge.config, service_token)
-        payload = access_claims.service_claims(
-            aud=target.aud, now=now, exp=now + life, iss=edge.team_domain, common_name=token.client_id
-        )
-        head = {"kid": key.kid, "alg": "RS256", "typ": "JWT"}  # spec §2.1
+        payload = edge.service_claims(find_service_token(edge.config, service_token), target.aud, now, now + life)
+        head = tokens.service_header(key)
         escape = True  # spec §2.3: real service tokens escape '/'
     _apply(chosen, payload, head, now=now, life=life, team=edge.config.team)
     _override(payload, claims)

@@ -48,7 +48,7 @@ from .keys import KeyStore, SigningKey
 from .mint import find_app, find_service_token, unknown_app_message
 from .mint import mint as mint_token
 from .origins import Origin, classify, serve_origin
-from .policy import Facts, Identity, decide
+from .policy import Facts, decide
 from .record import RequestLog
 from .web_app import start
 
@@ -613,8 +613,7 @@ def _refusal(edge: FakeEdge, app: App, email: str, status: int, text: str) -> st
     page_error = _ERROR.search(text)
     if page_error is not None:
         return f"the team domain refused {email}: {html.unescape(page_error.group(1)).strip()}"
-    config = edge.core.config
-    who = Identity.for_email(email, config.user(email), default_country=config.default_country)
+    who = edge.core.identity(email)
     verdict = decide(app, Facts(ipaddress.ip_address("127.0.0.1"), who.country), who)
     policies = ", ".join(f"{p.name} ({p.decision})" for p in app.policies) or "none"
     if verdict.outcome == "deny" and verdict.policy is not None:
