@@ -269,25 +269,24 @@ def _foreign_key() -> rsa.RSAPrivateKey:
 def offline_edge(config: Config) -> Edge:
     """An edge that does not serve, for minting from the command line with the config's keys.
 
-    Its team domain (the tokens' ``iss``) is the config's ``team_domain``, else the address
-    ``fakeedge serve`` would listen on.
+    Its team domain (the tokens' ``iss``) is the config's ``team_domain``, else the one
+    ``fakeedge serve`` would use (:func:`fakeedge.env.team_domain`).
 
     Raises:
-        FakeEdgeError: neither gives a team domain (``listen`` on port 0).
+        FakeEdgeError: neither gives a team domain (the listener on port 0).
     """
     from .edge import Edge
+    from .env import team_domain
+    from .errors import ConfigError
 
     edge = Edge.create(config)
     if not edge.team_domain:
-        listen: tuple[str, int] | None = config.listen  # None: no plain-HTTP listener
-        if listen is None or listen[1] == 0:
+        try:
+            edge.team_domain = team_domain(config)
+        except ConfigError:
             raise FakeEdgeError(
                 f"{config.source}: the team domain (the tokens' iss) is only known once the edge runs "
-                f"({'no plain-HTTP listen address' if listen is None else 'listen port 0'}); "
+                f"({'tls_listen' if config.tls_listen else 'listen'} port 0); "
                 "set team_domain, or ask the running edge: POST /cdn-cgi/fakeedge/token"
-            )
-        host, port = listen
-        shown = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
-        shown = f"[{shown}]" if ":" in shown else shown
-        edge.team_domain = f"http://{shown}:{port}"
+            ) from None
     return edge

@@ -20,7 +20,7 @@ from . import headers as h
 from . import journal, pages, web_inspector, web_oauth
 from .config import App, Config
 from .edge import Edge
-from .env import base_url, shown_host
+from .env import listener_url, shown_host
 from .errors import ConfigError
 from .policy import Verdict, normalize_path, split_host
 from .record import RequestLog
@@ -525,10 +525,8 @@ async def start(
             edge.ports.add(bound[-1][1])
             edge.tls_ports.add(bound[-1][1])
         if not edge.team_domain:
-            if tls_listen is not None:
-                edge.team_domain = base_url("https", tls_listen[0], bound[-1][1])
-            else:
-                edge.team_domain = base_url("http", host or "", bound[0][1])
+            http = (host, bound[0][1]) if host is not None else None
+            edge.team_domain = listener_url(http, (tls_listen[0], bound[-1][1]) if tls_listen is not None else None)
         check_hosts(edge)
     except BaseException:
         await runner.cleanup()

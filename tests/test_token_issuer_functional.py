@@ -1,4 +1,5 @@
-"""One token issuer (issue 17): ``mint()`` issues what the edge itself issues, member for member.
+"""One token issuer (issue 17): ``mint()`` issues what the edge itself issues, member for member,
+for the team domain ``fakeedge serve`` would use.
 
 The edge's own tokens are taken off the wire: the assertion a real origin receives behind a real
 edge on 127.0.0.1 after a real sign-in, or a service token's headers.
@@ -9,10 +10,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import shlex
+from pathlib import Path
 from typing import Any
 
+import pytest
+import yaml
 from aiohttp import web
+from click.testing import CliRunner
 
+from fakeedge.cli import main
 from fakeedge.testing import FakeEdgeFactory
 
 DIGEST = hashlib.sha256(b"acme:ci").hexdigest()
@@ -89,3 +96,30 @@ async def test_minted_service_token_is_the_edges_own(fakeedge: FakeEdgeFactory) 
     assert list(_parts(minted)[0]) == ["kid", "alg", "typ"]
     segment = minted.split(".")[1]
     assert "\\/" in base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)).decode()  # spec §2.3
+
+
+@pytest.mark.parametrize(
+    ("listeners", "team_domain"),
+    [
+        ({"listen": "127.0.0.1:8787", "tls_listen": "127.0.0.1:8443"}, "https://127.0.0.1:8443"),
+        ({"tls_listen": "0.0.0.0:8443"}, "https://127.0.0.1:8443"),
+        ({"listen": "0.0.0.0:80"}, "http://127.0.0.1"),
+        ({"listen": "[::]:8787"}, "http://[::1]:8787"),
+    ],
+    ids=["tls-and-plain", "tls-only", "default-port", "ipv6"],
+)
+def test_fakeedge_token_signs_for_the_team_domain_serve_uses(
+    tmp_path: Path, listeners: dict[str, str], team_domain: str
+) -> None:
+    """``fakeedge token``'s iss, ``fakeedge env``'s team domain and ``serve``'s default are one rule."""
+    cfg = _config(_origin())
+    cfg["ingress"][0]["service"] = "http://127.0.0.1:9"
+    path = tmp_path / "fakeedge.yml"
+    path.write_text(yaml.safe_dump({**cfg, **listeners, "keys_dir": str(tmp_path / "keys")}))
+    runner = CliRunner()
+    token = runner.invoke(main, ["token", "--config", str(path), "--email", "alice@acme.test", "--app", "Admin"])
+    assert token.exit_code == 0, token.output
+    assert _parts(token.output.strip())[1]["iss"] == team_domain
+    env = runner.invoke(main, ["env", "--config", str(path)])
+    assert env.exit_code == 0, env.output
+    assert shlex.split(env.output.splitlines()[0]) == [f"FAKEEDGE_TEAM_DOMAIN={team_domain}"]
