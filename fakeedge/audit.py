@@ -30,7 +30,7 @@ import aiohttp
 from . import headers as h
 from .edge import Edge
 from .faults import CertsFaultMode, certs_fault
-from .mint import TAMPERED_EMAIL, find_app, mint
+from .mint import TAMPERED_EMAIL, mint
 from .policy import AppIndex, Facts, Identity, decide
 
 Expect = Literal["refuse", "accept", "identity"]
@@ -656,7 +656,7 @@ def _base(url: str) -> str:
 
 def default_email(edge: Edge, app_name: str) -> str:
     """A user the app's policies admit (the first such persona), else ``audit@<team>.test``."""
-    app = find_app(edge.config, app_name)
+    app = edge.app(app_name)
     config = edge.config
     for user in config.users:
         who = Identity.for_email(user.email, user, default_country=config.default_country)
@@ -703,7 +703,7 @@ async def run_audit(
         UnknownName: no such app.
         ValueError: the origin URL is not http(s), or a number is out of range.
     """
-    target = find_app(edge.config, app)
+    target = edge.app(app)
     parts = urlsplit(origin_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"expected the origin's URL, such as http://127.0.0.1:3002/api/me, got {origin_url!r}")

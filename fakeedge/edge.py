@@ -317,6 +317,7 @@ class Edge:
     verdicts: dict[tuple[str, str | None, str, str, str | None], Verdict] = field(default_factory=dict)
     _app_tokens: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)  # service tokens
     _apps_by_aud: dict[str, App] = field(default_factory=dict)
+    _apps_by_name: dict[str, App] = field(default_factory=dict)
     _tokens_by_client_id: dict[str, ServiceToken] = field(default_factory=dict)
     oauth: OAuthStore = field(default_factory=OAuthStore)  # managed OAuth (spec §14.2)
     certs_fault: CertsFault | None = None  # tests: /cdn-cgi/access/certs slow, empty or failing
@@ -380,6 +381,7 @@ class Edge:
         self.index = AppIndex(config.apps)
         self.ingress = IngressIndex(config.ingress)
         self._apps_by_aud = {a.aud: a for a in config.apps}
+        self._apps_by_name = {a.name: a for a in reversed(config.apps)}  # the first of a name, as a loop finds
         self._tokens_by_client_id = {t.client_id: t for t in config.service_tokens}
         self._drop_caches()
 
@@ -437,10 +439,26 @@ class Edge:
         return self._apps_by_aud.get(aud)
 
     def app(self, name: str) -> App:
-        for app in self.config.apps:
-            if app.name == name:
-                return app
-        raise KeyError(f"no app named {name!r}; apps: {', '.join(a.name for a in self.config.apps) or 'none'}")
+        """The app named ``name``: the one lookup of apps by name (the CLI, the control API, tests).
+
+        Raises:
+            UnknownName: no app has that name; the message lists those that exist.
+        """
+        app = self._apps_by_name.get(name)
+        if app is None:
+            raise UnknownName.among("app", name, [a.name for a in self.config.apps])
+        return app
+
+    def service_token_named(self, name: str) -> ServiceToken:
+        """The service token whose name, id or client id is ``name``.
+
+        Raises:
+            UnknownName: no such service token; the message lists those that exist.
+        """
+        for token in self.config.service_tokens:
+            if name in (token.name, token.id, token.client_id):
+                return token
+        raise UnknownName.among("service token", name, [t.name for t in self.config.service_tokens])
 
     def rotate_keys(self, grace: float = ROTATION_GRACE) -> SigningKey:
         """A new current signing key; the previous one stays in certs for ``grace`` seconds (spec §3)."""

@@ -9,7 +9,6 @@ cryptography are imported when a token is signed.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import hmac
 import json
@@ -18,8 +17,8 @@ from collections.abc import Mapping
 from functools import cache
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from .config import App, Config, ServiceToken, parse_duration
-from .errors import FakeEdgeError, UnknownName
+from .config import Config, parse_duration
+from .errors import FakeEdgeError, did_you_mean
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import rsa
@@ -66,43 +65,6 @@ TAMPERED_EMAIL = "attacker@evil.test"
 TAMPERED_CLIENT_ID = "0" * 32 + ".access"
 
 
-def find_app(config: Config, name: str) -> App:
-    """The app named ``name``.
-
-    Raises:
-        UnknownName: no app has that name; the message lists those that exist.
-    """
-    for app in config.apps:
-        if app.name == name:
-            return app
-    raise UnknownName(unknown_app_message(config, name))
-
-
-def unknown_app_message(config: Config, name: str) -> str:
-    names = [a.name for a in config.apps]
-    return f"no app named {name!r}{_did_you_mean(name, names)} apps: {', '.join(names) or 'none'}"
-
-
-def find_service_token(config: Config, name: str) -> ServiceToken:
-    """The service token whose name, id or client id is ``name``.
-
-    Raises:
-        UnknownName: no such service token; the message lists those that exist.
-    """
-    for token in config.service_tokens:
-        if name in (token.name, token.id, token.client_id):
-            return token
-    names = [t.name for t in config.service_tokens]
-    raise UnknownName(
-        f"no service token named {name!r}{_did_you_mean(name, names)} service tokens: {', '.join(names) or 'none'}"
-    )
-
-
-def _did_you_mean(name: str, known: list[str]) -> str:
-    hint = difflib.get_close_matches(name, known, n=1)
-    return f"; did you mean {hint[0]!r}?" if hint else ""
-
-
 def check_variant(name: str) -> Variant:
     """``name`` as a :data:`Variant`, accepting the CLI's dashes (``wrong-aud``).
 
@@ -114,7 +76,7 @@ def check_variant(name: str) -> Variant:
         if variant == wanted:
             return variant
     raise ValueError(
-        f"unknown token variant {name!r}{_did_you_mean(wanted, list(VARIANTS))} valid: {', '.join(VARIANTS)}"
+        f"unknown token variant {name!r}{did_you_mean(wanted, list(VARIANTS))} valid: {', '.join(VARIANTS)}"
     )
 
 
@@ -155,7 +117,7 @@ def mint(
         raise ValueError("mint(): give email=... for a user token or service_token=... for a service token, not both")
     from . import tokens
 
-    target = find_app(edge.config, app)
+    target = edge.app(app)
     now = int(edge.clock.now())
     life = int(target.session_duration if lifetime is None else parse_duration(lifetime))
     key = edge.keys.current
@@ -166,7 +128,7 @@ def mint(
         escape = False
     else:
         assert service_token is not None
-        payload = edge.service_claims(find_service_token(edge.config, service_token), target.aud, now, now + life)
+        payload = edge.service_claims(edge.service_token_named(service_token), target.aud, now, now + life)
         head = tokens.service_header(key)
         escape = True  # spec §2.3: real service tokens escape '/'
     _apply(chosen, payload, head, now=now, life=life, team=edge.config.team)

@@ -45,7 +45,6 @@ from .edge import Edge
 from .errors import FakeEdgeError, UnknownName
 from .faults import CertsFault, certs_fault
 from .keys import KeyStore, SigningKey
-from .mint import find_app, find_service_token, unknown_app_message
 from .mint import mint as mint_token
 from .origins import Origin, classify, serve_origin
 from .policy import Facts, decide
@@ -203,9 +202,8 @@ class FakeEdge:
         Raises:
             UnknownName: ``host_or_app`` is neither an app name nor looks like a host name.
         """
-        for app in self.core.config.apps:
-            if app.name == host_or_app:
-                return _concrete(app.destinations[0].host)
+        with contextlib.suppress(UnknownName):
+            return _concrete(self.core.app(host_or_app).destinations[0].host)
         if "." in host_or_app or host_or_app.lower() == "localhost":
             return host_or_app.lower()
         raise self._unknown_app(host_or_app, hosts=True)
@@ -234,12 +232,12 @@ class FakeEdge:
         Raises:
             UnknownName: no app has that name.
         """
-        return find_app(self.core.config, name)
+        return self.core.app(name)
 
     def _unknown_app(self, name: str, *, hosts: bool = False) -> UnknownName:
         apps = self.core.config.apps
         also = f" (or pass a host name such as {_concrete(apps[0].destinations[0].host)})" if hosts and apps else ""
-        return UnknownName(unknown_app_message(self.core.config, name) + also)
+        return UnknownName(f"{UnknownName.among('app', name, [a.name for a in apps])}{also}")
 
     # -- clients --
 
@@ -312,7 +310,7 @@ class FakeEdge:
         Raises:
             UnknownName: no such service token (or app).
         """
-        token = find_service_token(self.core.config, name)
+        token = self.core.service_token_named(name)
         header = self.app(app).read_service_tokens_from_header if app is not None else None
         if header:
             value = {"cf-access-client-id": token.client_id, "cf-access-client-secret": token.client_secret}
