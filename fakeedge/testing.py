@@ -30,7 +30,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import aiohttp
 from aiohttp import web
@@ -108,21 +108,49 @@ async def browser_login(
     """
     port = URL(url).port
     resp = await session.get(url, allow_redirects=False)
-    for _ in range(max_hops):
+    final = await _walk_sign_in(session, resp, max_hops, lambda target: target.port == port, lambda _: {"email": email})
+    if final is None:
+        raise AssertionError(f"no final answer after {max_hops} hops from {url}")
+    assert not _is_sso_page(final), "the SSO page has no csrf field"
+    return final
+
+
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+def _is_sso_page(resp: aiohttp.ClientResponse) -> bool:
+    return resp.status == 200 and "/cdn-cgi/access/login/" in resp.url.path
+
+
+async def _walk_sign_in(
+    session: aiohttp.ClientSession,
+    resp: aiohttp.ClientResponse,
+    hops: int,
+    follow: Callable[[URL], bool],
+    form: Callable[[str], dict[str, str]],
+) -> aiohttp.ClientResponse | None:
+    """The browser's part of a sign-in (spec §1) from ``resp`` on: the one loop both sign-ins use.
+
+    Follows the redirects ``follow`` accepts and answers the SSO page with ``form(page)`` and
+    its csrf value; returns the first other answer (body read), a redirect not followed, or the
+    SSO page if it has no form; None when ``hops`` steps did not settle it.
+    """
+    for _ in range(hops):
         await resp.read()
-        if resp.status in (301, 302, 303, 307, 308):
+        if resp.status in REDIRECTS:
             target = URL(urljoin(str(resp.url), resp.headers["Location"]))
-            if target.port != port:
+            if not follow(target):
                 return resp
             resp = await session.get(target, allow_redirects=False)
-            continue
-        if resp.status == 200 and "/cdn-cgi/access/login/" in resp.url.path:
-            match = _CSRF.search(await resp.text())
-            assert match, "the SSO page has no csrf field"
-            resp = await session.post(resp.url, data={"csrf": match.group(1), "email": email}, allow_redirects=False)
-            continue
-        return resp
-    raise AssertionError(f"no final answer after {max_hops} hops from {url}")
+        elif _is_sso_page(resp):
+            page = await resp.text()
+            csrf = _CSRF.search(page)
+            if csrf is None:
+                return resp
+            resp = await session.post(resp.url, data={"csrf": csrf.group(1), **form(page)}, allow_redirects=False)
+        else:
+            return resp
+    return None
 
 
 # --- a running edge ------------------------------------------------------------------------------
@@ -559,32 +587,29 @@ class FakeEdge:
 async def _sign_in(session: aiohttp.ClientSession, edge: FakeEdge, app: App, start_url: str, email: str) -> None:
     """The browser's part of spec §1: app -> 302 -> SSO page -> callback; stop before the origin."""
     resp = await session.get(start_url, allow_redirects=False)
-    text = await resp.text()
+    await resp.read()
     if resp.status != 302 or "/cdn-cgi/access/login/" not in resp.headers.get("Location", ""):
         raise LoginRefused(_no_redirect(edge, app, start_url, resp.status))
-    for _ in range(MAX_LOGIN_HOPS):
-        if resp.status in (301, 302, 303, 307, 308):
-            location = urljoin(str(resp.url), resp.headers["Location"])
-            if not urlsplit(location).path.startswith("/cdn-cgi/access/"):
-                break  # the last hop would go to the origin: the client is signed in
-            resp = await session.get(location, allow_redirects=False)
-            text = await resp.text()
-            continue
-        if resp.status == 200 and "/cdn-cgi/access/login/" in resp.url.path:
-            form = {"email": email} if (otp := _OTP_ID.search(text)) is None else _otp_form(edge, otp.group(1))
-            csrf = _CSRF.search(text)
-            if csrf is None:
-                raise LoginRefused(f"the SSO page at {resp.url} has no sign-in form")
-            resp = await session.post(resp.url, data={"csrf": csrf.group(1), **form}, allow_redirects=False)
-            text = await resp.text()
-            continue
-        raise LoginRefused(_refusal(edge, app, email, resp.status, text))
-    else:
+
+    def form(page: str) -> dict[str, str]:
+        otp = _OTP_ID.search(page)
+        return {"email": email} if otp is None else _otp_form(edge, otp.group(1))
+
+    # the last hop, to the origin, is not taken: the client is signed in by then
+    final = await _walk_sign_in(
+        session, resp, MAX_LOGIN_HOPS, lambda target: target.path.startswith("/cdn-cgi/access/"), form
+    )
+    if final is None:
         raise LoginRefused(f"sign-in to {app.name!r} did not finish after {MAX_LOGIN_HOPS} hops from {start_url}")
+    text = await final.text(errors="replace")
+    if _is_sso_page(final):
+        raise LoginRefused(f"the SSO page at {final.url} has no sign-in form")
+    if final.status not in REDIRECTS:
+        raise LoginRefused(_refusal(edge, app, email, final.status, text))
     cookie = session.cookie_jar.filter_cookies(URL(start_url)).get(h.CF_AUTHORIZATION)
     cred = edge.core.credential(cookie.value) if cookie is not None else None
     if cred is None or app.aud not in cred.auds:
-        raise LoginRefused(_refusal(edge, app, email, resp.status, text))
+        raise LoginRefused(_refusal(edge, app, email, final.status, text))
 
 
 def _otp_form(edge: FakeEdge, otp_id: str) -> dict[str, str]:
