@@ -16,10 +16,10 @@ from . import claims, pages, tokens
 from . import headers as h
 from .config import App
 from .edge import Credential, Edge
+from .headers import edge_headers
 from .journal import judged, note
 from .policy import AppMatch, Facts, Identity, Verdict, decide, normalize_path
 from .record import Judged
-from .web_proxy import edge_headers
 from .web_request import NO_STORE, app_cookie_header, client_ip, cookie, ray_key, scheme, set_cookie
 
 

@@ -22,6 +22,7 @@ from .config import App, Config
 from .edge import Edge
 from .env import listener_url, shown_host
 from .errors import ConfigError
+from .headers import edge_headers
 from .policy import Verdict, normalize_path, split_host
 from .record import RequestLog
 from .tls import edge_context
@@ -34,7 +35,6 @@ from .web_proxy import (
     OriginPool,
     add_edge_request_headers,
     clean_request_headers,
-    edge_headers,
     forward,
     new_ray,
 )

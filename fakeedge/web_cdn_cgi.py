@@ -8,7 +8,7 @@ from aiohttp import web
 
 from . import headers as h
 from .edge import Edge
-from .web_proxy import edge_headers
+from .headers import edge_headers
 from .web_request import NO_STORE, client_ip, cookie, ray_key
 
 

@@ -45,11 +45,11 @@ from .edge import Edge, Session
 from .errors import FakeEdgeError
 from .explain import Judgement, judge, judge_all
 from .faults import certs_fault
+from .headers import edge_headers
 from .login_cookies import FORMATS, cookie_line, login_cookies, netscape_jar, storage_state
 from .mint import VARIANTS, check_variant, mint
 from .tokens import secrets_equal
 from .web_inspector import PAGES, PRIVATE
-from .web_proxy import edge_headers
 from .web_request import NO_STORE, client_ip, ray_key
 
 CONTROL_PREFIX = "/cdn-cgi/fakeedge/"

@@ -19,8 +19,8 @@ from importlib.resources import files
 from aiohttp import web
 
 from .edge import Edge
+from .headers import edge_headers
 from .record import Record
-from .web_proxy import edge_headers
 from .web_request import NO_STORE, ray_key
 
 HEARTBEAT = 15.0  # seconds between comments on an idle stream: a gone client shows up as a failed write

@@ -19,9 +19,9 @@ from . import headers as h
 from .config import App, Config, MfaConfig, Policy
 from .edge import Approval, ChainHop, Edge, Session
 from .errors import one_line
+from .headers import edge_headers
 from .policy import Facts, Identity, decide, split_host
 from .web_access import app_cookies, block, login_url, set_app_session
-from .web_proxy import edge_headers
 from .web_request import NO_STORE, clear_cookie, client_ip, cookie, ray_key, set_cookie
 
 log = logging.getLogger("fakeedge")

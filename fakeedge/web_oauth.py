@@ -30,10 +30,10 @@ from aiohttp import web
 from . import oauth, pages
 from .config import App
 from .edge import Edge
+from .headers import edge_headers
 from .oauth import CODE_TTL, Code, Grant
 from .policy import Facts, decide
 from .web_access import access_denied, block, login_redirect, oauth_bearer, presented_credential, refusal_headers
-from .web_proxy import edge_headers
 from .web_request import NO_STORE, client_ip, ray_key, scheme
 
 log = logging.getLogger("fakeedge")
