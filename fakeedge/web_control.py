@@ -45,12 +45,11 @@ from .edge import Edge, Session
 from .errors import FakeEdgeError
 from .explain import Judgement, judge, judge_all
 from .faults import certs_fault
-from .headers import edge_headers
 from .login_cookies import FORMATS, cookie_line, login_cookies, netscape_jar, storage_state
 from .mint import VARIANTS, check_variant, mint
 from .tokens import secrets_equal
 from .web_inspector import PAGES, PRIVATE
-from .web_request import NO_STORE, client_ip, ray_key
+from .web_request import client_ip, json_answer
 
 CONTROL_PREFIX = "/cdn-cgi/fakeedge/"
 TOKEN_KEYS = ("app", "email", "service_token", "variant", "claims", "header", "lifetime")
@@ -100,12 +99,7 @@ def control_allowed(remote: str | None, authorization: str | None, admin_token: 
 
 
 def _json(request: web.Request, data: Any, status: int = 200, **headers: str) -> web.Response:
-    return web.Response(
-        status=status,
-        text=json.dumps(data),
-        content_type="application/json",
-        headers={**edge_headers(request[ray_key]), **NO_STORE, **PRIVATE, **headers},
-    )
+    return json_answer(request, data, status, {**PRIVATE, **headers})
 
 
 async def handle_control(request: web.Request, edge: Edge) -> web.StreamResponse:
