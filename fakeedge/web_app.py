@@ -38,7 +38,7 @@ from .web_proxy import (
     forward,
     new_ray,
 )
-from .web_request import NO_STORE, client_ip, client_key, edge_key, ray_key, scheme
+from .web_request import client_ip, client_key, edge_key, html_answer, ray_key, scheme
 
 log = logging.getLogger("fakeedge")
 # requests in flight get this long on shutdown: cut, flushed and gone before `docker stop` sends
@@ -85,12 +85,7 @@ pool_key = web.AppKey("pool_key", OriginPool)
 
 
 def _notice(request: web.Request, status: int, title: str, message: str) -> web.Response:
-    return web.Response(
-        status=status,
-        text=pages.notice(title, message, request[ray_key]),
-        content_type="text/html",
-        headers={**edge_headers(request[ray_key]), **NO_STORE},
-    )
+    return html_answer(request, pages.notice(title, message, request[ray_key]), status)
 
 
 def _launcher(request: web.Request, edge: Edge) -> web.Response:
@@ -102,11 +97,7 @@ def _launcher(request: web.Request, edge: Edge) -> web.Response:
             if "*" not in dest.host:  # a wildcard host names no page a browser can open
                 path = dest.path.split("*", 1)[0] or "/"
                 links.append((app.name, f"{scheme(request)}://{dest.host}{':' + port if port else ''}{path}"))
-    return web.Response(
-        text=pages.launcher(edge.team_domain, links, request[ray_key]),
-        content_type="text/html",
-        headers={**edge_headers(request[ray_key]), **NO_STORE},
-    )
+    return html_answer(request, pages.launcher(edge.team_domain, links, request[ray_key]))
 
 
 async def handle_team(request: web.Request, edge: Edge) -> web.StreamResponse:
@@ -336,13 +327,7 @@ def _requires_access(request: web.Request) -> web.Response:
     Cloudflare documents the page, not its status or text: a 403 Forbidden page, with its
     ``json_data`` (no app, so an empty ``aud``), the origin never reached.
     """
-    ray = request[ray_key]
-    return web.Response(
-        status=403,
-        text=pages.forbidden("", ray, REQUIRES_ACCESS_MESSAGE),
-        content_type="text/html",
-        headers={**edge_headers(ray), **NO_STORE},
-    )
+    return html_answer(request, pages.forbidden("", request[ray_key], REQUIRES_ACCESS_MESSAGE), 403)
 
 
 async def _to_origin(
