@@ -21,7 +21,7 @@ import re
 import time
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, assert_never
 from urllib.parse import urlsplit
 from xml.sax.saxutils import escape, quoteattr
 
@@ -344,6 +344,8 @@ def format_table(report: _Summary) -> str:
             lines.append(f"INCONCLUSIVE: {'; '.join(report.inconclusive)} ({counts})")
         case "ok":
             lines.append(f"ok: nothing was wrongly accepted and every control passed ({counts})")
+        case _:
+            assert_never(report.outcome)
     return "\n".join(lines)
 
 
@@ -362,6 +364,8 @@ def format_junit(report: _Summary) -> str:
                 inner = f"<skipped message={quoteattr(r.why)}/>"
             case "pass" | "warn":
                 inner = f"<system-out>{escape(r.verdict + ': ' + r.did + ' - ' + r.why)}</system-out>"
+            case _:
+                assert_never(r.verdict)
         cases.append(f'  <testcase classname="fakeedge.audit" name={quoteattr(r.case)}>{inner}</testcase>')
     errors = sum(r.verdict == "inconclusive" for r in report.rows)
     skipped = sum(r.verdict == "skipped" for r in report.rows)

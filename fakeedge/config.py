@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, assert_never, get_args
 from urllib.parse import SplitResult, urlsplit
 
 from .errors import ConfigError, one_line
@@ -40,11 +40,14 @@ DECISIONS: dict[str, Decision] = {
 }
 
 # Selectors and whether they are about identity (decided at login) or not (every request), spec §6.3.
-IDENTITY_RULES = frozenset(
-    {"email", "email_domain", "email_list", "github-organization", "oidc", "login_method", "auth_method"}
-)
-NON_IDENTITY_RULES = frozenset({"everyone", "ip", "ip_list", "geo", "service_token", "any_valid_service_token"})
-RULE_KINDS = sorted(IDENTITY_RULES | NON_IDENTITY_RULES | {"group"})
+IdentityRuleKind = Literal[
+    "email", "email_domain", "email_list", "github-organization", "oidc", "login_method", "auth_method"
+]
+NonIdentityRuleKind = Literal["everyone", "ip", "ip_list", "geo", "service_token", "any_valid_service_token"]
+RuleKind = Literal[IdentityRuleKind, NonIdentityRuleKind, "group"]
+IDENTITY_RULES: frozenset[IdentityRuleKind] = frozenset(get_args(IdentityRuleKind))
+NON_IDENTITY_RULES: frozenset[NonIdentityRuleKind] = frozenset(get_args(NonIdentityRuleKind))
+RULE_KINDS: list[RuleKind] = sorted([*IDENTITY_RULES, *NON_IDENTITY_RULES, "group"])
 
 # cloudflared's originRequest keys (spec §9.1); only these two change what fakeedge does.
 ORIGIN_REQUEST_HONOURED = frozenset({"httpHostHeader", "connectTimeout"})
@@ -67,7 +70,7 @@ class Rule:
     pair for ``oidc``, or the resolved :class:`AccessGroup` for ``group``.
     """
 
-    kind: str
+    kind: RuleKind
     value: Any
 
     @property
@@ -1442,13 +1445,14 @@ def _rule(r: _Reader, raw: Any, key: str, lists: _Lists) -> Rule:
         hint = difflib.get_close_matches(_name(kind), RULE_KINDS, n=1)
         did = f"; did you mean '{hint[0]}'?" if hint else ""
         raise r.fail(key, f"unknown rule '{_name(kind)}'{did} valid: {', '.join(RULE_KINDS)}")
+    rule_kind: RuleKind = kind
     k = f"{key}.{kind}"
 
     def one(field_name: str, *extra: str) -> Any:
         m = r.mapping(body, k, (field_name, *extra))
         return r.text(m.get(field_name), f"{k}.{field_name}", required=True)
 
-    match kind:
+    match rule_kind:
         case "email":
             return Rule(kind, one("email").lower())
         case "email_domain":
@@ -1504,7 +1508,8 @@ def _rule(r: _Reader, raw: Any, key: str, lists: _Lists) -> Rule:
                     raise r.skip()
                 raise r.fail(f"{k}.id", f"no Access group {_show(ref)}; defined: {_names(lists.groups)}")
             return Rule(kind, lists.groups[ref])
-    raise AssertionError(kind)  # pragma: no cover - RULE_KINDS is closed
+        case _:
+            assert_never(rule_kind)
 
 
 def _policy(r: _Reader, raw: Any, key: str, lists: _Lists) -> Policy:

@@ -249,6 +249,7 @@ def _client_key(client: str) -> str:
 
 
 APPROVAL_LIMIT = 24 * 3600  # spec §14.5: an approver grants up to 24 h
+ApprovalState = Literal["pending", "approved", "denied"]
 
 
 @dataclass(slots=True)
@@ -261,7 +262,7 @@ class Approval:
     app: str
     reason: str
     requested_at: float
-    state: str = "pending"  # pending, approved, denied
+    state: ApprovalState = "pending"
     until: float = 0.0
 
     def to_json(self) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import json
 import secrets
 from collections.abc import Mapping
 from functools import cache
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, assert_never, get_args
 
 from .config import Config, parse_duration
 from .errors import FakeEdgeError, did_you_mean
@@ -166,7 +166,9 @@ def _apply(variant: Variant, payload: dict[str, Any], head: dict[str, Any], *, n
         case "hs256_public_key":
             head["alg"] = "HS256"
         case "valid" | "foreign_key" | "tampered":
-            pass
+            pass  # the payload as issued: what changes is the signature (_encode)
+        case _:
+            assert_never(variant)
 
 
 def _first(aud: Any) -> Any:

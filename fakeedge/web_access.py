@@ -8,6 +8,7 @@ import json
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import assert_never
 from urllib.parse import quote
 
 from aiohttp import web
@@ -215,7 +216,8 @@ def check(request: web.Request, edge: Edge, match: AppMatch) -> Admission | web.
                 # spec §1.7: only Service Auth could pass: a hard 403, or 401 when the app asks for it
                 return access_denied(request, edge, app, 401 if app.service_auth_401_redirect else 403)
             return block(request, edge, app, identity=False)
-    raise AssertionError(verdict.outcome)  # pragma: no cover
+        case _:
+            assert_never(verdict.outcome)
 
 
 def _service_admission(edge: Edge, app: App, verdict: Verdict, client_id: str, *, set_cookie: bool) -> Admission:
