@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 from aiohttp import web
 from multidict import CIMultiDict
 
-from .record import Judged, Record, RequestLog, Why
+from .record import AnswerKind, Judged, Record, RequestLog, Why
 from .web_proxy import origin_failure_key
 from .web_request import client_ip, ray_key
 
@@ -88,7 +88,7 @@ def record(
     *,
     host: str,
     app: App | None,
-    kind: str,
+    kind: AnswerKind,
     latency_ms: float,
 ) -> Record:
     """Append the journal record of ``request``, answered with ``response``, and return it."""

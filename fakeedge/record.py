@@ -19,7 +19,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 from urllib.parse import parse_qsl, quote
 
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -33,6 +33,22 @@ if TYPE_CHECKING:
     from .config import ServiceToken
 
 RECORD_LIMIT = 10_000  # the oldest records go first beyond this
+# What answered a request (Record.kind, and the access log's decision when no policy was asked);
+# "control" and "favicon" answers are left out of the journal.
+AnswerKind = Literal[
+    "app",
+    "route",
+    "unprotected",
+    "team",
+    "control",
+    "cdn-cgi",
+    "oauth",
+    "preflight",
+    "metadata",
+    "bad-request",
+    "favicon",
+    "client-closed",
+]
 EMPTY: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
 
 # Headers the edge sets for the origin: "added" in the journal even when a client sent the same
@@ -178,7 +194,7 @@ class Record:
         at: float,
         seq: int = 0,
         status: int = 0,
-        kind: str = "app",
+        kind: AnswerKind = "app",
         client: str = "",
         latency_ms: float = 0.0,
         client_headers: CIMultiDictProxy[str] = EMPTY,

@@ -24,7 +24,7 @@ from .env import listener_url, shown_host
 from .errors import ConfigError
 from .headers import edge_headers
 from .policy import Verdict, normalize_path, split_host
-from .record import RequestLog
+from .record import AnswerKind, RequestLog
 from .tls import edge_context
 from .web_access import Admission, answer_preflight, app_cookies, check, is_preflight, metadata_token, oauth_bearer
 from .web_cdn_cgi import handle_certs, handle_get_identity
@@ -221,7 +221,7 @@ def _log(
     )
 
 
-async def _answer(request: web.Request, ray: str) -> tuple[web.StreamResponse, App | None, str, str]:
+async def _answer(request: web.Request, ray: str) -> tuple[web.StreamResponse, App | None, AnswerKind, str]:
     """The response, the app that covered the request, what kind of answer it was, and the host."""
     edge = request.app[edge_key]
     parsed = split_host(request.host)
@@ -256,7 +256,7 @@ async def _answer(request: web.Request, ray: str) -> tuple[web.StreamResponse, A
                 "favicon",
                 host,
             )
-        kind = "control" if request.path.startswith(CONTROL_PREFIX) else "team"
+        kind: AnswerKind = "control" if request.path.startswith(CONTROL_PREFIX) else "team"
         return await handle_team(request, edge), None, kind, host
     # apps are matched on the raw path as Cloudflare normalises it (spec §14.1): "\\" and "//"
     # are "/", dot segments resolved, and "%2F" stays data (aiohttp's request.path decodes it)
