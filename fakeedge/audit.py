@@ -33,6 +33,19 @@ from .faults import CertsFaultMode, certs_fault
 from .mint import TAMPERED_EMAIL, mint
 from .policy import AppIndex, Facts, Identity, decide
 
+__all__ = [
+    "CASES",
+    "Accept",
+    "Attempt",
+    "Case",
+    "Report",
+    "Row",
+    "format_junit",
+    "format_report",
+    "format_table",
+    "run_audit",
+]
+
 Expect = Literal["refuse", "accept", "identity"]
 Verdict = Literal["pass", "FAIL", "inconclusive", "warn", "skipped"]
 Carrier = Literal["header", "cookie", "none", "edge"]

@@ -25,6 +25,36 @@ from urllib.parse import SplitResult, urlsplit
 
 from .errors import ConfigError, one_line
 
+__all__ = [
+    "AccessGroup",
+    "App",
+    "Branding",
+    "Config",
+    "ConfigError",
+    "CorsHeaders",
+    "Decision",
+    "Destination",
+    "DynamicClientRegistration",
+    "IdentityRuleKind",
+    "IngressRule",
+    "MfaConfig",
+    "NonIdentityRuleKind",
+    "OAuthConfiguration",
+    "Policy",
+    "Rule",
+    "RuleKind",
+    "SameSite",
+    "ServiceToken",
+    "User",
+    "default_aud",
+    "load_config",
+    "parse_config",
+    "parse_destination",
+    "parse_duration",
+    "parse_host_port",
+    "sub_for",
+]
+
 Decision = Literal["allow", "deny", "bypass", "non_identity"]
 SameSite = Literal["none", "lax", "strict"]
 
@@ -320,6 +350,7 @@ def sub_for(team: str, email: str) -> str:
 
 
 def default_aud(team: str, app_name: str) -> str:
+    """The AUD tag of an app that sets none: stable for a team and app name, 64 hex digits."""
     return hashlib.sha256(f"fakeedge:{team}:{app_name}".encode()).hexdigest()
 
 

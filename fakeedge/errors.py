@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+__all__ = ["ConfigError", "FakeEdgeError", "KeyStoreError", "UnknownName"]
+
 # Characters that would break "one error, one line" or rewrite a terminal: C0/C1 controls and
 # the Unicode line and paragraph separators (str.splitlines() splits on all of them).
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")

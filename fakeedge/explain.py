@@ -14,6 +14,18 @@ from urllib.parse import urlsplit
 from .config import App, Config, Policy, Rule
 from .policy import AppIndex, Facts, Identity, IngressIndex, Verdict, decide, match_policy, normalize_path, split_host
 
+__all__ = [
+    "Judgement",
+    "explain",
+    "judge",
+    "judge_all",
+    "policy_text",
+    "rule_text",
+    "table",
+    "verdict_reason",
+    "why_not",
+]
+
 # Cloudflare's names for the policy actions (spec §6.1)
 ACTION = {"allow": "Allow", "deny": "Block", "bypass": "Bypass", "non_identity": "Service Auth"}
 

@@ -13,6 +13,8 @@ from typing import Literal, assert_never, get_args
 
 from .config import parse_duration
 
+__all__ = ["CertsFault", "CertsFaultMode", "certs_fault"]
+
 CertsFaultMode = Literal["slow", "empty", "failing"]
 CERTS_FAULT_MODES: tuple[CertsFaultMode, ...] = get_args(CertsFaultMode)
 EMPTY_CERTS = b'{"keys":[],"public_certs":[]}'

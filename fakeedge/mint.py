@@ -26,6 +26,17 @@ if TYPE_CHECKING:
     from .edge import Edge
     from .keys import SigningKey
 
+__all__ = [
+    "GOOD_VARIANTS",
+    "TAMPERED_CLIENT_ID",
+    "TAMPERED_EMAIL",
+    "VARIANTS",
+    "Variant",
+    "check_variant",
+    "mint",
+    "offline_edge",
+]
+
 Variant = Literal[
     "valid",
     "aud_string",

@@ -32,6 +32,18 @@ from .policy import Facts, Identity, IPAddress, Verdict
 if TYPE_CHECKING:
     from .config import ServiceToken
 
+__all__ = [
+    "AnswerKind",
+    "Judged",
+    "Record",
+    "RequestLog",
+    "Why",
+    "jwt_claims",
+    "mask_header",
+    "mask_url",
+    "mask_value",
+]
+
 RECORD_LIMIT = 10_000  # the oldest records go first beyond this
 # What answered a request (Record.kind, and the access log's decision when no policy was asked);
 # "control" and "favicon" answers are left out of the journal.

@@ -51,6 +51,21 @@ from .policy import Facts, decide
 from .record import RequestLog
 from .web_app import start
 
+__all__ = [
+    "ConfigInput",
+    "EdgeFactory",
+    "FakeEdge",
+    "FakeEdgeFactory",
+    "LoginRefused",
+    "LoopbackResolver",
+    "Starting",
+    "UnknownName",
+    "allow",
+    "browser_login",
+    "loopback_session",
+    "one_app",
+]
+
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 _OTP_ID = re.compile(r'name="otp_id" value="([^"]+)"')
 _ERROR = re.compile(r'class="error"[^>]*>([^<]+)<')

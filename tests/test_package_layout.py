@@ -7,7 +7,11 @@ reader (and for mypy), and is one careless runtime import away from an import er
 from __future__ import annotations
 
 import ast
+import importlib
+import inspect
 from pathlib import Path
+
+import pytest
 
 import fakeedge
 
@@ -76,3 +80,40 @@ def test_a_type_checking_cycle_is_found(tmp_path: Path) -> None:
     graph = import_graph(tmp_path)
     assert graph == {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a", "b"}}
     assert cycles(graph) == [["a", "b", "c", "a"]]
+
+
+# the modules users import from (README, docs, the pytest plugin) and the pure ones below them
+PUBLIC = [
+    "fakeedge",
+    "fakeedge.audit",
+    "fakeedge.claims",
+    "fakeedge.clock",
+    "fakeedge.config",
+    "fakeedge.errors",
+    "fakeedge.explain",
+    "fakeedge.faults",
+    "fakeedge.keys",
+    "fakeedge.mint",
+    "fakeedge.pytest_plugin",
+    "fakeedge.record",
+    "fakeedge.testing",
+    "fakeedge.testing_sync",
+]
+
+
+@pytest.mark.parametrize("name", PUBLIC)
+def test_public_modules_say_what_they_export(name: str) -> None:
+    module = importlib.import_module(name)
+    exported = module.__dict__.get("__all__")
+    assert isinstance(exported, list) and len(exported) == len(set(exported)), f"{name}: __all__, each name once"
+    namespace: dict[str, object] = {}
+    exec(f"from {name} import *", namespace)  # what a star import gives a user
+    assert sorted(k for k in namespace if k != "__builtins__") == sorted(exported)
+    undocumented = [
+        n
+        for n in exported
+        if (inspect.isfunction(obj := getattr(module, n)) or inspect.isclass(obj))
+        and obj.__module__ == name
+        and not (obj.__doc__ or "").strip()
+    ]
+    assert not undocumented, f"{name}: public API without a docstring: {undocumented}"
