@@ -31,7 +31,7 @@ from . import oauth, pages
 from .config import App
 from .edge import Edge
 from .oauth import CODE_TTL, Code, Grant
-from .policy import Facts, decide
+from .policy import Facts, Identity, Verdict, decide
 from .web_access import access_denied, app_headers, block, login_redirect, oauth_bearer, presented_credential
 from .web_request import client_ip, html_answer, json_answer, ray_key, redirect, scheme
 
@@ -137,6 +137,22 @@ async def handle(request: web.Request, edge: Edge, host: str, path: str) -> web.
         case "/cdn-cgi/access/oauth/token":
             return await handle_token(request, edge, host)
     return None
+
+
+def _judge(request: web.Request, app: App, who: Identity, client_id: str, step: str) -> Verdict:
+    """The app's policies on ``who`` for an OAuth ``step`` (authorize, refresh), logged."""
+    verdict = decide(app, Facts(ipaddress.ip_address(client_ip(request)), who.country), who)
+    policy = verdict.policy.name if verdict.policy else None
+    log.info(
+        "oauth %s %s app=%r client=%s policy=%r decision=%s",
+        step,
+        who.email,
+        app.name,
+        client_id,
+        policy,
+        verdict.outcome,
+    )
+    return verdict
 
 
 def _oauth_error(request: web.Request, error: str, description: str, status: int = 400) -> web.Response:
@@ -316,15 +332,7 @@ async def handle_authorize(request: web.Request, edge: Edge, host: str) -> web.R
         # spec §1.2: the same 302 as any protected URL; the login ends back on this very URL
         return login_redirect(request, edge, app, service_token_status=False)
     who = cred.session.identity
-    verdict = decide(app, Facts(ipaddress.ip_address(client_ip(request)), who.country), who)
-    log.info(
-        "oauth authorize %s app=%r client=%s policy=%r decision=%s",
-        who.email,
-        app.name,
-        client.client_id,
-        verdict.policy.name if verdict.policy else None,
-        verdict.outcome,
-    )
+    verdict = _judge(request, app, who, client.client_id, "authorize")
     if verdict.outcome != "allow":
         return block(request, edge, app, identity=verdict.outcome == "deny")
     now = edge.clock.now()
@@ -447,15 +455,7 @@ async def handle_token(request: web.Request, edge: Edge, host: str) -> web.Respo
                 return _oauth_error(request, "invalid_grant", "the session behind this grant has ended")
             # spec §14.2: "policies are re-evaluated on each token refresh"
             who = grant.identity
-            verdict = decide(app, Facts(ipaddress.ip_address(client_ip(request)), who.country), who)
-            log.info(
-                "oauth refresh %s app=%r client=%s policy=%r decision=%s",
-                who.email,
-                app.name,
-                client.client_id,
-                verdict.policy.name if verdict.policy else None,
-                verdict.outcome,
-            )
+            verdict = _judge(request, app, who, client.client_id, "refresh")
             if verdict.outcome != "allow":
                 edge.revoke_grant(grant.id)
                 return _oauth_error(request, "invalid_grant", "the application's policies no longer allow this user")

@@ -38,22 +38,23 @@ def html_answer(
     request: web.Request, page: str, status: int = 200, headers: Mapping[str, str] | None = None
 ) -> web.Response:
     """One of the edge's HTML pages (sign-in, block, notice...), with ``headers`` added."""
-    return web.Response(
-        status=status,
-        text=page,
-        content_type="text/html",
-        headers={**edge_headers(request[ray_key]), **NO_STORE, **(headers or {})},
-    )
+    return _own(request, status, page, "text/html", headers)
 
 
 def json_answer(
     request: web.Request, data: Any, status: int = 200, headers: Mapping[str, str] | None = None
 ) -> web.Response:
     """A JSON answer of the edge's (get-identity, OAuth endpoints, the control API), with ``headers`` added."""
+    return _own(request, status, json.dumps(data), "application/json", headers)
+
+
+def _own(
+    request: web.Request, status: int, text: str, content_type: str, headers: Mapping[str, str] | None
+) -> web.Response:
     return web.Response(
         status=status,
-        text=json.dumps(data),
-        content_type="application/json",
+        text=text,
+        content_type=content_type,
         headers={**edge_headers(request[ray_key]), **NO_STORE, **(headers or {})},
     )
 
