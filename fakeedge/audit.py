@@ -21,7 +21,7 @@ import re
 import time
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, assert_never
 from urllib.parse import urlsplit
 from xml.sax.saxutils import escape, quoteattr
 
@@ -30,8 +30,21 @@ import aiohttp
 from . import headers as h
 from .edge import Edge
 from .faults import CertsFaultMode, certs_fault
-from .mint import TAMPERED_EMAIL, find_app, mint
+from .mint import TAMPERED_EMAIL, mint
 from .policy import AppIndex, Facts, Identity, decide
+
+__all__ = [
+    "CASES",
+    "Accept",
+    "Attempt",
+    "Case",
+    "Report",
+    "Row",
+    "format_junit",
+    "format_report",
+    "format_table",
+    "run_audit",
+]
 
 Expect = Literal["refuse", "accept", "identity"]
 Verdict = Literal["pass", "FAIL", "inconclusive", "warn", "skipped"]
@@ -344,6 +357,8 @@ def format_table(report: _Summary) -> str:
             lines.append(f"INCONCLUSIVE: {'; '.join(report.inconclusive)} ({counts})")
         case "ok":
             lines.append(f"ok: nothing was wrongly accepted and every control passed ({counts})")
+        case _:
+            assert_never(report.outcome)
     return "\n".join(lines)
 
 
@@ -362,6 +377,8 @@ def format_junit(report: _Summary) -> str:
                 inner = f"<skipped message={quoteattr(r.why)}/>"
             case "pass" | "warn":
                 inner = f"<system-out>{escape(r.verdict + ': ' + r.did + ' - ' + r.why)}</system-out>"
+            case _:
+                assert_never(r.verdict)
         cases.append(f'  <testcase classname="fakeedge.audit" name={quoteattr(r.case)}>{inner}</testcase>')
     errors = sum(r.verdict == "inconclusive" for r in report.rows)
     skipped = sum(r.verdict == "skipped" for r in report.rows)
@@ -626,9 +643,7 @@ class _Run:
         self.edge.rotate_keys()
         token = self.token()
         fault = certs_fault(mode, now=self.edge.clock.now(), delay=self.stall)
-        if self.edge.certs_fault is not None:
-            self.edge.certs_fault.clear()
-        self.edge.certs_fault = fault
+        self.edge.set_certs_fault(fault)
         deadline = time.monotonic() + self.wait
         try:
             while True:
@@ -638,8 +653,7 @@ class _Run:
                     break
                 await asyncio.sleep(1)  # the origin has not tried certs yet: wait out its refetch cooldown
         finally:
-            fault.clear()
-            self.edge.certs_fault = None
+            self.edge.set_certs_fault(None)
         if attempt.accepted:
             self.add(case, "FAIL", CASES[case].fix, [attempt])
         elif not fault.served:
@@ -659,7 +673,7 @@ def _base(url: str) -> str:
 
 def default_email(edge: Edge, app_name: str) -> str:
     """A user the app's policies admit (the first such persona), else ``audit@<team>.test``."""
-    app = find_app(edge.config, app_name)
+    app = edge.app(app_name)
     config = edge.config
     for user in config.users:
         who = Identity.for_email(user.email, user, default_country=config.default_country)
@@ -706,7 +720,7 @@ async def run_audit(
         UnknownName: no such app.
         ValueError: the origin URL is not http(s), or a number is out of range.
     """
-    target = find_app(edge.config, app)
+    target = edge.app(app)
     parts = urlsplit(origin_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"expected the origin's URL, such as http://127.0.0.1:3002/api/me, got {origin_url!r}")

@@ -8,6 +8,15 @@ import string
 from collections.abc import Mapping
 from typing import Any
 
+__all__ = [
+    "app_session_hash",
+    "identity_nonce",
+    "match_claims",
+    "meta_claims",
+    "service_claims",
+    "user_claims",
+]
+
 _ALNUM = string.ascii_letters + string.digits
 
 

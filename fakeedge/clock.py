@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+__all__ = ["Clock"]
+
 
 class Clock:
     """Seconds since the epoch as the edge sees them.

@@ -21,11 +21,41 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, assert_never, get_args
 from urllib.parse import SplitResult, urlsplit
 
 from .errors import ConfigError, one_line
 from .options import Derived, keys, option, section
+
+__all__ = [
+    "AccessGroup",
+    "App",
+    "Branding",
+    "Config",
+    "ConfigError",
+    "CorsHeaders",
+    "Decision",
+    "Destination",
+    "DynamicClientRegistration",
+    "IdentityRuleKind",
+    "IngressRule",
+    "MfaConfig",
+    "NonIdentityRuleKind",
+    "OAuthConfiguration",
+    "Policy",
+    "Rule",
+    "RuleKind",
+    "SameSite",
+    "ServiceToken",
+    "User",
+    "default_aud",
+    "load_config",
+    "parse_config",
+    "parse_destination",
+    "parse_duration",
+    "parse_host_port",
+    "sub_for",
+]
 
 Decision = Literal["allow", "deny", "bypass", "non_identity"]
 SameSite = Literal["none", "lax", "strict"]
@@ -42,10 +72,16 @@ DECISIONS: dict[str, Decision] = {
 }
 
 # Selectors and whether they are about identity (decided at login) or not (every request), spec §6.3;
-# declared with their fields in fakeedge.options, as every config key is.
-IDENTITY_RULES = frozenset(o.key for o in section("rule").options if o.type.startswith("identity"))
-NON_IDENTITY_RULES = frozenset(o.key for o in section("rule").options if o.type.startswith("non-identity"))
-RULE_KINDS = sorted(keys("rule"))
+# declared with their fields in fakeedge.options, as every config key is; these types name the same
+# sets for mypy, and tests/test_options.py checks they agree with the declaration.
+IdentityRuleKind = Literal[
+    "email", "email_domain", "email_list", "github-organization", "oidc", "login_method", "auth_method"
+]
+NonIdentityRuleKind = Literal["everyone", "ip", "ip_list", "geo", "service_token", "any_valid_service_token"]
+RuleKind = Literal[IdentityRuleKind, NonIdentityRuleKind, "group"]
+IDENTITY_RULES: frozenset[IdentityRuleKind] = frozenset(get_args(IdentityRuleKind))
+NON_IDENTITY_RULES: frozenset[NonIdentityRuleKind] = frozenset(get_args(NonIdentityRuleKind))
+RULE_KINDS: list[RuleKind] = sorted([*IDENTITY_RULES, *NON_IDENTITY_RULES, "group"])
 
 # cloudflared's originRequest keys (spec §9.1); only those declared honoured change what fakeedge does.
 ORIGIN_REQUEST_HONOURED = frozenset(o.key for o in section("originRequest").options if o.honoured)
@@ -61,7 +97,7 @@ class Rule:
     pair for ``oidc``, or the resolved :class:`AccessGroup` for ``group``.
     """
 
-    kind: str
+    kind: RuleKind
     value: Any
     # github-organization and oidc: only sign-ins through this identity provider (the persona's idp)
     identity_provider_id: str | None = None
@@ -314,6 +350,7 @@ def sub_for(team: str, email: str) -> str:
 
 
 def default_aud(team: str, app_name: str) -> str:
+    """The AUD tag of an app that sets none: stable for a team and app name, 64 hex digits."""
     return hashlib.sha256(f"fakeedge:{team}:{app_name}".encode()).hexdigest()
 
 
@@ -1440,6 +1477,7 @@ def _rule(r: _Reader, raw: Any, key: str, lists: _Lists) -> Rule:
         hint = difflib.get_close_matches(_name(kind), RULE_KINDS, n=1)
         did = f"; did you mean '{hint[0]}'?" if hint else ""
         raise r.fail(key, f"unknown rule '{_name(kind)}'{did} valid: {', '.join(RULE_KINDS)}")
+    rule_kind: RuleKind = kind
     k = f"{key}.{kind}"
 
     fields = f"rule.{kind}"
@@ -1448,7 +1486,7 @@ def _rule(r: _Reader, raw: Any, key: str, lists: _Lists) -> Rule:
         m = r.mapping(body, k, fields)
         return r.text(m.get(field_name), f"{k}.{field_name}", required=True)
 
-    match kind:
+    match rule_kind:
         case "email":
             return Rule(kind, one("email").lower())
         case "email_domain":
@@ -1507,7 +1545,8 @@ def _rule(r: _Reader, raw: Any, key: str, lists: _Lists) -> Rule:
                     raise r.skip()
                 raise r.fail(f"{k}.id", f"no Access group {_show(ref)}; defined: {_names(lists.groups)}")
             return Rule(kind, lists.groups[ref])
-    raise AssertionError(kind)  # pragma: no cover - RULE_KINDS is closed
+        case _:
+            assert_never(rule_kind)
 
 
 def _policy(r: _Reader, raw: Any, key: str, lists: _Lists) -> Policy:

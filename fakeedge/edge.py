@@ -30,7 +30,7 @@ from .errors import UnknownName
 from .keys import ROTATION_GRACE, KeyStore, SigningKey
 from .oauth import Grant, OAuthStore
 from .policy import AppIndex, Identity, IngressIndex, Verdict
-from .record import RequestLog
+from .record import RECORD_LIMIT, RequestLog
 
 if TYPE_CHECKING:
     from .faults import CertsFault
@@ -249,6 +249,7 @@ def _client_key(client: str) -> str:
 
 
 APPROVAL_LIMIT = 24 * 3600  # spec §14.5: an approver grants up to 24 h
+ApprovalState = Literal["pending", "approved", "denied"]
 
 
 @dataclass(slots=True)
@@ -261,7 +262,7 @@ class Approval:
     app: str
     reason: str
     requested_at: float
-    state: str = "pending"  # pending, approved, denied
+    state: ApprovalState = "pending"
     until: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
@@ -278,7 +279,23 @@ class Approval:
 
 @dataclass(slots=True)
 class Edge:
-    """Everything the web handlers share. Build with :func:`Edge.create`."""
+    """Everything the web handlers share. Build with :func:`Edge.create`.
+
+    Its state comes in four kinds, each with one way to reset it:
+
+    - the config and the lookups built from it (``index``, ``ingress``, apps by AUD, service
+      tokens by client id): rebuilt by :meth:`reconfigure`;
+    - caches, each one only a shortcut to what the config, the keys and the sessions give
+      (verified tokens, policy verdicts, signed service-token JWTs): dropped whole by
+      :meth:`reconfigure` and :meth:`end_sessions`, the signed JWTs also by a key rotation
+      (see :meth:`_drop_caches`). A session's own signed app JWTs are no cache: they are the
+      record of what the session holds (logout keeps the session until the last one expires),
+      reused until close to expiry whatever the config says since;
+    - sign-in state (sessions, pending logins, chain hops, one-time PINs and their limits,
+      approval requests): ended by :meth:`end_sessions` (tests: ``reset()``);
+    - test hooks (a certs fault, the request journal): set only through
+      :meth:`set_certs_fault`, :meth:`start_recording` and :meth:`stop_recording`.
+    """
 
     config: Config
     clock: Clock
@@ -301,6 +318,7 @@ class Edge:
     verdicts: dict[tuple[str, str | None, str, str, str | None], Verdict] = field(default_factory=dict)
     _app_tokens: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)  # service tokens
     _apps_by_aud: dict[str, App] = field(default_factory=dict)
+    _apps_by_name: dict[str, App] = field(default_factory=dict)
     _tokens_by_client_id: dict[str, ServiceToken] = field(default_factory=dict)
     oauth: OAuthStore = field(default_factory=OAuthStore)  # managed OAuth (spec §14.2)
     certs_fault: CertsFault | None = None  # tests: /cdn-cgi/access/certs slow, empty or failing
@@ -347,19 +365,52 @@ class Edge:
         )
         edge.reconfigure(config)
         if config.journal:
-            edge.recorder = RequestLog(config.journal)
-        if config.team_domain:
-            edge.team_domain = config.team_domain
+            edge.start_recording(config.journal)
         return edge
 
     def reconfigure(self, config: Config) -> None:
-        """Use ``config`` from now on, with every lookup built from it (tests fill in origin URLs)."""
+        """Use ``config`` from now on (tests fill in origin URLs, add personas, reset).
+
+        Every lookup is built again from it and every cache dropped: a credential, a signed
+        service-token JWT or a verdict worked out under the old config is worked out again, so
+        that a service token, app or policy taken out stops counting with the next request.
+        Sessions stay signed in.
+        """
         self.config = config
+        if config.team_domain:
+            self.team_domain = config.team_domain
         self.index = AppIndex(config.apps)
         self.ingress = IngressIndex(config.ingress)
         self._apps_by_aud = {a.aud: a for a in config.apps}
+        self._apps_by_name = {a.name: a for a in reversed(config.apps)}  # the first of a name, as a loop finds
         self._tokens_by_client_id = {t.client_id: t for t in config.service_tokens}
-        self.verdicts.clear()
+        self._drop_caches()
+
+    def _drop_caches(self) -> None:
+        """Forget every shortcut: tokens verified, verdicts reached, service-token JWTs signed."""
+        for cache in (self._verified, self.verdicts, self._app_tokens):
+            cache.clear()
+
+    # -- test hooks (fakeedge.testing, the control API, the audit): their only writers --
+
+    def set_certs_fault(self, fault: CertsFault | None) -> None:
+        """Answer ``/cdn-cgi/access/certs`` as ``fault`` says from now on; ``None``: normally again.
+
+        The fault in effect before ends now, so that a slow answer it is holding up goes out.
+        """
+        if self.certs_fault is not None and self.certs_fault is not fault:
+            self.certs_fault.clear()
+        self.certs_fault = fault
+
+    def start_recording(self, limit: int = RECORD_LIMIT) -> RequestLog:
+        """The request journal in use, else a new one that keeps the last ``limit`` requests."""
+        if self.recorder is None:
+            self.recorder = RequestLog(limit)
+        return self.recorder
+
+    def stop_recording(self) -> None:
+        """Keep no journal from now on (the one in use, and its records, are let go)."""
+        self.recorder = None
 
     # -- addresses --
 
@@ -389,10 +440,26 @@ class Edge:
         return self._apps_by_aud.get(aud)
 
     def app(self, name: str) -> App:
-        for app in self.config.apps:
-            if app.name == name:
-                return app
-        raise KeyError(f"no app named {name!r}; apps: {', '.join(a.name for a in self.config.apps) or 'none'}")
+        """The app named ``name``: the one lookup of apps by name (the CLI, the control API, tests).
+
+        Raises:
+            UnknownName: no app has that name; the message lists those that exist.
+        """
+        app = self._apps_by_name.get(name)
+        if app is None:
+            raise UnknownName.among("app", name, [a.name for a in self.config.apps])
+        return app
+
+    def service_token_named(self, name: str) -> ServiceToken:
+        """The service token whose name, id or client id is ``name``.
+
+        Raises:
+            UnknownName: no such service token; the message lists those that exist.
+        """
+        for token in self.config.service_tokens:
+            if name in (token.name, token.id, token.client_id):
+                return token
+        raise UnknownName.among("service token", name, [t.name for t in self.config.service_tokens])
 
     def rotate_keys(self, grace: float = ROTATION_GRACE) -> SigningKey:
         """A new current signing key; the previous one stays in certs for ``grace`` seconds (spec §3)."""
@@ -443,9 +510,7 @@ class Edge:
             return cached
         iat = int(now)
         exp = iat + app.session_duration
-        payload = claims.service_claims(
-            aud=app.aud, now=iat, exp=exp, iss=self.team_domain, common_name=token.client_id
-        )
+        payload = self.service_claims(token, app.aud, iat, exp)
         signing_key = self._signing_key()
         jwt = tokens.sign(payload, signing_key, header=tokens.service_header(signing_key), escape_slashes=True)
         self._remember(
@@ -453,6 +518,36 @@ class Edge:
         )
         self._app_tokens[key] = (jwt, exp)
         return jwt, exp
+
+    # -- token payloads: assembled here only; signed here, or by fakeedge.mint with its variants --
+
+    def user_claims(
+        self, session: Session, aud: str, iat: int, exp: int, *, token_type: Literal["app", "org"] = "app"
+    ) -> dict[str, Any]:
+        """The payload of a user token of ``session`` (spec §2.2): an app token for ``aud``, or
+        the org session's (``token_type="org"``, no custom claims: those are the apps')."""
+        who = session.identity
+        return claims.user_claims(
+            aud=aud,
+            email=who.email,
+            now=iat,
+            exp=exp,
+            iss=self.team_domain,
+            nonce=session.nonce,
+            sub=session.sub,
+            country=who.country,
+            token_type=token_type,
+            custom=who.user.custom if who.user and token_type == "app" else None,
+        )
+
+    def service_claims(self, token: ServiceToken, aud: str, iat: int, exp: int) -> dict[str, Any]:
+        """The payload of a service-token app token for ``aud`` (spec §2.3)."""
+        return claims.service_claims(aud=aud, now=iat, exp=exp, iss=self.team_domain, common_name=token.client_id)
+
+    def identity(self, email: str) -> Identity:
+        """Who ``email`` is by this config: its ``users:`` entry's attributes, else the defaults."""
+        config = self.config
+        return Identity.for_email(email, config.user(email), default_country=config.default_country)
 
     # -- sessions --
 
@@ -475,18 +570,7 @@ class Edge:
     def org_token(self, session: Session) -> str:
         """The session's org token (the team domain's ``CF_Authorization``), signed on first use."""
         if not session.org_token:
-            who = session.identity
-            payload = claims.user_claims(
-                aud=self.org_aud,
-                email=who.email,
-                now=session.iat,
-                exp=session.exp,
-                iss=self.team_domain,
-                nonce=session.nonce,
-                sub=session.sub,
-                country=who.country,
-                token_type="org",
-            )
+            payload = self.user_claims(session, self.org_aud, session.iat, session.exp, token_type="org")
             key = self._signing_key()
             session.org_token = tokens.sign(payload, key)
             self._remember(
@@ -508,19 +592,8 @@ class Edge:
         iat = int(now)
         duration = policy.session_duration if policy and policy.session_duration is not None else app.session_duration
         exp = iat + duration
-        who = session.identity
-        payload = claims.user_claims(
-            aud=app.aud,
-            email=who.email,
-            now=iat,
-            exp=exp,
-            iss=self.team_domain,
-            nonce=session.nonce,
-            sub=session.sub,
-            country=who.country,
-            custom=who.user.custom if who.user else None,
-        )
-        jwt = tokens.sign(payload, signing_key)
+        payload = self.user_claims(session, app.aud, iat, exp)
+        jwt = tokens.sign(payload, signing_key, header=tokens.user_header(signing_key))
         self._remember(Credential(jwt, "app", payload, exp, frozenset([app.aud]), signing_key.kid, session))
         session.app_tokens[app.aud] = (jwt, exp, signing_key.kid)  # kept with the session, gone with it
         return jwt, exp
@@ -534,8 +607,9 @@ class Edge:
             session.revoked_at = float("-inf")
             self._keep(session, now)
         stores = (self.logins, self.chain_hops, self.otps, self.otps_per_email, self.otps_per_client)
-        for state in (*stores, self._verified, self._app_tokens, self.verdicts, self.approvals):
+        for state in (*stores, self.approvals):
             state.clear()
+        self._drop_caches()
 
     def revoke(self, session: Session) -> None:
         """Log a session out everywhere, after ``logout_delay`` (Cloudflare: 20-30 s; default now)."""
@@ -690,12 +764,11 @@ class Edge:
             return None  # pushed out by the session cap: its tokens stay refused
         if not (isinstance(iat, int | float) and isinstance(exp, int | float)):
             return None
-        config = self.config
-        who = Identity.for_email(email, config.user(email), default_country=config.default_country)
+        who = self.identity(email)
         country = payload.get("country")
         if isinstance(country, str) and country:
             who = dataclasses.replace(who, country=country)
-        session = Session(nonce, who, str(payload.get("sub") or sub_for(config.team, email)), int(iat), int(exp))
+        session = Session(nonce, who, str(payload.get("sub") or sub_for(self.config.team, email)), int(iat), int(exp))
         self._keep(session, self.clock.now())
         return session
 

@@ -31,6 +31,16 @@ def base_url(scheme: str, host: str, port: int) -> str:
     return f"{scheme}://{shown}" if port == default else f"{scheme}://{shown}:{port}"
 
 
+def listener_url(http: tuple[str, int] | None, tls: tuple[str, int] | None) -> str:
+    """The team domain of an edge whose config names none: its TLS listener's URL if it has one,
+    else its plain listener's (``web_app.start`` with the ports bound, :func:`team_domain` and
+    ``fakeedge token`` with the configured ones)."""
+    if tls is not None:
+        return base_url("https", *tls)
+    assert http is not None, "an edge listens somewhere"
+    return base_url("http", *http)
+
+
 def team_domain(config: Config) -> str:
     """The team domain URL an edge started from ``config`` uses (as ``web_app.start`` decides it).
 
@@ -39,7 +49,7 @@ def team_domain(config: Config) -> str:
     """
     if config.team_domain:
         return config.team_domain
-    scheme, listen = ("https", config.tls_listen) if config.tls_listen else ("http", config.listen)
+    listen = config.tls_listen or config.listen
     assert listen is not None  # parse_config requires one listener
     if listen[1] == 0:
         raise ConfigError(
@@ -48,7 +58,7 @@ def team_domain(config: Config) -> str:
             "is not set and the listener has port 0, so the team domain is only known once serving; "
             "set team_domain or a fixed port",
         )
-    return base_url(scheme, *listen)
+    return listener_url(config.listen, config.tls_listen)
 
 
 def aud_variable(app_name: str) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+__all__ = ["ConfigError", "FakeEdgeError", "KeyStoreError", "UnknownName"]
+
 # Characters that would break "one error, one line" or rewrite a terminal: C0/C1 controls and
 # the Unicode line and paragraph separators (str.splitlines() splits on all of them).
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -60,3 +62,18 @@ class KeyStoreError(FakeEdgeError):
 
 class UnknownName(FakeEdgeError, LookupError):
     """An app, service token or host name that the config does not define."""
+
+    @classmethod
+    def among(cls, what: str, name: str, known: list[str], plural: str | None = None) -> UnknownName:
+        """``no <what> named 'x'; did you mean 'y'? <plural>: a, b`` (the closest known name, if any)."""
+        return cls(
+            f"no {what} named {name!r}{did_you_mean(name, known)} {plural or what + 's'}: {', '.join(known) or 'none'}"
+        )
+
+
+def did_you_mean(name: str, known: list[str]) -> str:
+    """``; did you mean 'y'?`` for the known name closest to ``name``, else an empty string."""
+    import difflib
+
+    hint = difflib.get_close_matches(name, known, n=1)
+    return f"; did you mean {hint[0]!r}?" if hint else ""

@@ -8,10 +8,23 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from typing import assert_never
 from urllib.parse import urlsplit
 
 from .config import App, Config, Policy, Rule
 from .policy import AppIndex, Facts, Identity, IngressIndex, Verdict, decide, match_policy, normalize_path, split_host
+
+__all__ = [
+    "Judgement",
+    "explain",
+    "judge",
+    "judge_all",
+    "policy_text",
+    "rule_text",
+    "table",
+    "verdict_reason",
+    "why_not",
+]
 
 # Cloudflare's names for the policy actions (spec §6.1)
 ACTION = {"allow": "Allow", "deny": "Block", "bypass": "Bypass", "non_identity": "Service Auth"}
@@ -85,7 +98,8 @@ def verdict_reason(app: App, verdict: Verdict, facts: Facts, who: Identity | Non
                 return "no policy can admit this request"
             tried = [why_not(p, facts, None) for p in app.policies]
             return "no policy can admit this request: " + ("; ".join(tried) or "the app has no policy")
-    raise AssertionError(verdict.outcome)  # pragma: no cover
+        case _:
+            assert_never(verdict.outcome)
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +224,8 @@ def judge(
                 answer = f"302 to {app.custom_non_identity_deny_url}"
             else:
                 answer = "403 block page before any login (non-identity rules refuse)"
+        case _:
+            assert_never(verdict.outcome)
     admitted = verdict.outcome in ("service", "bypass", "allow")
     reason = verdict_reason(app, verdict, facts, who)
     if client_id is not None and config.strict_service_token_auth and verdict.outcome not in ("service", "bypass"):

@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Literal, assert_never, get_args
 
 from .config import parse_duration
+
+__all__ = ["CertsFault", "CertsFaultMode", "certs_fault"]
 
 CertsFaultMode = Literal["slow", "empty", "failing"]
 CERTS_FAULT_MODES: tuple[CertsFaultMode, ...] = get_args(CertsFaultMode)
@@ -58,6 +60,8 @@ class CertsFault:
                 return 200, "application/json", EMPTY_CERTS
             case "failing":
                 return 500, "text/html", FAILING_BODY
+            case _:
+                assert_never(self.mode)
 
     def clear(self) -> None:
         """End the fault now; a slow request in progress is answered at once."""

@@ -85,3 +85,8 @@ EDGE_SET: Final = frozenset(
         X_FORWARDED_HOST,
     )
 )
+
+
+def edge_headers(ray: str) -> dict[str, str]:
+    """Headers on every response the edge sends, its own pages and the origin's answers alike."""
+    return {"Server": "cloudflare", RAY: ray}

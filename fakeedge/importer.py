@@ -30,7 +30,7 @@ import string
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, assert_never
 
 from .config import AUTHENTICATORS
 from .errors import FakeEdgeError
@@ -65,7 +65,8 @@ POLICY_FIELDS_SILENT = frozenset(
      "purpose_justification_required", "purpose_justification_prompt", "mfa_config", "approval_required",
      "app_count", "created_at", "updated_at", "account_id", "zone_id", "application_id", "uid", "approval_groups"}
 )  # fmt: skip
-RESOURCE_KINDS = {
+ResourceKind = Literal["app", "policy", "group", "token"]
+RESOURCE_KINDS: dict[str, ResourceKind] = {
     "application": "app",
     "policy": "policy",
     "group": "group",
@@ -254,7 +255,8 @@ def _hcl_values(value: Any) -> Any:
 
 
 def _add_tf(kind: str, address: str, values: dict[str, Any], found: Collected) -> None:
-    match RESOURCE_KINDS[kind]:
+    resource = RESOURCE_KINDS[kind]
+    match resource:
         case "app":
             found.apps.append(values)
         case "policy":
@@ -267,6 +269,8 @@ def _add_tf(kind: str, address: str, values: dict[str, Any], found: Collected) -
             found.groups.append(values)
         case "token":
             found.tokens.append(values)
+        case _:
+            assert_never(resource)
 
 
 # --- rules -----------------------------------------------------------------------------------

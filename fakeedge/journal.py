@@ -9,26 +9,36 @@ from __future__ import annotations
 
 import re
 from html import unescape
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from aiohttp import web
 from multidict import CIMultiDict
 
-from .record import Judged, Record, RequestLog, Why
+from .record import AnswerKind, Judged, Record, RequestLog, Why
 from .web_proxy import origin_failure_key
 from .web_request import client_ip, ray_key
 
 if TYPE_CHECKING:
     from .config import App
-    from .edge import Edge
-    from .web_access import Admission
+    from .edge import Credential, Edge
+
+
+class Admitted(Protocol):
+    """What the journal reads of ``web_access.Admission`` (typed here so that the two modules
+    do not import each other: ``web_access`` notes its facts through this module)."""
+
+    @property
+    def assertion(self) -> str | None: ...
+
+    @property
+    def credential(self) -> Credential | None: ...
 
 
 class Forwarded(NamedTuple):
     """What the edge sent the origin, and on whose admission."""
 
     headers: CIMultiDict[str]
-    admission: Admission | None
+    admission: Admitted | None
 
 
 class Trail:
@@ -78,7 +88,7 @@ def record(
     *,
     host: str,
     app: App | None,
-    kind: str,
+    kind: AnswerKind,
     latency_ms: float,
 ) -> Record:
     """Append the journal record of ``request``, answered with ``response``, and return it."""
@@ -109,7 +119,7 @@ def record(
         headers.get("Location"),
         why(request, response, app),
         forwarded.headers if forwarded is not None else None,
-        admission.credential if admission is not None else None,
+        admission.credential.claims if admission is not None and admission.credential is not None else None,
         admission.assertion if admission is not None else None,
         edge.service_token_by_client_id,
         grant,

@@ -33,6 +33,8 @@ from cryptography.x509.oid import NameOID
 
 from .errors import KeyStoreError
 
+__all__ = ["ROTATION_GRACE", "KeyStore", "SigningKey", "kid_of", "make_keys_dir", "new_key", "user_cache_dir"]
+
 log = logging.getLogger("fakeedge")
 
 ROTATION_GRACE = 7 * 24 * 3600  # spec §3: the previous key stays valid for 7 days

@@ -15,7 +15,6 @@ from typing import Any, Literal
 from . import headers as h
 from .config import App
 from .edge import Edge
-from .mint import find_app, find_service_token
 from .policy import Facts, Identity, decide
 from .web_access import binding_value, cookie_path
 
@@ -56,7 +55,7 @@ def login_cookies(edge: Edge, app_name: str, *, email: str | None = None, servic
     """
     if (email is None) == (service_token is None):
         raise ValueError("give email or service_token, not both")
-    app = find_app(edge.config, app_name)
+    app = edge.app(app_name)
     hosts = list(dict.fromkeys(d.host.lower() for d in app.destinations if "*" not in d.host))
     if not hosts:
         raise ValueError(f"app {app.name!r} has only wildcard domains: no host to set its cookies on")
@@ -78,7 +77,7 @@ def login_cookies(edge: Edge, app_name: str, *, email: str | None = None, servic
         app_cookies = _app_cookies(app, hosts, jwt, exp, secure)
         return Login((team, *app_cookies), tuple(hosts), session.nonce, exp)
     assert service_token is not None
-    token = find_service_token(edge.config, service_token)
+    token = edge.service_token_named(service_token)
     if not app.has_identity_policy:
         # spec §5: a service token's JWT stands in for a session only where an Allow policy exists
         raise ValueError(
@@ -107,7 +106,6 @@ def _app_cookies(app: App, hosts: list[str], jwt: str, exp: float, secure: bool)
                 )
             )
     return out
-
 
 
 def _cookie(

@@ -9,25 +9,33 @@ cryptography are imported when a token is signed.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import hmac
 import json
 import secrets
 from collections.abc import Mapping
 from functools import cache
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, assert_never, get_args
 
-from . import claims as access_claims
-from .config import App, Config, ServiceToken, parse_duration
-from .errors import FakeEdgeError, UnknownName
-from .policy import Identity
+from .config import Config, parse_duration
+from .errors import FakeEdgeError, did_you_mean
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     from .edge import Edge
     from .keys import SigningKey
+
+__all__ = [
+    "GOOD_VARIANTS",
+    "TAMPERED_CLIENT_ID",
+    "TAMPERED_EMAIL",
+    "VARIANTS",
+    "Variant",
+    "check_variant",
+    "mint",
+    "offline_edge",
+]
 
 Variant = Literal[
     "valid",
@@ -68,43 +76,6 @@ TAMPERED_EMAIL = "attacker@evil.test"
 TAMPERED_CLIENT_ID = "0" * 32 + ".access"
 
 
-def find_app(config: Config, name: str) -> App:
-    """The app named ``name``.
-
-    Raises:
-        UnknownName: no app has that name; the message lists those that exist.
-    """
-    for app in config.apps:
-        if app.name == name:
-            return app
-    raise UnknownName(unknown_app_message(config, name))
-
-
-def unknown_app_message(config: Config, name: str) -> str:
-    names = [a.name for a in config.apps]
-    return f"no app named {name!r}{_did_you_mean(name, names)} apps: {', '.join(names) or 'none'}"
-
-
-def find_service_token(config: Config, name: str) -> ServiceToken:
-    """The service token whose name, id or client id is ``name``.
-
-    Raises:
-        UnknownName: no such service token; the message lists those that exist.
-    """
-    for token in config.service_tokens:
-        if name in (token.name, token.id, token.client_id):
-            return token
-    names = [t.name for t in config.service_tokens]
-    raise UnknownName(
-        f"no service token named {name!r}{_did_you_mean(name, names)} service tokens: {', '.join(names) or 'none'}"
-    )
-
-
-def _did_you_mean(name: str, known: list[str]) -> str:
-    hint = difflib.get_close_matches(name, known, n=1)
-    return f"; did you mean {hint[0]!r}?" if hint else ""
-
-
 def check_variant(name: str) -> Variant:
     """``name`` as a :data:`Variant`, accepting the CLI's dashes (``wrong-aud``).
 
@@ -116,7 +87,7 @@ def check_variant(name: str) -> Variant:
         if variant == wanted:
             return variant
     raise ValueError(
-        f"unknown token variant {name!r}{_did_you_mean(wanted, list(VARIANTS))} valid: {', '.join(VARIANTS)}"
+        f"unknown token variant {name!r}{did_you_mean(wanted, list(VARIANTS))} valid: {', '.join(VARIANTS)}"
     )
 
 
@@ -155,35 +126,21 @@ def mint(
     chosen = check_variant(variant)
     if (email is None) == (service_token is None):
         raise ValueError("mint(): give email=... for a user token or service_token=... for a service token, not both")
-    target = find_app(edge.config, app)
+    from . import tokens
+
+    target = edge.app(app)
     now = int(edge.clock.now())
     life = int(target.session_duration if lifetime is None else parse_duration(lifetime))
     key = edge.keys.current
-    payload: dict[str, Any]
+    # the payload and header the edge itself issues (Edge.user_claims, Edge.service_claims), then the variant
     if email is not None:
-        config = edge.config
-        who = Identity.for_email(email, config.user(email), default_country=config.default_country)
-        session = edge.login(who)
-        payload = access_claims.user_claims(
-            aud=target.aud,
-            email=who.email,
-            now=now,
-            exp=now + life,
-            iss=edge.team_domain,
-            nonce=session.nonce,
-            sub=session.sub,
-            country=who.country,
-            custom=who.user.custom if who.user else None,
-        )
-        head: dict[str, Any] = {"alg": "RS256", "kid": key.kid}  # user tokens: no typ (spec §2.1)
+        payload = edge.user_claims(edge.login(edge.identity(email)), target.aud, now, now + life)
+        head = tokens.user_header(key)
         escape = False
     else:
         assert service_token is not None
-        token = find_service_token(edge.config, service_token)
-        payload = access_claims.service_claims(
-            aud=target.aud, now=now, exp=now + life, iss=edge.team_domain, common_name=token.client_id
-        )
-        head = {"kid": key.kid, "alg": "RS256", "typ": "JWT"}  # spec §2.1
+        payload = edge.service_claims(edge.service_token_named(service_token), target.aud, now, now + life)
+        head = tokens.service_header(key)
         escape = True  # spec §2.3: real service tokens escape '/'
     _apply(chosen, payload, head, now=now, life=life, team=edge.config.team)
     _override(payload, claims)
@@ -220,7 +177,9 @@ def _apply(variant: Variant, payload: dict[str, Any], head: dict[str, Any], *, n
         case "hs256_public_key":
             head["alg"] = "HS256"
         case "valid" | "foreign_key" | "tampered":
-            pass
+            pass  # the payload as issued: what changes is the signature (_encode)
+        case _:
+            assert_never(variant)
 
 
 def _first(aud: Any) -> Any:
@@ -285,25 +244,24 @@ def _foreign_key() -> rsa.RSAPrivateKey:
 def offline_edge(config: Config) -> Edge:
     """An edge that does not serve, for minting from the command line with the config's keys.
 
-    Its team domain (the tokens' ``iss``) is the config's ``team_domain``, else the address
-    ``fakeedge serve`` would listen on.
+    Its team domain (the tokens' ``iss``) is the config's ``team_domain``, else the one
+    ``fakeedge serve`` would use (:func:`fakeedge.env.team_domain`).
 
     Raises:
-        FakeEdgeError: neither gives a team domain (``listen`` on port 0).
+        FakeEdgeError: neither gives a team domain (the listener on port 0).
     """
     from .edge import Edge
+    from .env import team_domain
+    from .errors import ConfigError
 
     edge = Edge.create(config)
     if not edge.team_domain:
-        listen: tuple[str, int] | None = config.listen  # None: no plain-HTTP listener
-        if listen is None or listen[1] == 0:
+        try:
+            edge.team_domain = team_domain(config)
+        except ConfigError:
             raise FakeEdgeError(
                 f"{config.source}: the team domain (the tokens' iss) is only known once the edge runs "
-                f"({'no plain-HTTP listen address' if listen is None else 'listen port 0'}); "
+                f"({'tls_listen' if config.tls_listen else 'listen'} port 0); "
                 "set team_domain, or ask the running edge: POST /cdn-cgi/fakeedge/token"
-            )
-        host, port = listen
-        shown = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
-        shown = f"[{shown}]" if ":" in shown else shown
-        edge.team_domain = f"http://{shown}:{port}"
+            ) from None
     return edge

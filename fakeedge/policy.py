@@ -7,9 +7,9 @@ import ipaddress
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, assert_never
 
-from .config import App, Destination, IngressRule, Policy, Rule, User
+from .config import App, Destination, IdentityRuleKind, IngressRule, Policy, Rule, User
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -314,11 +314,13 @@ def _check(rule: Rule, facts: Facts, who: Identity | None) -> bool | None:
             return facts.service_token is not None
         case "group":
             return _match(rule.value.include, rule.value.require, rule.value.exclude, facts, who)[0]
+        case _:
+            identity_kind: IdentityRuleKind = rule.kind  # the rest: decided by who signed in
     if who is None:
         return None
     if rule.identity_provider_id is not None and who.idp != rule.identity_provider_id:
         return False  # an IdP group or claim counts only from that IdP (github-organization, oidc)
-    match rule.kind:
+    match identity_kind:
         case "email":
             return bool(who.email.lower() == rule.value)
         case "email_domain":
@@ -338,7 +340,8 @@ def _check(rule: Rule, facts: Facts, who: Identity | None) -> bool | None:
             return bool(who.idp == rule.value)
         case "auth_method":
             return bool(rule.value in who.amr)
-    raise AssertionError(rule.kind)  # pragma: no cover - RULE_KINDS is closed
+        case _:
+            assert_never(identity_kind)
 
 
 def _match(

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from .testing import FakeEdgeFactory
     from .testing_sync import SyncEdgeFactory
 
+__all__ = ["fakeedge", "fakeedge_sync", "fakeedge_sync_module", "fakeedge_sync_session"]
+
 _async_fixture: Callable[..., Any] | None
 try:
     import pytest_asyncio

@@ -19,7 +19,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 from urllib.parse import parse_qsl, quote
 
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -31,9 +31,36 @@ from .policy import Facts, Identity, IPAddress, Verdict
 
 if TYPE_CHECKING:
     from .config import ServiceToken
-    from .edge import Credential
+
+__all__ = [
+    "AnswerKind",
+    "Judged",
+    "Record",
+    "RequestLog",
+    "Why",
+    "jwt_claims",
+    "mask_header",
+    "mask_url",
+    "mask_value",
+]
 
 RECORD_LIMIT = 10_000  # the oldest records go first beyond this
+# What answered a request (Record.kind, and the access log's decision when no policy was asked);
+# "control" and "favicon" answers are left out of the journal.
+AnswerKind = Literal[
+    "app",
+    "route",
+    "unprotected",
+    "team",
+    "control",
+    "cdn-cgi",
+    "oauth",
+    "preflight",
+    "metadata",
+    "bad-request",
+    "favicon",
+    "client-closed",
+]
 EMPTY: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
 
 # Headers the edge sets for the origin: "added" in the journal even when a client sent the same
@@ -148,7 +175,7 @@ class Record:
 
     __slots__ = (
         "_assertion",
-        "_credential",
+        "_claims",
         "_sent",
         "_tokens",
         "app",
@@ -179,7 +206,7 @@ class Record:
         at: float,
         seq: int = 0,
         status: int = 0,
-        kind: str = "app",
+        kind: AnswerKind = "app",
         client: str = "",
         latency_ms: float = 0.0,
         client_headers: CIMultiDictProxy[str] = EMPTY,
@@ -187,7 +214,7 @@ class Record:
         location: str | None = None,
         why: Why | None = None,
         sent: CIMultiDict[str] | None = None,
-        credential: Credential | None = None,
+        claims: Mapping[str, Any] | None = None,
         assertion: str | None = None,
         tokens: Callable[[str], ServiceToken] | None = None,
         grant: str | None = None,
@@ -208,7 +235,7 @@ class Record:
         self.location = location
         self.why = why if why is not None else Why()
         self._sent = sent  # the headers the origin got; None when not forwarded
-        self._credential = credential
+        self._claims = claims  # of the edge's verified credential, if it had one
         self._assertion = assertion
         self._tokens = tokens
         self.grant = grant
@@ -237,8 +264,8 @@ class Record:
 
     @property
     def claims(self) -> Mapping[str, Any] | None:
-        if self._credential is not None:
-            return MappingProxyType(self._credential.claims)  # the edge's own, shared with its cache
+        if self._claims is not None:
+            return MappingProxyType(self._claims)  # the edge's own, shared with its cache
         return jwt_claims(self._assertion) if self._assertion else None
 
     @property

@@ -30,7 +30,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import aiohttp
 from aiohttp import web
@@ -45,12 +45,26 @@ from .edge import Edge
 from .errors import FakeEdgeError, UnknownName
 from .faults import CertsFault, certs_fault
 from .keys import KeyStore, SigningKey
-from .mint import find_app, find_service_token, unknown_app_message
 from .mint import mint as mint_token
 from .origins import Origin, classify, serve_origin
-from .policy import Facts, Identity, decide
+from .policy import Facts, decide
 from .record import RequestLog
 from .web_app import start
+
+__all__ = [
+    "ConfigInput",
+    "EdgeFactory",
+    "FakeEdge",
+    "FakeEdgeFactory",
+    "LoginRefused",
+    "LoopbackResolver",
+    "Starting",
+    "UnknownName",
+    "allow",
+    "browser_login",
+    "loopback_session",
+    "one_app",
+]
 
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 _OTP_ID = re.compile(r'name="otp_id" value="([^"]+)"')
@@ -109,21 +123,49 @@ async def browser_login(
     """
     port = URL(url).port
     resp = await session.get(url, allow_redirects=False)
-    for _ in range(max_hops):
+    final = await _walk_sign_in(session, resp, max_hops, lambda target: target.port == port, lambda _: {"email": email})
+    if final is None:
+        raise AssertionError(f"no final answer after {max_hops} hops from {url}")
+    assert not _is_sso_page(final), "the SSO page has no csrf field"
+    return final
+
+
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+def _is_sso_page(resp: aiohttp.ClientResponse) -> bool:
+    return resp.status == 200 and "/cdn-cgi/access/login/" in resp.url.path
+
+
+async def _walk_sign_in(
+    session: aiohttp.ClientSession,
+    resp: aiohttp.ClientResponse,
+    hops: int,
+    follow: Callable[[URL], bool],
+    form: Callable[[str], dict[str, str]],
+) -> aiohttp.ClientResponse | None:
+    """The browser's part of a sign-in (spec §1) from ``resp`` on: the one loop both sign-ins use.
+
+    Follows the redirects ``follow`` accepts and answers the SSO page with ``form(page)`` and
+    its csrf value; returns the first other answer (body read), a redirect not followed, or the
+    SSO page if it has no form; None when ``hops`` steps did not settle it.
+    """
+    for _ in range(hops):
         await resp.read()
-        if resp.status in (301, 302, 303, 307, 308):
+        if resp.status in REDIRECTS:
             target = URL(urljoin(str(resp.url), resp.headers["Location"]))
-            if target.port != port:
+            if not follow(target):
                 return resp
             resp = await session.get(target, allow_redirects=False)
-            continue
-        if resp.status == 200 and "/cdn-cgi/access/login/" in resp.url.path:
-            match = _CSRF.search(await resp.text())
-            assert match, "the SSO page has no csrf field"
-            resp = await session.post(resp.url, data={"csrf": match.group(1), "email": email}, allow_redirects=False)
-            continue
-        return resp
-    raise AssertionError(f"no final answer after {max_hops} hops from {url}")
+        elif _is_sso_page(resp):
+            page = await resp.text()
+            csrf = _CSRF.search(page)
+            if csrf is None:
+                return resp
+            resp = await session.post(resp.url, data={"csrf": csrf.group(1), **form(page)}, allow_redirects=False)
+        else:
+            return resp
+    return None
 
 
 # --- a running edge ------------------------------------------------------------------------------
@@ -203,9 +245,8 @@ class FakeEdge:
         Raises:
             UnknownName: ``host_or_app`` is neither an app name nor looks like a host name.
         """
-        for app in self.core.config.apps:
-            if app.name == host_or_app:
-                return _concrete(app.destinations[0].host)
+        with contextlib.suppress(UnknownName):
+            return _concrete(self.core.app(host_or_app).destinations[0].host)
         if "." in host_or_app or host_or_app.lower() == "localhost":
             return host_or_app.lower()
         raise self._unknown_app(host_or_app, hosts=True)
@@ -234,12 +275,12 @@ class FakeEdge:
         Raises:
             UnknownName: no app has that name.
         """
-        return find_app(self.core.config, name)
+        return self.core.app(name)
 
     def _unknown_app(self, name: str, *, hosts: bool = False) -> UnknownName:
         apps = self.core.config.apps
         also = f" (or pass a host name such as {_concrete(apps[0].destinations[0].host)})" if hosts and apps else ""
-        return UnknownName(unknown_app_message(self.core.config, name) + also)
+        return UnknownName(f"{UnknownName.among('app', name, [a.name for a in apps])}{also}")
 
     # -- clients --
 
@@ -293,9 +334,7 @@ class FakeEdge:
         config, current, previous, previous_until = self._start
         core.end_sessions()
         core.clock.reset()
-        if core.certs_fault is not None:
-            core.certs_fault.clear()
-            core.certs_fault = None
+        core.set_certs_fault(None)
         if core.recorder is not None:
             core.recorder.clear()
         keys = core.keys
@@ -314,7 +353,7 @@ class FakeEdge:
         Raises:
             UnknownName: no such service token (or app).
         """
-        token = find_service_token(self.core.config, name)
+        token = self.core.service_token_named(name)
         header = self.app(app).read_service_tokens_from_header if app is not None else None
         if header:
             value = {"cf-access-client-id": token.client_id, "cf-access-client-secret": token.client_secret}
@@ -434,9 +473,7 @@ class FakeEdge:
             if mode is None
             else certs_fault(mode, now=self.core.clock.now(), delay=delay, times=times, duration=duration)
         )
-        if self.core.certs_fault is not None:
-            self.core.certs_fault.clear()
-        self.core.certs_fault = fault
+        self.core.set_certs_fault(fault)
         return fault
 
     # -- audit --
@@ -565,32 +602,29 @@ class FakeEdge:
 async def _sign_in(session: aiohttp.ClientSession, edge: FakeEdge, app: App, start_url: str, email: str) -> None:
     """The browser's part of spec §1: app -> 302 -> SSO page -> callback; stop before the origin."""
     resp = await session.get(start_url, allow_redirects=False)
-    text = await resp.text()
+    await resp.read()
     if resp.status != 302 or "/cdn-cgi/access/login/" not in resp.headers.get("Location", ""):
         raise LoginRefused(_no_redirect(edge, app, start_url, resp.status))
-    for _ in range(MAX_LOGIN_HOPS):
-        if resp.status in (301, 302, 303, 307, 308):
-            location = urljoin(str(resp.url), resp.headers["Location"])
-            if not urlsplit(location).path.startswith("/cdn-cgi/access/"):
-                break  # the last hop would go to the origin: the client is signed in
-            resp = await session.get(location, allow_redirects=False)
-            text = await resp.text()
-            continue
-        if resp.status == 200 and "/cdn-cgi/access/login/" in resp.url.path:
-            form = {"email": email} if (otp := _OTP_ID.search(text)) is None else _otp_form(edge, otp.group(1))
-            csrf = _CSRF.search(text)
-            if csrf is None:
-                raise LoginRefused(f"the SSO page at {resp.url} has no sign-in form")
-            resp = await session.post(resp.url, data={"csrf": csrf.group(1), **form}, allow_redirects=False)
-            text = await resp.text()
-            continue
-        raise LoginRefused(_refusal(edge, app, email, resp.status, text))
-    else:
+
+    def form(page: str) -> dict[str, str]:
+        otp = _OTP_ID.search(page)
+        return {"email": email} if otp is None else _otp_form(edge, otp.group(1))
+
+    # the last hop, to the origin, is not taken: the client is signed in by then
+    final = await _walk_sign_in(
+        session, resp, MAX_LOGIN_HOPS, lambda target: target.path.startswith("/cdn-cgi/access/"), form
+    )
+    if final is None:
         raise LoginRefused(f"sign-in to {app.name!r} did not finish after {MAX_LOGIN_HOPS} hops from {start_url}")
+    text = await final.text(errors="replace")
+    if _is_sso_page(final):
+        raise LoginRefused(f"the SSO page at {final.url} has no sign-in form")
+    if final.status not in REDIRECTS:
+        raise LoginRefused(_refusal(edge, app, email, final.status, text))
     cookie = session.cookie_jar.filter_cookies(URL(start_url)).get(h.CF_AUTHORIZATION)
     cred = edge.core.credential(cookie.value) if cookie is not None else None
     if cred is None or app.aud not in cred.auds:
-        raise LoginRefused(_refusal(edge, app, email, resp.status, text))
+        raise LoginRefused(_refusal(edge, app, email, final.status, text))
 
 
 def _otp_form(edge: FakeEdge, otp_id: str) -> dict[str, str]:
@@ -617,8 +651,7 @@ def _refusal(edge: FakeEdge, app: App, email: str, status: int, text: str) -> st
     page_error = _ERROR.search(text)
     if page_error is not None:
         return f"the team domain refused {email}: {html.unescape(page_error.group(1)).strip()}"
-    config = edge.core.config
-    who = Identity.for_email(email, config.user(email), default_country=config.default_country)
+    who = edge.core.identity(email)
     verdict = decide(app, Facts(ipaddress.ip_address("127.0.0.1"), who.country), who)
     policies = ", ".join(f"{p.name} ({p.decision})" for p in app.policies) or "none"
     if verdict.outcome == "deny" and verdict.policy is not None:
@@ -832,11 +865,13 @@ async def _start_edge(
         else:
             parsed, store = _load_yaml(stack, Path(config), keys_dir)
         core = Edge.create(parsed, clock, store)
-        core.recorder = RequestLog() if record else None
+        core.stop_recording()  # the config's journal: tests keep a longer one, or none
+        if record:
+            core.start_recording()
         runner, (_, port) = await start(core, "127.0.0.1", 0)
         stack.push_async_callback(runner.cleanup)
         # first of all at teardown: a slow certs answer in progress must not hold up the runner's cleanup
-        stack.callback(lambda: core.certs_fault.clear() if core.certs_fault is not None else None)
+        stack.callback(core.set_certs_fault, None)
         edge = FakeEdge(core, port, stack)
         for i, factory in factories:
             app = factory(edge)

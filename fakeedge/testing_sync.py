@@ -30,6 +30,16 @@ if TYPE_CHECKING:
     import httpx
     from requests import Session as RequestsSession
 
+__all__ = [
+    "ClientKind",
+    "SyncEdge",
+    "SyncEdgeFactory",
+    "chromium_args",
+    "loopback_httpx_client",
+    "loopback_requests_session",
+    "start_edge",
+]
+
 T = TypeVar("T")
 CALL_TIMEOUT = 120.0  # seconds: a call into the edge's loop that takes longer is a hang, not a slow test
 ClientKind = Literal["requests", "httpx", "cookies"]

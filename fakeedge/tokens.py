@@ -48,14 +48,19 @@ def sign(
     escape_slashes: bool = False,
     private_key: rsa.RSAPrivateKey | None = None,
 ) -> str:
-    """RS256-sign ``payload``. ``header`` defaults to the user-token shape ``{alg, kid}``.
+    """RS256-sign ``payload``. ``header`` defaults to the user-token shape (:func:`user_header`).
 
     ``private_key`` signs with another key while keeping ``key``'s kid (a forged token).
     """
-    head = header if header is not None else {"alg": "RS256", "kid": key.kid}
+    head = header if header is not None else user_header(key)
     signing_input = f"{b64url(_json(head))}.{b64url(_json(payload, escape_slashes=escape_slashes))}"
     signature = (private_key or key.private_key).sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
     return f"{signing_input}.{b64url(signature)}"
+
+
+def user_header(key: SigningKey) -> dict[str, Any]:
+    """The user-token header (app and org tokens): no ``typ`` (spec §2.1)."""
+    return {"alg": "RS256", "kid": key.kid}
 
 
 def service_header(key: SigningKey) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import json
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import assert_never
 from urllib.parse import quote
 
 from aiohttp import web
@@ -16,11 +17,21 @@ from . import claims, pages, tokens
 from . import headers as h
 from .config import App
 from .edge import Credential, Edge
+from .headers import edge_headers
 from .journal import judged, note
 from .policy import AppMatch, Facts, Identity, Verdict, decide, normalize_path
 from .record import Judged
-from .web_proxy import edge_headers
-from .web_request import NO_STORE, app_cookie_header, client_ip, cookie, ray_key, scheme, set_cookie
+from .web_request import (
+    NO_STORE,
+    app_cookie_header,
+    client_ip,
+    cookie,
+    html_answer,
+    ray_key,
+    redirect,
+    scheme,
+    set_cookie,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +216,8 @@ def check(request: web.Request, edge: Edge, match: AppMatch) -> Admission | web.
                 # spec §1.7: only Service Auth could pass: a hard 403, or 401 when the app asks for it
                 return access_denied(request, edge, app, 401 if app.service_auth_401_redirect else 403)
             return block(request, edge, app, identity=False)
-    raise AssertionError(verdict.outcome)  # pragma: no cover
+        case _:
+            assert_never(verdict.outcome)
 
 
 def _service_admission(edge: Edge, app: App, verdict: Verdict, client_id: str, *, set_cookie: bool) -> Admission:
@@ -214,9 +226,14 @@ def _service_admission(edge: Edge, app: App, verdict: Verdict, client_id: str, *
     return Admission(verdict, jwt, country=edge.config.default_country, set_cookie=(jwt, exp) if set_cookie else None)
 
 
+def app_headers(app: App) -> dict[str, str]:
+    """The app's AUD and domain, on every Access refusal besides the edge's headers (spec §1.8)."""
+    return {h.ACCESS_AUD: app.aud, h.ACCESS_DOMAIN: app.domain}
+
+
 def refusal_headers(ray: str, app: App) -> dict[str, str]:
     """Headers of every Access refusal: the edge's, no-store, and the app's AUD and domain (spec §1.8)."""
-    return {**edge_headers(ray), **NO_STORE, h.ACCESS_AUD: app.aud, h.ACCESS_DOMAIN: app.domain}
+    return {**edge_headers(ray), **NO_STORE, **app_headers(app)}
 
 
 def is_preflight(request: web.Request) -> bool:
@@ -352,12 +369,7 @@ def access_denied(request: web.Request, edge: Edge, app: App, status: int) -> we
         body = pages.forbidden(app.aud, ray, None, edge.config.branding)
     else:
         body = pages.notice("Unauthorized", "Unauthorized. A valid Cloudflare Access credential is required.", ray)
-    return web.Response(
-        status=status,
-        text=body,
-        content_type="text/html",
-        headers=refusal_headers(ray, app),
-    )
+    return html_answer(request, body, status, app_headers(app))
 
 
 def block(
@@ -377,20 +389,15 @@ def block(
     """
     ray = request[ray_key]
     custom = app.custom_deny_url if identity else app.custom_non_identity_deny_url
-    headers = refusal_headers(ray, app)
     if custom:
-        return web.Response(status=302, headers={**headers, "Location": custom})
+        return redirect(request, custom, headers=app_headers(app))
     switch_url = None
     if email is not None:
         switch_url = f"{LOGOUT_PATH}?redirect_url={quote(request.path_qs, safe='')}"
-    return web.Response(
-        status=403,
-        text=pages.forbidden(
-            app.aud, ray, app.custom_deny_message, edge.config.branding, email=email, switch_url=switch_url
-        ),
-        content_type="text/html",
-        headers=headers,
+    page = pages.forbidden(
+        app.aud, ray, app.custom_deny_message, edge.config.branding, email=email, switch_url=switch_url
     )
+    return html_answer(request, page, 403, app_headers(app))
 
 
 def app_cookies(request: web.Request, app: App, jwt: str, exp: float) -> list[tuple[str, str]]:

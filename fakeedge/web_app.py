@@ -20,10 +20,11 @@ from . import headers as h
 from . import journal, pages, web_inspector, web_oauth
 from .config import App, Config
 from .edge import Edge
-from .env import base_url, shown_host
+from .env import listener_url, shown_host
 from .errors import ConfigError
+from .headers import edge_headers
 from .policy import Verdict, normalize_path, split_host
-from .record import RequestLog
+from .record import AnswerKind, RequestLog
 from .tls import edge_context
 from .web_access import Admission, answer_preflight, app_cookies, check, is_preflight, metadata_token, oauth_bearer
 from .web_cdn_cgi import handle_certs, handle_get_identity
@@ -34,11 +35,10 @@ from .web_proxy import (
     OriginPool,
     add_edge_request_headers,
     clean_request_headers,
-    edge_headers,
     forward,
     new_ray,
 )
-from .web_request import NO_STORE, client_ip, client_key, edge_key, ray_key, scheme
+from .web_request import client_ip, client_key, edge_key, html_answer, ray_key, scheme
 
 log = logging.getLogger("fakeedge")
 # requests in flight get this long on shutdown: cut, flushed and gone before `docker stop` sends
@@ -85,12 +85,7 @@ pool_key = web.AppKey("pool_key", OriginPool)
 
 
 def _notice(request: web.Request, status: int, title: str, message: str) -> web.Response:
-    return web.Response(
-        status=status,
-        text=pages.notice(title, message, request[ray_key]),
-        content_type="text/html",
-        headers={**edge_headers(request[ray_key]), **NO_STORE},
-    )
+    return html_answer(request, pages.notice(title, message, request[ray_key]), status)
 
 
 def _launcher(request: web.Request, edge: Edge) -> web.Response:
@@ -102,11 +97,7 @@ def _launcher(request: web.Request, edge: Edge) -> web.Response:
             if "*" not in dest.host:  # a wildcard host names no page a browser can open
                 path = dest.path.split("*", 1)[0] or "/"
                 links.append((app.name, f"{scheme(request)}://{dest.host}{':' + port if port else ''}{path}"))
-    return web.Response(
-        text=pages.launcher(edge.team_domain, links, request[ray_key]),
-        content_type="text/html",
-        headers={**edge_headers(request[ray_key]), **NO_STORE},
-    )
+    return html_answer(request, pages.launcher(edge.team_domain, links, request[ray_key]))
 
 
 async def handle_team(request: web.Request, edge: Edge) -> web.StreamResponse:
@@ -230,7 +221,7 @@ def _log(
     )
 
 
-async def _answer(request: web.Request, ray: str) -> tuple[web.StreamResponse, App | None, str, str]:
+async def _answer(request: web.Request, ray: str) -> tuple[web.StreamResponse, App | None, AnswerKind, str]:
     """The response, the app that covered the request, what kind of answer it was, and the host."""
     edge = request.app[edge_key]
     parsed = split_host(request.host)
@@ -265,7 +256,7 @@ async def _answer(request: web.Request, ray: str) -> tuple[web.StreamResponse, A
                 "favicon",
                 host,
             )
-        kind = "control" if request.path.startswith(CONTROL_PREFIX) else "team"
+        kind: AnswerKind = "control" if request.path.startswith(CONTROL_PREFIX) else "team"
         return await handle_team(request, edge), None, kind, host
     # apps are matched on the raw path as Cloudflare normalises it (spec §14.1): "\\" and "//"
     # are "/", dot segments resolved, and "%2F" stays data (aiohttp's request.path decodes it)
@@ -336,13 +327,7 @@ def _requires_access(request: web.Request) -> web.Response:
     Cloudflare documents the page, not its status or text: a 403 Forbidden page, with its
     ``json_data`` (no app, so an empty ``aud``), the origin never reached.
     """
-    ray = request[ray_key]
-    return web.Response(
-        status=403,
-        text=pages.forbidden("", ray, REQUIRES_ACCESS_MESSAGE),
-        content_type="text/html",
-        headers={**edge_headers(ray), **NO_STORE},
-    )
+    return html_answer(request, pages.forbidden("", request[ray_key], REQUIRES_ACCESS_MESSAGE), 403)
 
 
 async def _to_origin(
@@ -525,10 +510,8 @@ async def start(
             edge.ports.add(bound[-1][1])
             edge.tls_ports.add(bound[-1][1])
         if not edge.team_domain:
-            if tls_listen is not None:
-                edge.team_domain = base_url("https", tls_listen[0], bound[-1][1])
-            else:
-                edge.team_domain = base_url("http", host or "", bound[0][1])
+            http = (host, bound[0][1]) if host is not None else None
+            edge.team_domain = listener_url(http, (tls_listen[0], bound[-1][1]) if tls_listen is not None else None)
         check_hosts(edge)
     except BaseException:
         await runner.cleanup()

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 from aiohttp import web
 
 from . import headers as h
 from .edge import Edge
-from .web_proxy import edge_headers
-from .web_request import NO_STORE, client_ip, cookie, ray_key
+from .headers import edge_headers
+from .web_request import client_ip, cookie, json_answer, ray_key
 
 
 async def handle_certs(request: web.Request, edge: Edge) -> web.Response:
@@ -43,14 +41,5 @@ async def handle_get_identity(request: web.Request, edge: Edge, *, app_host: str
     ):
         cred = edge.credential(token) if token else None
         if cred is not None and (auds is None or (cred.kind != "org" and not auds.isdisjoint(cred.auds))):
-            return web.Response(
-                text=json.dumps(edge.identity_document(cred, client_ip(request))),
-                content_type="application/json",
-                headers={**edge_headers(request[ray_key]), **NO_STORE},
-            )
-    return web.Response(
-        status=401,
-        text=json.dumps({"err": "no valid Access session"}),
-        content_type="application/json",
-        headers={**edge_headers(request[ray_key]), **NO_STORE},
-    )
+            return json_answer(request, edge.identity_document(cred, client_ip(request)))
+    return json_answer(request, {"err": "no valid Access session"}, 401)

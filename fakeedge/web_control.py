@@ -47,11 +47,9 @@ from .explain import Judgement, judge, judge_all
 from .faults import certs_fault
 from .login_cookies import FORMATS, cookie_line, login_cookies, netscape_jar, storage_state
 from .mint import VARIANTS, check_variant, mint
-from .record import RequestLog
 from .tokens import secrets_equal
 from .web_inspector import PAGES, PRIVATE
-from .web_proxy import edge_headers
-from .web_request import NO_STORE, client_ip, ray_key
+from .web_request import client_ip, json_answer
 
 CONTROL_PREFIX = "/cdn-cgi/fakeedge/"
 TOKEN_KEYS = ("app", "email", "service_token", "variant", "claims", "header", "lifetime")
@@ -101,12 +99,7 @@ def control_allowed(remote: str | None, authorization: str | None, admin_token: 
 
 
 def _json(request: web.Request, data: Any, status: int = 200, **headers: str) -> web.Response:
-    return web.Response(
-        status=status,
-        text=json.dumps(data),
-        content_type="application/json",
-        headers={**edge_headers(request[ray_key]), **NO_STORE, **PRIVATE, **headers},
-    )
+    return json_answer(request, data, status, {**PRIVATE, **headers})
 
 
 async def handle_control(request: web.Request, edge: Edge) -> web.StreamResponse:
@@ -289,10 +282,10 @@ def post_requests(edge: Edge, body: dict[str, Any]) -> dict[str, Any]:
     _only(body, ("record",))
     if not isinstance(body.get("record"), bool):
         raise ValueError('record: expected true or false, as in {"record": true}')
-    if body["record"] and edge.recorder is None:
-        edge.recorder = RequestLog()
-    elif not body["record"]:
-        edge.recorder = None
+    if body["record"]:
+        edge.start_recording()
+    else:
+        edge.stop_recording()
     return get_requests(edge, {})
 
 
@@ -443,9 +436,7 @@ def post_fault(edge: Edge, body: dict[str, Any]) -> dict[str, Any]:
             times=body.get("times"),
             duration=body.get("duration"),
         )
-    if edge.certs_fault is not None:
-        edge.certs_fault.clear()
-    edge.certs_fault = fault
+    edge.set_certs_fault(fault)
     return get_fault(edge, body)
 
 

@@ -19,9 +19,9 @@ from importlib.resources import files
 from aiohttp import web
 
 from .edge import Edge
+from .headers import edge_headers
 from .record import Record
-from .web_proxy import edge_headers
-from .web_request import NO_STORE, ray_key
+from .web_request import NO_STORE, html_answer, json_answer, ray_key
 
 HEARTBEAT = 15.0  # seconds between comments on an idle stream: a gone client shows up as a failed write
 # on every answer of the control API and the page: not readable by, or embeddable in, another site
@@ -54,11 +54,8 @@ async def handle_page(request: web.Request, edge: Edge) -> web.Response:
         f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; connect-src 'self'; "
         "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
     )
-    return web.Response(
-        text=_TEMPLATE.replace("{{nonce}}", nonce).replace("{{team}}", _html_text(edge.team_domain)),
-        content_type="text/html",
-        headers={**edge_headers(request[ray_key]), **NO_STORE, **PRIVATE, "Content-Security-Policy": csp},
-    )
+    page = _TEMPLATE.replace("{{nonce}}", nonce).replace("{{team}}", _html_text(edge.team_domain))
+    return html_answer(request, page, headers={**PRIVATE, "Content-Security-Policy": csp})
 
 
 def _html_text(value: str) -> str:
@@ -81,11 +78,8 @@ async def handle_events(request: web.Request, edge: Edge) -> web.StreamResponse:
     }
     last_text = request.headers.get("Last-Event-ID") or request.query.get("since", "0")
     if not last_text.isdigit():
-        return web.json_response(
-            {"error": f"since: expected the seq of the last request seen (0 or more), got {last_text!r}"},
-            status=400,
-            headers={**edge_headers(request[ray_key]), **NO_STORE, **PRIVATE},
-        )
+        error = f"since: expected the seq of the last request seen (0 or more), got {last_text!r}"
+        return json_answer(request, {"error": error}, 400, PRIVATE)
     last = int(last_text)
     response = web.StreamResponse(headers=headers)
     await response.prepare(request)

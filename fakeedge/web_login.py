@@ -21,8 +21,7 @@ from .edge import Approval, ChainHop, Edge, Session
 from .errors import one_line
 from .policy import Facts, Identity, decide, split_host
 from .web_access import app_cookies, block, login_url, set_app_session
-from .web_proxy import edge_headers
-from .web_request import NO_STORE, clear_cookie, client_ip, cookie, ray_key, set_cookie
+from .web_request import clear_cookie, client_ip, cookie, html_answer, ray_key, redirect, set_cookie
 
 log = logging.getLogger("fakeedge")
 
@@ -35,15 +34,6 @@ META_LIMIT = 4096  # a real meta is about 1 KiB; a longer one is not ours, and i
 # perhaps waited for a one-time PIN): the meta's signature and binding still count for this long
 # after its five minutes (spec §1.2); opening the login, and silent SSO, need an unexpired meta.
 META_FORM_GRACE = 3600
-
-
-def _html(request: web.Request, body: str, status: int = 200, **extra: str) -> web.Response:
-    return web.Response(
-        status=status,
-        text=body,
-        content_type="text/html",
-        headers={**edge_headers(request[ray_key]), **NO_STORE, **extra},
-    )
 
 
 def safe_redirect_path(value: str | None) -> str:
@@ -82,7 +72,7 @@ async def handle_login(request: web.Request, edge: Edge) -> web.StreamResponse:
     """GET/HEAD/POST ``/cdn-cgi/access/login/<host>`` on the team domain."""
     target = _login_target(request, edge)
     if target is None:
-        return _html(request, pages.unknown_app(request[ray_key]), 404)
+        return html_answer(request, pages.unknown_app(request[ray_key]), 404)
     app, host, path = target
     secure = request.secure
     opening = request.method in ("GET", "HEAD")  # HEAD: cloudflared's org-token exchange (spec §9.2)
@@ -90,7 +80,7 @@ async def handle_login(request: web.Request, edge: Edge) -> web.StreamResponse:
     if binding is None:
         # no meta, or one this edge did not sign for this app and host: a login started anywhere
         # but in this browser's 302 would hand its callback to whoever opens it (login CSRF)
-        return _html(
+        return html_answer(
             request,
             pages.notice(
                 "Invalid login link",
@@ -109,7 +99,7 @@ async def handle_login(request: web.Request, edge: Edge) -> web.StreamResponse:
             if session is not hop.session:
                 # not the browser of the sign-in that started the chain: the chain stops here,
                 # and this host asks for a sign-in when it is visited
-                return _redirect(request, hop.final)
+                return redirect(request, hop.final)
             return _complete(request, edge, session, app, host, path, binding, final=hop.final, chain=hop.rest)
         if session is not None:
             return _complete(request, edge, session, app, host, path, binding)  # silent SSO (spec §1.3)
@@ -117,7 +107,7 @@ async def handle_login(request: web.Request, edge: Edge) -> web.StreamResponse:
 
     if request.content_length is None or request.content_length > FORM_LIMIT:
         # a sign-in form is a few hundred bytes; never buffer an unbounded body for it
-        return _html(
+        return html_answer(
             request, pages.notice("Request too large", "The sign-in form is too large.", request[ray_key]), 413
         )
     form = await request.post()
@@ -140,7 +130,7 @@ async def handle_login(request: web.Request, edge: Edge) -> web.StreamResponse:
         if outcome == "spent":
             return _login_page(request, edge, app, error="Too many wrong codes. Please start again.", status=400)
         if outcome == "wrong":
-            return _html(
+            return html_answer(
                 request,
                 pages.one_time_pin(
                     app.name,
@@ -185,15 +175,17 @@ def _send_code(request: web.Request, edge: Edge, app: App, email: str, csrf: str
             f"Please try again in {minutes} minute{'s' if minutes != 1 else ''}."
         )
         log.warning("fakeedge: one-time PIN refused: %s", message)
-        return _html(
+        return html_answer(
             request,
             pages.notice("Too many codes", message, request[ray_key]),
             429,
-            **{"Retry-After": str(math.ceil(wait))},
+            {"Retry-After": str(math.ceil(wait))},
         )
     otp_id, pin = edge.add_otp(email, client_ip(request))
     log.warning("fakeedge: one-time PIN for %s is %s", email, pin.code)
-    return _html(request, pages.one_time_pin(app.name, email, csrf=csrf, otp_id=otp_id, brand=edge.config.branding))
+    return html_answer(
+        request, pages.one_time_pin(app.name, email, csrf=csrf, otp_id=otp_id, brand=edge.config.branding)
+    )
 
 
 def _login_page(request: web.Request, edge: Edge, app: App, *, error: str = "", status: int = 200) -> web.Response:
@@ -222,7 +214,7 @@ def _form_page(
 ) -> web.Response:
     """A team-domain page with a form: its CSRF value is the browser's ``CF_Session`` (made if absent)."""
     csrf = cookie(request, h.CF_SESSION) or secrets.token_urlsafe(24)
-    response = _html(request, render(csrf), status, **{h.ACCESS_DOMAIN: app.domain})
+    response = html_answer(request, render(csrf), status, {h.ACCESS_DOMAIN: app.domain})
     set_cookie(response, h.CF_SESSION, csrf, expires=edge.clock.now() + CF_SESSION_TTL, secure=request.secure)
     return response
 
@@ -439,7 +431,7 @@ def _complete(
     location = (
         f"{_app_scheme(edge, host, request.secure)}://{host}/cdn-cgi/access/authorized?nonce={nonce}&state={state}"
     )
-    return web.Response(status=302, headers={**edge_headers(request[ray_key]), **NO_STORE, "Location": location})
+    return redirect(request, location)
 
 
 def _app_scheme(edge: Edge, host: str, team_secure: bool) -> str:
@@ -452,10 +444,6 @@ def _app_scheme(edge: Edge, host: str, team_secure: bool) -> str:
     if port.isascii() and port.isdigit() and int(port) in edge.ports:
         return "https" if int(port) in edge.tls_ports else "http"
     return "https" if team_secure else "http"
-
-
-def _redirect(request: web.Request, location: str) -> web.Response:
-    return web.Response(status=302, headers={**edge_headers(request[ray_key]), **NO_STORE, "Location": location})
 
 
 def _meta_binding(request: web.Request, edge: Edge, app: App, host: str, *, grace: float) -> str | None:
@@ -505,7 +493,7 @@ def eager_hosts(app: App, current: str) -> tuple[str, ...]:
 
 
 def _invalid_login(request: web.Request) -> web.Response:
-    return _html(
+    return html_answer(
         request,
         pages.notice(
             "Invalid login session", "Please try going to the URL of your application again.", request[ray_key]
@@ -528,7 +516,7 @@ async def handle_authorized(request: web.Request, edge: Edge) -> web.Response:
     if not tokens.secrets_equal(claims.app_session_hash(app_session), pending.app_session_hash):
         return _invalid_login(request)  # another browser than the one sent to the login (login CSRF)
     if not pending.session.alive(edge.clock.now()):
-        return _html(
+        return html_answer(
             request,
             pages.notice("Invalid login session", "Your session ended. Please sign in again.", request[ray_key]),
             400,
@@ -545,7 +533,7 @@ async def handle_authorized(request: web.Request, edge: Edge) -> web.Response:
             {"session": pending.session, "app": pending.app, "host": chain[0], "rest": chain[1:], "final": location}
         )
         location = f"{scheme}://{chain[0]}/cdn-cgi/access/authorized?chain={hop_id}"
-    response = _redirect(request, location)
+    response = redirect(request, location)
     for name, value in app_cookies(request, pending.app, jwt, exp):
         response.headers.add(name, value)
     clear_cookie(response, h.CF_APP_SESSION, secure=request.secure)
@@ -557,7 +545,7 @@ def _start_chain_hop(request: web.Request, edge: Edge, hop: ChainHop | None) -> 
     if hop is None or hop.host != request.host.lower():
         return _invalid_login(request)
     location, app_session = login_url(request, edge, hop.app, "/")
-    response = _redirect(request, f"{location}&chain={request.query['chain']}")
+    response = redirect(request, f"{location}&chain={request.query['chain']}")
     set_app_session(response, request, edge, app_session)
     return response
 
@@ -572,11 +560,9 @@ async def handle_logout(request: web.Request, edge: Edge, *, team: bool) -> web.
     if back is not None:
         # fakeedge's addition, for the block page's "Sign in as someone else": back to a path on
         # this same host (never another), now without a session, so the sign-in page shows
-        response = web.Response(
-            status=302, headers={**edge_headers(request[ray_key]), **NO_STORE, "Location": safe_redirect_path(back)}
-        )
+        response = redirect(request, safe_redirect_path(back))
     else:
-        response = _html(
+        response = html_answer(
             request, pages.notice("Logged out", "You have been logged out of Cloudflare Access.", request[ray_key])
         )
     clear_cookie(response, h.CF_AUTHORIZATION, secure=request.secure)

@@ -31,10 +31,9 @@ from . import oauth, pages
 from .config import App
 from .edge import Edge
 from .oauth import CODE_TTL, Code, Grant
-from .policy import Facts, decide
-from .web_access import access_denied, block, login_redirect, oauth_bearer, presented_credential, refusal_headers
-from .web_proxy import edge_headers
-from .web_request import NO_STORE, client_ip, ray_key, scheme
+from .policy import Facts, Identity, Verdict, decide
+from .web_access import access_denied, app_headers, block, login_redirect, oauth_bearer, presented_credential
+from .web_request import client_ip, html_answer, json_answer, ray_key, redirect, scheme
 
 log = logging.getLogger("fakeedge")
 
@@ -140,20 +139,25 @@ async def handle(request: web.Request, edge: Edge, host: str, path: str) -> web.
     return None
 
 
-def _json(
-    request: web.Request, body: dict[str, Any], status: int = 200, extra: dict[str, str] | None = None
-) -> web.Response:
-    return web.Response(
-        status=status,
-        text=json.dumps(body),
-        content_type="application/json",
-        headers={**edge_headers(request[ray_key]), **NO_STORE, **(extra or {})},
+def _judge(request: web.Request, app: App, who: Identity, client_id: str, step: str) -> Verdict:
+    """The app's policies on ``who`` for an OAuth ``step`` (authorize, refresh), logged."""
+    verdict = decide(app, Facts(ipaddress.ip_address(client_ip(request)), who.country), who)
+    policy = verdict.policy.name if verdict.policy else None
+    log.info(
+        "oauth %s %s app=%r client=%s policy=%r decision=%s",
+        step,
+        who.email,
+        app.name,
+        client_id,
+        policy,
+        verdict.outcome,
     )
+    return verdict
 
 
 def _oauth_error(request: web.Request, error: str, description: str, status: int = 400) -> web.Response:
     extra = {"WWW-Authenticate": 'Basic realm="OAuth"'} if error == "invalid_client" else {}
-    return _json(request, {"error": error, "error_description": description}, status, extra)
+    return json_answer(request, {"error": error, "error_description": description}, status, extra)
 
 
 def _resource_metadata(request: web.Request, app: App, resource_path: str) -> web.Response:
@@ -166,7 +170,7 @@ def _resource_metadata(request: web.Request, app: App, resource_path: str) -> we
         "resource_name": app.name,
     }
     # public documents: browser-based clients (the MCP inspector) read them cross-origin
-    return _json(request, body, extra={"Access-Control-Allow-Origin": "*"})
+    return json_answer(request, body, headers={"Access-Control-Allow-Origin": "*"})
 
 
 def _server_metadata(request: web.Request, app: App) -> web.Response:
@@ -189,7 +193,7 @@ def _server_metadata(request: web.Request, app: App) -> web.Response:
         "token_endpoint_auth_methods_supported": list(oauth.AUTH_METHODS),
         "authorization_response_iss_parameter_supported": True,
     }
-    return _json(request, body, extra={"Access-Control-Allow-Origin": "*"})
+    return json_answer(request, body, headers={"Access-Control-Allow-Origin": "*"})
 
 
 async def _read_body(request: web.Request) -> bytes | None:
@@ -271,7 +275,7 @@ async def handle_register(request: web.Request, edge: Edge, host: str) -> web.Re
     if secret is not None:
         body |= {"client_secret": secret, "client_secret_expires_at": 0}
     log.info("oauth register app=%r client=%s redirect_uris=%s", app.name, client.client_id, client.redirect_uris)
-    return _json(request, body, 201)
+    return json_answer(request, body, 201)
 
 
 def _resource_ok(edge: Edge, app: App, resource: str | None) -> bool:
@@ -286,12 +290,8 @@ def _resource_ok(edge: Edge, app: App, resource: str | None) -> bool:
 
 def _invalid_request_page(request: web.Request, app: App, message: str) -> web.Response:
     # RFC 6749 §4.1.2.1: with no trustworthy redirect URI the error is shown, never redirected
-    ray = request[ray_key]
-    return web.Response(
-        status=400,
-        text=pages.notice("Invalid authorization request", message, ray),
-        content_type="text/html",
-        headers=refusal_headers(ray, app),
+    return html_answer(
+        request, pages.notice("Invalid authorization request", message, request[ray_key]), 400, app_headers(app)
     )
 
 
@@ -315,8 +315,7 @@ async def handle_authorize(request: web.Request, edge: Edge, host: str) -> web.R
             params["state"] = q["state"]
         params["iss"] = _origin(request)  # RFC 9207
         sep = "&" if "?" in redirect_uri else "?"
-        headers = {**edge_headers(request[ray_key]), **NO_STORE, "Location": f"{redirect_uri}{sep}{urlencode(params)}"}
-        return web.Response(status=302, headers=headers)
+        return redirect(request, f"{redirect_uri}{sep}{urlencode(params)}")
 
     if q.get("response_type") != "code":
         return to_client(error="unsupported_response_type", error_description="response_type must be code")
@@ -333,15 +332,7 @@ async def handle_authorize(request: web.Request, edge: Edge, host: str) -> web.R
         # spec §1.2: the same 302 as any protected URL; the login ends back on this very URL
         return login_redirect(request, edge, app, service_token_status=False)
     who = cred.session.identity
-    verdict = decide(app, Facts(ipaddress.ip_address(client_ip(request)), who.country), who)
-    log.info(
-        "oauth authorize %s app=%r client=%s policy=%r decision=%s",
-        who.email,
-        app.name,
-        client.client_id,
-        verdict.policy.name if verdict.policy else None,
-        verdict.outcome,
-    )
+    verdict = _judge(request, app, who, client.client_id, "authorize")
     if verdict.outcome != "allow":
         return block(request, edge, app, identity=verdict.outcome == "deny")
     now = edge.clock.now()
@@ -464,15 +455,7 @@ async def handle_token(request: web.Request, edge: Edge, host: str) -> web.Respo
                 return _oauth_error(request, "invalid_grant", "the session behind this grant has ended")
             # spec §14.2: "policies are re-evaluated on each token refresh"
             who = grant.identity
-            verdict = decide(app, Facts(ipaddress.ip_address(client_ip(request)), who.country), who)
-            log.info(
-                "oauth refresh %s app=%r client=%s policy=%r decision=%s",
-                who.email,
-                app.name,
-                client.client_id,
-                verdict.policy.name if verdict.policy else None,
-                verdict.outcome,
-            )
+            verdict = _judge(request, app, who, client.client_id, "refresh")
             if verdict.outcome != "allow":
                 edge.revoke_grant(grant.id)
                 return _oauth_error(request, "invalid_grant", "the application's policies no longer allow this user")
@@ -482,7 +465,7 @@ async def handle_token(request: web.Request, edge: Edge, host: str) -> web.Respo
             return _oauth_error(request, "unsupported_grant_type", f"grant_type {other!r} is not supported")
     lifetime = min(conf.access_token_lifetime, max(1, int(grant.expires - now)))
     access, refresh = edge.oauth.issue(grant, now, lifetime)
-    return _json(
+    return json_answer(
         request,
         {"access_token": access, "token_type": "Bearer", "expires_in": lifetime, "refresh_token": refresh},
     )

@@ -18,6 +18,7 @@ from yarl import URL
 from . import headers as h
 from . import pages, web_aiohttp
 from .config import IngressRule
+from .headers import edge_headers
 from .web_aiohttp import HttpProcessingError, ResponseHandler
 
 SMALL_BODY = 64 * 1024  # origin bodies up to this size are read whole; larger ones are streamed
@@ -84,11 +85,6 @@ def new_ray() -> str:
     syscall per request as ``secrets`` would.
     """
     return f"{random.getrandbits(64):016x}-DEV"
-
-
-def edge_headers(ray: str) -> dict[str, str]:
-    """Headers on every response the edge sends."""
-    return {"Server": "cloudflare", "CF-Ray": ray}
 
 
 # Never removed because the client's Connection header names them (RFC 9110 §7.6.1 lets a sender

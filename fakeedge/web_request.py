@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import json
+from collections.abc import Mapping
 from email.utils import formatdate
 from typing import Any
 
@@ -11,6 +13,7 @@ from aiohttp import web
 
 from .config import App
 from .edge import Edge
+from .headers import edge_headers
 
 edge_key = web.AppKey("edge_key", Edge)
 client_key = web.AppKey("client_key", aiohttp.ClientSession)
@@ -26,6 +29,43 @@ def client_ip(request: web.Request) -> str:
     """The connecting address: only the socket is trusted, never a header."""
     # no peer address (not a TCP socket): an address that matches nothing, loopback least of all
     return request.remote or "0.0.0.0"
+
+
+# -- the edge's own answers (pages, JSON, redirects): the edge's headers, never stored --
+
+
+def html_answer(
+    request: web.Request, page: str, status: int = 200, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    """One of the edge's HTML pages (sign-in, block, notice...), with ``headers`` added."""
+    return _own(request, status, page, "text/html", headers)
+
+
+def json_answer(
+    request: web.Request, data: Any, status: int = 200, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    """A JSON answer of the edge's (get-identity, OAuth endpoints, the control API), with ``headers`` added."""
+    return _own(request, status, json.dumps(data), "application/json", headers)
+
+
+def _own(
+    request: web.Request, status: int, text: str, content_type: str, headers: Mapping[str, str] | None
+) -> web.Response:
+    return web.Response(
+        status=status,
+        text=text,
+        content_type=content_type,
+        headers={**edge_headers(request[ray_key]), **NO_STORE, **(headers or {})},
+    )
+
+
+def redirect(
+    request: web.Request, location: str, status: int = 302, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    """A redirect of the edge's to ``location``, with ``headers`` added."""
+    return web.Response(
+        status=status, headers={**edge_headers(request[ray_key]), **NO_STORE, **(headers or {}), "Location": location}
+    )
 
 
 def scheme(request: web.Request) -> str:

@@ -367,3 +367,15 @@ def test_only_cloudflared_keys_are_accepted_without_being_honoured(tmp_path: Pat
     (tmp_path / "cloudflared.yml").write_text(INGRESS_FILE)
     listed = _parse(EVERY_KEY, tmp_path).not_emulated
     assert sorted(listed) == sorted(f"ingress[0].originRequest.{key}" for _, key in not_honoured)
+
+
+def test_the_rule_kind_types_name_the_declared_rules() -> None:
+    """config's Literal types for rule kinds (for mypy's exhaustive matches) agree with the declaration."""
+    from fakeedge.options import section
+
+    declared = {o.key: o.type for o in section("rule").options}
+    assert set(config_module.RULE_KINDS) == set(declared)
+    identity = {k for k, t in declared.items() if t.startswith("identity")}
+    non_identity = {k for k, t in declared.items() if t.startswith("non-identity")}
+    assert set(config_module.IDENTITY_RULES) == identity
+    assert set(config_module.NON_IDENTITY_RULES) == non_identity
