@@ -172,7 +172,7 @@ async def _handle(request: web.Request, front: Front, edge: Edge) -> web.StreamR
     trail = request[journal.trail_key] = journal.Trail()
     edge_log = front.access_log
     try:
-        response, app, kind, host = await _answer(request, front, edge, ray)
+        response, app, kind, host = await _answer(request, front, edge, ray, trail)
     except asyncio.CancelledError:
         # the client went away (aiohttp cancels its handler): logged as nginx and Cloudflare do, 499
         if edge_log.enabled:
@@ -246,7 +246,7 @@ def _log(
 
 
 async def _answer(
-    request: web.Request, front: Front, edge: Edge, ray: str
+    request: web.Request, front: Front, edge: Edge, ray: str, trail: journal.Trail
 ) -> tuple[web.StreamResponse, App | None, str, str]:
     """The response, the app that covered the request, what kind of answer it was, and the host."""
     parsed = split_host(request.host)
@@ -300,7 +300,7 @@ async def _answer(
             journal.note(request, "no Access application covers this host and deny_unmatched_requests blocks it")
             return _requires_access(request), None, "unprotected", host
         journal.note(request, "no Access application covers this host and path")
-        return await _to_origin(request, front, host, path, None, None), None, "route", host
+        return await _to_origin(request, front, trail, ray, host, path, None, None), None, "route", host
     app = match.app
     if request.method == "HEAD" and request.headers.get(h.METADATA_REQUEST) == "true":
         journal.note(request, "cloudflared's metadata request: the edge answers with the app's match token")
@@ -332,7 +332,7 @@ async def _answer(
                 )
             return refused, app, "app", host
         admission = outcome
-    response = await _to_origin(request, front, host, path, admission, app)
+    response = await _to_origin(request, front, trail, ray, host, path, admission, app)
     return response, app, "app", host
 
 
@@ -362,12 +362,18 @@ def _requires_access(request: web.Request) -> web.Response:
 
 
 async def _to_origin(
-    request: web.Request, front: Front, host: str, path: str, admission: Admission | None, app: App | None
+    request: web.Request,
+    front: Front,
+    trail: journal.Trail,
+    ray: str,
+    host: str,
+    path: str,
+    admission: Admission | None,
+    app: App | None,
 ) -> web.StreamResponse:
     edge = front.edge
     client = front.client
     assert client is not None  # set while the app runs
-    ray = request[ray_key]
     rule = edge.route(host, path)
     status = rule.status
     if status is not None:
@@ -388,7 +394,7 @@ async def _to_origin(
             upstream_headers.popall("Authorization", None)  # an Access credential, like CF_Binding
         if admission.set_cookie is not None and app is not None:
             extra = app_cookies(request, app, *admission.set_cookie)
-    request[journal.trail_key].forwarded = journal.Forwarded(upstream_headers, admission)
+    trail.forwarded = journal.Forwarded(upstream_headers, admission)
     return await forward(
         request,
         client,

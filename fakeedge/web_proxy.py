@@ -176,7 +176,8 @@ async def forward(
     method = request.method
     origin = _plain_origin(rule.service) if pool is not None and web_aiohttp.POOLED and not websocket else None
     try:
-        head = _pooled_head(method, target, upstream_headers, request.body_exists, origin)
+        has_body = request.body_exists
+        head = _pooled_head(method, target, upstream_headers, has_body, origin)
         if origin is None and _SURROGATE.search(head.decode("utf-8", "surrogateescape")):
             # aiohttp's client serialises with its own code: bytes that were not UTF-8 would be
             # dropped (C build) or fail (pure Python), so they are refused here the same way in both
@@ -192,7 +193,7 @@ async def forward(
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None
-    body = _timed_body(request, deadlines, task, read_timeout)
+    body = _timed_body(request, deadlines, task, read_timeout) if has_body else None
     upstream: _Pooled | _FromClient | None = None
     response: web.StreamResponse | None = None
     failure: BaseException | None = None
@@ -208,7 +209,8 @@ async def forward(
         status = upstream.status
         headers = upstream.headers
         raw_length = headers.get("Content-Length")
-        if _read_whole(method, int(raw_length) if raw_length else None, status):
+        # small bodies are read whole (HEAD, 204 and 304 have none to read)
+        if raw_length and int(raw_length) <= SMALL_BODY and method != "HEAD" and status not in (204, 304):
             data = await upstream.payload.read()
             upstream.finish()
             out = _response_headers(headers, ray, extra_response_headers, RESPONSE_DROP_WHOLE)
@@ -420,11 +422,6 @@ def _response_headers(
     out.append(("CF-Ray", ray))
     out.extend(extra)
     return out
-
-
-def _read_whole(method: str, length: int | None, status: int) -> bool:
-    """Whether a response body is small enough to read whole rather than stream."""
-    return method != "HEAD" and length is not None and length <= SMALL_BODY and status not in (204, 304)
 
 
 def _failed(
