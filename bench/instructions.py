@@ -7,6 +7,13 @@ under ``valgrind --tool=callgrind`` with instrumentation off; after a warm-up it
 for exactly N sequential keep-alive requests, dumped, and the count divided by N. Only the
 front's instructions are counted: the origin and this driver run natively.
 
+Before counting, each front collects its garbage and freezes what is left (``gc.freeze()``): a
+full collection walks every object of the process (tens of thousands after start-up, the
+journal's records, the caches) and costs ~25M instructions, so whether one falls inside the
+counted requests or not moved a path's count by ±25k a request from run to run. Frozen, the
+young collections a request's garbage causes are still counted, the full ones cost little, and
+with ``PYTHONHASHSEED=0`` the same code counts the same within about 1k.
+
     apt-get install -y valgrind
     .venv/bin/python bench/instructions.py [--requests 1000] [--loop uvloop]
 
@@ -18,8 +25,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import http.client
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -32,9 +42,16 @@ PORT_TIMEOUT = 240.0  # a Python start under valgrind takes tens of seconds
 LOOP = ["asyncio"]  # every front's event loop: --loop
 
 
+def _settle() -> None:
+    """SIGUSR1, once warm: start the counted requests with no garbage and a frozen heap."""
+    gc.collect()
+    gc.freeze()
+
+
 async def _serve(kind: str, origin: str, port: int, keys_dir: str) -> None:
     from aiohttp import web
 
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _settle)
     if kind in ("proxy", "wire-proxy"):
         app = B.minimal_proxy_app(origin, B.WIRE_HEADERS if kind == "wire-proxy" else None)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -97,6 +114,7 @@ def measure(
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONHASHSEED": "0"},
     )
     try:
         conn = _connect(port)
@@ -113,6 +131,8 @@ def measure(
                     raise SystemExit(f"{kind} {host}: got {resp.status}")
 
         go(100)  # warm-up: caches, the session's tokens, the upstream connection
+        front.send_signal(signal.SIGUSR1)  # _settle
+        go(10)
         subprocess.run(["callgrind_control", "-i", "on", str(front.pid)], check=True, capture_output=True, timeout=60)
         go(n)
         subprocess.run(["callgrind_control", "-d", str(front.pid)], check=True, capture_output=True, timeout=120)
@@ -139,6 +159,7 @@ def main() -> None:
         "--paths", default="unprotected,cookie,service-token", help="fakeedge paths to measure, comma-separated"
     )
     parser.add_argument("--no-proxy", action="store_true", help="fakeedge only, to iterate on a change quickly")
+    parser.add_argument("--keep", metavar="DIR", help="keep the callgrind dumps in DIR (for callgrind_annotate)")
     parser.add_argument(
         "--loop", choices=("asyncio", "uvloop"), default="asyncio", help="every front's event loop (default asyncio)"
     )
@@ -178,6 +199,10 @@ def main() -> None:
                 table.append((name, count, proxy, wire))
                 print(f"  {name:<30} {count:>9,}   minimal proxy, same request {proxy:>9,}", flush=True)
         finally:
+            if args.keep:
+                Path(args.keep).mkdir(parents=True, exist_ok=True)
+                for dump in tmp.glob("cg.*"):
+                    shutil.copy(dump, Path(args.keep) / f"{dump.name}.{args.loop}")
             for server in started:
                 server.stop()
     print(f"\nevent loop of every front: {args.loop}")

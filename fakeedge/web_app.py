@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import resource
 import ssl
@@ -17,7 +18,7 @@ import aiohttp
 from aiohttp import web
 
 from . import headers as h
-from . import journal, pages, web_inspector, web_oauth
+from . import journal, pages, web_aiohttp, web_inspector, web_oauth
 from .config import App, Config
 from .edge import Edge
 from .env import listener_url, shown_host
@@ -79,8 +80,6 @@ class AccessLog:
             self._lines.clear()
 
 
-access_log_key = web.AppKey("access_log_key", AccessLog)
-deadlines_key = web.AppKey("deadlines_key", Deadlines)
 pool_key = web.AppKey("pool_key", OriginPool)
 
 
@@ -132,23 +131,39 @@ async def handle_app_cdn_cgi(request: web.Request, edge: Edge, host: str, path: 
     return None
 
 
-async def handle(request: web.Request) -> web.StreamResponse:
+class Front:
+    """What every request reads: the edge, its access log, and its upstream once the app has started."""
+
+    __slots__ = ("access_log", "client", "deadlines", "edge", "pool")
+
+    def __init__(self, edge: Edge, access_log: AccessLog, deadlines: Deadlines) -> None:
+        self.edge = edge
+        self.access_log = access_log
+        self.deadlines = deadlines
+        self.client: aiohttp.ClientSession | None = None  # set by the app's startup
+        self.pool: OriginPool | None = None
+
+
+front_key = web.AppKey("front_key", Front)
+
+
+async def handle(front: Front, request: web.Request) -> web.StreamResponse:
     """Every request, whatever the host: the team domain, Access, then the ingress rules."""
-    edge = request.app[edge_key]
+    edge = front.edge
     edge.handling += 1
     try:
-        return await _handle(request, edge)
+        return await _handle(request, front, edge)
     finally:
         edge.handling -= 1
 
 
-async def _handle(request: web.Request, edge: Edge) -> web.StreamResponse:
+async def _handle(request: web.Request, front: Front, edge: Edge) -> web.StreamResponse:
     started = time.perf_counter()
     ray = request[ray_key] = new_ray()
     trail = request[journal.trail_key] = journal.Trail()
-    edge_log = request.app[access_log_key]
+    edge_log = front.access_log
     try:
-        response, app, kind, host = await _answer(request, ray)
+        response, app, kind, host = await _answer(request, front, edge, ray, trail)
     except asyncio.CancelledError:
         # the client went away (aiohttp cancels its handler): logged as nginx and Cloudflare do, 499
         if edge_log.enabled:
@@ -221,9 +236,10 @@ def _log(
     )
 
 
-async def _answer(request: web.Request, ray: str) -> tuple[web.StreamResponse, App | None, AnswerKind, str]:
+async def _answer(
+    request: web.Request, front: Front, edge: Edge, ray: str, trail: journal.Trail
+) -> tuple[web.StreamResponse, App | None, AnswerKind, str]:
     """The response, the app that covered the request, what kind of answer it was, and the host."""
-    edge = request.app[edge_key]
     parsed = split_host(request.host)
     raw_path = request.raw_path
     if parsed is None or not raw_path.startswith("/") or "#" in raw_path:
@@ -275,7 +291,7 @@ async def _answer(request: web.Request, ray: str) -> tuple[web.StreamResponse, A
             journal.note(request, "no Access application covers this host and deny_unmatched_requests blocks it")
             return _requires_access(request), None, "unprotected", host
         journal.note(request, "no Access application covers this host and path")
-        return await _to_origin(request, edge, host, path, None, None), None, "route", host
+        return await _to_origin(request, front, trail, ray, host, path, None, None), None, "route", host
     app = match.app
     if request.method == "HEAD" and request.headers.get(h.METADATA_REQUEST) == "true":
         journal.note(request, "cloudflared's metadata request: the edge answers with the app's match token")
@@ -307,7 +323,7 @@ async def _answer(request: web.Request, ray: str) -> tuple[web.StreamResponse, A
                 )
             return refused, app, "app", host
         admission = outcome
-    response = await _to_origin(request, edge, host, path, admission, app)
+    response = await _to_origin(request, front, trail, ray, host, path, admission, app)
     return response, app, "app", host
 
 
@@ -331,9 +347,18 @@ def _requires_access(request: web.Request) -> web.Response:
 
 
 async def _to_origin(
-    request: web.Request, edge: Edge, host: str, path: str, admission: Admission | None, app: App | None
+    request: web.Request,
+    front: Front,
+    trail: journal.Trail,
+    ray: str,
+    host: str,
+    path: str,
+    admission: Admission | None,
+    app: App | None,
 ) -> web.StreamResponse:
-    ray = request[ray_key]
+    edge = front.edge
+    client = front.client
+    assert client is not None  # set while the app runs
     rule = edge.route(host, path)
     status = rule.status
     if status is not None:
@@ -354,10 +379,10 @@ async def _to_origin(
             upstream_headers.popall("Authorization", None)  # an Access credential, like CF_Binding
         if admission.set_cookie is not None and app is not None:
             extra = app_cookies(request, app, *admission.set_cookie)
-    request[journal.trail_key].forwarded = journal.Forwarded(upstream_headers, admission)
+    trail.forwarded = journal.Forwarded(upstream_headers, admission)
     return await forward(
         request,
-        request.app[client_key],
+        client,
         rule,
         upstream_headers,
         # the URL as the client sent it: Cloudflare's default normalisation scope is "incoming"
@@ -365,17 +390,21 @@ async def _to_origin(
         target=request.raw_path,
         ray=ray,
         read_timeout=edge.config.origin_timeout,
-        deadlines=request.app[deadlines_key],
+        deadlines=front.deadlines,
         extra_response_headers=extra,
-        pool=request.app[pool_key],
+        pool=front.pool,
     )
 
 
 def create_app(edge: Edge, *, access_log: AccessLog | None = None) -> web.Application:
-    """The aiohttp application for ``edge``; its upstream ClientSession and origin pool live and die with it."""
+    """The aiohttp application for ``edge``: its state, and its upstream ClientSession and origin pool.
+
+    It has no routes: :class:`EdgeRunner` serves it, every request going to :func:`handle`.
+    """
     app = web.Application(client_max_size=0)
     app[edge_key] = edge
-    app[access_log_key] = access_log or AccessLog(enabled=False)
+    deadlines = Deadlines(tick=min(1.0, max(0.02, edge.config.origin_timeout / 10)))
+    front = app[front_key] = Front(edge, access_log or AccessLog(enabled=False), deadlines)
 
     async def upstream(app: web.Application) -> AsyncIterator[None]:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, force_close=False)
@@ -386,17 +415,18 @@ def create_app(edge: Edge, *, access_log: AccessLog | None = None) -> web.Applic
             # the origin gets the client's headers, not aiohttp's defaults
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
         ) as client:
-            app[client_key] = client
-            pool = app[pool_key] = OriginPool()
+            app[client_key] = front.client = client
+            pool = app[pool_key] = front.pool = OriginPool()
             try:
                 yield
             finally:
                 pool.close()
+                front.client = front.pool = None
         if access_log is not None:
             access_log.flush()
 
     async def watch_deadlines(app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(app[deadlines_key].run())
+        task = asyncio.create_task(deadlines.run())
         yield
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -404,12 +434,48 @@ def create_app(edge: Edge, *, access_log: AccessLog | None = None) -> web.Applic
 
     streams = app[web_inspector.streams_key] = web_inspector.Streams()
     app.on_shutdown.append(streams.close)  # event streams end before the runner waits for handlers
-    app[deadlines_key] = Deadlines(tick=min(1.0, max(0.02, edge.config.origin_timeout / 10)))
     app.cleanup_ctx.append(upstream)
     app.cleanup_ctx.append(watch_deadlines)
-    # every path, "\n" included: with ".*" aiohttp's router answers /x%0a with its own 404 page
-    app.router.add_route("*", r"/{tail:[\s\S]*}", handle)
     return app
+
+
+class EdgeRunner(web.ServerRunner):
+    """``app`` on aiohttp's low-level server: every request straight to :func:`handle`.
+
+    An ``AppRunner`` would resolve each request through the application's router, build its match
+    info and look up middlewares, all for one catch-all route: about 30k instructions a request
+    (bench/README.md). The application keeps what it is for, the edge's state and lifetime: it
+    starts up before the server, shuts down (``on_shutdown``) while the server waits for requests
+    in flight, and is cleaned up last, in the order an ``AppRunner`` keeps.
+    """
+
+    def __init__(self, app: web.Application, *, handler_cancellation: bool, shutdown_timeout: float) -> None:
+        self.app = app
+        # web.Server's keywords beyond the factory go to each connection's RequestHandler
+        server = web.Server(
+            # the factory makes web.Request objects (EdgeRequest), not only BaseRequest ones
+            functools.partial(handle, app[front_key]),
+            request_factory=web_aiohttp.request_factory(app),
+            handler_cancellation=handler_cancellation,
+            access_log=None,
+        )
+        super().__init__(server, shutdown_timeout=shutdown_timeout)
+
+    async def setup(self) -> None:
+        # as AppRunner does: the startup hooks may still set state (the upstream session, the pool)
+        self.app.on_startup.freeze()
+        await self.app.startup()
+        self.app.freeze()
+        await super().setup()
+
+    async def shutdown(self) -> None:
+        await self.app.shutdown()
+
+    async def cleanup(self) -> None:
+        try:
+            await super().cleanup()
+        finally:
+            await self.app.cleanup()
 
 
 FDS_RESERVED = 32  # descriptors not for connections: listeners, the loop, stdio, keys, certificates
@@ -458,7 +524,7 @@ async def start(
     tls_listen: tuple[str, int] | None = None,
     ssl_context: ssl.SSLContext | None = None,
     shutdown_timeout: float = SHUTDOWN_TIMEOUT,
-) -> tuple[web.AppRunner, tuple[str, int]]:
+) -> tuple[EdgeRunner, tuple[str, int]]:
     """Start the edge on host:port (0 for any free port) and return the runner and bound address.
 
     Args:
@@ -485,12 +551,8 @@ async def start(
     """
     # handler_cancellation: a client that leaves cancels its request, so the forwarder closes the
     # origin connection and the origin sees the disconnect, as at Cloudflare (a 499 in its logs)
-    runner = web.AppRunner(
-        create_app(edge, access_log=access_log),
-        access_log=None,
-        handle_signals=False,
-        handler_cancellation=True,
-        shutdown_timeout=shutdown_timeout,
+    runner = EdgeRunner(
+        create_app(edge, access_log=access_log), handler_cancellation=True, shutdown_timeout=shutdown_timeout
     )
     await runner.setup()
     try:

@@ -161,131 +161,197 @@ async def forward(
 ) -> web.StreamResponse:
     """Send the request to ``rule``'s origin and stream the answer back.
 
-    Plain-http origins go through ``pool`` when one is given; https origins and websockets
-    through ``client``.
+    Plain-http origins go through ``pool`` when one is given (:func:`_send_pooled`); https
+    origins and websockets through ``client`` (:func:`_send_client`). Either way the same
+    answers, errors and timeouts: this one skeleton reads or streams what they return.
     """
     if rule.http_host_header:
         upstream_headers[h.X_FORWARDED_HOST] = request.host
         upstream_headers["Host"] = rule.http_host_header
     websocket = _is_websocket(request)
-    if (
-        pool is not None
-        and web_aiohttp.POOLED
-        and not websocket
-        and (origin := _plain_origin(rule.service)) is not None
-    ):
-        return await _forward_pooled(
-            request,
-            pool,
-            origin,
-            rule,
-            upstream_headers,
-            target=target,
-            ray=ray,
-            read_timeout=read_timeout,
-            deadlines=deadlines,
-            extra_response_headers=extra_response_headers,
-        )
+    method = request.method
+    origin = _plain_origin(rule.service) if pool is not None and web_aiohttp.POOLED and not websocket else None
     try:
-        # aiohttp's client serialises with its own code: bytes that were not UTF-8 would be dropped
-        # (C build) or fail (pure Python), so they are refused here the same way in both builds
-        if _SURROGATE.search(
-            serialize_head(f"{request.method} {target} HTTP/1.1", upstream_headers).decode("utf-8", "surrogateescape")
-        ):
+        has_body = request.body_exists
+        head = _pooled_head(method, target, upstream_headers, has_body, origin)
+        if origin is None and _SURROGATE.search(head.decode("utf-8", "surrogateescape")):
+            # aiohttp's client serialises with its own code: bytes that were not UTF-8 would be
+            # dropped (C build) or fail (pure Python), so they are refused here the same way in both
             raise UnsendableHead(
                 "a request header holds bytes that are not UTF-8, which the edge forwards only to http origins"
             )
     except UnsendableHead as exc:
         return unsendable(request, ray, exc)
-    # encoded=True: the path and query go on as the client sent them; yarl would otherwise re-encode
-    # them (%2F -> / in the query, %7e -> ~), breaking URLs an origin checks byte for byte (signatures)
-    url = URL(rule.service + target, encoded=True)
     if websocket:
-        return await _forward_websocket(request, client, url, upstream_headers, rule, ray, read_timeout)
+        return await _forward_websocket(
+            request, client, _client_url(rule, target), upstream_headers, rule, ray, read_timeout
+        )
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None
-    body = _timed_body(request, deadlines, task, read_timeout)
+    body = _timed_body(request, deadlines, task, read_timeout) if has_body else None
+    upstream: _Pooled | _FromClient | None = None
     response: web.StreamResponse | None = None
     failure: BaseException | None = None
     # the origin must answer, and keep sending, within read_timeout (an idle stream is cut)
     deadlines.set(task, loop.time() + read_timeout)
     try:
-        async with client.request(
-            request.method,
-            url,
-            headers=upstream_headers,
-            data=body,
-            allow_redirects=False,
-            timeout=_timeout(rule.connect_timeout),
-        ) as upstream:
-            if _read_whole(request.method, upstream.content_length, upstream.status):
-                data = await upstream.read()
-                out = _response_headers(upstream.headers, ray, extra_response_headers, RESPONSE_DROP_WHOLE)
-                return web.Response(status=upstream.status, reason=upstream.reason, headers=out, body=data)
-            out = _response_headers(upstream.headers, ray, extra_response_headers, RESPONSE_DROP)
-            response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=out)
-            await response.prepare(request)
-            async for chunk in upstream.content.iter_chunked(CHUNK):
-                deadlines.set(task, loop.time() + read_timeout)
-                await response.write(chunk)
-            await response.write_eof()
-            return response
+        if origin is not None:
+            assert pool is not None
+            chunked = body is not None and "Content-Length" not in upstream_headers  # _pooled_head's framing
+            upstream = await _send_pooled(pool, origin, method, head, body, chunked, rule.connect_timeout)
+        else:
+            upstream = await _send_client(client, method, _client_url(rule, target), upstream_headers, body, rule)
+        status = upstream.status
+        headers = upstream.headers
+        raw_length = headers.get("Content-Length")
+        # small bodies are read whole (HEAD, 204 and 304 have none to read)
+        if raw_length and int(raw_length) <= SMALL_BODY and method != "HEAD" and status not in (204, 304):
+            data = await upstream.payload.read()
+            upstream.finish()
+            out = _response_headers(headers, ray, extra_response_headers, RESPONSE_DROP_WHOLE)
+            return web.Response(status=status, reason=upstream.reason, headers=out, body=data)
+        out = _response_headers(headers, ray, extra_response_headers, RESPONSE_DROP)
+        response = web.StreamResponse(status=status, reason=upstream.reason, headers=out)
+        await response.prepare(request)
+        async for chunk in upstream.payload.iter_chunked(CHUNK):
+            deadlines.set(task, loop.time() + read_timeout)
+            await response.write(chunk)
+        upstream.finish()
+        await response.write_eof()
+        return response
     except asyncio.CancelledError:
         if not deadlines.clear(task):
             raise  # not ours: the client went away, or the server is stopping
         failure = TimeoutError()
-    except aiohttp.ClientError as exc:
+    except (aiohttp.ClientError, HttpProcessingError, OSError, _ConnectError) as exc:
         failure = exc
     finally:
         deadlines.clear(task)
+        if upstream is not None:
+            upstream.close()  # back to the pool if finished, else cut
     return _failed(request, response, failure, rule, ray, read_timeout)
 
 
-async def _forward_pooled(
-    request: web.Request,
+def _pooled_head(
+    method: str, target: str, upstream_headers: CIMultiDict[str], has_body: bool, origin: tuple[str, int] | None
+) -> bytes:
+    """The request head as fakeedge writes it; for the pool, framed as aiohttp's client frames a body.
+
+    The client's Content-Length is kept, else chunked; an empty POST-like request says
+    ``Content-Length: 0``. Raises :class:`UnsendableHead`.
+    """
+    if origin is not None:
+        if has_body:
+            if "Content-Length" not in upstream_headers:
+                upstream_headers["Transfer-Encoding"] = "chunked"
+        elif method not in BODYLESS_METHODS and "Content-Length" not in upstream_headers:
+            upstream_headers["Content-Length"] = "0"
+        if "Host" not in upstream_headers:
+            host, port = origin
+            upstream_headers["Host"] = host if port == 80 else f"{host}:{port}"
+    return serialize_head(f"{method} {target} HTTP/1.1", upstream_headers)
+
+
+def _client_url(rule: IngressRule, target: str) -> URL:
+    # encoded=True: the path and query go on as the client sent them; yarl would otherwise re-encode
+    # them (%2F -> / in the query, %7e -> ~), breaking URLs an origin checks byte for byte (signatures)
+    return URL(rule.service + target, encoded=True)
+
+
+class _Pooled:
+    """One exchange over a pooled connection: the origin's answer, and the connection's fate."""
+
+    __slots__ = ("_finished", "_origin", "headers", "payload", "pool", "proto", "reason", "status", "writer")
+
+    def __init__(
+        self,
+        pool: OriginPool,
+        origin: tuple[str, int],
+        proto: ResponseHandler,
+        writer: asyncio.Task[None] | None,
+        message: Any,
+        payload: aiohttp.StreamReader,
+    ) -> None:
+        self.pool = pool
+        self._origin = origin
+        self.proto = proto
+        self.writer = writer
+        self.status: int = message.code
+        self.reason: str | None = message.reason
+        self.headers: Mapping[str, str] = message.headers
+        self.payload = payload
+        self._finished = False
+
+    def finish(self) -> None:
+        """The answer was read to its end."""
+        self._finished = True
+
+    def close(self) -> None:
+        """Pool the connection if it can carry another request, else close it; stop a body still sending."""
+        writer = self.writer
+        if self._finished:
+            _release(self.pool, self._origin, self.proto, writer)
+        else:  # failed, cancelled or cut short: never back to the pool
+            self.proto.close()
+        if writer is not None and not writer.done():
+            writer.cancel()
+
+
+class _FromClient:
+    """One exchange through aiohttp's ``ClientSession``, shaped as :class:`_Pooled`."""
+
+    __slots__ = ("headers", "payload", "reason", "response", "status")
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self.response = response
+        self.status = response.status
+        self.reason = response.reason
+        self.headers: Mapping[str, str] = response.headers
+        self.payload = response.content
+
+    def finish(self) -> None:
+        pass  # aiohttp releases the connection at the end of the payload
+
+    def close(self) -> None:
+        self.response.release()
+
+
+async def _send_client(
+    client: aiohttp.ClientSession,
+    method: str,
+    url: URL,
+    upstream_headers: CIMultiDict[str],
+    body: AsyncIterator[bytes] | None,
+    rule: IngressRule,
+) -> _FromClient:
+    upstream = await client.request(
+        method,
+        url,
+        headers=upstream_headers,
+        data=body,
+        allow_redirects=False,
+        timeout=_timeout(rule.connect_timeout),
+    )
+    return _FromClient(upstream)
+
+
+async def _send_pooled(
     pool: OriginPool,
     origin: tuple[str, int],
-    rule: IngressRule,
-    upstream_headers: CIMultiDict[str],
-    *,
-    target: str,
-    ray: str,
-    read_timeout: float,
-    deadlines: Deadlines,
-    extra_response_headers: Iterable[tuple[str, str]],
-) -> web.StreamResponse:
-    """``forward`` over a pooled keep-alive connection, with the same answers, errors and timeouts."""
+    method: str,
+    head: bytes,
+    body: AsyncIterator[bytes] | None,
+    chunked: bool,
+    connect_timeout: float,
+) -> _Pooled:
+    """Write ``head`` (and stream ``body``) over a pooled keep-alive connection; the answer's head parsed."""
     host, port = origin
-    method = request.method
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    assert task is not None
-    body = _timed_body(request, deadlines, task, read_timeout)
-    chunked = False
-    # as aiohttp's client frames a body: the client's Content-Length kept, else chunked; an empty
-    # POST-like request says Content-Length: 0
-    if body is not None:
-        if "Content-Length" not in upstream_headers:
-            upstream_headers["Transfer-Encoding"] = "chunked"
-            chunked = True
-    elif method not in BODYLESS_METHODS and "Content-Length" not in upstream_headers:
-        upstream_headers["Content-Length"] = "0"
-    if "Host" not in upstream_headers:
-        upstream_headers["Host"] = host if port == 80 else f"{host}:{port}"
-    response: web.StreamResponse | None = None
-    failure: BaseException | None = None
-    proto: ResponseHandler | None = None
-    writer: asyncio.Task[None] | None = None
-    try:
-        head = serialize_head(f"{method} {target} HTTP/1.1", upstream_headers)
-    except UnsendableHead as exc:
-        return unsendable(request, ray, exc)
-    deadlines.set(task, loop.time() + read_timeout)
-    try:
-        retry = body is None and method in IDEMPOTENT
-        while True:
-            proto, reused = await pool.acquire(host, port, rule.connect_timeout)
+    retry = body is None and method in IDEMPOTENT
+    while True:
+        proto, reused = await pool.acquire(host, port, connect_timeout)
+        writer: asyncio.Task[None] | None = None
+        try:
             proto.set_response_params(skip_payload=method == "HEAD", read_until_eof=True, auto_decompress=False)
             transport = proto.transport
             assert transport is not None
@@ -304,41 +370,13 @@ async def _forward_pooled(
                     raise
                 retry = False
                 proto.close()
-                proto = None
                 continue
-            break
-        status = message.code
-        headers = message.headers
-        raw_length = headers.get("Content-Length")
-        if _read_whole(method, int(raw_length) if raw_length else None, status):
-            data = await payload.read()
-            _release(pool, origin, proto, writer)
-            proto = None
-            out = _response_headers(headers, ray, extra_response_headers, RESPONSE_DROP_WHOLE)
-            return web.Response(status=status, reason=message.reason, headers=out, body=data)
-        out = _response_headers(headers, ray, extra_response_headers, RESPONSE_DROP)
-        response = web.StreamResponse(status=status, reason=message.reason, headers=out)
-        await response.prepare(request)
-        async for chunk in payload.iter_chunked(CHUNK):
-            deadlines.set(task, loop.time() + read_timeout)
-            await response.write(chunk)
-        _release(pool, origin, proto, writer)
-        proto = None
-        await response.write_eof()
-        return response
-    except asyncio.CancelledError:
-        if not deadlines.clear(task):
-            raise  # not ours: the client went away, or the server is stopping
-        failure = TimeoutError()
-    except (aiohttp.ClientError, HttpProcessingError, OSError, _ConnectError) as exc:
-        failure = exc
-    finally:
-        deadlines.clear(task)
-        if proto is not None:  # failed, cancelled or cut short: never back to the pool
+        except BaseException:
             proto.close()
-        if writer is not None and not writer.done():
-            writer.cancel()
-    return _failed(request, response, failure, rule, ray, read_timeout)
+            if writer is not None and not writer.done():
+                writer.cancel()
+            raise
+        return _Pooled(pool, origin, proto, writer, message, payload)
 
 
 def _timed_body(
@@ -380,11 +418,6 @@ def _response_headers(
     out.append(("CF-Ray", ray))
     out.extend(extra)
     return out
-
-
-def _read_whole(method: str, length: int | None, status: int) -> bool:
-    """Whether a response body is small enough to read whole rather than stream."""
-    return method != "HEAD" and length is not None and length <= SMALL_BODY and status not in (204, 304)
 
 
 def _failed(

@@ -7,6 +7,7 @@ A new aiohttp that moves them fails here, in words, rather than slowing the edge
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -14,7 +15,7 @@ import aiohttp.client_proto
 import pytest
 from aiohttp import web
 
-from fakeedge import web_aiohttp
+from fakeedge import web_aiohttp, web_app
 from fakeedge.web_app import pool_key
 from fakeedge.web_proxy import serialize_head
 
@@ -133,3 +134,54 @@ async def test_without_the_internals_the_edge_forwards_through_client_session(
             assert await resp.json() == {"path": path, "size": 100}
     assert origin.last.headers["CF-Ray"]
     assert pool._idle == {}  # nothing went through the pool
+
+
+def test_the_request_the_low_level_server_builds_is_still_made_the_same_way() -> None:
+    assert web_aiohttp.request_problems() == (), (
+        "aiohttp changed web.Request, which the edge's low-level server builds itself; fix "
+        "fakeedge/web_aiohttp.py (request_factory):\n" + "\n".join(web_aiohttp.request_problems())
+    )
+
+
+def test_a_changed_request_constructor_is_reported_in_words(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Moved(web.BaseRequest):  # what a future aiohttp might ship: the loop first, no size limit, no app
+        def __init__(self, loop: asyncio.AbstractEventLoop, message: Any) -> None: ...
+
+    monkeypatch.setattr(web, "Request", Moved)
+    version = aiohttp.__version__
+    assert web_aiohttp.request_problems() == (
+        f"aiohttp {version}: web.Request() no longer takes message, payload, protocol, payload_writer, task, "
+        "loop first (it takes ['loop', 'message'])",
+        f"aiohttp {version}: web.Request() takes no keyword client_max_size=",
+        f"aiohttp {version}: web.Request has no property app for EdgeRequest to stand in for",
+    )
+
+
+async def test_the_edge_serves_requests_as_its_router_did(monkeypatch: pytest.MonkeyPatch, edge: RunningEdge) -> None:
+    # the low-level server's requests are web.Requests whose app is the edge's (the inspector's
+    # event stream reads it), with no limit on a body read whole, as the application had: a 2 MiB
+    # control call gets the control API's own answer, not aiohttp's 413
+    seen: list[web.Request] = []
+    answer = web_app._answer
+
+    async def spy(request: web.Request, *args: Any) -> Any:
+        seen.append(request)
+        return await answer(request, *args)
+
+    monkeypatch.setattr(web_app, "_answer", spy)
+    async with edge.client.get(edge.url("public.acme.test", "/x")) as resp:
+        assert resp.status == 200
+    (request,) = seen
+    assert isinstance(request, web.Request)
+    assert request.app is edge.runner.app
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b'{"padding": "' + b"x" * (2 * 1024 * 1024) + b'"}'
+
+    async with edge.client.post(
+        f"{edge.team}/cdn-cgi/fakeedge/clock", data=body(), headers={"Content-Type": "application/json"}
+    ) as resp:
+        assert (resp.status, await resp.json()) == (
+            400,
+            {"error": "unknown key(s) padding; valid: advance, skew, freeze, unfreeze, reset"},
+        )
