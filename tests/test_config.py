@@ -649,3 +649,24 @@ def test_values_are_checked_and_shown_cut(path: str, value: Any, message: str | 
         cfg["service_tokens"][0]["id"] = "same"
         message = "f.yml: service_tokens[1].id: duplicate service token id 'same'"
     assert _errors(cfg) == [message]
+
+
+@pytest.mark.parametrize("value", ["1" * 20_000, "1" * 2_000_000 + "h", "1h" * 200])
+def test_a_long_duration_is_refused_in_linear_time(value: str) -> None:
+    """A run of digits with no unit was quadratic (20,000 digits: 18 s): it reaches the parser through
+    config files and the control API's clock. Bounded by a thread join, not timed: linear takes ms."""
+    import threading
+
+    outcome: list[str] = []
+
+    def parse() -> None:
+        try:
+            parse_duration(value)
+        except ValueError as e:
+            outcome.append(str(e))
+
+    worker = threading.Thread(target=parse, daemon=True)
+    worker.start()
+    worker.join(5.0)
+    assert len(outcome) == 1, "parse_duration did not answer within 5 s"
+    assert outcome[0] == f"expected a duration such as 30s, 15m or 24h, got {value[:60]!r}"[:-1] + "…'"
