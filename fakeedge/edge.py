@@ -11,6 +11,7 @@ a flood of sign-ins neither grows memory without bound nor slows sign-in down.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import hashlib
 import heapq
@@ -18,9 +19,9 @@ import ipaddress
 import itertools
 import secrets
 from collections import OrderedDict
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast
 from urllib.parse import urlsplit
 
 from . import claims, tokens
@@ -51,6 +52,7 @@ OTP_TTL = 600
 OTP_WINDOW = 600
 OTP_PER_EMAIL = 5
 OTP_PER_CLIENT = 20
+TRIM_AFTER = 10_000  # entries one sweep drops before freed memory is handed back (release_memory)
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -64,13 +66,21 @@ class Expiring(Generic[K, V]):
     does not depend on how many live entries there are. Past ``limit`` entries, a write drops the
     oldest one (insertion order) whatever its expiry, and returns it. Reads never return an
     expired entry, pruned or not.
+
+    Memory goes back as entries go: CPython dicts never shrink their tables, so once the store
+    holds a quarter of what it once held, its table is rebuilt at the present size; and a sweep
+    that dropped :data:`TRIM_AFTER` entries or more asks the C allocator to hand freed pages back
+    to the system (:func:`release_memory`).
     """
+
+    __slots__ = ("_heap", "_items", "_peak", "_seq", "limit")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._items: OrderedDict[K, tuple[V, float]] = OrderedDict()
         self._heap: list[tuple[float, int, K]] = []
         self._seq = itertools.count()  # ties in the heap never compare keys
+        self._peak = 0  # the most entries held since the table was last sized
 
     def __len__(self) -> int:
         return len(self._items)
@@ -91,34 +101,71 @@ class Expiring(Generic[K, V]):
     def put(self, key: K, value: V, expires: float, now: float) -> V | None:
         """Keep ``value`` until ``expires``; returns the value the cap pushed out, if any."""
         self.prune(now)
+        items = self._items
         evicted = None
-        if self._items.pop(key, None) is None and len(self._items) >= self.limit:
-            _, (evicted, _) = self._items.popitem(last=False)
-        self._items[key] = (value, expires)
+        if items.pop(key, None) is None and len(items) >= self.limit:
+            _, (evicted, _) = items.popitem(last=False)
+        items[key] = (value, expires)
+        if len(items) > self._peak:
+            self._peak = len(items)
         heapq.heappush(self._heap, (expires, next(self._seq), key))
-        if len(self._heap) > 2 * len(self._items) + 1024:
+        if len(self._heap) > 2 * len(items) + 1024:
             # entries popped or pushed out before expiring left their heap rows behind: rebuild,
             # O(n) once every n writes or so
-            self._heap = [(exp, next(self._seq), k) for k, (_, exp) in self._items.items()]
+            self._heap = [(exp, next(self._seq), k) for k, (_, exp) in items.items()]
             heapq.heapify(self._heap)
         return evicted
 
     def prune(self, now: float) -> None:
         """Drop every entry that has expired by ``now``."""
         heap = self._heap
+        if not heap or heap[0][0] > now:
+            return
+        items = self._items
+        dropped = 0
         while heap and heap[0][0] <= now:
             expires, _, key = heapq.heappop(heap)
-            entry = self._items.get(key)
+            entry = items.get(key)
             if entry is not None and entry[1] == expires:
-                del self._items[key]
+                del items[key]
+                dropped += 1
+        if self._peak > 4 * len(items) + 1024:
+            # O(n) for the 3n entries dropped since the table last grew: amortised, like the heap
+            self._items = OrderedDict(items)
+            self._peak = len(items)
+        if dropped >= TRIM_AFTER:
+            release_memory()
 
     def values(self, now: float | None = None) -> Iterator[V]:
         """The values not expired at ``now`` (default: every one held), oldest first."""
         return (value for value, expires in self._items.values() if now is None or expires > now)
 
     def clear(self) -> None:
-        self._items.clear()
-        self._heap.clear()
+        self._items = OrderedDict()  # clear() would keep the table's size (see prune)
+        self._heap = []
+        self._peak = 0
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return cast("Callable[[int], int]", ctypes.CDLL(None).malloc_trim)  # glibc only
+    except (AttributeError, OSError, TypeError):  # musl, macOS, Windows: no such call
+        return None
+
+
+_MALLOC_TRIM = _malloc_trim()
+
+
+def release_memory() -> None:
+    """Hand the C heap's free pages back to the system, where the C library can (glibc).
+
+    glibc's ``free`` keeps freed memory in the process unless it sits at the very top of the heap,
+    so after 100,000 sessions expired their tokens' bytes (strings over 512 bytes live there, not
+    in Python's own arenas) would stay resident for good; ``malloc_trim(0)`` returns every free
+    page wherever it lies. A few milliseconds, only after a sweep of thousands of entries.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 @dataclass(slots=True)
@@ -297,8 +344,11 @@ class Edge:
     otps: Expiring[str, OneTimePin] = field(default_factory=lambda: Expiring(PENDING_LIMIT))
     otps_per_email: IssueLimit = field(default_factory=lambda: IssueLimit(OTP_PER_EMAIL, OTP_WINDOW))
     otps_per_client: IssueLimit = field(default_factory=lambda: IssueLimit(OTP_PER_CLIENT, OTP_WINDOW))
-    _verified: dict[str, Credential] = field(default_factory=dict)
-    verdicts: dict[tuple[str, str | None, str, str, str | None], Verdict] = field(default_factory=dict)
+    # tokens verified once (until they expire) and policy verdicts (a day at most), CACHE_LIMIT each
+    _verified: Expiring[str, Credential] = field(default_factory=lambda: Expiring(CACHE_LIMIT))
+    verdicts: Expiring[tuple[str, str | None, str, str, str | None], Verdict] = field(
+        default_factory=lambda: Expiring(CACHE_LIMIT)
+    )
     _app_tokens: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)  # service tokens
     _apps_by_aud: dict[str, App] = field(default_factory=dict)
     _tokens_by_client_id: dict[str, ServiceToken] = field(default_factory=dict)
@@ -306,21 +356,21 @@ class Edge:
     certs_fault: CertsFault | None = None  # tests: /cdn-cgi/access/certs slow, empty or failing
     handling: int = 0  # requests in handle() now: a sync test waits for 0 before it reads the journal
     recorder: RequestLog | None = None  # the journal of the last `journal` requests (fakeedge.record)
-    approvals: dict[tuple[str, str], Approval] = field(default_factory=dict)  # (session nonce, aud) -> request
+    # (session nonce, aud) -> request, kept as long as the sign-in it belongs to
+    approvals: Expiring[tuple[str, str], Approval] = field(default_factory=lambda: Expiring(SESSION_LIMIT))
 
     def request_approval(self, session: Session, app: App, reason: str) -> Approval:
         """The pending request of this sign-in for ``app``, made now if there is none (spec §14.5)."""
         key = (session.nonce, app.aud)
-        found = self.approvals.get(key)
+        now = self.clock.now()
+        found = self.approvals.get(key, now)
         if found is None or found.state != "pending":
-            found = Approval(
-                secrets.token_hex(8), session.nonce, session.identity.email, app.name, reason, self.clock.now()
-            )
-            self.approvals[key] = found
+            found = Approval(secrets.token_hex(8), session.nonce, session.identity.email, app.name, reason, now)
+            self.approvals.put(key, found, session.exp, now)
         return found
 
     def approval(self, session: Session, app: App) -> Approval | None:
-        return self.approvals.get((session.nonce, app.aud))
+        return self.approvals.get((session.nonce, app.aud), self.clock.now())
 
     def decide_approval(self, approval_id: str, *, approve: bool, duration: float) -> Approval:
         """Grant (for ``duration`` seconds, at most 24 h) or deny a pending request."""
@@ -642,7 +692,7 @@ class Edge:
     def credential(self, token: str) -> Credential | None:
         """A token this edge signed, still valid now, with its session still alive; else None."""
         now = self.clock.now()
-        cred = self._verified.get(token)
+        cred = self._verified.get(token, now)
         if cred is None:
             cred = self._verify(token, now)
             if cred is None:
@@ -700,15 +750,17 @@ class Edge:
         return session
 
     def remember_verdict(self, key: tuple[str, str | None, str, str, str | None], verdict: Verdict) -> None:
-        """Keep a policy verdict for (app, session, address, country, service token), bounded."""
-        if len(self.verdicts) >= CACHE_LIMIT:
-            self.verdicts.clear()
-        self.verdicts[key] = verdict
+        """Keep a policy verdict for (app, session, address, country, service token), bounded.
+
+        For a day at most, the longest a browser sign-in lives: so that a verdict goes soon after
+        its session (its key holds the session's nonce), and the verdicts of sessions that ended
+        do not stay behind. Recomputed after that, as on any miss.
+        """
+        now = self.clock.now()
+        self.verdicts.put(key, verdict, now + SESSION_DURATION, now)
 
     def _remember(self, cred: Credential) -> None:
-        if len(self._verified) >= CACHE_LIMIT:
-            self._verified.clear()
-        self._verified[cred.token] = cred
+        self._verified.put(cred.token, cred, cred.exp, self.clock.now())
 
     # -- login nonces --
 
