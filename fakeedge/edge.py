@@ -12,6 +12,7 @@ a flood of sign-ins neither grows memory without bound nor slows sign-in down.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import ipaddress
 import secrets
@@ -48,6 +49,10 @@ OTP_TTL = 600
 OTP_WINDOW = 600
 OTP_PER_EMAIL = 5
 OTP_PER_CLIENT = 20
+
+
+# the same user's sessions share one ``sub`` string rather than each making its own (issue 16)
+_sub = functools.lru_cache(maxsize=4096)(sub_for)
 
 
 @dataclass(slots=True)
@@ -158,6 +163,9 @@ class IssueLimit:
 
     def clear(self) -> None:
         self._logs.clear()
+
+    def prune(self, now: float) -> None:
+        self._logs.prune(now)
 
     def release(self, key: str, item: str, now: float) -> None:
         """Give ``item``'s slot back (a code that was used as meant)."""
@@ -392,7 +400,7 @@ class Edge:
         """Start a session (an org session on the team domain) for a signed-in identity."""
         now = int(self.clock.now())
         nonce = claims.identity_nonce()
-        session = Session(nonce, identity, sub_for(self.config.team, identity.email), now, now + SESSION_DURATION)
+        session = Session(nonce, identity, _sub(self.config.team, identity.email), now, now + SESSION_DURATION)
         self._keep(session, now)
         return session
 
@@ -403,6 +411,19 @@ class Edge:
         if evicted is not None:
             evicted.revoked_at = 0.0  # over the cap: its tokens, remembered or not, stop working now
             self._evicted.put(evicted.nonce, evicted, evicted.last_exp, now)
+        self.sweep(now)
+
+    def sweep(self, now: float) -> None:
+        """Drop whatever has expired in every store, not only in the one written to.
+
+        Run with every sign-in: a store nobody writes to any more (one-time PINs, chain hops,
+        OAuth grants) would otherwise hold its expired entries, and their memory, for good. A
+        store with nothing expired costs one comparison.
+        """
+        stores = (self._evicted, self.logins, self.chain_hops, self.otps, self._verified, self.verdicts)
+        for store in (*stores, self.approvals, self.otps_per_email, self.otps_per_client):
+            store.prune(now)
+        self.oauth.prune(now)
 
     def org_token(self, session: Session) -> str:
         """The session's org token (the team domain's ``CF_Authorization``), signed on first use."""
@@ -488,7 +509,7 @@ class Edge:
         """A session of its own for an OAuth grant, living as long as its refresh tokens."""
         now = int(self.clock.now())
         nonce = claims.identity_nonce()
-        session = Session(nonce, identity, sub_for(self.config.team, identity.email), now, int(exp))
+        session = Session(nonce, identity, _sub(self.config.team, identity.email), now, int(exp))
         self._keep(session, now)
         return session
 
@@ -627,7 +648,7 @@ class Edge:
         country = payload.get("country")
         if isinstance(country, str) and country:
             who = dataclasses.replace(who, country=country)
-        session = Session(nonce, who, str(payload.get("sub") or sub_for(config.team, email)), int(iat), int(exp))
+        session = Session(nonce, who, str(payload.get("sub") or _sub(config.team, email)), int(iat), int(exp))
         self._keep(session, self.clock.now())
         return session
 

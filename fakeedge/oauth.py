@@ -267,6 +267,11 @@ class OAuthStore:
     def grants_of_login(self, login_nonce: str) -> list[Grant]:
         return [g for g in self.grants.values() if g.login_nonce == login_nonce]
 
+    def prune(self, now: float) -> None:
+        """Drop every code, grant and token that has expired by ``now``."""
+        for store in (self.codes, self.spent, self.grants, self.access, self.refresh, self.by_session):
+            store.prune(now)
+
 
 def _bound(store: dict[str, Any], limit: int) -> None:
     # dicts keep insertion order: drop the oldest entries to stay within the limit
