@@ -192,10 +192,11 @@ async def _serve(kind: str, arg: Any, conn: Connection, devnull: TextIO) -> None
 
 
 def _prefill_sessions(edge: Any, count: int) -> None:
-    """``count`` signed-in sessions, each holding its own copy of an app JWT as a browser sign-in leaves it.
+    """``count`` signed-in sessions, each holding what a browser sign-in leaves: the session with
+    its app token's times and key, and the token itself in the edge's bounded token cache.
 
-    Signing 100,000 RSA tokens would take minutes, so one token is signed and each session gets
-    a fresh copy of that string: the same objects and bytes a real sign-in keeps per session.
+    Signing 100,000 RSA tokens would take minutes, so one token is signed and the cache gets a
+    fresh copy of that string per session: the same objects and bytes a real sign-in keeps.
     """
     from fakeedge.policy import Identity
 
@@ -203,10 +204,12 @@ def _prefill_sessions(edge: Any, count: int) -> None:
     who = Identity.for_email(EMAIL, edge.config.user(EMAIL), default_country=edge.config.default_country)
     first = edge.login(who)
     jwt, exp = edge.app_jwt(first, app, None)
-    kid = first.app_tokens[app.aud][2]
+    times = first.app_tokens[app.aud]
+    now = edge.clock.now()
     for _ in range(count - 1):
         session = edge.login(who)
-        session.app_tokens[app.aud] = ("".join(jwt), exp, kid)  # a new string, not a shared one
+        session.app_tokens[app.aud] = times
+        edge._session_tokens.put((session.nonce, app.aud), "".join(jwt), exp, now)  # a new string, not a shared one
 
 
 def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -57,16 +57,22 @@ _sub = functools.lru_cache(maxsize=4096)(sub_for)
 
 @dataclass(slots=True)
 class Session:
-    """One sign-in: the org session on the team domain and every app token minted from it."""
+    """One sign-in: the org session on the team domain and every app token minted from it.
+
+    The tokens themselves are not kept here but in the edge's bounded cache: RS256 (PKCS #1 v1.5)
+    signatures are deterministic, so the claims' times and the key's id are enough to sign the
+    very same token again once the cache has let it go. A session costs about 0.7 KiB, not the
+    1 KiB more that each token's text would add (issue 16).
+    """
 
     nonce: str  # the JWT identity_nonce, shared by every token of this session
     identity: Identity
     sub: str
     iat: int
     exp: int
-    org_token: str = ""  # signed on first use: a session made to mint tokens never needs it
+    org_kid: str = ""  # the key its org token was signed with; "" until first used (a session made to mint never is)
     revoked_at: float | None = None
-    app_tokens: dict[str, tuple[str, float, str]] = field(default_factory=dict)  # aud -> (jwt, exp, kid)
+    app_tokens: dict[str, tuple[int, int, str]] = field(default_factory=dict)  # aud -> (iat, exp, kid)
     justified: dict[str, str] = field(default_factory=dict)  # aud -> the purpose given (spec §14.5)
     mfa_at: float | None = None  # when the independent MFA step was passed (spec §14.5)
 
@@ -240,6 +246,8 @@ class Edge:
         default_factory=lambda: Expiring(CACHE_LIMIT)
     )
     _app_tokens: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)  # service tokens
+    # (session nonce, aud; "" for the org token) -> the token last signed, CACHE_LIMIT of them (see Session)
+    _session_tokens: Expiring[tuple[str, str], str] = field(default_factory=lambda: Expiring(CACHE_LIMIT))
     _apps_by_aud: dict[str, App] = field(default_factory=dict)
     _tokens_by_client_id: dict[str, ServiceToken] = field(default_factory=dict)
     oauth: OAuthStore = field(default_factory=OAuthStore)  # managed OAuth (spec §14.2)
@@ -420,32 +428,48 @@ class Edge:
         OAuth grants) would otherwise hold its expired entries, and their memory, for good. A
         store with nothing expired costs one comparison.
         """
-        stores = (self._evicted, self.logins, self.chain_hops, self.otps, self._verified, self.verdicts)
+        stores = (
+            self._evicted,
+            self.logins,
+            self.chain_hops,
+            self.otps,
+            self._verified,
+            self.verdicts,
+            self._session_tokens,
+        )
         for store in (*stores, self.approvals, self.otps_per_email, self.otps_per_client):
             store.prune(now)
         self.oauth.prune(now)
 
     def org_token(self, session: Session) -> str:
         """The session's org token (the team domain's ``CF_Authorization``), signed on first use."""
-        if not session.org_token:
-            who = session.identity
-            payload = claims.user_claims(
-                aud=self.org_aud,
-                email=who.email,
-                now=session.iat,
-                exp=session.exp,
-                iss=self.team_domain,
-                nonce=session.nonce,
-                sub=session.sub,
-                country=who.country,
-                token_type="org",
-            )
+        now = self.clock.now()
+        cached = self._session_tokens.get((session.nonce, ""), now)
+        if cached is not None:
+            return cached
+        # the same token again when its key is still served (the cache let it go); else a new one
+        key = self.keys.find(session.org_kid, now) if session.org_kid else None
+        first = key is None
+        if key is None:
             key = self._signing_key()
-            session.org_token = tokens.sign(payload, key)
-            self._remember(
-                Credential(session.org_token, "org", payload, session.exp, frozenset([self.org_aud]), key.kid, session)
-            )
-        return session.org_token
+        who = session.identity
+        payload = claims.user_claims(
+            aud=self.org_aud,
+            email=who.email,
+            now=session.iat,
+            exp=session.exp,
+            iss=self.team_domain,
+            nonce=session.nonce,
+            sub=session.sub,
+            country=who.country,
+            token_type="org",
+        )
+        token = tokens.sign(payload, key)
+        session.org_kid = key.kid
+        self._session_tokens.put((session.nonce, ""), token, session.exp, now)
+        if first:
+            self._remember(Credential(token, "org", payload, session.exp, frozenset([self.org_aud]), key.kid, session))
+        return token
 
     @property
     def org_aud(self) -> str:
@@ -456,11 +480,19 @@ class Edge:
         now = self.clock.now()
         signing_key = self._signing_key()
         cached = session.app_tokens.get(app.aud)
-        if cached is not None and cached[1] - now > REUSE_MARGIN and cached[2] == signing_key.kid:
-            return cached[0], cached[1]
-        iat = int(now)
-        duration = policy.session_duration if policy and policy.session_duration is not None else app.session_duration
-        exp = iat + duration
+        fresh = cached is None or cached[1] - now <= REUSE_MARGIN or cached[2] != signing_key.kid
+        if not fresh:
+            assert cached is not None
+            token = self._session_tokens.get((session.nonce, app.aud), now)
+            if token is not None:
+                return token, cached[1]
+            iat, exp, _ = cached  # signed again below: the very same token, RS256 being deterministic
+        else:
+            iat = int(now)
+            duration = (
+                policy.session_duration if policy and policy.session_duration is not None else app.session_duration
+            )
+            exp = iat + duration
         who = session.identity
         payload = claims.user_claims(
             aud=app.aud,
@@ -474,8 +506,10 @@ class Edge:
             custom=who.user.custom if who.user else None,
         )
         jwt = tokens.sign(payload, signing_key)
-        self._remember(Credential(jwt, "app", payload, exp, frozenset([app.aud]), signing_key.kid, session))
-        session.app_tokens[app.aud] = (jwt, exp, signing_key.kid)  # kept with the session, gone with it
+        if fresh:
+            self._remember(Credential(jwt, "app", payload, exp, frozenset([app.aud]), signing_key.kid, session))
+            session.app_tokens[app.aud] = (iat, exp, signing_key.kid)  # kept with the session, gone with it
+        self._session_tokens.put((session.nonce, app.aud), jwt, exp, now)
         return jwt, exp
 
     def end_sessions(self) -> None:
@@ -487,7 +521,7 @@ class Edge:
             session.revoked_at = float("-inf")
             self._keep(session, now)
         stores = (self.logins, self.chain_hops, self.otps, self.otps_per_email, self.otps_per_client)
-        for state in (*stores, self._verified, self._app_tokens, self.verdicts, self.approvals):
+        for state in (*stores, self._verified, self._app_tokens, self._session_tokens, self.verdicts, self.approvals):
             state.clear()
 
     def revoke(self, session: Session) -> None:

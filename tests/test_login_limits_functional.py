@@ -349,6 +349,7 @@ def _stores(edge: Edge) -> dict[str, Expiring[Any, Any]]:
         "PINs per email": edge.otps_per_email._logs,
         "PINs per client": edge.otps_per_client._logs,
         "verified tokens": edge._verified,
+        "signed tokens": edge._session_tokens,
         "verdicts": edge.verdicts,
         "approval requests": edge.approvals,
         "OAuth codes": edge.oauth.codes,
@@ -383,6 +384,7 @@ def _fill(edge: Edge, count: int) -> Session:
         edge.remember_verdict((admin.aud, session.nonce, "127.0.0.1", "US", None), verdict)
         # signing 100,000 RSA tokens would take minutes: copies of the real one under new names
         edge._remember(dataclasses.replace(real, token=f"{jwt}{i}", session=session))
+        edge._session_tokens.put((session.nonce, admin.aud), f"{jwt}{i}", real.exp, now)
         pending = {"session": session, "app": admin, "host": "admin.acme.test"}
         edge.add_login({**pending, "redirect_path": "/", "policy": None, "app_session_hash": "0" * 64})
         edge.add_chain_hop({**pending, "rest": (), "final": "/"})
@@ -416,6 +418,7 @@ def test_100000_sessions_leave_every_structure_at_its_bound_and_expired_ones_gon
         "PINs per email": PENDING_LIMIT,
         "PINs per client": PENDING_LIMIT,
         "verified tokens": CACHE_LIMIT,
+        "signed tokens": CACHE_LIMIT,
         "verdicts": CACHE_LIMIT,
         "approval requests": SESSION_LIMIT,
         "OAuth codes": oauth.CODE_LIMIT,
@@ -475,3 +478,30 @@ def test_memory_goes_back_when_sessions_expire(tmp_path: Path) -> None:
             tracemalloc.stop()
     assert held > 10_000 * 200  # the measure sees the sessions
     assert left < 64 * 1024, (held, left)  # one session and the stores' empty tables
+
+
+def test_a_session_keeps_no_token_text_and_signs_the_very_same_token_again(tmp_path: Path) -> None:
+    """Issue 16: the ~1 KiB text of each token lives in a bounded cache, not in the session; once the
+    cache lets it go, the session signs the same token again (RS256 signatures are deterministic),
+    so a browser holding it sees no difference."""
+    edge = _edge(tmp_path)
+    admin = edge.app("Admin")
+    session = edge.login(_identity(edge))
+    org = edge.org_token(session)
+    app_token, exp = edge.app_jwt(session, admin, None)
+
+    def strings(value: object, depth: int = 3) -> set[str]:
+        if isinstance(value, str):
+            return {value}
+        if depth == 0 or not isinstance(value, Session | dict | tuple):
+            return set()
+        return {s for part in gc.get_referents(value) for s in strings(part, depth - 1)}
+
+    held = strings(session)
+    assert org not in held and app_token not in held
+    edge._session_tokens.clear()  # the cache let them go
+    assert edge.org_token(session) == org
+    assert edge.app_jwt(session, admin, None) == (app_token, exp)
+    assert edge.credential(org) is not None and edge.credential(app_token) is not None
+    edge.rotate_keys()  # a new key: a new app token, signed with it
+    assert edge.app_jwt(session, admin, None)[0] != app_token
