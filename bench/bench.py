@@ -83,9 +83,9 @@ def origin_app() -> web.Application:
         left = int(request.match_info["n"])
         response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
         response.content_length = left
-        await response.prepare(request)
         view = memoryview(BLOCK)
         try:
+            await response.prepare(request)
             while left > 0:
                 await response.write(view[: min(left, len(BLOCK))])
                 left -= len(BLOCK)
