@@ -65,14 +65,45 @@ class BenchError(Exception):
 # --- the servers ---------------------------------------------------------------------------------
 
 
+MIB = 1 << 20
+BLOCK = b"\x5a" * (256 * 1024)  # what the origin streams, block after block
+
+
 def origin_app() -> web.Application:
-    """The origin every target ends at: ``GET /`` answers a fixed ~100-byte body."""
+    """The origin every target ends at: ``GET /`` answers a fixed ~100-byte body.
+
+    For ``--bodies``: ``GET /bytes/N`` streams N bytes, ``POST /sink`` reads the body as it comes
+    and answers how many bytes it got.
+    """
 
     async def handle(request: web.Request) -> web.Response:
         return web.Response(body=BODY, content_type="text/plain")
 
-    app = web.Application()
+    async def stream(request: web.Request) -> web.StreamResponse:
+        left = int(request.match_info["n"])
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        response.content_length = left
+        view = memoryview(BLOCK)
+        try:
+            await response.prepare(request)
+            while left > 0:
+                await response.write(view[: min(left, len(BLOCK))])
+                left -= len(BLOCK)
+            await response.write_eof()
+        except ConnectionResetError:
+            pass  # wrk hangs up mid-body when its run ends
+        return response
+
+    async def sink(request: web.Request) -> web.Response:
+        got = 0
+        async for chunk in request.content.iter_any():
+            got += len(chunk)
+        return web.Response(text=str(got))
+
+    app = web.Application(client_max_size=1 << 40)
     app.router.add_get("/", handle)
+    app.router.add_get("/bytes/{n:\\d+}", stream)
+    app.router.add_post("/sink", sink)
     return app
 
 
@@ -118,7 +149,7 @@ def minimal_proxy_app(origin: str, extra_headers: dict[str, str] | None = None) 
             )
             return web.Response(status=upstream.status, reason=upstream.reason, headers=out, body=data)
 
-    app = web.Application()
+    app = web.Application(client_max_size=1 << 40)  # reads bodies whole, as many small proxies do
     app.cleanup_ctx.append(session)
     app.router.add_route("*", "/{tail:.*}", handle)
     return app
@@ -161,10 +192,11 @@ async def _serve(kind: str, arg: Any, conn: Connection, devnull: TextIO) -> None
 
 
 def _prefill_sessions(edge: Any, count: int) -> None:
-    """``count`` signed-in sessions, each holding its own copy of an app JWT as a browser sign-in leaves it.
+    """``count`` signed-in sessions, each holding what a browser sign-in leaves: the session with
+    its app token's times and key, and the token itself in the edge's bounded token cache.
 
-    Signing 100,000 RSA tokens would take minutes, so one token is signed and each session gets
-    a fresh copy of that string: the same objects and bytes a real sign-in keeps per session.
+    Signing 100,000 RSA tokens would take minutes, so one token is signed and the cache gets a
+    fresh copy of that string per session: the same objects and bytes a real sign-in keeps.
     """
     from fakeedge.policy import Identity
 
@@ -172,10 +204,12 @@ def _prefill_sessions(edge: Any, count: int) -> None:
     who = Identity.for_email(EMAIL, edge.config.user(EMAIL), default_country=edge.config.default_country)
     first = edge.login(who)
     jwt, exp = edge.app_jwt(first, app, None)
-    kid = first.app_tokens[app.aud][2]
+    times = first.app_tokens[app.aud]
+    now = edge.clock.now()
     for _ in range(count - 1):
         session = edge.login(who)
-        session.app_tokens[app.aud] = ("".join(jwt), exp, kid)  # a new string, not a shared one
+        session.app_tokens[app.aud] = times
+        edge._session_tokens.put((session.nonce, app.aud), "".join(jwt), exp, now)  # a new string, not a shared one
 
 
 def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -485,6 +519,8 @@ class Target:
     host: str | None = None  # Host header; None: 127.0.0.1:port
     headers: dict[str, str] = field(default_factory=dict)
     samples: list[Sample] = field(default_factory=list)
+    path: str = "/"
+    script: Path | None = None  # a wrk Lua script (--bodies: the upload's method and body)
 
     @property
     def port(self) -> int:
@@ -529,7 +565,9 @@ def run_wrk(target: Target, duration: float, connections: int) -> Sample:
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency", "--timeout", "5s"]
     for name, value in target.all_headers().items():
         cmd += ["-H", f"{name}: {value}"]
-    cmd.append(f"http://{HOST}:{target.port}/")
+    if target.script is not None:
+        cmd += ["-s", str(target.script)]
+    cmd.append(f"http://{HOST}:{target.port}{target.path}")
     front_before, preempted_before = cpu_seconds(target.front), preemptions(target.front)
     origin_before = cpu_seconds(target.origin) if target.origin else 0.0
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30, check=True).stdout
@@ -745,6 +783,119 @@ def sessions_mode(args: argparse.Namespace, tmp: Path, core: int | None, started
         started.remove(edge)
 
 
+UPLOAD_LUA = """wrk.method = "POST"
+wrk.body = string.rep("Z", {size})
+wrk.headers["Content-Type"] = "application/octet-stream"
+"""
+BODY_TARGET = 0.9  # issue 16: 1 MiB bodies both ways at 0.9x the minimal proxy's MiB/s or better
+RSS_TARGET_MIB = 80  # ... and the edge's peak RSS at 80 MiB or less whatever the body size
+
+
+def reset_peak(pid: int) -> bool:
+    """Start VmHWM over from the present RSS (proc(5): clear_refs, 5); False where not allowed."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def big_transfer(port: int, host: str, headers: dict[str, str], upload: bool, size: int) -> float:
+    """One ``size``-byte body streamed through a front, either way; MiB/s. Checks every byte arrived."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=120)
+    began = time.perf_counter()
+    try:
+        if upload:
+            blocks = (BLOCK for _ in range(size // len(BLOCK)))
+            conn.request("POST", "/sink", body=blocks, headers={
+                "Host": host, "Content-Length": str(size), "Content-Type": "application/octet-stream", **headers,
+            })  # fmt: skip
+            response = conn.getresponse()
+            answer = response.read()
+            if response.status != 200 or answer != str(size).encode():
+                raise BenchError(f"upload of {size} bytes: {response.status} {answer[:200]!r}")
+        else:
+            conn.request("GET", f"/bytes/{size}", headers={"Host": host, **headers})
+            response = conn.getresponse()
+            buf, got = bytearray(MIB), 0
+            while n := response.readinto(buf):
+                got += n
+            if response.status != 200 or got != size:
+                raise BenchError(f"download of {size} bytes: {response.status}, {got} bytes")
+    finally:
+        conn.close()
+    return size / MIB / (time.perf_counter() - began)
+
+
+def bodies_mode(args: argparse.Namespace, tmp: Path, core: int | None, started: list[Server | Peer]) -> None:
+    """MiB/s for 1 MiB bodies each way (wrk, interleaved rounds), then one big body each way
+    streamed through each front, with the front's peak RSS (VmHWM) while it passed."""
+    origin = _start(started, "direct origin", "origin", None, core)
+    proxy = _start(started, "minimal proxy", "proxy", origin.url, core)
+    ingress = [{"hostname": APP_HOST, "service": origin.url}, {"hostname": PUBLIC_HOST, "service": origin.url}]
+    edge = _start(started, "fakeedge", "fakeedge", edge_config(origin.url, tmp / "keys", [APP_HOST], ingress), core)
+    cookie = {"Cookie": f"CF_Authorization={sign_in(edge.port, APP_HOST)}"}
+    fronts: list[tuple[str, Server, Server | None, str | None, dict[str, str]]] = [
+        ("direct origin", origin, None, None, {}),
+        ("minimal proxy", proxy, origin, None, {}),
+        ("fakeedge unprotected host", edge, origin, f"{PUBLIC_HOST}:{edge.port}", {}),
+        ("fakeedge cookie path", edge, origin, f"{APP_HOST}:{edge.port}", cookie),
+    ]
+    size = args.body_mib * MIB
+    script = tmp / "upload.lua"
+    script.write_text(UPLOAD_LUA.format(size=size))
+    targets = []
+    for way in ("download", "upload"):
+        for name, front, behind, host, headers in fronts:
+            path, lua = (f"/bytes/{size}", None) if way == "download" else ("/sink", script)
+            targets.append(Target(f"{name}, {way}", front, behind, host, headers, path=path, script=lua))
+    for target in targets:
+        target.check()
+    print(f"\n{args.body_mib} MiB bodies, wrk -c{args.connections}, {args.rounds} x {args.duration:g} s per target:")
+    measure(targets, duration=args.duration, rounds=args.rounds, connections=args.connections, warmup=args.warmup)
+    print(f"\n{'target':<36} {'MiB/s':>7} {'(min-max)':>13} {'x proxy':>7} {'x direct':>8} {'cpu ms/MiB':>10}")
+    for i, t in enumerate(targets):
+        rates = [sample.rps * args.body_mib for sample in t.samples]
+        first = i - i % len(fronts)  # the direct origin and the proxy the same way
+        print(
+            f"{t.name:<36} {statistics.median(rates):>7.0f} {f'({min(rates):.0f}-{max(rates):.0f})':>13} "
+            f"{ratio(t, targets[first + 1]):>7.2f} {ratio(t, targets[first]):>8.2f} "
+            f"{statistics.median(sample.front_cpu for sample in t.samples) / 1000 / args.body_mib:>10.2f}"
+        )
+    bad = sum(sample.bad for t in targets for sample in t.samples)
+    if bad:
+        print(f"\nWARNING: {bad} non-2xx responses or socket errors: these figures are not valid")
+    for t in targets:
+        if t.name.startswith("fakeedge"):
+            r = ratio(t, targets[targets.index(t) - targets.index(t) % len(fronts) + 1])
+            print(
+                f"{t.name}: {r:.2f}x the minimal proxy: {'meets' if r >= BODY_TARGET else 'MISSES'} the {BODY_TARGET}x target"
+            )
+
+    _, edge_peak = rss_kib(edge.process.pid)  # since it started: the 1 MiB runs included
+    big = args.big_mib * MIB
+    print(f"\none {args.big_mib} MiB body each way, streamed (the minimal proxy reads bodies whole: left out):")
+    print(f"{'front':<28} {'way':<9} {'MiB/s':>7} {'peak RSS MiB':>12} {'RSS before MiB':>14}")
+    for name, front, _, host, headers in fronts:
+        if front is proxy:
+            continue
+        for upload in (False, True):
+            before, _ = rss_kib(front.process.pid)
+            exact = reset_peak(front.process.pid)
+            rate = big_transfer(front.port, host or f"{HOST}:{front.port}", headers, upload, big)
+            _, peak = rss_kib(front.process.pid)
+            if front is edge:
+                edge_peak = max(edge_peak, peak)
+            mark = "" if exact else " (since start)"
+            print(
+                f"{name:<28} {'upload' if upload else 'download':<9} {rate:>7.0f} {peak / 1024:>12.1f}{mark} {before / 1024:>14.1f}"
+            )
+    verdict = "meets" if edge_peak / 1024 <= RSS_TARGET_MIB else "MISSES"
+    print(
+        f"fakeedge peak RSS over the whole run: {edge_peak / 1024:.1f} MiB: {verdict} the {RSS_TARGET_MIB} MiB target"
+    )
+
+
 def _has_uvloop() -> bool:
     try:
         import uvloop  # noqa: F401
@@ -797,7 +948,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="N,M",
         help="instead: sign-ins per second and the edge's memory with N, M, ... sessions held (e.g. 10,10000,100000)",
     )
+    parser.add_argument(
+        "--bodies",
+        action="store_true",
+        help="instead: MiB/s of --body-mib bodies each way (wrk) and the fronts' peak RSS with a --big-mib body",
+    )
+    parser.add_argument("--body-mib", type=int, default=1, help="with --bodies: the body wrk sends or fetches (MiB)")
+    parser.add_argument("--big-mib", type=int, default=256, help="with --bodies: the one big body streamed each way")
     args = parser.parse_args(argv)
+    if args.bodies and "--connections" not in (argv if argv is not None else sys.argv):
+        args.connections = 4  # a few 1 MiB bodies in flight keep every front busy; 64 would only queue
     if args.quick:
         args.duration, args.rounds, args.warmup = 3.0, 1, 1.0
     if args.duration <= 0 or args.rounds < 1 or args.connections < 1:
@@ -827,7 +987,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     mode: Callable[[argparse.Namespace, Path, int | None, list[Server | Peer]], None] = (
-        apps_mode if args.apps else sessions_mode if args.sessions else main_mode
+        apps_mode if args.apps else sessions_mode if args.sessions else bodies_mode if args.bodies else main_mode
     )
     started: list[Server | Peer] = []
     try:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import secrets
-import string
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,12 +17,17 @@ __all__ = [
     "user_claims",
 ]
 
-_ALNUM = string.ascii_letters + string.digits
-
 
 def identity_nonce() -> str:
-    """16 characters of ``[A-Za-z0-9]``, the session's key for get-identity (spec §2.2)."""
-    return "".join(secrets.choice(_ALNUM) for _ in range(16))
+    """16 characters of ``[A-Za-z0-9]``, the session's key for get-identity (spec §2.2).
+
+    Base64 of random bytes with ``+`` and ``/`` dropped: each character left is uniform over the
+    62, as with ``secrets.choice``, at a twentieth of its cost (one per sign-in, issue 16).
+    """
+    while True:
+        text = base64.b64encode(secrets.token_bytes(24)).translate(None, b"+/")
+        if len(text) >= 16:  # 32 characters, of which about 31 are kept
+            return text[:16].decode()
 
 
 def user_claims(

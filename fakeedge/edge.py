@@ -12,21 +12,19 @@ a flood of sign-ins neither grows memory without bound nor slows sign-in down.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
-import heapq
 import ipaddress
-import itertools
 import secrets
-from collections import OrderedDict
-from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from . import claims, tokens
 from .clock import Clock
 from .config import App, Config, IngressRule, Policy, ServiceToken, sub_for
 from .errors import UnknownName
+from .expiring import Expiring
 from .keys import ROTATION_GRACE, KeyStore, SigningKey
 from .oauth import Grant, OAuthStore
 from .policy import AppIndex, Identity, IngressIndex, Verdict
@@ -39,8 +37,9 @@ REUSE_MARGIN = 60  # re-sign a cached token when it has less than this many seco
 CACHE_LIMIT = 10_000
 LOGIN_NONCE_TTL = 120
 SESSION_DURATION = 24 * 3600  # the team-domain (global) session, Cloudflare's default (spec §1.6)
-# Hard caps: past them the oldest entry is dropped. 100,000 sessions are ~200 MB at the ~2 KiB
-# each one costs with its tokens; an evicted session's tokens stop working (sign in again).
+# Hard caps: past them the oldest entry is dropped. 100,000 sessions are ~85 MB at the ~0.9 KiB
+# each one costs (its tokens' text is cached apart, see Session); an evicted session's tokens stop
+# working (sign in again).
 SESSION_LIMIT = 100_000
 PENDING_LIMIT = 100_000  # callback nonces and chain hops: each lives two minutes
 # One-time PINs: five guesses a code (web_login), and at most this many codes not yet redeemed per
@@ -52,87 +51,29 @@ OTP_WINDOW = 600
 OTP_PER_EMAIL = 5
 OTP_PER_CLIENT = 20
 
-K = TypeVar("K", bound=Hashable)
-V = TypeVar("V")
 
-
-class Expiring(Generic[K, V]):
-    """A map whose entries expire, with a hard cap on how many it holds.
-
-    Every write first drops the entries that have expired, found through a heap ordered by
-    expiry: each entry is dropped once, at O(log n), so the cost is amortised over the writes and
-    does not depend on how many live entries there are. Past ``limit`` entries, a write drops the
-    oldest one (insertion order) whatever its expiry, and returns it. Reads never return an
-    expired entry, pruned or not.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._items: OrderedDict[K, tuple[V, float]] = OrderedDict()
-        self._heap: list[tuple[float, int, K]] = []
-        self._seq = itertools.count()  # ties in the heap never compare keys
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def get(self, key: K, now: float) -> V | None:
-        entry = self._items.get(key)
-        if entry is None or entry[1] <= now:
-            return None
-        return entry[0]
-
-    def pop(self, key: K, now: float) -> V | None:
-        """Remove ``key``; its value if it had not expired."""
-        entry = self._items.pop(key, None)
-        if entry is None or entry[1] <= now:
-            return None
-        return entry[0]
-
-    def put(self, key: K, value: V, expires: float, now: float) -> V | None:
-        """Keep ``value`` until ``expires``; returns the value the cap pushed out, if any."""
-        self.prune(now)
-        evicted = None
-        if self._items.pop(key, None) is None and len(self._items) >= self.limit:
-            _, (evicted, _) = self._items.popitem(last=False)
-        self._items[key] = (value, expires)
-        heapq.heappush(self._heap, (expires, next(self._seq), key))
-        if len(self._heap) > 2 * len(self._items) + 1024:
-            # entries popped or pushed out before expiring left their heap rows behind: rebuild,
-            # O(n) once every n writes or so
-            self._heap = [(exp, next(self._seq), k) for k, (_, exp) in self._items.items()]
-            heapq.heapify(self._heap)
-        return evicted
-
-    def prune(self, now: float) -> None:
-        """Drop every entry that has expired by ``now``."""
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            expires, _, key = heapq.heappop(heap)
-            entry = self._items.get(key)
-            if entry is not None and entry[1] == expires:
-                del self._items[key]
-
-    def values(self, now: float | None = None) -> Iterator[V]:
-        """The values not expired at ``now`` (default: every one held), oldest first."""
-        return (value for value, expires in self._items.values() if now is None or expires > now)
-
-    def clear(self) -> None:
-        self._items.clear()
-        self._heap.clear()
+# the same user's sessions share one ``sub`` string rather than each making its own (issue 16)
+_sub = functools.lru_cache(maxsize=4096)(sub_for)
 
 
 @dataclass(slots=True)
 class Session:
-    """One sign-in: the org session on the team domain and every app token minted from it."""
+    """One sign-in: the org session on the team domain and every app token minted from it.
+
+    The tokens themselves are not kept here but in the edge's bounded cache: RS256 (PKCS #1 v1.5)
+    signatures are deterministic, so the claims' times and the key's id are enough to sign the
+    very same token again once the cache has let it go. A session costs about 0.7 KiB, not the
+    1 KiB more that each token's text would add (issue 16).
+    """
 
     nonce: str  # the JWT identity_nonce, shared by every token of this session
     identity: Identity
     sub: str
     iat: int
     exp: int
-    org_token: str = ""  # signed on first use: a session made to mint tokens never needs it
+    org_kid: str = ""  # the key its org token was signed with; "" until first used (a session made to mint never is)
     revoked_at: float | None = None
-    app_tokens: dict[str, tuple[str, float, str]] = field(default_factory=dict)  # aud -> (jwt, exp, kid)
+    app_tokens: dict[str, tuple[int, int, str]] = field(default_factory=dict)  # aud -> (iat, exp, kid)
     justified: dict[str, str] = field(default_factory=dict)  # aud -> the purpose given (spec §14.5)
     mfa_at: float | None = None  # when the independent MFA step was passed (spec §14.5)
 
@@ -230,6 +171,9 @@ class IssueLimit:
     def clear(self) -> None:
         self._logs.clear()
 
+    def prune(self, now: float) -> None:
+        self._logs.prune(now)
+
     def release(self, key: str, item: str, now: float) -> None:
         """Give ``item``'s slot back (a code that was used as meant)."""
         log = [row for row in self._live(key, now) if row[1] != item]
@@ -288,9 +232,11 @@ class Edge:
     - caches, each one only a shortcut to what the config, the keys and the sessions give
       (verified tokens, policy verdicts, signed service-token JWTs): dropped whole by
       :meth:`reconfigure` and :meth:`end_sessions`, the signed JWTs also by a key rotation
-      (see :meth:`_drop_caches`). A session's own signed app JWTs are no cache: they are the
-      record of what the session holds (logout keeps the session until the last one expires),
-      reused until close to expiry whatever the config says since;
+      (see :meth:`_drop_caches`). A session's own app JWTs are no cache: their times and key
+      are the record of what the session holds (logout keeps the session until the last one
+      expires), reused until close to expiry whatever the config says since; only their text
+      sits in a bounded cache (``_session_tokens``), kept across a reconfigure, signed again
+      identical when it has let one go (RS256 is deterministic);
     - sign-in state (sessions, pending logins, chain hops, one-time PINs and their limits,
       approval requests): ended by :meth:`end_sessions` (tests: ``reset()``);
     - test hooks (a certs fault, the request journal): set only through
@@ -314,9 +260,14 @@ class Edge:
     otps: Expiring[str, OneTimePin] = field(default_factory=lambda: Expiring(PENDING_LIMIT))
     otps_per_email: IssueLimit = field(default_factory=lambda: IssueLimit(OTP_PER_EMAIL, OTP_WINDOW))
     otps_per_client: IssueLimit = field(default_factory=lambda: IssueLimit(OTP_PER_CLIENT, OTP_WINDOW))
-    _verified: dict[str, Credential] = field(default_factory=dict)
-    verdicts: dict[tuple[str, str | None, str, str, str | None], Verdict] = field(default_factory=dict)
+    # tokens verified once (until they expire) and policy verdicts (a day at most), CACHE_LIMIT each
+    _verified: Expiring[str, Credential] = field(default_factory=lambda: Expiring(CACHE_LIMIT))
+    verdicts: Expiring[tuple[str, str | None, str, str, str | None], Verdict] = field(
+        default_factory=lambda: Expiring(CACHE_LIMIT)
+    )
     _app_tokens: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)  # service tokens
+    # (session nonce, aud; "" for the org token) -> the token last signed, CACHE_LIMIT of them (see Session)
+    _session_tokens: Expiring[tuple[str, str], str] = field(default_factory=lambda: Expiring(CACHE_LIMIT))
     _apps_by_aud: dict[str, App] = field(default_factory=dict)
     _apps_by_name: dict[str, App] = field(default_factory=dict)
     _tokens_by_client_id: dict[str, ServiceToken] = field(default_factory=dict)
@@ -324,21 +275,21 @@ class Edge:
     certs_fault: CertsFault | None = None  # tests: /cdn-cgi/access/certs slow, empty or failing
     handling: int = 0  # requests in handle() now: a sync test waits for 0 before it reads the journal
     recorder: RequestLog | None = None  # the journal of the last `journal` requests (fakeedge.record)
-    approvals: dict[tuple[str, str], Approval] = field(default_factory=dict)  # (session nonce, aud) -> request
+    # (session nonce, aud) -> request, kept as long as the sign-in it belongs to
+    approvals: Expiring[tuple[str, str], Approval] = field(default_factory=lambda: Expiring(SESSION_LIMIT))
 
     def request_approval(self, session: Session, app: App, reason: str) -> Approval:
         """The pending request of this sign-in for ``app``, made now if there is none (spec §14.5)."""
         key = (session.nonce, app.aud)
-        found = self.approvals.get(key)
+        now = self.clock.now()
+        found = self.approvals.get(key, now)
         if found is None or found.state != "pending":
-            found = Approval(
-                secrets.token_hex(8), session.nonce, session.identity.email, app.name, reason, self.clock.now()
-            )
-            self.approvals[key] = found
+            found = Approval(secrets.token_hex(8), session.nonce, session.identity.email, app.name, reason, now)
+            self.approvals.put(key, found, session.exp, now)
         return found
 
     def approval(self, session: Session, app: App) -> Approval | None:
-        return self.approvals.get((session.nonce, app.aud))
+        return self.approvals.get((session.nonce, app.aud), self.clock.now())
 
     def decide_approval(self, approval_id: str, *, approve: bool, duration: float) -> Approval:
         """Grant (for ``duration`` seconds, at most 24 h) or deny a pending request."""
@@ -555,7 +506,7 @@ class Edge:
         """Start a session (an org session on the team domain) for a signed-in identity."""
         now = int(self.clock.now())
         nonce = claims.identity_nonce()
-        session = Session(nonce, identity, sub_for(self.config.team, identity.email), now, now + SESSION_DURATION)
+        session = Session(nonce, identity, _sub(self.config.team, identity.email), now, now + SESSION_DURATION)
         self._keep(session, now)
         return session
 
@@ -566,17 +517,46 @@ class Edge:
         if evicted is not None:
             evicted.revoked_at = 0.0  # over the cap: its tokens, remembered or not, stop working now
             self._evicted.put(evicted.nonce, evicted, evicted.last_exp, now)
+        self.sweep(now)
+
+    def sweep(self, now: float) -> None:
+        """Drop whatever has expired in every store, not only in the one written to.
+
+        Run with every sign-in: a store nobody writes to any more (one-time PINs, chain hops,
+        OAuth grants) would otherwise hold its expired entries, and their memory, for good. A
+        store with nothing expired costs one comparison.
+        """
+        stores = (
+            self._evicted,
+            self.logins,
+            self.chain_hops,
+            self.otps,
+            self._verified,
+            self.verdicts,
+            self._session_tokens,
+        )
+        for store in (*stores, self.approvals, self.otps_per_email, self.otps_per_client):
+            store.prune(now)
+        self.oauth.prune(now)
 
     def org_token(self, session: Session) -> str:
         """The session's org token (the team domain's ``CF_Authorization``), signed on first use."""
-        if not session.org_token:
-            payload = self.user_claims(session, self.org_aud, session.iat, session.exp, token_type="org")
+        now = self.clock.now()
+        cached = self._session_tokens.get((session.nonce, ""), now)
+        if cached is not None:
+            return cached
+        # the same token again when its key is still served (the cache let it go); else a new one
+        key = self.keys.find(session.org_kid, now) if session.org_kid else None
+        first = key is None
+        if key is None:
             key = self._signing_key()
-            session.org_token = tokens.sign(payload, key)
-            self._remember(
-                Credential(session.org_token, "org", payload, session.exp, frozenset([self.org_aud]), key.kid, session)
-            )
-        return session.org_token
+        payload = self.user_claims(session, self.org_aud, session.iat, session.exp, token_type="org")
+        token = tokens.sign(payload, key)
+        session.org_kid = key.kid
+        self._session_tokens.put((session.nonce, ""), token, session.exp, now)
+        if first:
+            self._remember(Credential(token, "org", payload, session.exp, frozenset([self.org_aud]), key.kid, session))
+        return token
 
     @property
     def org_aud(self) -> str:
@@ -587,15 +567,25 @@ class Edge:
         now = self.clock.now()
         signing_key = self._signing_key()
         cached = session.app_tokens.get(app.aud)
-        if cached is not None and cached[1] - now > REUSE_MARGIN and cached[2] == signing_key.kid:
-            return cached[0], cached[1]
-        iat = int(now)
-        duration = policy.session_duration if policy and policy.session_duration is not None else app.session_duration
-        exp = iat + duration
+        fresh = cached is None or cached[1] - now <= REUSE_MARGIN or cached[2] != signing_key.kid
+        if not fresh:
+            assert cached is not None
+            token = self._session_tokens.get((session.nonce, app.aud), now)
+            if token is not None:
+                return token, cached[1]
+            iat, exp, _ = cached  # signed again below: the very same token, RS256 being deterministic
+        else:
+            iat = int(now)
+            duration = (
+                policy.session_duration if policy and policy.session_duration is not None else app.session_duration
+            )
+            exp = iat + duration
         payload = self.user_claims(session, app.aud, iat, exp)
         jwt = tokens.sign(payload, signing_key, header=tokens.user_header(signing_key))
-        self._remember(Credential(jwt, "app", payload, exp, frozenset([app.aud]), signing_key.kid, session))
-        session.app_tokens[app.aud] = (jwt, exp, signing_key.kid)  # kept with the session, gone with it
+        if fresh:
+            self._remember(Credential(jwt, "app", payload, exp, frozenset([app.aud]), signing_key.kid, session))
+            session.app_tokens[app.aud] = (iat, exp, signing_key.kid)  # kept with the session, gone with it
+        self._session_tokens.put((session.nonce, app.aud), jwt, exp, now)
         return jwt, exp
 
     def end_sessions(self) -> None:
@@ -607,7 +597,7 @@ class Edge:
             session.revoked_at = float("-inf")
             self._keep(session, now)
         stores = (self.logins, self.chain_hops, self.otps, self.otps_per_email, self.otps_per_client)
-        for state in (*stores, self.approvals):
+        for state in (*stores, self.approvals, self._session_tokens):
             state.clear()
         self._drop_caches()
 
@@ -630,7 +620,7 @@ class Edge:
         """A session of its own for an OAuth grant, living as long as its refresh tokens."""
         now = int(self.clock.now())
         nonce = claims.identity_nonce()
-        session = Session(nonce, identity, sub_for(self.config.team, identity.email), now, int(exp))
+        session = Session(nonce, identity, _sub(self.config.team, identity.email), now, int(exp))
         self._keep(session, now)
         return session
 
@@ -680,7 +670,7 @@ class Edge:
                     "app": app_name(g.aud),
                     "email": g.identity.email,
                     "expires": g.expires,
-                    "access_tokens": sum(1 for k in g.access if self.oauth.access.get(k, ("", 0.0))[1] > now),
+                    "access_tokens": sum(1 for k in g.access if self.oauth.access.get(k, now) is not None),
                 }
                 for g in self.oauth.grants.values()
                 if g.expires > now
@@ -716,7 +706,7 @@ class Edge:
     def credential(self, token: str) -> Credential | None:
         """A token this edge signed, still valid now, with its session still alive; else None."""
         now = self.clock.now()
-        cred = self._verified.get(token)
+        cred = self._verified.get(token, now)
         if cred is None:
             cred = self._verify(token, now)
             if cred is None:
@@ -768,20 +758,22 @@ class Edge:
         country = payload.get("country")
         if isinstance(country, str) and country:
             who = dataclasses.replace(who, country=country)
-        session = Session(nonce, who, str(payload.get("sub") or sub_for(self.config.team, email)), int(iat), int(exp))
+        session = Session(nonce, who, str(payload.get("sub") or _sub(self.config.team, email)), int(iat), int(exp))
         self._keep(session, self.clock.now())
         return session
 
     def remember_verdict(self, key: tuple[str, str | None, str, str, str | None], verdict: Verdict) -> None:
-        """Keep a policy verdict for (app, session, address, country, service token), bounded."""
-        if len(self.verdicts) >= CACHE_LIMIT:
-            self.verdicts.clear()
-        self.verdicts[key] = verdict
+        """Keep a policy verdict for (app, session, address, country, service token), bounded.
+
+        For a day at most, the longest a browser sign-in lives: so that a verdict goes soon after
+        its session (its key holds the session's nonce), and the verdicts of sessions that ended
+        do not stay behind. Recomputed after that, as on any miss.
+        """
+        now = self.clock.now()
+        self.verdicts.put(key, verdict, now + SESSION_DURATION, now)
 
     def _remember(self, cred: Credential) -> None:
-        if len(self._verified) >= CACHE_LIMIT:
-            self._verified.clear()
-        self._verified[cred.token] = cred
+        self._verified.put(cred.token, cred, cred.exp, self.clock.now())
 
     # -- login nonces --
 

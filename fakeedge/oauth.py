@@ -18,6 +18,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from .config import DynamicClientRegistration
+from .expiring import Expiring
 from .policy import Identity
 
 ACCESS_PREFIX = "oauth:"  # spec §2.5: managed-OAuth access tokens are opaque "oauth:…" strings
@@ -25,6 +26,7 @@ CODE_TTL = 60  # RFC 6749 §4.1.2: "a maximum authorization code lifetime of 10 
 CLIENT_LIMIT = 1000
 CODE_LIMIT = 1000
 GRANT_LIMIT = 10_000
+ACCESS_LIMIT = 10 * GRANT_LIMIT  # access tokens live an hour or so; a grant may hold several
 AuthMethod = Literal["none", "client_secret_basic", "client_secret_post"]
 AUTH_METHODS: tuple[AuthMethod, ...] = ("none", "client_secret_basic", "client_secret_post")
 _VERIFIER = re.compile(r"[A-Za-z0-9._~-]{43,128}")  # RFC 7636 §4.1
@@ -130,18 +132,26 @@ class Grant:
 
 @dataclass(slots=True)
 class OAuthStore:
-    """Every client, code and grant of the edge, bounded and expiring."""
+    """Every client, code and grant of the edge, bounded and expiring.
+
+    Codes, grants and tokens live in :class:`~fakeedge.expiring.Expiring` stores: each goes when
+    it expires, at a cost that does not grow with how many there are (issue 16), and past its
+    limit the oldest goes first (an evicted grant's tokens with it).
+    """
 
     clients: dict[str, Client] = field(default_factory=dict)
-    codes: dict[str, Code] = field(default_factory=dict)  # digest -> code
-    spent: dict[str, str | None] = field(default_factory=dict)  # used code digest -> grant id (replay)
-    grants: dict[str, Grant] = field(default_factory=dict)
-    access: dict[str, tuple[str, float]] = field(default_factory=dict)  # digest -> (grant id, expires)
-    refresh: dict[str, str] = field(default_factory=dict)  # digest -> grant id
+    codes: Expiring[str, Code] = field(default_factory=lambda: Expiring(CODE_LIMIT))  # digest -> code
+    # used code digest -> grant id, for replays (RFC 6749 §4.1.2), as long as the grant lives
+    spent: Expiring[str, str | None] = field(default_factory=lambda: Expiring(CODE_LIMIT))
+    grants: Expiring[str, Grant] = field(default_factory=lambda: Expiring(GRANT_LIMIT))
+    access: Expiring[str, str] = field(default_factory=lambda: Expiring(ACCESS_LIMIT))  # digest -> grant id
+    refresh: Expiring[str, str] = field(default_factory=lambda: Expiring(GRANT_LIMIT))  # digest -> grant id
+    by_session: Expiring[str, str] = field(default_factory=lambda: Expiring(GRANT_LIMIT))  # session nonce -> grant id
 
     def clear(self) -> None:
         """Forget everything (a reset)."""
-        for store in (self.clients, self.codes, self.spent, self.grants, self.access, self.refresh):
+        self.clients.clear()
+        for store in (self.codes, self.spent, self.grants, self.access, self.refresh, self.by_session):
             store.clear()
 
     # -- clients --
@@ -179,94 +189,88 @@ class OAuthStore:
     # -- codes --
 
     def add_code(self, code: Code, now: float) -> str:
-        self._prune(now)
-        _bound(self.codes, CODE_LIMIT)
         value = secrets.token_urlsafe(32)
-        self.codes[digest(value)] = code
+        self.codes.put(digest(value), code, code.expires, now)
         return value
 
     def take_code(self, value: str, now: float) -> tuple[Code | None, bool]:
         """Pop a code: (code, False) once; (None, True) when it was already used, (None, False) if unknown."""
         key = digest(value)
-        code = self.codes.pop(key, None)
+        code = self.codes.pop(key, now)  # None when expired, too
         if code is None:
             return None, key in self.spent
-        _bound(self.spent, CODE_LIMIT)
-        self.spent[key] = None
-        if code.expires <= now:
-            return None, False
+        self.spent.put(key, None, code.expires, now)
         return code, False
 
     def grant_of_spent_code(self, value: str) -> str | None:
         """The grant a used code produced (RFC 6749 §4.1.2: a replay should revoke it)."""
-        return self.spent.get(digest(value))
+        return self.spent.peek(digest(value))
 
-    def spend(self, value: str, grant_id: str) -> None:
+    def spend(self, value: str, grant_id: str, now: float) -> None:
         """Remember which grant a used code produced, so that a replay can revoke it."""
-        self.spent[digest(value)] = grant_id
+        grant = self.grants.peek(grant_id)
+        key = digest(value)
+        if grant is not None and key in self.spent:
+            self.spent.put(key, grant_id, grant.expires, now)
 
     # -- grants and tokens --
 
     def add_grant(self, grant: Grant, now: float) -> None:
-        self._prune(now)
-        if len(self.grants) >= GRANT_LIMIT:
-            self.revoke(next(iter(self.grants)))
-        self.grants[grant.id] = grant
+        evicted = self.grants.put(grant.id, grant, grant.expires, now)
+        if evicted is not None:
+            self._drop_tokens(evicted)
+        self.by_session.put(grant.session_nonce, grant.id, grant.expires, now)
 
     def issue(self, grant: Grant, now: float, lifetime: float) -> tuple[str, str]:
         """A new access token (good for ``lifetime``) and a new refresh token; the old refresh token dies."""
         access = ACCESS_PREFIX + secrets.token_urlsafe(32)
         refresh = secrets.token_urlsafe(32)
         key = digest(access)
-        self.access[key] = (grant.id, now + lifetime)
+        self.access.put(key, grant.id, now + lifetime, now)
+        grant.access = {k for k in grant.access if self.access.get(k, now) is not None}  # the live ones
         grant.access.add(key)
         if grant.refresh is not None:
-            self.refresh.pop(grant.refresh, None)
+            self.refresh.discard(grant.refresh)
         grant.refresh = digest(refresh)
-        self.refresh[grant.refresh] = grant.id
+        self.refresh.put(grant.refresh, grant.id, grant.expires, now)
         return access, refresh
 
     def grant_for_access(self, token: str, now: float) -> Grant | None:
         """The live grant an access token belongs to, or None (unknown, expired or revoked)."""
-        entry = self.access.get(digest(token))
-        if entry is None or entry[1] <= now:
-            return None
-        grant = self.grants.get(entry[0])
-        return grant if grant is not None and now < grant.expires else None
+        grant_id = self.access.get(digest(token), now)
+        return self.grants.get(grant_id, now) if grant_id is not None else None
 
     def grant_for_refresh(self, token: str, now: float) -> Grant | None:
         """The live grant a refresh token belongs to, or None."""
-        grant_id = self.refresh.get(digest(token))
-        grant = self.grants.get(grant_id) if grant_id is not None else None
-        return grant if grant is not None and now < grant.expires else None
+        grant_id = self.refresh.get(digest(token), now)
+        return self.grants.get(grant_id, now) if grant_id is not None else None
 
     def revoke(self, grant_id: str) -> Grant | None:
         """End a grant: its access and refresh tokens stop working at once."""
-        grant = self.grants.pop(grant_id, None)
-        if grant is None:
-            return None
-        for key in grant.access:
-            self.access.pop(key, None)
-        if grant.refresh is not None:
-            self.refresh.pop(grant.refresh, None)
+        grant = self.grants.discard(grant_id)
+        if grant is not None:
+            self._drop_tokens(grant)
         return grant
+
+    def _drop_tokens(self, grant: Grant) -> None:
+        for key in grant.access:
+            self.access.discard(key)
+        if grant.refresh is not None:
+            self.refresh.discard(grant.refresh)
+        self.by_session.discard(grant.session_nonce)
 
     def grant_of_session(self, session_nonce: str) -> Grant | None:
         """The grant whose own session has this ``identity_nonce``, if any."""
-        return next((g for g in self.grants.values() if g.session_nonce == session_nonce), None)
+        grant_id = self.by_session.peek(session_nonce)
+        return self.grants.peek(grant_id) if grant_id is not None else None
 
     def grants_of_login(self, login_nonce: str) -> list[Grant]:
         return [g for g in self.grants.values() if g.login_nonce == login_nonce]
 
-    def _prune(self, now: float) -> None:
-        for key in [k for k, c in self.codes.items() if c.expires <= now]:
-            del self.codes[key]
-        for key in [k for k, (_, exp) in self.access.items() if exp <= now]:
-            grant = self.grants.get(self.access.pop(key)[0])
-            if grant is not None:
-                grant.access.discard(key)
-        for grant_id in [g.id for g in self.grants.values() if g.expires <= now]:
-            self.revoke(grant_id)
+    def prune(self, now: float) -> None:
+        """Drop every code, grant and token that has expired by ``now``."""
+        for store in (self.codes, self.spent, self.grants, self.access, self.refresh, self.by_session):
+            store.prune(now)
 
 
 def _bound(store: dict[str, Any], limit: int) -> None:

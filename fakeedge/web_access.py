@@ -184,7 +184,7 @@ def check(request: web.Request, edge: Edge, match: AppMatch) -> Admission | web.
     # the policies are fixed and a session's identity too: the verdict only changes with the
     # non-identity facts, which are part of the key (spec §6.3: those are checked every request)
     key = (app.aud, cred.session.nonce if cred and cred.session else None, ip_text, country, token_client_id)
-    cached = edge.verdicts.get(key)
+    cached = edge.verdicts.peek(key)  # a verdict is good for as long as it is held
     if cached is None:
         cached = decide(app, Facts(ip, country, token_client_id), who)
         edge.remember_verdict(key, cached)

@@ -441,7 +441,7 @@ async def handle_token(request: web.Request, edge: Edge, host: str) -> web.Respo
                 expires=expires,
             )
             edge.oauth.add_grant(grant, now)
-            edge.oauth.spend(form["code"], grant.id)
+            edge.oauth.spend(form["code"], grant.id, now)
         case "refresh_token":
             if not form.get("refresh_token"):
                 return _oauth_error(request, "invalid_request", "refresh_token is required")

@@ -7,9 +7,12 @@ clock, never by sleeping.
 
 from __future__ import annotations
 
+import dataclasses
+import gc
 import logging
 import re
 import sys
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -18,9 +21,12 @@ from typing import Any
 import aiohttp
 import pytest
 
+from fakeedge import oauth
 from fakeedge.clock import Clock
 from fakeedge.config import parse_config
-from fakeedge.edge import CACHE_LIMIT, SESSION_LIMIT, Edge
+from fakeedge.edge import CACHE_LIMIT, PENDING_LIMIT, SESSION_LIMIT, Edge, Session
+from fakeedge.expiring import Expiring
+from fakeedge.oauth import Code, Grant
 from fakeedge.policy import Identity, Verdict
 
 from .conftest import Origin, RunningEdge, base_config
@@ -332,32 +338,170 @@ def test_tokens_of_ended_sessions_are_never_adopted_again(tmp_path: Path) -> Non
     assert edge.credential(outsider_token) is not None
 
 
-def test_100000_sessions_leave_every_structure_at_its_bound_and_expired_ones_gone(tmp_path: Path) -> None:
-    # issue 16: not timed; what piles up per session (the session store and its expiry heap, the
-    # policy verdicts cached per session) stays at its bound, and all of it goes when sessions end
-    edge = _edge(tmp_path)
+def _stores(edge: Edge) -> dict[str, Expiring[Any, Any]]:
+    """Every store of the edge that grows with sessions, tokens, nonces, codes or grants."""
+    return {
+        "sessions": edge.sessions,
+        "evicted sessions": edge._evicted,
+        "callback nonces": edge.logins,
+        "chain hops": edge.chain_hops,
+        "one-time PINs": edge.otps,
+        "PINs per email": edge.otps_per_email._logs,
+        "PINs per client": edge.otps_per_client._logs,
+        "verified tokens": edge._verified,
+        "signed tokens": edge._session_tokens,
+        "verdicts": edge.verdicts,
+        "approval requests": edge.approvals,
+        "OAuth codes": edge.oauth.codes,
+        "OAuth spent codes": edge.oauth.spent,
+        "OAuth grants": edge.oauth.grants,
+        "OAuth access tokens": edge.oauth.access,
+        "OAuth refresh tokens": edge.oauth.refresh,
+        "OAuth grants by session": edge.oauth.by_session,
+    }
+
+
+def _fill(edge: Edge, count: int) -> Session:
+    """``count`` sign-ins, each leaving behind what a real one can: its session, a policy verdict, a
+    verified token, a callback nonce and a chain hop not yet used, a one-time PIN never typed, a
+    temporary-authentication request, and a managed-OAuth code, spent code, grant and tokens.
+
+    The clock moves one second every 1,000 sign-ins, so they end as far apart. Returns the first
+    session, signed in with real tokens.
+    """
     who = _identity(edge)
-    limit = edge.sessions.limit
-    assert limit == SESSION_LIMIT == 100_000
     admin = edge.app("Admin")
-    verdict = Verdict("allow")
     first = edge.login(who)
-    for i in range(limit + 1_000):
+    jwt, _ = edge.app_jwt(first, admin, None)
+    real = edge.credential(jwt)
+    assert real is not None
+    verdict = Verdict("allow")
+    for i in range(count):
+        if i % 1_000 == 999:
+            edge.clock.advance(1)
+        now = edge.clock.now()
         session = edge.login(who)
         edge.remember_verdict((admin.aud, session.nonce, "127.0.0.1", "US", None), verdict)
-        if i % 1_000 == 0:
-            edge.clock.advance(1)  # sessions started over ~100 s, ending as far apart
-    assert len(edge.sessions) == limit
-    assert len(edge.sessions._heap) <= 2 * limit + 1_024
-    assert len(edge.verdicts) <= CACHE_LIMIT
-    assert edge.sessions.get(first.nonce, edge.clock.now()) is None  # the oldest went first
+        # signing 100,000 RSA tokens would take minutes: copies of the real one under new names
+        edge._remember(dataclasses.replace(real, token=f"{jwt}{i}", session=session))
+        edge._session_tokens.put((session.nonce, admin.aud), f"{jwt}{i}", real.exp, now)
+        pending = {"session": session, "app": admin, "host": "admin.acme.test"}
+        edge.add_login({**pending, "redirect_path": "/", "policy": None, "app_session_hash": "0" * 64})
+        edge.add_chain_hop({**pending, "rest": (), "final": "/"})
+        edge.add_otp(f"user{i}@acme.test", f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}")
+        edge.request_approval(session, admin, "on call")
+        if i < count - oauth.GRANT_LIMIT - 1_000:
+            continue  # OAuth's stores are smaller: the last 11,000 sign-ins fill them past their limits
+        code = Code("client", admin.aud, "http://127.0.0.1/cb", "x" * 43, None, session.nonce, who, now + 60)
+        value = edge.oauth.add_code(code, now)
+        if i % 2 == 0:
+            assert edge.oauth.take_code(value, now) == (code, False)
+        grant = Grant(f"grant{i}", "client", admin.aud, who, session.nonce, session.nonce, now + 3600)
+        edge.oauth.add_grant(grant, now)
+        edge.oauth.issue(grant, now, 600)
+    return first
 
-    edge.clock.advance(24 * 3600 - 50)  # about half of them have ended
-    middle = edge.login(who)
+
+def test_100000_sessions_leave_every_structure_at_its_bound_and_expired_ones_gone(tmp_path: Path) -> None:
+    # issue 16: not timed; every store that grows with sign-ins, tokens, nonces, PINs and OAuth
+    # grants stays at its bound, the oldest going first, and all of it goes when it has expired
+    edge = _edge(tmp_path)
+    limit = edge.sessions.limit
+    assert limit == SESSION_LIMIT == PENDING_LIMIT == 100_000
+    first = _fill(edge, limit + 1_000)
+    bounds = {
+        "sessions": SESSION_LIMIT,
+        "evicted sessions": 1_001,  # the first and the 1,000 past the limit
+        "callback nonces": PENDING_LIMIT,
+        "chain hops": PENDING_LIMIT,
+        "one-time PINs": PENDING_LIMIT,
+        "PINs per email": PENDING_LIMIT,
+        "PINs per client": PENDING_LIMIT,
+        "verified tokens": CACHE_LIMIT,
+        "signed tokens": CACHE_LIMIT,
+        "verdicts": CACHE_LIMIT,
+        "approval requests": SESSION_LIMIT,
+        "OAuth codes": oauth.CODE_LIMIT,
+        "OAuth spent codes": oauth.CODE_LIMIT,
+        "OAuth grants": oauth.GRANT_LIMIT,
+        "OAuth access tokens": oauth.GRANT_LIMIT,  # an evicted grant takes its tokens with it
+        "OAuth refresh tokens": oauth.GRANT_LIMIT,
+        "OAuth grants by session": oauth.GRANT_LIMIT,
+    }
+    stores = _stores(edge)
+    assert {name: len(store) for name, store in stores.items()} == bounds
+    assert all(len(store._heap) <= 2 * len(store) + 1_024 for store in stores.values())
+    # the oldest went first, and its tokens with it
+    now = edge.clock.now()
+    assert edge.sessions.get(first.nonce, now) is None
+    first_jwt, _ = edge.app_jwt(first, edge.app("Admin"), None)
+    assert edge.credential(first_jwt) is None
+
+    edge.clock.advance(24 * 3600 - 50)  # about half of the sessions have ended
+    middle = edge.login(_identity(edge))
     assert 40_000 < len(edge.sessions) < 60_000
     assert all(s.exp > edge.clock.now() for s in edge.sessions.values())
 
-    edge.clock.advance(100)  # every one of the 100,000 has ended
-    last = edge.login(who)
+    edge.clock.advance(100)  # every one of the 100,000 has ended, and everything made with them
+    last = edge.login(_identity(edge))  # a sign-in sweeps every store, not only the sessions
     assert list(edge.sessions.values()) == [middle, last]
-    assert len(edge.sessions._heap) == 2
+    assert {name: len(store) for name, store in stores.items() if name != "sessions"} == dict.fromkeys(
+        [name for name in stores if name != "sessions"], 0
+    )
+    assert all(len(store._heap) == len(store) for store in stores.values())
+
+
+def test_memory_goes_back_when_sessions_expire(tmp_path: Path) -> None:
+    """What the sessions held is freed when they end, tables included: CPython dicts never shrink,
+    so the stores rebuild theirs (issue 16). Measured by tracemalloc: Python's own count of the
+    bytes it holds, which no machine load changes (RSS depends on the allocator)."""
+    edge = _edge(tmp_path)
+    who = _identity(edge)
+    admin = edge.app("Admin")
+    edge.login(who)
+    gc.collect()
+    tracing = tracemalloc.is_tracing()
+    if not tracing:
+        tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        for _ in range(10_000):
+            session = edge.login(who)
+            edge.remember_verdict((admin.aud, session.nonce, "127.0.0.1", "US", None), Verdict("allow"))
+        held = tracemalloc.get_traced_memory()[0] - base
+        edge.clock.advance(25 * 3600)
+        edge.login(who)
+        gc.collect()
+        left = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        if not tracing:
+            tracemalloc.stop()
+    assert held > 10_000 * 200  # the measure sees the sessions
+    assert left < 64 * 1024, (held, left)  # one session and the stores' empty tables
+
+
+def test_a_session_keeps_no_token_text_and_signs_the_very_same_token_again(tmp_path: Path) -> None:
+    """Issue 16: the ~1 KiB text of each token lives in a bounded cache, not in the session; once the
+    cache lets it go, the session signs the same token again (RS256 signatures are deterministic),
+    so a browser holding it sees no difference."""
+    edge = _edge(tmp_path)
+    admin = edge.app("Admin")
+    session = edge.login(_identity(edge))
+    org = edge.org_token(session)
+    app_token, exp = edge.app_jwt(session, admin, None)
+
+    def strings(value: object, depth: int = 3) -> set[str]:
+        if isinstance(value, str):
+            return {value}
+        if depth == 0 or not isinstance(value, Session | dict | tuple):
+            return set()
+        return {s for part in gc.get_referents(value) for s in strings(part, depth - 1)}
+
+    held = strings(session)
+    assert org not in held and app_token not in held
+    edge._session_tokens.clear()  # the cache let them go
+    assert edge.org_token(session) == org
+    assert edge.app_jwt(session, admin, None) == (app_token, exp)
+    assert edge.credential(org) is not None and edge.credential(app_token) is not None
+    edge.rotate_keys()  # a new key: a new app token, signed with it
+    assert edge.app_jwt(session, admin, None)[0] != app_token
