@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import socket
+import ssl
 import tempfile
 import threading
 import time
@@ -50,6 +51,7 @@ from .mint import mint as mint_token
 from .origins import Origin, classify, serve_origin
 from .policy import Facts, Identity, decide
 from .record import RequestLog
+from .tls import LocalCA
 from .web_app import start
 
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
@@ -147,11 +149,30 @@ class FakeEdge:
 
     Build one with :class:`EdgeFactory` (or the fixture); every client, origin and temporary
     directory it made is closed by :meth:`close`, in reverse order.
+
+    Attributes:
+        core: the :class:`fakeedge.edge.Edge` it serves (config, keys, sessions).
+        port: the plain-HTTP listener's port; the TLS listener's when the config turns the
+            plain one off (``listen: off``).
+        tls_port: the TLS listener's port, when the config has ``tls_listen``; else ``None``.
+        ca: the local CA the TLS listener's certificates come from (``None`` without TLS):
+            ``edge.ca.cert_path`` for ``SSL_CERT_FILE``, ``edge.ca.configure_trust(ctx)`` for
+            an ``ssl.SSLContext``. Clients from :meth:`client` and :meth:`login` trust it.
     """
 
-    def __init__(self, core: Edge, port: int, stack: contextlib.AsyncExitStack) -> None:
+    def __init__(
+        self,
+        core: Edge,
+        port: int,
+        stack: contextlib.AsyncExitStack,
+        *,
+        tls_port: int | None = None,
+        ca: LocalCA | None = None,
+    ) -> None:
         self.core = core
         self.port = port
+        self.tls_port = tls_port
+        self.ca = ca
         self._stack = stack
         self._logins: dict[aiohttp.ClientSession, str] = {}
         self._clients: list[aiohttp.ClientSession] = []
@@ -214,7 +235,8 @@ class FakeEdge:
         """``http://<host>:<edge port><path>`` for an app name or a host name.
 
         Use it with a client from :meth:`login` or :meth:`client` (they resolve every name to
-        127.0.0.1); the edge routes on the ``Host`` header, as Cloudflare does.
+        127.0.0.1); the edge routes on the ``Host`` header, as Cloudflare does. An edge with no
+        plain listener (``listen: off``) gives ``https://<host>:<tls port><path>``.
 
         Raises:
             UnknownName: not an app name, and not a host name either.
@@ -222,7 +244,8 @@ class FakeEdge:
         """
         if not path.startswith("/"):
             raise ValueError(f"path must start with '/', got {path!r}")
-        return f"http://{self.host(host_or_app)}:{self.port}{path}"
+        scheme = "https" if self.port == self.tls_port else "http"
+        return f"{scheme}://{self.host(host_or_app)}:{self.port}{path}"
 
     def aud(self, app: str) -> str:
         """The AUD tag of the app named ``app``: what an origin passes as ``audience``."""
@@ -261,10 +284,29 @@ class FakeEdge:
         return rule.service.rstrip("/") + path
 
     def client(self) -> aiohttp.ClientSession:
-        """A new loopback ClientSession with no credentials; closed with the edge (or by :meth:`reset`)."""
-        session = loopback_session()
+        """A new loopback ClientSession with no credentials; closed with the edge (or by :meth:`reset`).
+
+        With a TLS listener, it trusts the edge's :attr:`ca` (and nothing else) and sends port
+        443 to :attr:`tls_port`, so ``https://acme.cloudflareaccess.com/...`` reaches this edge.
+        """
+        if self.ca is None or self.tls_port is None:
+            session = loopback_session()
+        else:
+            session = loopback_session(ssl=self.ssl_context(), ports={443: self.tls_port})
         self._clients.append(session)
         return session
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A client ``ssl.SSLContext`` that trusts this edge's :attr:`ca` only and checks host names.
+
+        Raises:
+            FakeEdgeError: the edge has no TLS listener (no ``tls_listen`` in its config).
+        """
+        if self.ca is None:
+            raise FakeEdgeError("this edge has no TLS listener: add tls_listen to its config")
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        self.ca.configure_trust(ctx)
+        return ctx
 
     # -- one edge for many tests --
 
@@ -769,6 +811,10 @@ class EdgeFactory:
     ) -> Starting:
         """Start an edge on 127.0.0.1 (a free port) in front of the origins ``config`` names: await it.
 
+        The edge listens as the config says, on 127.0.0.1 and free ports whatever the addresses:
+        plain HTTP unless ``listen: off``, and TLS as well with ``tls_listen`` (certificates from
+        the local CA in ``keys_dir``, as ``fakeedge serve`` does; see :attr:`FakeEdge.tls_port`).
+
         Args:
             config: a config mapping (the YAML's structure) or the path of a YAML file. In a
                 mapping, an ingress rule's ``service`` may be an ``aiohttp.web.Application``
@@ -833,11 +879,16 @@ async def _start_edge(
             parsed, store = _load_yaml(stack, Path(config), keys_dir)
         core = Edge.create(parsed, clock, store)
         core.recorder = RequestLog() if record else None
-        runner, (_, port) = await start(core, "127.0.0.1", 0)
+        # the config's listeners, on loopback and free ports: tests never take a fixed port
+        plain = "127.0.0.1" if parsed.listen is not None else None
+        tls_listen = ("127.0.0.1", 0) if parsed.tls_listen is not None else None
+        runner, (_, port) = await start(core, plain, 0, tls_listen=tls_listen)
         stack.push_async_callback(runner.cleanup)
         # first of all at teardown: a slow certs answer in progress must not hold up the runner's cleanup
         stack.callback(lambda: core.certs_fault.clear() if core.certs_fault is not None else None)
-        edge = FakeEdge(core, port, stack)
+        tls_port = next(iter(core.tls_ports), None)
+        ca = LocalCA.load(parsed.keys_dir) if tls_port is not None else None
+        edge = FakeEdge(core, port, stack, tls_port=tls_port, ca=ca)
         for i, factory in factories:
             app = factory(edge)
             if inspect.isawaitable(app):
