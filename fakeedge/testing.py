@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, overload
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
@@ -445,6 +445,16 @@ class FakeEdge:
             The ids of the grants ended.
         """
         return [g.id for g in self.core.revoke_oauth(grant=grant, email=email)]
+
+    @overload
+    def certs_fault(
+        self, mode: str, *, delay: float | str = ..., times: int | None = ..., duration: float | str | None = ...
+    ) -> CertsFault: ...
+
+    @overload
+    def certs_fault(
+        self, mode: None, *, delay: float | str = ..., times: int | None = ..., duration: float | str | None = ...
+    ) -> None: ...
 
     def certs_fault(
         self,

@@ -7,6 +7,7 @@ import base64
 import json
 import re
 from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import jwt
@@ -23,7 +24,7 @@ from .conftest import BOT_ID, BOT_SECRET, OTHER_ID, OTHER_SECRET, Origin, Runnin
 BOT = {"CF-Access-Client-Id": BOT_ID, "CF-Access-Client-Secret": BOT_SECRET}
 
 
-def segments(token: str) -> tuple[dict[str, object], dict[str, object], str]:
+def segments(token: str) -> tuple[dict[str, Any], dict[str, Any], str]:
     """Header and payload of a JWT exactly as serialised (member order kept), and the raw payload JSON."""
     head, body, _ = token.split(".")
     raw_head = base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)).decode()
@@ -286,7 +287,8 @@ async def test_certs_document_shape(edge: RunningEdge) -> None:
         )
         assert hashlib.sha256(spki).hexdigest() == key["kid"]
         assert cert.subject.rfc4514_string() == "CN=cloudflareaccess.com,O=Cloudflare,L=Austin,ST=Texas,C=US"
-        assert cert.public_key().key_size == 2048
+        public_key = cert.public_key()
+        assert isinstance(public_key, rsa.RSAPublicKey) and public_key.key_size == 2048
 
 
 async def test_unprotected_host_and_http_status_rules(edge: RunningEdge, origin: Origin) -> None:

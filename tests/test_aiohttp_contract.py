@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 
 from fakeedge import web_aiohttp, web_app
-from fakeedge.web_proxy import serialize_head
+from fakeedge.web_proxy import OriginPool, serialize_head
 
 from .conftest import MakeEdge, Origin, base_config
 
@@ -99,6 +99,7 @@ async def test_the_protocol_parses_answers_and_keeps_alive_as_used() -> None:
             assert await payload.read() == b"POST /x?i=1 3"
             assert not proto.should_close
         proto.set_response_params(skip_payload=True, read_until_eof=True, auto_decompress=False)
+        assert proto.transport is not None
         proto.transport.write(serialize_head("HEAD /close HTTP/1.1", {"Host": "o.test"}))
         message, payload = await asyncio.wait_for(proto.read(), 10)
         assert message.code == 200
@@ -121,7 +122,7 @@ async def test_without_the_internals_the_edge_forwards_through_client_session(
 ) -> None:
     pools: list[Any] = []
 
-    class Seen(web_app.OriginPool):  # the edge's pool, to look inside it
+    class Seen(OriginPool):  # the edge's pool, to look inside it
         def __init__(self) -> None:
             super().__init__()
             pools.append(self)

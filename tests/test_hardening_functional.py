@@ -14,7 +14,7 @@ from aiohttp import web
 
 from fakeedge.testing import browser_login
 
-from .conftest import BOT_ID, BOT_SECRET, Origin, RunningEdge, base_config
+from .conftest import BOT_ID, BOT_SECRET, MakeEdge, Origin, RunningEdge, base_config
 from .test_login_functional import CSRF
 
 
@@ -196,8 +196,8 @@ async def test_one_time_pin_allows_five_guesses(make_edge, origin: Origin, caplo
     ],
 )
 async def test_malformed_single_header_tokens_are_refused_not_crashed(
-    make_edge, origin: Origin, headers: dict[str, str]
-) -> None:  # type: ignore[no-untyped-def]
+    make_edge: MakeEdge, origin: Origin, headers: dict[str, str]
+) -> None:
     cfg = base_config(origin.url)
     cfg["apps"][1]["read_service_tokens_from_header"] = "Authorization"
     running = await make_edge(cfg)

@@ -82,8 +82,8 @@ async def build_edge(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
     raw["keys_dir"] = str(tmp_path / "keys")
     raw["ingress"].insert(0, {"hostname": "tls-origin.acme.test", "service": "https://127.0.0.1:9"})
     env = {k: v for k, v in os.environ.items() if k != "AIOHTTP_NO_EXTENSIONS"}
-    if BUILDS[request.param] is not None:
-        env["AIOHTTP_NO_EXTENSIONS"] = BUILDS[request.param]
+    if (build := BUILDS[request.param]) is not None:
+        env["AIOHTTP_NO_EXTENSIONS"] = build
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",

@@ -55,7 +55,8 @@ class Logged:
 
     async def lines(self) -> list[str]:
         self.log.flush()
-        return str(self.log.stream.getvalue()).splitlines()  # type: ignore[attr-defined]
+        assert isinstance(self.log.stream, io.StringIO)
+        return self.log.stream.getvalue().splitlines()
 
 
 @pytest.fixture

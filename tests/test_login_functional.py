@@ -305,7 +305,8 @@ async def test_team_domain_root_links_to_the_apps_and_favicons_stay_out_of_the_l
     cfg["apps"].append({"name": "Previews", "domain": "*.pr.acme.test", "policies": []})
     cfg["keys_dir"] = str(tmp_path / "keys")
     edge = Edge.create(parse_config(cfg, source="test.yml"))
-    log = AccessLog(io.StringIO())
+    stream = io.StringIO()
+    log = AccessLog(stream)
     runner, (_, port) = await start(edge, "127.0.0.1", 0, access_log=log)
     try:
         async with loopback_session() as client:
@@ -324,7 +325,7 @@ async def test_team_domain_root_links_to_the_apps_and_favicons_stay_out_of_the_l
             assert resp.status == 404
     finally:
         await runner.cleanup()  # flushes the access log
-    lines = [line.split(" ", 3)[:3] for line in log.stream.getvalue().splitlines()]
+    lines = [line.split(" ", 3)[:3] for line in stream.getvalue().splitlines()]
     assert lines == [
         ["GET", f"127.0.0.1:{port}/", "200"],
         ["GET", f"127.0.0.1:{port}/nothing-here", "404"],

@@ -83,7 +83,12 @@ def test_sessions_are_bounded_and_sign_in_cost_does_not_grow_with_them(tmp_path:
         while created < target:
             edge.login(who)
             created += 1
-        cost = _lines(lambda: [_sign_in(edge, who) for _ in range(20)])
+
+        def sign_in_20() -> None:
+            for _ in range(20):
+                _sign_in(edge, who)
+
+        cost = _lines(sign_in_20)
         created += 20
         if base is None:
             base = cost

@@ -127,7 +127,8 @@ async def test_502_pages_and_log_lines_say_why_in_words(tmp_path) -> None:  # ty
     ]
     cfg["keys_dir"] = str(tmp_path / "keys")
     edge = Edge.create(parse_config(cfg, source="test.yml"))
-    log = AccessLog(io.StringIO())
+    stream = io.StringIO()
+    log = AccessLog(stream)
     runner, (_, port) = await start(edge, "127.0.0.1", 0, access_log=log)
     reasons = {
         "public": "connection refused",
@@ -148,7 +149,7 @@ async def test_502_pages_and_log_lines_say_why_in_words(tmp_path) -> None:  # ty
         for server in (silent, garbage):
             server.close()
             await server.wait_closed()
-    lines = log.stream.getvalue().splitlines()
+    lines = stream.getvalue().splitlines()
     assert [(line.split(" ")[2], re.findall(r' reason="([^"]*)" ', line)) for line in lines] == [
         ("502", [f"origin failed: {reason}"]) for reason in reasons.values()
     ]

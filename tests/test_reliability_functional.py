@@ -103,7 +103,7 @@ async def test_a_client_that_leaves_closes_the_origin_connection(make_edge, thin
         _, writer = await asyncio.open_connection("127.0.0.1", running.port)
         writer.write(f"GET /think HTTP/1.1\r\nHost: public.acme.test:{running.port}\r\n\r\n".encode())
         await writer.drain()
-        await wait_until(lambda i=i: thinker.started == i)
+        await wait_until(lambda: thinker.started == i)  # noqa: B023 - called before the loop moves on
         writer.close()  # the client gives up while the origin is still thinking
         await writer.wait_closed()
     # the origin is told (its handler cancelled), and no descriptor is left behind

@@ -15,7 +15,7 @@ import yaml
 from fakeedge import tokens
 from fakeedge.testing import browser_login
 
-from .conftest import BOT_ID, BOT_SECRET, OTHER_ID, OTHER_SECRET, Origin, RunningEdge, base_config
+from .conftest import BOT_ID, BOT_SECRET, OTHER_ID, OTHER_SECRET, MakeEdge, Origin, RunningEdge, base_config
 from .test_access_functional import BOT, segments
 
 
@@ -130,8 +130,8 @@ async def test_policy_session_duration_sets_exp(make_edge, origin: Origin) -> No
     ],
 )
 async def test_app_cookie_settings(
-    make_edge, origin: Origin, settings: dict[str, Any], attributes: dict[str, Any]
-) -> None:  # type: ignore[no-untyped-def]
+    make_edge: MakeEdge, origin: Origin, settings: dict[str, Any], attributes: dict[str, Any]
+) -> None:
     running = await make_edge(_cfg(origin, **settings))
     path = "/console/x" if "domain" in settings else "/"
     resp = await browser_login(running.client, running.url("admin.acme.test", path), "alice@acme.test")

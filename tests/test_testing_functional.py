@@ -11,8 +11,8 @@ import yaml
 from aiohttp import web
 
 from fakeedge.config import default_aud
-from fakeedge.errors import ConfigError, FakeEdgeError
-from fakeedge.testing import EdgeFactory, FakeEdge, FakeEdgeFactory, LoginRefused, UnknownName
+from fakeedge.errors import ConfigError, FakeEdgeError, UnknownName
+from fakeedge.testing import EdgeFactory, FakeEdge, FakeEdgeFactory, LoginRefused
 
 from .conftest import BOT_ID, BOT_SECRET, Origin, base_config
 from .origins import Verifier, config_for, hits_key, verify, verifying_origin, whoami

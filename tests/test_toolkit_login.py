@@ -154,14 +154,15 @@ def test_the_control_route_refuses_bad_bodies() -> None:
     with start_edge(one_app(_whoami, "alice@acme.test")) as edge:
         control = loopback_requests_session()
         url = f"{edge.team_domain}/cdn-cgi/fakeedge/login"
-        for body, error in [
+        cases: list[tuple[dict[str, Any], str]] = [
             ({"email": "alice@acme.test", "app": "App", "format": "har"},
              "format: expected one of storage-state, netscape, cookie, got 'har'"),
             ({"app": "App"}, 'give email or service_token, as in {"email": "alice@acme.test", "app": "Admin"}'),
             ({"email": "alice@acme.test", "app": "App", "secure": True},
              "unknown key(s) secure; valid: email, service_token, app, format"),
             ({"service_token": "ci", "app": "App"}, "no service token named 'ci' service tokens: none"),
-        ]:  # fmt: skip
+        ]  # fmt: skip
+        for body, error in cases:
             resp = control.post(url, json=body)
             assert (resp.status_code, resp.json()) == (400, {"error": error})
         assert control.get(f"{edge.team_domain}/cdn-cgi/fakeedge/sessions").json() == {"sessions": []}
