@@ -975,15 +975,20 @@ _KEY_TEMPLATE: KeyStore | None = None
 _KEY_TEMPLATE_LOCK = threading.Lock()  # sync edges start from several threads
 
 
-def _temporary_keys(stack: contextlib.AsyncExitStack) -> tuple[str, KeyStore]:
-    """A new temporary ``keys_dir``, removed with ``stack``, and its loaded store: this process's test key."""
+def _key_template() -> KeyStore:
+    """This process's test key store (made on first use, removed at exit): copy its directory, never change it."""
     global _KEY_TEMPLATE
     with _KEY_TEMPLATE_LOCK:
         if _KEY_TEMPLATE is None or not _KEY_TEMPLATE.directory.is_dir():
             template = Path(tempfile.mkdtemp(prefix="fakeedge-keys-template-"))
             atexit.register(shutil.rmtree, template, True)
             _KEY_TEMPLATE = KeyStore(template, time.time())
-        source = _KEY_TEMPLATE
+        return _KEY_TEMPLATE
+
+
+def _temporary_keys(stack: contextlib.AsyncExitStack) -> tuple[str, KeyStore]:
+    """A new temporary ``keys_dir``, removed with ``stack``, and its loaded store: this process's test key."""
+    source = _key_template()
     directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="fakeedge-keys-"))
     shutil.copytree(source.directory, directory, dirs_exist_ok=True)
     store = copy.copy(source)

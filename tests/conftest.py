@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ from aiohttp import web
 from fakeedge.clock import Clock
 from fakeedge.config import Config
 from fakeedge.edge import Edge
-from fakeedge.testing import ConfigInput, FakeEdge, FakeEdgeFactory
+from fakeedge.testing import ConfigInput, FakeEdge, FakeEdgeFactory, _key_template
 
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's; Playwright never downloads a browser here
 CHROMIUM_ARGS = [
@@ -238,6 +239,17 @@ async def make_edge(fakeedge: FakeEdgeFactory) -> MakeEdge:
 @pytest.fixture
 async def edge(make_edge: MakeEdge, origin: Origin) -> RunningEdge:
     return await make_edge(base_config(origin.url))
+
+
+def copy_test_key(directory: Path) -> Path:
+    """Make ``directory`` a ``keys_dir`` holding this process's test signing key, and return it.
+
+    For edges and CLI commands a test starts by hand (an access log, a subprocess): they load the
+    key instead of making two (current and standby); an RSA key costs 50-100 ms, and made per edge
+    they were a third of the suite's time (issue 17). Tests of keys themselves make their own.
+    """
+    shutil.copytree(_key_template().directory, directory)
+    return directory
 
 
 async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:

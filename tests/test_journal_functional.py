@@ -24,7 +24,7 @@ from fakeedge.record import RequestLog, mask_header, mask_url, mask_value
 from fakeedge.testing import FakeEdge, FakeEdgeFactory, loopback_session
 from fakeedge.web_app import AccessLog, start
 
-from .conftest import BOT_ID, BOT_SECRET, base_config
+from .conftest import BOT_ID, BOT_SECRET, base_config, copy_test_key
 from .origins import config_for, whoami
 
 BOT = {"CF-Access-Client-Id": BOT_ID, "CF-Access-Client-Secret": BOT_SECRET}
@@ -76,7 +76,7 @@ async def logged(tmp_path: Path) -> AsyncIterator[Logged]:
     await web.TCPSite(origin_runner, "127.0.0.1", 0).start()
     cfg = base_config(f"http://127.0.0.1:{origin_runner.addresses[0][1]}")
     cfg["ingress"].insert(0, {"hostname": "down.acme.test", "service": f"http://127.0.0.1:{_free_port()}"})
-    cfg["keys_dir"] = str(tmp_path / "keys")
+    cfg["keys_dir"] = str(copy_test_key(tmp_path / "keys"))
     cfg["origin_timeout"] = "300ms"
     edge = Edge.create(parse_config(cfg, source="test.yml"))
     log = AccessLog(io.StringIO())

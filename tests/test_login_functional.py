@@ -21,7 +21,7 @@ from fakeedge.edge import Edge
 from fakeedge.testing import browser_login, loopback_session
 from fakeedge.web_app import AccessLog, start
 
-from .conftest import Origin, RunningEdge, base_config
+from .conftest import Origin, RunningEdge, base_config, copy_test_key
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
@@ -303,7 +303,7 @@ async def test_team_domain_root_links_to_the_apps_and_favicons_stay_out_of_the_l
     cfg = base_config(origin.url)
     cfg["apps"][2]["domain"] = "grafana.acme.test/d/*"
     cfg["apps"].append({"name": "Previews", "domain": "*.pr.acme.test", "policies": []})
-    cfg["keys_dir"] = str(tmp_path / "keys")
+    cfg["keys_dir"] = str(copy_test_key(tmp_path / "keys"))
     edge = Edge.create(parse_config(cfg, source="test.yml"))
     stream = io.StringIO()
     log = AccessLog(stream)

@@ -23,13 +23,13 @@ from fakeedge.config import parse_config
 from fakeedge.edge import CACHE_LIMIT, SESSION_LIMIT, Edge
 from fakeedge.policy import Identity, Verdict
 
-from .conftest import Origin, RunningEdge, base_config
+from .conftest import Origin, RunningEdge, base_config, copy_test_key
 
 T0 = 1_800_000_000.0
 
 
 def _edge(tmp_path: Path) -> Edge:
-    raw = {**base_config("http://127.0.0.1:9"), "keys_dir": str(tmp_path / "keys")}
+    raw = {**base_config("http://127.0.0.1:9"), "keys_dir": str(copy_test_key(tmp_path / "keys"))}
     clock = Clock()
     clock.freeze(T0)
     return Edge.create(parse_config(raw, source="test.yml", base_dir=tmp_path), clock=clock)
@@ -305,7 +305,7 @@ def test_tokens_of_ended_sessions_are_never_adopted_again(tmp_path: Path) -> Non
     """A token a running edge did not issue is adopted as a session (issue 11: ``fakeedge token``);
     one whose session was revoked, reset or pushed out by the cap must stay refused, even once the
     remembered-token cache has forgotten it and after the session's own 24 h."""
-    raw = {**base_config("http://127.0.0.1:9"), "keys_dir": str(tmp_path / "keys")}
+    raw = {**base_config("http://127.0.0.1:9"), "keys_dir": str(copy_test_key(tmp_path / "keys"))}
     raw["apps"][0]["session_duration"] = "720h"  # app tokens outlive the 24 h session
     clock = Clock()
     clock.freeze(T0)

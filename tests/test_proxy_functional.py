@@ -17,7 +17,7 @@ from fakeedge.edge import Edge
 from fakeedge.testing import loopback_session
 from fakeedge.web_app import AccessLog, start
 
-from .conftest import BOT_ID, BOT_SECRET, Origin, RunningEdge, base_config
+from .conftest import BOT_ID, BOT_SECRET, Origin, RunningEdge, base_config, copy_test_key
 from .test_access_functional import BOT
 
 SPOOFED = {
@@ -125,7 +125,7 @@ async def test_502_pages_and_log_lines_say_why_in_words(tmp_path) -> None:  # ty
         {"hostname": "silent.acme.test", "service": f"http://127.0.0.1:{silent.sockets[0].getsockname()[1]}"},
         {"hostname": "garbage.acme.test", "service": f"http://127.0.0.1:{garbage.sockets[0].getsockname()[1]}"},
     ]
-    cfg["keys_dir"] = str(tmp_path / "keys")
+    cfg["keys_dir"] = str(copy_test_key(tmp_path / "keys"))
     edge = Edge.create(parse_config(cfg, source="test.yml"))
     stream = io.StringIO()
     log = AccessLog(stream)

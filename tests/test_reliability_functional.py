@@ -28,7 +28,7 @@ from fakeedge.edge import Edge
 from fakeedge.testing import browser_login, loopback_session
 from fakeedge.web_app import AccessLog, start
 
-from .conftest import base_config
+from .conftest import base_config, copy_test_key
 from .origins import verify
 
 
@@ -118,7 +118,7 @@ async def test_a_client_that_leaves_closes_the_origin_connection(make_edge, thin
 
 async def test_a_client_that_leaves_is_logged_499(tmp_path: Path, thinker: Thinker) -> None:
     raw = base_config(thinker.url)
-    raw["keys_dir"] = str(tmp_path / "keys")
+    raw["keys_dir"] = str(copy_test_key(tmp_path / "keys"))
     edge = Edge.create(parse_config(raw, source="test.yml", base_dir=tmp_path))
     stream = io.StringIO()
     runner, (_, port) = await start(edge, "127.0.0.1", 0, access_log=AccessLog(stream))
@@ -275,7 +275,7 @@ class Served:
 
 async def serve(tmp_path: Path, origin_url: str, *command: str, **kwargs: Any) -> Served:
     raw = base_config(origin_url)
-    raw["keys_dir"] = str(tmp_path / "keys")
+    raw["keys_dir"] = str(copy_test_key(tmp_path / "keys"))
     (tmp_path / "fakeedge.yml").write_text(yaml.safe_dump(raw))
     proc = await asyncio.create_subprocess_exec(
         *command,

@@ -21,13 +21,15 @@ import yaml
 from fakeedge.testing import loopback_session, one_app
 from fakeedge.testing_sync import loopback_requests_session, start_edge
 
+from .conftest import copy_test_key
+
 CURL = shutil.which("curl")
 
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
     """`fakeedge serve` in a subprocess on a free port (its --ready-json), in front of a 204 origin."""
-    config = one_app("http_status:204", "@acme.test", service_token="ci", keys_dir=str(tmp_path / "keys"))
+    config = one_app("http_status:204", "@acme.test", service_token="ci", keys_dir=str(copy_test_key(tmp_path / "keys")))
     path = tmp_path / "fakeedge.yml"
     path.write_text(yaml.safe_dump(config))
     proc = subprocess.Popen(
@@ -175,7 +177,7 @@ def test_login_reaches_the_configs_listen_address_with_the_team_domain_as_host(t
         port = probe.getsockname()[1]
     config = one_app(
         "http_status:204", "@acme.test", listen=f"127.0.0.1:{port}",
-        team_domain="http://acme.cloudflareaccess.test", keys_dir=str(tmp_path / "keys"),
+        team_domain="http://acme.cloudflareaccess.test", keys_dir=str(copy_test_key(tmp_path / "keys")),
     )  # fmt: skip
     path = tmp_path / "fakeedge.yml"
     path.write_text(yaml.safe_dump(config))
