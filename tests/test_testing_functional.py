@@ -10,11 +10,12 @@ import pytest
 import yaml
 from aiohttp import web
 
+from fakeedge import keys
 from fakeedge.config import default_aud
 from fakeedge.errors import ConfigError, FakeEdgeError, UnknownName
 from fakeedge.testing import EdgeFactory, FakeEdge, FakeEdgeFactory, LoginRefused
 
-from .conftest import BOT_ID, BOT_SECRET, Origin, base_config
+from .conftest import BOT_ID, BOT_SECRET, MakeEdge, Origin, base_config
 from .origins import Verifier, config_for, hits_key, verify, verifying_origin, whoami
 
 
@@ -305,3 +306,27 @@ async def test_ssl_context_without_tls_says_what_to_add(fakeedge: FakeEdgeFactor
     with pytest.raises(FakeEdgeError) as err:
         edge.ssl_context()
     assert str(err.value) == "this edge has no TLS listener: add tls_listen to its config"
+
+
+async def test_test_edges_load_the_process_key_instead_of_making_keys(
+    fakeedge: FakeEdgeFactory, make_edge: MakeEdge, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # RSA key generation was a third of the suite's time (issue 17): only the first edge of a
+    # process pays for it, and a rotation still makes a key of its own
+    first = await fakeedge(config_for(whoami()))
+    made: list[float] = []
+    real_new_key = keys.new_key
+
+    def counted(now: float) -> keys.SigningKey:
+        made.append(now)
+        return real_new_key(now)
+
+    monkeypatch.setattr(keys, "new_key", counted)
+    second = await fakeedge(config_for(whoami()))
+    running = await make_edge(base_config("http://127.0.0.1:9"))
+    assert made == []
+    assert second.core.keys.current.kid == running.edge.keys.current.kid == first.core.keys.current.kid
+    assert second.core.keys.directory != first.core.keys.directory  # a copy each: rotations stay apart
+    assert second.rotate_keys() != first.core.keys.current.kid
+    assert len(made) == 1
+    assert running.edge.keys.current.kid == first.core.keys.current.kid
