@@ -77,8 +77,11 @@ async def _origin_handler(request: web.Request) -> web.StreamResponse:
     return web.json_response({"path": request.path_qs, "size": size})
 
 
+MakeOrigin = Callable[..., Awaitable[Origin]]
+
+
 @pytest.fixture
-async def make_origin() -> AsyncIterator[Callable[..., Awaitable[Origin]]]:
+async def make_origin() -> AsyncIterator[MakeOrigin]:
     """Start recording origins: ``await make_origin(extra_routes)``."""
     runners: list[web.AppRunner] = []
 
@@ -102,7 +105,7 @@ async def make_origin() -> AsyncIterator[Callable[..., Awaitable[Origin]]]:
 
 
 @pytest.fixture
-async def origin(make_origin: Callable[..., Awaitable[Origin]]) -> Origin:
+async def origin(make_origin: MakeOrigin) -> Origin:
     return await make_origin()
 
 

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from fakeedge import claims, tokens
 from fakeedge.testing import browser_login
 
-from .conftest import BOT_ID, BOT_SECRET, OTHER_ID, OTHER_SECRET, Origin, RunningEdge, base_config
+from .conftest import BOT_ID, BOT_SECRET, OTHER_ID, OTHER_SECRET, MakeEdge, Origin, RunningEdge, base_config
 
 BOT = {"CF-Access-Client-Id": BOT_ID, "CF-Access-Client-Secret": BOT_SECRET}
 
@@ -129,7 +129,7 @@ async def test_the_403_bodies_carry_compact_json_data(edge: RunningEdge, origin:
     assert origin.received == []
 
 
-async def test_service_auth_401_redirect_setting(make_edge, origin: Origin) -> None:  # type: ignore[no-untyped-def]
+async def test_service_auth_401_redirect_setting(make_edge: MakeEdge, origin: Origin) -> None:
     cfg = base_config(origin.url)
     cfg["apps"][1]["service_auth_401_redirect"] = True
     running = await make_edge(cfg)
@@ -194,7 +194,7 @@ async def test_service_token_under_allow_app_then_cookie_and_header(edge: Runnin
     assert resp.status == 302
 
 
-async def test_single_header_service_token(make_edge, origin: Origin) -> None:  # type: ignore[no-untyped-def]
+async def test_single_header_service_token(make_edge: MakeEdge, origin: Origin) -> None:
     cfg = base_config(origin.url)
     cfg["apps"][1]["read_service_tokens_from_header"] = "Authorization"
     running = await make_edge(cfg)

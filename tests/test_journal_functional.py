@@ -24,7 +24,7 @@ from fakeedge.record import RequestLog, mask_header, mask_url, mask_value
 from fakeedge.testing import FakeEdge, FakeEdgeFactory, loopback_session
 from fakeedge.web_app import AccessLog, start
 
-from .conftest import BOT_ID, BOT_SECRET, base_config, copy_test_key
+from .conftest import BOT_ID, BOT_SECRET, MakeEdge, base_config, copy_test_key
 from .origins import config_for, whoami
 
 BOT = {"CF-Access-Client-Id": BOT_ID, "CF-Access-Client-Secret": BOT_SECRET}
@@ -248,12 +248,12 @@ async def test_every_refusal_and_failure_says_why_in_the_journal_and_the_log(log
     assert [(e["status"], e["reason"]) for e in body["requests"]] == [(c[1], c[3]) for c in cases]
 
 
-async def test_strict_service_token_auth_says_which_check_refused(make_edge) -> None:  # type: ignore[no-untyped-def]
+async def test_strict_service_token_auth_says_which_check_refused(make_edge: MakeEdge) -> None:
     running = await make_edge({**base_config("http://127.0.0.1:9"), "strict_service_token_auth": True})
     for headers, status in (({**BOT, "CF-Access-Client-Secret": "wrong"}, 401), (BOT, 403)):
         async with running.client.get(running.url("grafana.acme.test"), headers=headers) as resp:
             assert resp.status == status
-    unknown, refused = running.edge.recorder.all()
+    unknown, refused = running.fake.requests.all()
     assert (unknown.status, unknown.reason) == (
         401,
         "strict service-token auth: the headers are malformed, or the id or secret is wrong",

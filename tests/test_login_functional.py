@@ -21,7 +21,7 @@ from fakeedge.edge import Edge
 from fakeedge.testing import browser_login, loopback_session
 from fakeedge.web_app import AccessLog, start
 
-from .conftest import Origin, RunningEdge, base_config, copy_test_key
+from .conftest import MakeEdge, Origin, RunningEdge, base_config, copy_test_key
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
@@ -89,7 +89,7 @@ async def test_typed_address_without_persona_gets_default_attributes(edge: Runni
     assert claims["country"] == "US"
 
 
-async def test_allow_any_email_false_refuses_strangers(make_edge, origin: Origin) -> None:  # type: ignore[no-untyped-def]
+async def test_allow_any_email_false_refuses_strangers(make_edge: MakeEdge, origin: Origin) -> None:
     cfg = base_config(origin.url)
     cfg["allow_any_email"] = False
     running = await make_edge(cfg)
@@ -374,7 +374,7 @@ async def test_logout_on_the_app_host_revokes_everywhere(edge: RunningEdge, orig
     assert page.status == 200 and "Log in to Admin" in await page.text()
 
 
-async def test_logout_on_the_team_domain_after_a_delay(make_edge, origin: Origin) -> None:  # type: ignore[no-untyped-def]
+async def test_logout_on_the_team_domain_after_a_delay(make_edge: MakeEdge, origin: Origin) -> None:
     cfg = base_config(origin.url)
     cfg["logout_delay"] = "30s"
     running = await make_edge(cfg)
@@ -387,7 +387,7 @@ async def test_logout_on_the_team_domain_after_a_delay(make_edge, origin: Origin
     assert (await running.client.get(running.url("admin.acme.test"), allow_redirects=False)).status == 302
 
 
-async def test_one_time_pin(make_edge, origin: Origin, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+async def test_one_time_pin(make_edge: MakeEdge, origin: Origin, caplog: pytest.LogCaptureFixture) -> None:
     cfg = base_config(origin.url)
     cfg["one_time_pin"] = True
     running = await make_edge(cfg)
@@ -474,7 +474,7 @@ async def test_demo_runs_with_no_config(tmp_path: Path) -> None:
             proc.stderr.close()
 
 
-async def test_branded_login_and_block_pages(make_edge, origin: Origin) -> None:  # type: ignore[no-untyped-def]
+async def test_branded_login_and_block_pages(make_edge: MakeEdge, origin: Origin) -> None:
     cfg = base_config(origin.url)
     cfg["branding"] = {
         "name": "SecurityV0",

@@ -23,7 +23,7 @@ from fakeedge.config import parse_config
 from fakeedge.edge import CACHE_LIMIT, SESSION_LIMIT, Edge
 from fakeedge.policy import Identity, Verdict
 
-from .conftest import Origin, RunningEdge, base_config, copy_test_key
+from .conftest import MakeEdge, Origin, RunningEdge, base_config, copy_test_key
 
 T0 = 1_800_000_000.0
 
@@ -153,7 +153,7 @@ PIN = re.compile(r"one-time PIN for (\S+) is (\d{6})")
 
 
 @pytest.fixture
-async def otp_edge(make_edge, origin: Origin) -> RunningEdge:  # type: ignore[no-untyped-def]
+async def otp_edge(make_edge: MakeEdge, origin: Origin) -> RunningEdge:
     cfg = base_config(origin.url)
     cfg["one_time_pin"] = True
     running: RunningEdge = await make_edge(cfg)
