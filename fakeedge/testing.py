@@ -174,6 +174,7 @@ class FakeEdge:
         self.tls_port = tls_port
         self.ca = ca
         self._stack = stack
+        self._runner: web.AppRunner | None = None  # for fakeedge's own tests of aiohttp internals
         self._logins: dict[aiohttp.ClientSession, str] = {}
         self._clients: list[aiohttp.ClientSession] = []
         self._start: tuple[Config, SigningKey, SigningKey | None, float] | None = None
@@ -899,6 +900,7 @@ async def _start_edge(
         tls_port = next(iter(core.tls_ports), None)
         ca = LocalCA.load(parsed.keys_dir) if tls_port is not None else None
         edge = FakeEdge(core, port, stack, tls_port=tls_port, ca=ca)
+        edge._runner = runner
         for i, factory in factories:
             app = factory(edge)
             if inspect.isawaitable(app):

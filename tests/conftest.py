@@ -220,6 +220,12 @@ class RunningEdge:
     def aud(self, name: str) -> str:
         return self.fake.aud(name)
 
+    @property
+    def runner(self) -> web.AppRunner:
+        """The edge's aiohttp runner: for the tests of aiohttp internals (``runner.app[pool_key]``)."""
+        assert self.fake._runner is not None
+        return self.fake._runner
+
 
 MakeEdge = Callable[..., Awaitable[RunningEdge]]
 

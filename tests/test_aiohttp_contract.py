@@ -14,10 +14,11 @@ import aiohttp.client_proto
 import pytest
 from aiohttp import web
 
-from fakeedge import web_aiohttp, web_app
-from fakeedge.web_proxy import OriginPool, serialize_head
+from fakeedge import web_aiohttp
+from fakeedge.web_app import pool_key
+from fakeedge.web_proxy import serialize_head
 
-from .conftest import MakeEdge, Origin, base_config
+from .conftest import Origin, RunningEdge
 
 
 def test_the_internals_the_pooled_forwarder_uses_are_there() -> None:
@@ -118,18 +119,9 @@ async def test_the_protocol_parses_answers_and_keeps_alive_as_used() -> None:
 
 
 async def test_without_the_internals_the_edge_forwards_through_client_session(
-    monkeypatch: pytest.MonkeyPatch, make_edge: MakeEdge, origin: Origin
+    monkeypatch: pytest.MonkeyPatch, edge: RunningEdge, origin: Origin
 ) -> None:
-    pools: list[Any] = []
-
-    class Seen(OriginPool):  # the edge's pool, to look inside it
-        def __init__(self) -> None:
-            super().__init__()
-            pools.append(self)
-
-    monkeypatch.setattr(web_app, "OriginPool", Seen)
-    edge = await make_edge(base_config(origin.url))
-    (pool,) = pools
+    pool: Any = edge.runner.app[pool_key]
     async with edge.client.get(edge.url("public.acme.test", "/pooled")) as resp:
         assert resp.status == 200
     assert sum(len(idle) for idle in pool._idle.values()) == 1  # the pooled path was taken
