@@ -24,12 +24,13 @@ import os
 import re
 import shutil
 import socket
+import ssl
 import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, overload
 from urllib.parse import urljoin
 
 import aiohttp
@@ -49,7 +50,8 @@ from .mint import mint as mint_token
 from .origins import Origin, classify, serve_origin
 from .policy import Facts, decide
 from .record import RequestLog
-from .web_app import start
+from .tls import LocalCA
+from .web_app import EdgeRunner, start
 
 __all__ = [
     "ConfigInput",
@@ -189,12 +191,32 @@ class FakeEdge:
 
     Build one with :class:`EdgeFactory` (or the fixture); every client, origin and temporary
     directory it made is closed by :meth:`close`, in reverse order.
+
+    Attributes:
+        core: the :class:`fakeedge.edge.Edge` it serves (config, keys, sessions).
+        port: the plain-HTTP listener's port; the TLS listener's when the config turns the
+            plain one off (``listen: off``).
+        tls_port: the TLS listener's port, when the config has ``tls_listen``; else ``None``.
+        ca: the local CA the TLS listener's certificates come from (``None`` without TLS):
+            ``edge.ca.cert_path`` for ``SSL_CERT_FILE``, ``edge.ca.configure_trust(ctx)`` for
+            an ``ssl.SSLContext``. Clients from :meth:`client` and :meth:`login` trust it.
     """
 
-    def __init__(self, core: Edge, port: int, stack: contextlib.AsyncExitStack) -> None:
+    def __init__(
+        self,
+        core: Edge,
+        port: int,
+        stack: contextlib.AsyncExitStack,
+        *,
+        tls_port: int | None = None,
+        ca: LocalCA | None = None,
+    ) -> None:
         self.core = core
         self.port = port
+        self.tls_port = tls_port
+        self.ca = ca
         self._stack = stack
+        self._runner: EdgeRunner | None = None  # for fakeedge's own tests of aiohttp internals
         self._logins: dict[aiohttp.ClientSession, str] = {}
         self._clients: list[aiohttp.ClientSession] = []
         self._start: tuple[Config, SigningKey, SigningKey | None, float] | None = None
@@ -255,7 +277,8 @@ class FakeEdge:
         """``http://<host>:<edge port><path>`` for an app name or a host name.
 
         Use it with a client from :meth:`login` or :meth:`client` (they resolve every name to
-        127.0.0.1); the edge routes on the ``Host`` header, as Cloudflare does.
+        127.0.0.1); the edge routes on the ``Host`` header, as Cloudflare does. An edge with no
+        plain listener (``listen: off``) gives ``https://<host>:<tls port><path>``.
 
         Raises:
             UnknownName: not an app name, and not a host name either.
@@ -263,7 +286,8 @@ class FakeEdge:
         """
         if not path.startswith("/"):
             raise ValueError(f"path must start with '/', got {path!r}")
-        return f"http://{self.host(host_or_app)}:{self.port}{path}"
+        scheme = "https" if self.port == self.tls_port else "http"
+        return f"{scheme}://{self.host(host_or_app)}:{self.port}{path}"
 
     def aud(self, app: str) -> str:
         """The AUD tag of the app named ``app``: what an origin passes as ``audience``."""
@@ -302,10 +326,29 @@ class FakeEdge:
         return rule.service.rstrip("/") + path
 
     def client(self) -> aiohttp.ClientSession:
-        """A new loopback ClientSession with no credentials; closed with the edge (or by :meth:`reset`)."""
-        session = loopback_session()
+        """A new loopback ClientSession with no credentials; closed with the edge (or by :meth:`reset`).
+
+        With a TLS listener, it trusts the edge's :attr:`ca` (and nothing else) and sends port
+        443 to :attr:`tls_port`, so ``https://acme.cloudflareaccess.com/...`` reaches this edge.
+        """
+        if self.ca is None or self.tls_port is None:
+            session = loopback_session()
+        else:
+            session = loopback_session(ssl=self.ssl_context(), ports={443: self.tls_port})
         self._clients.append(session)
         return session
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A client ``ssl.SSLContext`` that trusts this edge's :attr:`ca` only and checks host names.
+
+        Raises:
+            FakeEdgeError: the edge has no TLS listener (no ``tls_listen`` in its config).
+        """
+        if self.ca is None:
+            raise FakeEdgeError("this edge has no TLS listener: add tls_listen to its config")
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        self.ca.configure_trust(ctx)
+        return ctx
 
     # -- one edge for many tests --
 
@@ -442,6 +485,16 @@ class FakeEdge:
             The ids of the grants ended.
         """
         return [g.id for g in self.core.revoke_oauth(grant=grant, email=email)]
+
+    @overload
+    def certs_fault(
+        self, mode: str, *, delay: float | str = ..., times: int | None = ..., duration: float | str | None = ...
+    ) -> CertsFault: ...
+
+    @overload
+    def certs_fault(
+        self, mode: None, *, delay: float | str = ..., times: int | None = ..., duration: float | str | None = ...
+    ) -> None: ...
 
     def certs_fault(
         self,
@@ -802,6 +855,10 @@ class EdgeFactory:
     ) -> Starting:
         """Start an edge on 127.0.0.1 (a free port) in front of the origins ``config`` names: await it.
 
+        The edge listens as the config says, on 127.0.0.1 and free ports whatever the addresses:
+        plain HTTP unless ``listen: off``, and TLS as well with ``tls_listen`` (certificates from
+        the local CA in ``keys_dir``, as ``fakeedge serve`` does; see :attr:`FakeEdge.tls_port`).
+
         Args:
             config: a config mapping (the YAML's structure) or the path of a YAML file. In a
                 mapping, an ingress rule's ``service`` may be an ``aiohttp.web.Application``
@@ -868,11 +925,17 @@ async def _start_edge(
         core.stop_recording()  # the config's journal: tests keep a longer one, or none
         if record:
             core.start_recording()
-        runner, (_, port) = await start(core, "127.0.0.1", 0)
+        # the config's listeners, on loopback and free ports: tests never take a fixed port
+        plain = "127.0.0.1" if parsed.listen is not None else None
+        tls_listen = ("127.0.0.1", 0) if parsed.tls_listen is not None else None
+        runner, (_, port) = await start(core, plain, 0, tls_listen=tls_listen)
         stack.push_async_callback(runner.cleanup)
         # first of all at teardown: a slow certs answer in progress must not hold up the runner's cleanup
         stack.callback(core.set_certs_fault, None)
-        edge = FakeEdge(core, port, stack)
+        tls_port = next(iter(core.tls_ports), None)
+        ca = LocalCA.load(parsed.keys_dir) if tls_port is not None else None
+        edge = FakeEdge(core, port, stack, tls_port=tls_port, ca=ca)
+        edge._runner = runner
         for i, factory in factories:
             app = factory(edge)
             if inspect.isawaitable(app):
@@ -949,15 +1012,20 @@ _KEY_TEMPLATE: KeyStore | None = None
 _KEY_TEMPLATE_LOCK = threading.Lock()  # sync edges start from several threads
 
 
-def _temporary_keys(stack: contextlib.AsyncExitStack) -> tuple[str, KeyStore]:
-    """A new temporary ``keys_dir``, removed with ``stack``, and its loaded store: this process's test key."""
+def _key_template() -> KeyStore:
+    """This process's test key store (made on first use, removed at exit): copy its directory, never change it."""
     global _KEY_TEMPLATE
     with _KEY_TEMPLATE_LOCK:
         if _KEY_TEMPLATE is None or not _KEY_TEMPLATE.directory.is_dir():
             template = Path(tempfile.mkdtemp(prefix="fakeedge-keys-template-"))
             atexit.register(shutil.rmtree, template, True)
             _KEY_TEMPLATE = KeyStore(template, time.time())
-        source = _KEY_TEMPLATE
+        return _KEY_TEMPLATE
+
+
+def _temporary_keys(stack: contextlib.AsyncExitStack) -> tuple[str, KeyStore]:
+    """A new temporary ``keys_dir``, removed with ``stack``, and its loaded store: this process's test key."""
+    source = _key_template()
     directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="fakeedge-keys-"))
     shutil.copytree(source.directory, directory, dirs_exist_ok=True)
     store = copy.copy(source)

@@ -17,6 +17,7 @@ from typing import Any
 import jwt
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
+from jwt.types import Options
 
 from fakeedge.audit import TOKEN_CASES
 from fakeedge.testing import FakeEdge
@@ -94,7 +95,7 @@ class Checker:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
             raise Refused(str(exc)) from None
-        checks: dict[str, Any] = {"require": ["exp", "iat", "iss", "aud"]}
+        checks: Options = {"require": ["exp", "iat", "iss", "aud"]}
         if self.flaw == "ignores_exp":
             checks["verify_exp"] = False
         if self.flaw == "ignores_nbf":
@@ -104,7 +105,7 @@ class Checker:
         audience = self.audience
         issuer = None if self.flaw == "no_iss" else self.issuer
         if self.flaw == "no_signature" or (self.flaw == "alg_none" and header.get("alg") == "none"):
-            checks.update(verify_signature=False, verify_exp=True, verify_nbf=True, verify_aud=True, verify_iss=True)
+            checks.update({"verify_signature": False, "verify_exp": True, "verify_nbf": True, "verify_aud": True, "verify_iss": True})
             return self.decode(token, None, checks, audience, issuer)
         if self.flaw == "hs256" and header.get("alg") == "HS256":
             return self.hs256(token, header)
@@ -121,12 +122,12 @@ class Checker:
         except (jwt.PyJWKClientError, jwt.PyJWKSetError) as exc:
             if self.flaw == "fails_open_certs" and "Unable to find a signing key" not in str(exc):
                 # the flaw: "certs are down, let them in rather than lock everyone out"
-                checks.update(verify_signature=False, verify_exp=True, verify_aud=True, verify_iss=True)
+                checks.update({"verify_signature": False, "verify_exp": True, "verify_aud": True, "verify_iss": True})
                 return self.decode(token, None, checks, audience, issuer)
             raise Refused(f"{type(exc).__name__}: {exc}") from None
         return self.decode(token, key.key, checks, audience, issuer)
 
-    def decode(self, token: str, key: Any, checks: dict[str, Any], audience: str, issuer: str | None) -> dict[str, Any]:
+    def decode(self, token: str, key: Any, checks: Options, audience: str, issuer: str | None) -> dict[str, Any]:
         try:
             claims: dict[str, Any] = jwt.decode(
                 token, key, algorithms=["RS256"], audience=audience, issuer=issuer, options=checks

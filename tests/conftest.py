@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import copy
+import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,10 +14,10 @@ import pytest
 from aiohttp import web
 
 from fakeedge.clock import Clock
-from fakeedge.config import Config, parse_config
+from fakeedge.config import Config
 from fakeedge.edge import Edge
-from fakeedge.testing import loopback_session
-from fakeedge.web_app import start
+from fakeedge.testing import ConfigInput, FakeEdge, FakeEdgeFactory, _key_template
+from fakeedge.web_app import EdgeRunner
 
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's; Playwright never downloads a browser here
 CHROMIUM_ARGS = [
@@ -78,8 +78,11 @@ async def _origin_handler(request: web.Request) -> web.StreamResponse:
     return web.json_response({"path": request.path_qs, "size": size})
 
 
+MakeOrigin = Callable[..., Awaitable[Origin]]
+
+
 @pytest.fixture
-async def make_origin() -> AsyncIterator[Callable[..., Awaitable[Origin]]]:
+async def make_origin() -> AsyncIterator[MakeOrigin]:
     """Start recording origins: ``await make_origin(extra_routes)``."""
     runners: list[web.AppRunner] = []
 
@@ -103,7 +106,7 @@ async def make_origin() -> AsyncIterator[Callable[..., Awaitable[Origin]]]:
 
 
 @pytest.fixture
-async def origin(make_origin: Callable[..., Awaitable[Origin]]) -> Origin:
+async def origin(make_origin: MakeOrigin) -> Origin:
     return await make_origin()
 
 
@@ -181,55 +184,82 @@ def base_config(origin_url: str) -> dict[str, Any]:
     }
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunningEdge:
-    edge: Edge
-    port: int
-    runner: web.AppRunner
-    client: aiohttp.ClientSession
+    """An edge from the public :class:`fakeedge.testing.EdgeFactory` (the ``fakeedge`` fixture)
+    and the one anonymous client a test drives it with, keeping its cookies across requests.
+
+    The short names below are the ones the tests were written with; each reads the FakeEdge.
+    """
+
+    fake: FakeEdge
+    client: aiohttp.ClientSession  # the edge's client(): resolves every name to 127.0.0.1
+
+    @property
+    def edge(self) -> Edge:
+        return self.fake.core
+
+    @property
+    def port(self) -> int:
+        return self.fake.port
 
     @property
     def config(self) -> Config:
-        return self.edge.config
+        return self.fake.config
 
     @property
     def clock(self) -> Clock:
-        return self.edge.clock
-
-    def url(self, host: str, path: str = "/") -> str:
-        return f"http://{host}:{self.port}{path}"
+        return self.fake.clock
 
     @property
     def team(self) -> str:
-        return self.edge.team_domain
+        return self.fake.team_domain
+
+    def url(self, host: str, path: str = "/") -> str:
+        return self.fake.url(host, path)
 
     def aud(self, name: str) -> str:
-        return self.edge.app(name).aud
+        return self.fake.aud(name)
+
+    @property
+    def runner(self) -> EdgeRunner:
+        """The edge's aiohttp runner: for the tests of aiohttp internals (``runner.app[pool_key]``)."""
+        assert self.fake._runner is not None
+        return self.fake._runner
+
+
+MakeEdge = Callable[..., Awaitable[RunningEdge]]
 
 
 @pytest.fixture
-async def make_edge(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[RunningEdge]]]:
-    """Start edges from config dicts: ``await make_edge(cfg)``; each gets a loopback client session."""
-    started: list[RunningEdge] = []
+async def make_edge(fakeedge: FakeEdgeFactory) -> MakeEdge:
+    """Start edges through the ``fakeedge`` fixture: ``await make_edge(cfg, clock=..., keys_dir=...)``.
 
-    async def go(raw: dict[str, Any], *, clock: Clock | None = None, keys_dir: Path | None = None) -> RunningEdge:
-        raw = copy.deepcopy(raw)
-        raw.setdefault("keys_dir", str(keys_dir or tmp_path / "keys"))
-        edge = Edge.create(parse_config(raw, source="test.yml", base_dir=tmp_path), clock=clock)
-        runner, (_, port) = await start(edge, "127.0.0.1", 0)
-        running = RunningEdge(edge, port, runner, loopback_session())
-        started.append(running)
-        return running
+    Keys: the process's shared test key in a temporary ``keys_dir`` unless the config or
+    ``keys_dir=`` names one (tests of keys themselves).
+    """
 
-    yield go
-    for running in reversed(started):
-        await running.client.close()
-        await running.runner.cleanup()
+    async def go(raw: ConfigInput, *, clock: Clock | None = None, keys_dir: Path | None = None) -> RunningEdge:
+        fake = await fakeedge(raw, clock=clock, keys_dir=keys_dir)
+        return RunningEdge(fake, fake.client())
+
+    return go
 
 
 @pytest.fixture
-async def edge(make_edge: Callable[..., Awaitable[RunningEdge]], origin: Origin) -> RunningEdge:
+async def edge(make_edge: MakeEdge, origin: Origin) -> RunningEdge:
     return await make_edge(base_config(origin.url))
+
+
+def copy_test_key(directory: Path) -> Path:
+    """Make ``directory`` a ``keys_dir`` holding this process's test signing key, and return it.
+
+    For edges and CLI commands a test starts by hand (an access log, a subprocess): they load the
+    key instead of making two (current and standby); an RSA key costs 50-100 ms, and made per edge
+    they were a third of the suite's time (issue 17). Tests of keys themselves make their own.
+    """
+    shutil.copytree(_key_template().directory, directory)
+    return directory
 
 
 async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:

@@ -7,6 +7,7 @@ import base64
 import json
 import re
 from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import jwt
@@ -18,12 +19,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from fakeedge import claims, tokens
 from fakeedge.testing import browser_login
 
-from .conftest import BOT_ID, BOT_SECRET, OTHER_ID, OTHER_SECRET, Origin, RunningEdge, base_config
+from .conftest import BOT_ID, BOT_SECRET, OTHER_ID, OTHER_SECRET, MakeEdge, Origin, RunningEdge, base_config
 
 BOT = {"CF-Access-Client-Id": BOT_ID, "CF-Access-Client-Secret": BOT_SECRET}
 
 
-def segments(token: str) -> tuple[dict[str, object], dict[str, object], str]:
+def segments(token: str) -> tuple[dict[str, Any], dict[str, Any], str]:
     """Header and payload of a JWT exactly as serialised (member order kept), and the raw payload JSON."""
     head, body, _ = token.split(".")
     raw_head = base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)).decode()
@@ -128,7 +129,7 @@ async def test_the_403_bodies_carry_compact_json_data(edge: RunningEdge, origin:
     assert origin.received == []
 
 
-async def test_service_auth_401_redirect_setting(make_edge, origin: Origin) -> None:  # type: ignore[no-untyped-def]
+async def test_service_auth_401_redirect_setting(make_edge: MakeEdge, origin: Origin) -> None:
     cfg = base_config(origin.url)
     cfg["apps"][1]["service_auth_401_redirect"] = True
     running = await make_edge(cfg)
@@ -193,7 +194,7 @@ async def test_service_token_under_allow_app_then_cookie_and_header(edge: Runnin
     assert resp.status == 302
 
 
-async def test_single_header_service_token(make_edge, origin: Origin) -> None:  # type: ignore[no-untyped-def]
+async def test_single_header_service_token(make_edge: MakeEdge, origin: Origin) -> None:
     cfg = base_config(origin.url)
     cfg["apps"][1]["read_service_tokens_from_header"] = "Authorization"
     running = await make_edge(cfg)
@@ -286,7 +287,8 @@ async def test_certs_document_shape(edge: RunningEdge) -> None:
         )
         assert hashlib.sha256(spki).hexdigest() == key["kid"]
         assert cert.subject.rfc4514_string() == "CN=cloudflareaccess.com,O=Cloudflare,L=Austin,ST=Texas,C=US"
-        assert cert.public_key().key_size == 2048
+        public_key = cert.public_key()
+        assert isinstance(public_key, rsa.RSAPublicKey) and public_key.key_size == 2048
 
 
 async def test_unprotected_host_and_http_status_rules(edge: RunningEdge, origin: Origin) -> None:

@@ -101,6 +101,7 @@ async def test_the_protocol_parses_answers_and_keeps_alive_as_used() -> None:
             assert await payload.read() == b"POST /x?i=1 3"
             assert not proto.should_close
         proto.set_response_params(skip_payload=True, read_until_eof=True, auto_decompress=False)
+        assert proto.transport is not None
         proto.transport.write(serialize_head("HEAD /close HTTP/1.1", {"Host": "o.test"}))
         message, payload = await asyncio.wait_for(proto.read(), 10)
         assert message.code == 200

@@ -23,6 +23,7 @@ from fakeedge.config import default_aud
 from fakeedge.testing import FakeEdgeFactory, loopback_session
 
 from .audit_origins import origin_app
+from .conftest import copy_test_key
 from .test_audit_functional import audit_config
 
 FAKEEDGE = [sys.executable, "-m", "fakeedge.cli"]
@@ -69,7 +70,7 @@ async def serve_origin() -> AsyncIterator[Callable[[web.Application], Awaitable[
 def write_config(tmp_path: Path, edge_port: int, origin: str) -> Path:
     raw = audit_config(origin)
     raw["listen"] = f"127.0.0.1:{edge_port}"
-    raw["keys_dir"] = str(tmp_path / "keys")
+    raw["keys_dir"] = str(copy_test_key(tmp_path / "keys"))
     path = tmp_path / "fakeedge.yml"
     path.write_text(yaml.safe_dump(raw), encoding="utf-8")
     return path

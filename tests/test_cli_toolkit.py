@@ -16,7 +16,7 @@ from fakeedge.cli import main
 from fakeedge.config import default_aud
 from fakeedge.keys import KeyStore
 
-from .conftest import BOT_ID, base_config
+from .conftest import BOT_ID, base_config, copy_test_key
 
 
 @pytest.fixture
@@ -24,6 +24,7 @@ def config_file(tmp_path: Path) -> Path:
     cfg = base_config("http://127.0.0.1:9")
     cfg["listen"] = "127.0.0.1:8787"
     cfg["keys_dir"] = "keys"
+    copy_test_key(tmp_path / "keys")
     path = tmp_path / "fakeedge.yml"
     path.write_text(yaml.safe_dump(cfg))
     return path

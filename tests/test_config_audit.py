@@ -10,8 +10,9 @@ import yaml
 from click.testing import CliRunner
 
 from fakeedge.cli import main
-from fakeedge.config import ConfigError, load_config, parse_config
+from fakeedge.config import load_config, parse_config
 from fakeedge.config_audit import audit_config
+from fakeedge.errors import ConfigError
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 STAFF = [{"name": "staff", "decision": "allow", "include": [{"email_domain": {"domain": "acme.test"}}]}]
@@ -20,7 +21,7 @@ BOTS = [{"name": "bots", "decision": "non_identity", "include": [{"service_token
 TOKENS = [{"name": "ci", "client_id": "c" * 32 + ".access", "client_secret": "s" * 32}]
 
 
-def config(apps: list[dict[str, Any]], ingress: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+def config(apps: list[dict[str, Any]], ingress: list[str], **extra: Any) -> dict[str, Any]:
     routes = [{"hostname": host, "service": "http://127.0.0.1:3000"} for host in ingress]
     return {"team": "acme", "apps": apps, "ingress": [*routes, {"service": "http_status:404"}], **extra}
 

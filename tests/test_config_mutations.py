@@ -171,11 +171,15 @@ def _bomb(levels: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _given(content: str | bytes) -> Callable[[], str | bytes]:
+    return lambda: content
+
+
 def mutations() -> list[Mutation]:
     out: list[Mutation] = []
     for base, text in _bases():
         tree = yaml.safe_load(text)
-        out.append(Mutation(base, "as-is", lambda text=text: text, "", must_fail=False))
+        out.append(Mutation(base, "as-is", _given(text), "", must_fail=False))
         for parts, old in _nodes(tree):
             path = _path(parts)
             if base == "cloudflared.yml" and parts[0] in ("tunnel", "credentials-file"):
@@ -192,12 +196,12 @@ def mutations() -> list[Mutation]:
                     renamed = functools.partial(lambda t, p, n: _dump(_rename(t, p, n)), tree, parts, new)
                     out.append(Mutation(base, f"{path}:key-{name}", renamed, path, not free))
         for name, again in _duplicates(text):
-            out.append(Mutation(base, name, lambda again=again: again, "", must_fail=True))
+            out.append(Mutation(base, name, _given(again), "", must_fail=True))
         for name, new in (("long-key", LONG), ("control-key", CONTROL)):
             # cloudflared has many keys fakeedge does not use: they are notes, not errors
             must = base != "cloudflared.yml"
             out.append(Mutation(base, f"top:{name}", functools.partial(_dump, {**tree, new: 1}), "", must_fail=must))
-        whole = {
+        whole: dict[str, str | bytes] = {
             "empty": "",
             "top-list": _dump([tree]),
             "top-scalar": "acme\n",
@@ -208,7 +212,7 @@ def mutations() -> list[Mutation]:
         }
         if base == "base-config.yml":  # slow ones, once
             whole |= {"bomb": text + _bomb(9), "deep": text + "deep: " + "[" * 2000 + "]" * 2000 + "\n"}
-        out += [Mutation(base, name, lambda t=t: t, "", True) for name, t in whole.items()]
+        out += [Mutation(base, name, _given(t), "", True) for name, t in whole.items()]
     return out
 
 

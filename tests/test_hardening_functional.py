@@ -14,7 +14,7 @@ from aiohttp import web
 
 from fakeedge.testing import browser_login
 
-from .conftest import BOT_ID, BOT_SECRET, Origin, RunningEdge, base_config
+from .conftest import BOT_ID, BOT_SECRET, MakeEdge, MakeOrigin, Origin, RunningEdge, base_config
 from .test_login_functional import CSRF
 
 
@@ -58,7 +58,7 @@ def _with_wildcard_and_path_apps(origin: Origin) -> dict[str, Any]:
     return cfg
 
 
-async def test_login_host_must_be_a_host_name(make_edge, origin: Origin) -> None:  # type: ignore[no-untyped-def]
+async def test_login_host_must_be_a_host_name(make_edge: MakeEdge, origin: Origin) -> None:
     running = await make_edge(_with_wildcard_and_path_apps(origin))
     await browser_login(running.client, running.url("pr-1.preview.acme.test"), "alice@acme.test")
     aud = running.aud("Previews")
@@ -85,7 +85,7 @@ async def test_login_host_must_be_a_host_name(make_edge, origin: Origin) -> None
         "/x/..%5c/private/secret.txt".replace("%5c", "\\"),
     ],
 )
-async def test_dot_segments_and_double_slashes_do_not_escape_a_path_app(make_edge, origin: Origin, target: str) -> None:  # type: ignore[no-untyped-def]
+async def test_dot_segments_and_double_slashes_do_not_escape_a_path_app(make_edge: MakeEdge, origin: Origin, target: str) -> None:
     running = await make_edge(_with_wildcard_and_path_apps(origin))
     status, _ = await raw(
         running.port,
@@ -95,7 +95,7 @@ async def test_dot_segments_and_double_slashes_do_not_escape_a_path_app(make_edg
     assert origin.received == []
 
 
-async def test_normalised_paths_reach_the_origin_as_sent(make_edge, make_origin) -> None:  # type: ignore[no-untyped-def]
+async def test_normalised_paths_reach_the_origin_as_sent(make_edge: MakeEdge, make_origin: MakeOrigin) -> None:
     # spec §14.1: Access judges the normalised path, the origin gets the URL as the client sent it
     # (Cloudflare's default scope "incoming")
     seen: list[str] = []
@@ -116,7 +116,7 @@ async def test_normalised_paths_reach_the_origin_as_sent(make_edge, make_origin)
     assert seen == sent
 
 
-async def test_bypassed_preflight_is_never_a_websocket(make_edge, make_origin) -> None:  # type: ignore[no-untyped-def]
+async def test_bypassed_preflight_is_never_a_websocket(make_edge: MakeEdge, make_origin: MakeOrigin) -> None:
     seen: list[str] = []
 
     async def ws(request: web.Request) -> web.StreamResponse:
@@ -151,7 +151,7 @@ async def test_underscore_spellings_of_identity_headers_are_stripped(edge: Runni
     assert origin.last.headers["Cookie"] == "a=1"
 
 
-async def test_binding_applies_to_the_token_header_too(make_edge, origin: Origin) -> None:  # type: ignore[no-untyped-def]
+async def test_binding_applies_to_the_token_header_too(make_edge: MakeEdge, origin: Origin) -> None:
     cfg = base_config(origin.url)
     cfg["apps"][0]["enable_binding_cookie"] = True
     running = await make_edge(cfg)
@@ -164,7 +164,7 @@ async def test_binding_applies_to_the_token_header_too(make_edge, origin: Origin
     assert resp.status == 302
 
 
-async def test_one_time_pin_allows_five_guesses(make_edge, origin: Origin, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+async def test_one_time_pin_allows_five_guesses(make_edge: MakeEdge, origin: Origin, caplog: pytest.LogCaptureFixture) -> None:
     cfg = base_config(origin.url)
     cfg["one_time_pin"] = True
     running = await make_edge(cfg)
@@ -196,8 +196,8 @@ async def test_one_time_pin_allows_five_guesses(make_edge, origin: Origin, caplo
     ],
 )
 async def test_malformed_single_header_tokens_are_refused_not_crashed(
-    make_edge, origin: Origin, headers: dict[str, str]
-) -> None:  # type: ignore[no-untyped-def]
+    make_edge: MakeEdge, origin: Origin, headers: dict[str, str]
+) -> None:
     cfg = base_config(origin.url)
     cfg["apps"][1]["read_service_tokens_from_header"] = "Authorization"
     running = await make_edge(cfg)
@@ -240,7 +240,7 @@ async def test_large_login_posts_are_refused_unread(edge: RunningEdge) -> None:
     assert resp.status == 413
 
 
-async def test_websocket_handshake_to_a_silent_origin_times_out(make_edge) -> None:  # type: ignore[no-untyped-def]
+async def test_websocket_handshake_to_a_silent_origin_times_out(make_edge: MakeEdge) -> None:
     done = asyncio.Event()
 
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -22,7 +22,7 @@ from multidict import CIMultiDict
 
 from fakeedge.web_proxy import UnsendableHead, serialize_head
 
-from .conftest import base_config
+from .conftest import base_config, copy_test_key
 
 EXAMPLES = int(os.environ.get("FAKEEDGE_HYPOTHESIS_EXAMPLES", "300"))
 
@@ -79,11 +79,11 @@ async def build_edge(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
     origin = RawOrigin()
     url = await origin.start()
     raw = base_config(url)
-    raw["keys_dir"] = str(tmp_path / "keys")
+    raw["keys_dir"] = str(copy_test_key(tmp_path / "keys"))
     raw["ingress"].insert(0, {"hostname": "tls-origin.acme.test", "service": "https://127.0.0.1:9"})
     env = {k: v for k, v in os.environ.items() if k != "AIOHTTP_NO_EXTENSIONS"}
-    if BUILDS[request.param] is not None:
-        env["AIOHTTP_NO_EXTENSIONS"] = BUILDS[request.param]
+    if (build := BUILDS[request.param]) is not None:
+        env["AIOHTTP_NO_EXTENSIONS"] = build
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",

@@ -121,7 +121,8 @@ async def test_the_edge_routes_by_the_file(
     (tmp_path / "config.yml").write_text(
         f"tunnel: x\ningress:\n  - hostname: api.acme.test\n    service: {origin.url}\n  - service: http_status:404\n"
     )
-    running = await make_edge({"team": "acme", "ingress_file": "config.yml"})
+    (tmp_path / "fakeedge.yml").write_text("team: acme\ningress_file: config.yml\n")  # relative to its folder
+    running = await make_edge(tmp_path / "fakeedge.yml")
     resp = await running.client.get(running.url("api.acme.test", "/v1/ping"))
     assert resp.status == 200
     assert origin.last.path == "/v1/ping"

@@ -19,7 +19,7 @@ from fakeedge.testing import FakeEdge, FakeEdgeFactory, loopback_session
 from fakeedge.web_app import start
 from fakeedge.web_control import control_allowed
 
-from .conftest import base_config
+from .conftest import base_config, copy_test_key
 from .origins import config_for, whoami
 
 ADMIN_TOKEN = "a-long-admin-token-for-tests-0123"
@@ -130,7 +130,7 @@ async def test_with_the_journal_off_the_stream_says_so(fakeedge: FakeEdgeFactory
 
 
 async def test_an_open_stream_does_not_hold_the_edge_up_when_it_stops(tmp_path: Path) -> None:
-    cfg = {**base_config("http://127.0.0.1:9"), "keys_dir": str(tmp_path / "keys")}
+    cfg = {**base_config("http://127.0.0.1:9"), "keys_dir": str(copy_test_key(tmp_path / "keys"))}
     edge = Edge.create(parse_config(cfg, source="test.yml"))
     runner, _ = await start(edge, "127.0.0.1", 0)
     async with loopback_session() as watcher:

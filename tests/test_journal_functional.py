@@ -22,9 +22,9 @@ from fakeedge.config import parse_config
 from fakeedge.edge import Edge
 from fakeedge.record import RequestLog, mask_header, mask_url, mask_value
 from fakeedge.testing import FakeEdge, FakeEdgeFactory, loopback_session
-from fakeedge.web_app import AccessLog, start
+from fakeedge.web_app import AccessLog, EdgeRunner, start
 
-from .conftest import BOT_ID, BOT_SECRET, base_config
+from .conftest import BOT_ID, BOT_SECRET, MakeEdge, base_config, copy_test_key
 from .origins import config_for, whoami
 
 BOT = {"CF-Access-Client-Id": BOT_ID, "CF-Access-Client-Secret": BOT_SECRET}
@@ -43,7 +43,7 @@ class Logged:
     port: int
     log: AccessLog
     client: aiohttp.ClientSession
-    runner: web.AppRunner
+    runner: EdgeRunner
 
     def url(self, host: str, path: str = "/") -> str:
         return f"http://{host}:{self.port}{path}"
@@ -55,7 +55,8 @@ class Logged:
 
     async def lines(self) -> list[str]:
         self.log.flush()
-        return str(self.log.stream.getvalue()).splitlines()  # type: ignore[attr-defined]
+        assert isinstance(self.log.stream, io.StringIO)
+        return self.log.stream.getvalue().splitlines()
 
 
 @pytest.fixture
@@ -75,7 +76,7 @@ async def logged(tmp_path: Path) -> AsyncIterator[Logged]:
     await web.TCPSite(origin_runner, "127.0.0.1", 0).start()
     cfg = base_config(f"http://127.0.0.1:{origin_runner.addresses[0][1]}")
     cfg["ingress"].insert(0, {"hostname": "down.acme.test", "service": f"http://127.0.0.1:{_free_port()}"})
-    cfg["keys_dir"] = str(tmp_path / "keys")
+    cfg["keys_dir"] = str(copy_test_key(tmp_path / "keys"))
     cfg["origin_timeout"] = "300ms"
     edge = Edge.create(parse_config(cfg, source="test.yml"))
     log = AccessLog(io.StringIO())
@@ -247,12 +248,12 @@ async def test_every_refusal_and_failure_says_why_in_the_journal_and_the_log(log
     assert [(e["status"], e["reason"]) for e in body["requests"]] == [(c[1], c[3]) for c in cases]
 
 
-async def test_strict_service_token_auth_says_which_check_refused(make_edge) -> None:  # type: ignore[no-untyped-def]
+async def test_strict_service_token_auth_says_which_check_refused(make_edge: MakeEdge) -> None:
     running = await make_edge({**base_config("http://127.0.0.1:9"), "strict_service_token_auth": True})
     for headers, status in (({**BOT, "CF-Access-Client-Secret": "wrong"}, 401), (BOT, 403)):
         async with running.client.get(running.url("grafana.acme.test"), headers=headers) as resp:
             assert resp.status == status
-    unknown, refused = running.edge.recorder.all()
+    unknown, refused = running.fake.requests.all()
     assert (unknown.status, unknown.reason) == (
         401,
         "strict service-token auth: the headers are malformed, or the id or secret is wrong",

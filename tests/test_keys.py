@@ -12,12 +12,15 @@ import stat
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from fakeedge.errors import KeyStoreError
 from fakeedge.keys import KeyStore, kid_of
+
+if TYPE_CHECKING:
+    from _typeshed import FileDescriptorLike
 
 
 def _mode(path: Path) -> int:
@@ -99,7 +102,7 @@ SPAWN = multiprocessing.get_context("spawn")  # no fork of a process that may ho
 
 def _consistent(directory: Path) -> dict[str, Any]:
     """state.json, checked: every key it names is on disk, holds that kid, and nothing else is left."""
-    state = json.loads((directory / "state.json").read_text())
+    state: dict[str, Any] = json.loads((directory / "state.json").read_text())
     named = {state["current"], state["standby"]} | ({state["previous"]} if state["previous"] else set())
     for kid in named:
         assert kid_of(_load_public(directory / f"{kid}.key")) == kid
@@ -221,7 +224,7 @@ def _rotate_and_hang_in_fsync(directory: str, writing: Any) -> None:
     import os as real_os
     import time as real_time
 
-    def hang(fd: int) -> None:
+    def hang(fd: FileDescriptorLike) -> None:
         writing.set()
         real_time.sleep(120)
 

@@ -24,7 +24,7 @@ from playwright.async_api import Browser
 from fakeedge import claims, tokens
 from fakeedge.testing import LoopbackResolver, browser_login, loopback_session
 
-from .conftest import CHROMIUM, Origin, RunningEdge, base_config
+from .conftest import CHROMIUM, MakeEdge, Origin, RunningEdge, base_config
 from .test_browser_functional import browser, land_on, new_page, sign_in
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
@@ -46,7 +46,7 @@ def _multi_domain(origin: Origin) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def multi(make_edge, origin: Origin) -> RunningEdge:  # type: ignore[no-untyped-def]
+async def multi(make_edge: MakeEdge, origin: Origin) -> RunningEdge:
     running: RunningEdge = await make_edge(_multi_domain(origin))
     return running
 

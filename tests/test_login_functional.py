@@ -21,7 +21,7 @@ from fakeedge.edge import Edge
 from fakeedge.testing import browser_login, loopback_session
 from fakeedge.web_app import AccessLog, start
 
-from .conftest import Origin, RunningEdge, base_config
+from .conftest import MakeEdge, Origin, RunningEdge, base_config, copy_test_key
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
@@ -89,7 +89,7 @@ async def test_typed_address_without_persona_gets_default_attributes(edge: Runni
     assert claims["country"] == "US"
 
 
-async def test_allow_any_email_false_refuses_strangers(make_edge, origin: Origin) -> None:  # type: ignore[no-untyped-def]
+async def test_allow_any_email_false_refuses_strangers(make_edge: MakeEdge, origin: Origin) -> None:
     cfg = base_config(origin.url)
     cfg["allow_any_email"] = False
     running = await make_edge(cfg)
@@ -303,9 +303,10 @@ async def test_team_domain_root_links_to_the_apps_and_favicons_stay_out_of_the_l
     cfg = base_config(origin.url)
     cfg["apps"][2]["domain"] = "grafana.acme.test/d/*"
     cfg["apps"].append({"name": "Previews", "domain": "*.pr.acme.test", "policies": []})
-    cfg["keys_dir"] = str(tmp_path / "keys")
+    cfg["keys_dir"] = str(copy_test_key(tmp_path / "keys"))
     edge = Edge.create(parse_config(cfg, source="test.yml"))
-    log = AccessLog(io.StringIO())
+    stream = io.StringIO()
+    log = AccessLog(stream)
     runner, (_, port) = await start(edge, "127.0.0.1", 0, access_log=log)
     try:
         async with loopback_session() as client:
@@ -324,7 +325,7 @@ async def test_team_domain_root_links_to_the_apps_and_favicons_stay_out_of_the_l
             assert resp.status == 404
     finally:
         await runner.cleanup()  # flushes the access log
-    lines = [line.split(" ", 3)[:3] for line in log.stream.getvalue().splitlines()]
+    lines = [line.split(" ", 3)[:3] for line in stream.getvalue().splitlines()]
     assert lines == [
         ["GET", f"127.0.0.1:{port}/", "200"],
         ["GET", f"127.0.0.1:{port}/nothing-here", "404"],
@@ -373,7 +374,7 @@ async def test_logout_on_the_app_host_revokes_everywhere(edge: RunningEdge, orig
     assert page.status == 200 and "Log in to Admin" in await page.text()
 
 
-async def test_logout_on_the_team_domain_after_a_delay(make_edge, origin: Origin) -> None:  # type: ignore[no-untyped-def]
+async def test_logout_on_the_team_domain_after_a_delay(make_edge: MakeEdge, origin: Origin) -> None:
     cfg = base_config(origin.url)
     cfg["logout_delay"] = "30s"
     running = await make_edge(cfg)
@@ -386,7 +387,7 @@ async def test_logout_on_the_team_domain_after_a_delay(make_edge, origin: Origin
     assert (await running.client.get(running.url("admin.acme.test"), allow_redirects=False)).status == 302
 
 
-async def test_one_time_pin(make_edge, origin: Origin, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+async def test_one_time_pin(make_edge: MakeEdge, origin: Origin, caplog: pytest.LogCaptureFixture) -> None:
     cfg = base_config(origin.url)
     cfg["one_time_pin"] = True
     running = await make_edge(cfg)
@@ -473,7 +474,7 @@ async def test_demo_runs_with_no_config(tmp_path: Path) -> None:
             proc.stderr.close()
 
 
-async def test_branded_login_and_block_pages(make_edge, origin: Origin) -> None:  # type: ignore[no-untyped-def]
+async def test_branded_login_and_block_pages(make_edge: MakeEdge, origin: Origin) -> None:
     cfg = base_config(origin.url)
     cfg["branding"] = {
         "name": "SecurityV0",

@@ -29,13 +29,13 @@ from fakeedge.expiring import Expiring
 from fakeedge.oauth import Code, Grant
 from fakeedge.policy import Identity, Verdict
 
-from .conftest import Origin, RunningEdge, base_config
+from .conftest import MakeEdge, Origin, RunningEdge, base_config, copy_test_key
 
 T0 = 1_800_000_000.0
 
 
 def _edge(tmp_path: Path) -> Edge:
-    raw = {**base_config("http://127.0.0.1:9"), "keys_dir": str(tmp_path / "keys")}
+    raw = {**base_config("http://127.0.0.1:9"), "keys_dir": str(copy_test_key(tmp_path / "keys"))}
     clock = Clock()
     clock.freeze(T0)
     return Edge.create(parse_config(raw, source="test.yml", base_dir=tmp_path), clock=clock)
@@ -89,7 +89,12 @@ def test_sessions_are_bounded_and_sign_in_cost_does_not_grow_with_them(tmp_path:
         while created < target:
             edge.login(who)
             created += 1
-        cost = _lines(lambda: [_sign_in(edge, who) for _ in range(20)])
+
+        def sign_in_20() -> None:
+            for _ in range(20):
+                _sign_in(edge, who)
+
+        cost = _lines(sign_in_20)
         created += 20
         if base is None:
             base = cost
@@ -154,7 +159,7 @@ PIN = re.compile(r"one-time PIN for (\S+) is (\d{6})")
 
 
 @pytest.fixture
-async def otp_edge(make_edge, origin: Origin) -> RunningEdge:  # type: ignore[no-untyped-def]
+async def otp_edge(make_edge: MakeEdge, origin: Origin) -> RunningEdge:
     cfg = base_config(origin.url)
     cfg["one_time_pin"] = True
     running: RunningEdge = await make_edge(cfg)
@@ -306,7 +311,7 @@ def test_tokens_of_ended_sessions_are_never_adopted_again(tmp_path: Path) -> Non
     """A token a running edge did not issue is adopted as a session (issue 11: ``fakeedge token``);
     one whose session was revoked, reset or pushed out by the cap must stay refused, even once the
     remembered-token cache has forgotten it and after the session's own 24 h."""
-    raw = {**base_config("http://127.0.0.1:9"), "keys_dir": str(tmp_path / "keys")}
+    raw = {**base_config("http://127.0.0.1:9"), "keys_dir": str(copy_test_key(tmp_path / "keys"))}
     raw["apps"][0]["session_duration"] = "720h"  # app tokens outlive the 24 h session
     clock = Clock()
     clock.freeze(T0)

@@ -54,7 +54,7 @@ TABLE: dict[str, tuple[type[Exception], str, str] | None] = {
     ),
     "tampered": (jwt.InvalidSignatureError, "Signature verification failed", "the RS256 signature"),
 }
-WHO = {"user": {"email": "alice@acme.test"}, "service": {"service_token": "ci-deploy-bot"}}
+WHO: dict[str, dict[str, Any]] = {"user": {"email": "alice@acme.test"}, "service": {"service_token": "ci-deploy-bot"}}
 
 
 def parts(token: str) -> tuple[dict[str, Any], dict[str, Any], str]:

@@ -710,7 +710,7 @@ async def test_tokens_are_not_interchangeable(edge: RunningEdge) -> None:
 
 async def test_toolkit_lists_records_and_revokes_grants(fakeedge: FakeEdgeFactory, origin: Origin) -> None:
     edge = await fakeedge(oauth_config(origin.url))
-    running = RunningEdge(edge.core, edge.port, None, edge.client())  # type: ignore[arg-type]
+    running = RunningEdge(edge, edge.client())
     client_id, body = await grant(running)
     url = running.url("tools.acme.test", "/api")
 

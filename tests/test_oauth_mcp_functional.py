@@ -13,7 +13,7 @@ import asyncio
 import json
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -121,7 +121,7 @@ def make_server(verifier: dict[str, Any]) -> MCPServer:
     return server
 
 
-async def serve_mcp(server: MCPServer) -> AsyncIterator[str]:
+async def serve_mcp(server: MCPServer) -> AsyncGenerator[str]:
     # the socket is bound and listening before uvicorn starts: no waiting for it to come up
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))

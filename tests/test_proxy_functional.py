@@ -8,6 +8,7 @@ import re
 import resource
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
@@ -17,7 +18,7 @@ from fakeedge.edge import Edge
 from fakeedge.testing import loopback_session
 from fakeedge.web_app import AccessLog, start
 
-from .conftest import BOT_ID, BOT_SECRET, Origin, RunningEdge, base_config
+from .conftest import BOT_ID, BOT_SECRET, MakeEdge, MakeOrigin, Origin, RunningEdge, base_config, copy_test_key
 from .test_access_functional import BOT
 
 SPOOFED = {
@@ -80,7 +81,7 @@ async def test_forged_assertion_without_session_is_redirected(edge: RunningEdge,
     assert origin.received == []
 
 
-async def test_http_host_header_rewrite(make_edge, origin: Origin) -> None:  # type: ignore[no-untyped-def]
+async def test_http_host_header_rewrite(make_edge: MakeEdge, origin: Origin) -> None:
     cfg = base_config(origin.url)
     cfg["ingress"][3]["originRequest"] = {"httpHostHeader": "internal.svc", "connectTimeout": "2s", "noTLSVerify": True}
     running = await make_edge(cfg)
@@ -96,7 +97,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def test_refused_origin_gets_a_502_page(make_edge) -> None:  # type: ignore[no-untyped-def]
+async def test_refused_origin_gets_a_502_page(make_edge: MakeEdge) -> None:
     running = await make_edge(base_config(f"http://127.0.0.1:{_free_port()}"))
     resp = await running.client.get(running.url("public.acme.test"))
     assert resp.status == 502
@@ -117,7 +118,7 @@ async def _raw_origin(answer: bytes) -> asyncio.Server:
     return await asyncio.start_server(serve, "127.0.0.1", 0)
 
 
-async def test_502_pages_and_log_lines_say_why_in_words(tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_502_pages_and_log_lines_say_why_in_words(tmp_path: Path) -> None:
     silent, garbage = await _raw_origin(b""), await _raw_origin(b"HELLO\r\n\r\n")
     refused = f"http://127.0.0.1:{_free_port()}"
     cfg = base_config(refused)
@@ -125,9 +126,10 @@ async def test_502_pages_and_log_lines_say_why_in_words(tmp_path) -> None:  # ty
         {"hostname": "silent.acme.test", "service": f"http://127.0.0.1:{silent.sockets[0].getsockname()[1]}"},
         {"hostname": "garbage.acme.test", "service": f"http://127.0.0.1:{garbage.sockets[0].getsockname()[1]}"},
     ]
-    cfg["keys_dir"] = str(tmp_path / "keys")
+    cfg["keys_dir"] = str(copy_test_key(tmp_path / "keys"))
     edge = Edge.create(parse_config(cfg, source="test.yml"))
-    log = AccessLog(io.StringIO())
+    stream = io.StringIO()
+    log = AccessLog(stream)
     runner, (_, port) = await start(edge, "127.0.0.1", 0, access_log=log)
     reasons = {
         "public": "connection refused",
@@ -148,7 +150,7 @@ async def test_502_pages_and_log_lines_say_why_in_words(tmp_path) -> None:  # ty
         for server in (silent, garbage):
             server.close()
             await server.wait_closed()
-    lines = log.stream.getvalue().splitlines()
+    lines = stream.getvalue().splitlines()
     assert [(line.split(" ")[2], re.findall(r' reason="([^"]*)" ', line)) for line in lines] == [
         ("502", [f"origin failed: {reason}"]) for reason in reasons.values()
     ]
@@ -171,7 +173,7 @@ async def _misbehaving(make_origin: Callable[..., Awaitable[Origin]]) -> Origin:
     return await make_origin(setup)
 
 
-async def test_reset_and_timed_out_origins(make_edge, make_origin) -> None:  # type: ignore[no-untyped-def]
+async def test_reset_and_timed_out_origins(make_edge: MakeEdge, make_origin: MakeOrigin) -> None:
     bad = await _misbehaving(make_origin)
     cfg = base_config(bad.url)
     cfg["origin_timeout"] = "300ms"
@@ -183,7 +185,7 @@ async def test_reset_and_timed_out_origins(make_edge, make_origin) -> None:  # t
     assert "Gateway time-out" in await resp.text()
 
 
-async def test_large_bodies_stream_both_ways_in_bounded_memory(make_edge, make_origin) -> None:  # type: ignore[no-untyped-def]
+async def test_large_bodies_stream_both_ways_in_bounded_memory(make_edge: MakeEdge, make_origin: MakeOrigin) -> None:
     size = 512 * 1024 * 1024
     chunk = b"x" * (1 << 20)
 
@@ -220,7 +222,7 @@ async def test_large_bodies_stream_both_ways_in_bounded_memory(make_edge, make_o
     assert grown_mib < 100, f"peak memory grew by {grown_mib:.0f} MiB for 2 x 512 MiB through the edge"
 
 
-async def test_websocket_passes_through_with_the_assertion(make_edge, make_origin) -> None:  # type: ignore[no-untyped-def]
+async def test_websocket_passes_through_with_the_assertion(make_edge: MakeEdge, make_origin: MakeOrigin) -> None:
     seen: dict[str, str] = {}
 
     async def ws_echo(request: web.Request) -> web.WebSocketResponse:
@@ -256,7 +258,7 @@ async def test_websocket_passes_through_with_the_assertion(make_edge, make_origi
     assert "CF-Access-Client-Secret" not in seen
 
 
-async def test_origin_connections_are_pooled_and_closed_ones_are_not_reused(make_edge, make_origin) -> None:  # type: ignore[no-untyped-def]
+async def test_origin_connections_are_pooled_and_closed_ones_are_not_reused(make_edge: MakeEdge, make_origin: MakeOrigin) -> None:
     peers: list[int] = []
 
     async def peer(request: web.Request) -> web.Response:
@@ -277,7 +279,7 @@ async def test_origin_connections_are_pooled_and_closed_ones_are_not_reused(make
     assert peers[0] == peers[1] == peers[2] != peers[3]
 
 
-async def test_chunked_and_close_delimited_origin_bodies(make_edge) -> None:  # type: ignore[no-untyped-def]
+async def test_chunked_and_close_delimited_origin_bodies(make_edge: MakeEdge) -> None:
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
         if b"GET /chunked" in head:

@@ -28,7 +28,7 @@ from fakeedge.edge import Edge
 from fakeedge.testing import browser_login, loopback_session
 from fakeedge.web_app import AccessLog, start
 
-from .conftest import base_config
+from .conftest import MakeEdge, MakeOrigin, Origin, base_config, copy_test_key
 from .origins import verify
 
 
@@ -93,7 +93,7 @@ def forwarder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
     return str(request.param)
 
 
-async def test_a_client_that_leaves_closes_the_origin_connection(make_edge, thinker: Thinker, forwarder: str) -> None:  # type: ignore[no-untyped-def]
+async def test_a_client_that_leaves_closes_the_origin_connection(make_edge: MakeEdge, thinker: Thinker, forwarder: str) -> None:
     cfg = base_config(thinker.url)
     cfg["origin_timeout"] = "30s"
     running = await make_edge(cfg)
@@ -103,7 +103,7 @@ async def test_a_client_that_leaves_closes_the_origin_connection(make_edge, thin
         _, writer = await asyncio.open_connection("127.0.0.1", running.port)
         writer.write(f"GET /think HTTP/1.1\r\nHost: public.acme.test:{running.port}\r\n\r\n".encode())
         await writer.drain()
-        await wait_until(lambda i=i: thinker.started == i)
+        await wait_until(lambda: thinker.started == i)  # noqa: B023 - called before the loop moves on
         writer.close()  # the client gives up while the origin is still thinking
         await writer.wait_closed()
     # the origin is told (its handler cancelled), and no descriptor is left behind
@@ -118,7 +118,7 @@ async def test_a_client_that_leaves_closes_the_origin_connection(make_edge, thin
 
 async def test_a_client_that_leaves_is_logged_499(tmp_path: Path, thinker: Thinker) -> None:
     raw = base_config(thinker.url)
-    raw["keys_dir"] = str(tmp_path / "keys")
+    raw["keys_dir"] = str(copy_test_key(tmp_path / "keys"))
     edge = Edge.create(parse_config(raw, source="test.yml", base_dir=tmp_path))
     stream = io.StringIO()
     runner, (_, port) = await start(edge, "127.0.0.1", 0, access_log=AccessLog(stream))
@@ -196,7 +196,7 @@ async def stalling() -> AsyncIterator[Stalling]:
     await runner.cleanup()
 
 
-async def test_a_slow_steady_upload_is_not_an_origin_timeout(make_edge, stalling: Stalling, forwarder: str) -> None:  # type: ignore[no-untyped-def]
+async def test_a_slow_steady_upload_is_not_an_origin_timeout(make_edge: MakeEdge, stalling: Stalling, forwarder: str) -> None:
     # origin_timeout is the wait for the origin (spec §12 choice), not for the client's upload
     cfg = base_config(stalling.url)
     cfg["origin_timeout"] = "500ms"
@@ -208,7 +208,7 @@ async def test_a_slow_steady_upload_is_not_an_origin_timeout(make_edge, stalling
     assert loop.time() - started > 1.0  # the upload did take longer than the origin timeout
 
 
-async def test_an_origin_that_stalls_after_the_body_gets_the_504_page(make_edge, stalling: Stalling, forwarder: str) -> None:  # type: ignore[no-untyped-def]
+async def test_an_origin_that_stalls_after_the_body_gets_the_504_page(make_edge: MakeEdge, stalling: Stalling, forwarder: str) -> None:
     cfg = base_config(stalling.url)
     cfg["origin_timeout"] = "500ms"
     running = await make_edge(cfg)
@@ -220,7 +220,7 @@ async def test_an_origin_that_stalls_after_the_body_gets_the_504_page(make_edge,
     assert stalling.received == [UPLOAD_CHUNK * UPLOAD_CHUNKS]
 
 
-async def test_an_origin_that_stops_reading_the_body_gets_the_504_page(make_edge, stalling: Stalling, forwarder: str) -> None:  # type: ignore[no-untyped-def]
+async def test_an_origin_that_stops_reading_the_body_gets_the_504_page(make_edge: MakeEdge, stalling: Stalling, forwarder: str) -> None:
     # writing to the origin is waiting for the origin: the timeout runs while the edge's writes back up
     cfg = base_config(stalling.url)
     cfg["origin_timeout"] = "500ms"
@@ -275,7 +275,7 @@ class Served:
 
 async def serve(tmp_path: Path, origin_url: str, *command: str, **kwargs: Any) -> Served:
     raw = base_config(origin_url)
-    raw["keys_dir"] = str(tmp_path / "keys")
+    raw["keys_dir"] = str(copy_test_key(tmp_path / "keys"))
     (tmp_path / "fakeedge.yml").write_text(yaml.safe_dump(raw))
     proc = await asyncio.create_subprocess_exec(
         *command,
@@ -297,7 +297,7 @@ async def serve(tmp_path: Path, origin_url: str, *command: str, **kwargs: Any) -
 
 
 @pytest.fixture
-async def slow_origin(make_origin) -> AsyncIterator[tuple[str, asyncio.Event, list[str]]]:  # type: ignore[no-untyped-def]
+async def slow_origin(make_origin: MakeOrigin) -> AsyncIterator[tuple[str, asyncio.Event, list[str]]]:
     """An origin whose ``/slow`` waits until released; ``/fast`` answers at once."""
     release = asyncio.Event()
     started: list[str] = []
@@ -322,7 +322,7 @@ async def refused(port: int) -> bool:
     return False
 
 
-async def test_sigterm_finishes_requests_in_flight_flushes_the_log_and_exits_0(tmp_path: Path, slow_origin) -> None:  # type: ignore[no-untyped-def]
+async def test_sigterm_finishes_requests_in_flight_flushes_the_log_and_exits_0(tmp_path: Path, slow_origin: tuple[str, asyncio.Event, list[str]]) -> None:
     origin_url, release, started = slow_origin
     served = await serve(tmp_path, origin_url)
     try:
@@ -360,7 +360,7 @@ async def test_sigterm_finishes_requests_in_flight_flushes_the_log_and_exits_0(t
     assert served.lines[-1] == "fakeedge: stopped"
 
 
-async def test_a_second_signal_stops_at_once(tmp_path: Path, slow_origin) -> None:  # type: ignore[no-untyped-def]
+async def test_a_second_signal_stops_at_once(tmp_path: Path, slow_origin: tuple[str, asyncio.Event, list[str]]) -> None:
     origin_url, _release, started = slow_origin
     served = await serve(tmp_path, origin_url)
     try:
@@ -395,7 +395,7 @@ def _can_unshare_pid() -> bool:
     return done.returncode == 0
 
 
-async def test_sigterm_stops_it_as_pid_1(tmp_path: Path, slow_origin) -> None:  # type: ignore[no-untyped-def]
+async def test_sigterm_stops_it_as_pid_1(tmp_path: Path, slow_origin: tuple[str, asyncio.Event, list[str]]) -> None:
     # a container's entrypoint is PID 1, for which the kernel drops signals that have no handler
     if not _can_unshare_pid():
         pytest.skip("needs `unshare --pid --fork` (util-linux, and the right to make a PID namespace)")
@@ -428,7 +428,7 @@ async def test_sigterm_stops_it_as_pid_1(tmp_path: Path, slow_origin) -> None:  
     assert served.lines[-1] == "fakeedge: stopped"
 
 
-async def test_a_running_edge_takes_up_keys_rotated_by_another_process(make_edge, origin) -> None:  # type: ignore[no-untyped-def]
+async def test_a_running_edge_takes_up_keys_rotated_by_another_process(make_edge: MakeEdge, origin: Origin) -> None:
     running = await make_edge(base_config(origin.url))
     certs_url = f"{running.team}/cdn-cgi/access/certs"
 
@@ -459,7 +459,7 @@ def _soft_limit_256() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
 
 
-async def test_serve_raises_the_open_files_limit_and_says_how_many_connections_fit(tmp_path: Path, slow_origin) -> None:  # type: ignore[no-untyped-def]
+async def test_serve_raises_the_open_files_limit_and_says_how_many_connections_fit(tmp_path: Path, slow_origin: tuple[str, asyncio.Event, list[str]]) -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard < 1024 or hard == resource.RLIM_INFINITY:
         pytest.skip(f"needs a finite hard limit on open files of 1024 or more (is {hard})")

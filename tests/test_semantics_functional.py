@@ -15,7 +15,7 @@ import yaml
 from fakeedge import tokens
 from fakeedge.testing import browser_login
 
-from .conftest import BOT_ID, BOT_SECRET, OTHER_ID, OTHER_SECRET, Origin, RunningEdge, base_config
+from .conftest import BOT_ID, BOT_SECRET, OTHER_ID, OTHER_SECRET, MakeEdge, Origin, RunningEdge, base_config
 from .test_access_functional import BOT, segments
 
 
@@ -25,7 +25,7 @@ def _cfg(origin: Origin, **admin: Any) -> dict[str, Any]:
     return cfg
 
 
-async def test_bypass_passes_without_identity_and_still_strips(make_edge, origin: Origin) -> None:  # type: ignore[no-untyped-def]
+async def test_bypass_passes_without_identity_and_still_strips(make_edge: MakeEdge, origin: Origin) -> None:
     cfg = base_config(origin.url)
     cfg["apps"][0]["policies"].insert(
         0, {"name": "local", "decision": "bypass", "include": [{"ip": {"ip": "127.0.0.0/8"}}]}
@@ -41,7 +41,7 @@ async def test_bypass_passes_without_identity_and_still_strips(make_edge, origin
     assert "Cf-Access-Authenticated-User-Email" not in origin.last.headers
 
 
-async def test_non_identity_precheck_blocks_before_login(make_edge, origin: Origin) -> None:  # type: ignore[no-untyped-def]
+async def test_non_identity_precheck_blocks_before_login(make_edge: MakeEdge, origin: Origin) -> None:
     cfg = base_config(origin.url)
     cfg["apps"][0]["policies"][0]["require"] = [{"ip": {"ip": "10.0.0.0/8"}}]
     running = await make_edge(cfg)
@@ -51,7 +51,7 @@ async def test_non_identity_precheck_blocks_before_login(make_edge, origin: Orig
     assert resp.headers["cf-access-aud"] == running.aud("Admin")
 
 
-async def test_custom_deny_options(make_edge, origin: Origin) -> None:  # type: ignore[no-untyped-def]
+async def test_custom_deny_options(make_edge: MakeEdge, origin: Origin) -> None:
     cfg = _cfg(
         origin, custom_deny_url="https://intranet.acme.test/denied", custom_deny_message="Ask #it-help for access."
     )
@@ -69,7 +69,7 @@ async def test_custom_deny_options(make_edge, origin: Origin) -> None:  # type: 
     assert resp.status == 302 and resp.headers["Location"] == "https://intranet.acme.test/wrong-network"
 
 
-async def test_strict_service_token_mode(make_edge, origin: Origin) -> None:  # type: ignore[no-untyped-def]
+async def test_strict_service_token_mode(make_edge: MakeEdge, origin: Origin) -> None:
     cfg = base_config(origin.url)
     cfg["strict_service_token_auth"] = True
     running = await make_edge(cfg)
@@ -111,7 +111,7 @@ async def test_expired_and_wrong_aud_cookies_count_as_no_session(edge: RunningEd
     assert resp.status == 302
 
 
-async def test_policy_session_duration_sets_exp(make_edge, origin: Origin) -> None:  # type: ignore[no-untyped-def]
+async def test_policy_session_duration_sets_exp(make_edge: MakeEdge, origin: Origin) -> None:
     cfg = base_config(origin.url)
     cfg["apps"][0]["policies"][0]["session_duration"] = "15m"
     running = await make_edge(cfg)
@@ -130,8 +130,8 @@ async def test_policy_session_duration_sets_exp(make_edge, origin: Origin) -> No
     ],
 )
 async def test_app_cookie_settings(
-    make_edge, origin: Origin, settings: dict[str, Any], attributes: dict[str, Any]
-) -> None:  # type: ignore[no-untyped-def]
+    make_edge: MakeEdge, origin: Origin, settings: dict[str, Any], attributes: dict[str, Any]
+) -> None:
     running = await make_edge(_cfg(origin, **settings))
     path = "/console/x" if "domain" in settings else "/"
     resp = await browser_login(running.client, running.url("admin.acme.test", path), "alice@acme.test")
@@ -143,7 +143,7 @@ async def test_app_cookie_settings(
         assert morsel[name] == value, name
 
 
-async def test_binding_cookie(make_edge, origin: Origin) -> None:  # type: ignore[no-untyped-def]
+async def test_binding_cookie(make_edge: MakeEdge, origin: Origin) -> None:
     running = await make_edge(_cfg(origin, enable_binding_cookie=True))
     resp = await browser_login(running.client, running.url("admin.acme.test"), "alice@acme.test")
     assert resp.status == 200
@@ -157,7 +157,7 @@ async def test_binding_cookie(make_edge, origin: Origin) -> None:  # type: ignor
     assert resp.status == 302
 
 
-async def test_cors_preflights(make_edge, origin: Origin) -> None:  # type: ignore[no-untyped-def]
+async def test_cors_preflights(make_edge: MakeEdge, origin: Origin) -> None:
     preflight = {
         "Origin": "https://app.acme.test",
         "Access-Control-Request-Method": "POST",
@@ -197,7 +197,7 @@ async def test_cors_preflights(make_edge, origin: Origin) -> None:  # type: igno
     assert origin.last.method == "OPTIONS" and "Cf-Access-Jwt-Assertion" not in origin.last.headers
 
 
-async def test_eager_cookie_chain_for_multi_domain_apps(make_edge, origin: Origin) -> None:  # type: ignore[no-untyped-def]
+async def test_eager_cookie_chain_for_multi_domain_apps(make_edge: MakeEdge, origin: Origin) -> None:
     cfg = base_config(origin.url)
     cfg["apps"][0]["destinations"] = ["admin2.acme.test", {"type": "public", "uri": "*.admin.acme.test"}]
     cfg["ingress"].insert(0, {"hostname": "admin2.acme.test", "service": origin.url})

@@ -14,7 +14,7 @@ from cryptography import x509
 from fakeedge.testing import browser_login
 
 from .conftest import Origin, base_config
-from .tls_support import MakeTLSEdge, TLSEdge, make_tls_edge, trusting
+from .tls_support import MakeTLSEdge, TLSEdge, make_tls_edge
 
 __all__ = ["make_tls_edge"]
 TEAM = "https://acme.cloudflareaccess.com"
@@ -28,7 +28,7 @@ async def acme(make_tls_edge: MakeTLSEdge, origin: Origin) -> TLSEdge:
 async def leaf_for(running: TLSEdge, server_hostname: str) -> x509.Certificate:
     """The certificate the TLS listener presents for ``server_hostname`` (SNI), verified by the CA."""
     _, writer = await asyncio.open_connection(
-        "127.0.0.1", running.tls_port, ssl=trusting(running.ca), server_hostname=server_hostname
+        "127.0.0.1", running.tls_port, ssl=running.fake.ssl_context(), server_hostname=server_hostname
     )
     ssl_object: ssl.SSLObject = writer.get_extra_info("ssl_object")
     der = ssl_object.getpeercert(binary_form=True)

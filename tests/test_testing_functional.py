@@ -10,11 +10,12 @@ import pytest
 import yaml
 from aiohttp import web
 
+from fakeedge import keys
 from fakeedge.config import default_aud
-from fakeedge.errors import ConfigError
-from fakeedge.testing import EdgeFactory, FakeEdge, FakeEdgeFactory, LoginRefused, UnknownName
+from fakeedge.errors import ConfigError, FakeEdgeError, UnknownName
+from fakeedge.testing import EdgeFactory, FakeEdge, FakeEdgeFactory, LoginRefused
 
-from .conftest import BOT_ID, BOT_SECRET, Origin, base_config
+from .conftest import BOT_ID, BOT_SECRET, MakeEdge, Origin, base_config
 from .origins import Verifier, config_for, hits_key, verify, verifying_origin, whoami
 
 
@@ -266,3 +267,66 @@ async def test_a_callable_service_must_make_an_application(fakeedge: FakeEdgeFac
         "ingress[0].service: a callable service must return an aiohttp.web.Application, an ASGI app "
         "(async (scope, receive, send)) or a WSGI app ((environ, start_response)); got str"
     )
+
+
+async def test_tls_listen_serves_the_real_team_domain_to_login_and_clients(fakeedge: FakeEdgeFactory) -> None:
+    # an origin that hard-codes https://acme.cloudflareaccess.com (spec §10): the edge listens as
+    # the config says, TLS included, on free ports; its clients trust its CA and send 443 there
+    origin = whoami()
+    team = "https://acme.cloudflareaccess.com"
+    edge = await fakeedge({**config_for(origin), "team_domain": team, "tls_listen": "127.0.0.1:8443"})
+    assert edge.tls_port is not None and edge.tls_port not in (8443, edge.port)
+    assert edge.ca is not None and edge.ca.cert_path.is_file()
+    assert edge.certs_url == f"{team}/cdn-cgi/access/certs"
+
+    client = await edge.login("alice@acme.test", app="Admin")
+    async with client.get(edge.url("Admin", "/me"), allow_redirects=False) as resp:
+        assert resp.status == 200
+        seen = await resp.json()
+    assert (seen["path"], seen["email"]) == ("/me", "alice@acme.test")
+    team_cookies = {c.key for c in client.cookie_jar if c["domain"] == "acme.cloudflareaccess.com"}
+    assert team_cookies == {"CF_Authorization", "CF_Session"}  # the sign-in went through the TLS team domain
+    async with edge.client().get(edge.certs_url) as resp:
+        assert len((await resp.json())["keys"]) == 2
+    with pytest.raises(aiohttp.ClientConnectorCertificateError):  # a client that trusts the system only
+        async with aiohttp.ClientSession() as stranger:
+            await stranger.get(f"https://127.0.0.1:{edge.tls_port}/cdn-cgi/access/certs")
+
+    tls_only = await fakeedge({**config_for(origin), "listen": False, "tls_listen": "127.0.0.1:8443"})
+    assert tls_only.port == tls_only.tls_port
+    assert tls_only.url("Admin", "/x") == f"https://admin.acme.test:{tls_only.port}/x"
+    client = await tls_only.login("alice@acme.test", app="Admin")
+    async with client.get(tls_only.url("Admin", "/x"), allow_redirects=False) as resp:
+        assert (resp.status, (await resp.json())["email"]) == (200, "alice@acme.test")
+
+
+async def test_ssl_context_without_tls_says_what_to_add(fakeedge: FakeEdgeFactory) -> None:
+    edge = await fakeedge(config_for(whoami()))
+    assert (edge.tls_port, edge.ca) == (None, None)
+    with pytest.raises(FakeEdgeError) as err:
+        edge.ssl_context()
+    assert str(err.value) == "this edge has no TLS listener: add tls_listen to its config"
+
+
+async def test_test_edges_load_the_process_key_instead_of_making_keys(
+    fakeedge: FakeEdgeFactory, make_edge: MakeEdge, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # RSA key generation was a third of the suite's time (issue 17): only the first edge of a
+    # process pays for it, and a rotation still makes a key of its own
+    first = await fakeedge(config_for(whoami()))
+    made: list[float] = []
+    real_new_key = keys.new_key
+
+    def counted(now: float) -> keys.SigningKey:
+        made.append(now)
+        return real_new_key(now)
+
+    monkeypatch.setattr(keys, "new_key", counted)
+    second = await fakeedge(config_for(whoami()))
+    running = await make_edge(base_config("http://127.0.0.1:9"))
+    assert made == []
+    assert second.core.keys.current.kid == running.edge.keys.current.kid == first.core.keys.current.kid
+    assert second.core.keys.directory != first.core.keys.directory  # a copy each: rotations stay apart
+    assert second.rotate_keys() != first.core.keys.current.kid
+    assert len(made) == 1
+    assert running.edge.keys.current.kid == first.core.keys.current.kid

@@ -54,7 +54,9 @@ def test_ca_is_created_once_with_owner_only_keys(tmp_path: Path) -> None:
     keys = tmp_path / "keys"
     first = LocalCA.load(keys)
     assert first.cert_path == keys / "ca-cert" / "ca.pem" == ca_path(keys)
-    mode = lambda p: stat.S_IMODE(p.stat().st_mode)  # noqa: E731
+    def mode(p: Path) -> int:
+        return stat.S_IMODE(p.stat().st_mode)
+
     assert mode(keys / "ca") == 0o700
     assert mode(keys / "ca" / "ca.key") == 0o600
     assert mode(keys / "ca-cert") == 0o755

@@ -95,8 +95,10 @@ async def test_sign_in_over_https_with_the_ca_in_nss(
     assert page.url.startswith(login), page.url
     security = await response.security_details()
     assert security is not None
+    valid_from, valid_to = security.get("validFrom"), security.get("validTo")
+    assert valid_from is not None and valid_to is not None
     # the login page's certificate: the team domain's leaf, issued at start for 90 days (and a day back)
-    assert (security["subjectName"], security["validTo"] - security["validFrom"]) == (
+    assert (security["subjectName"], valid_to - valid_from) == (
         "acme.cloudflareaccess.com",
         91 * 86400,
     )

@@ -17,7 +17,7 @@ from fakeedge.errors import ConfigError
 from fakeedge.testing import browser_login, loopback_session
 
 from .conftest import BOT_ID, BOT_SECRET, Origin, base_config
-from .tls_support import MakeTLSEdge, TLSEdge, make_tls_edge, sign_in_across_ports, trusting
+from .tls_support import MakeTLSEdge, TLSEdge, make_tls_edge, sign_in_across_ports
 
 __all__ = ["make_tls_edge"]  # the fixture, imported for pytest
 BOT = {"CF-Access-Client-Id": BOT_ID, "CF-Access-Client-Secret": BOT_SECRET}
@@ -89,7 +89,7 @@ async def test_service_token_over_tls_forwards_https(tls_edge: TLSEdge, origin: 
 
 
 async def test_plain_listener_alongside_stays_http(tls_edge: TLSEdge, origin: Origin) -> None:
-    client = loopback_session(ssl=trusting(tls_edge.ca), ports={443: tls_edge.tls_port})
+    client = loopback_session(ssl=tls_edge.fake.ssl_context(), ports={443: tls_edge.tls_port})
     async with client:
         resp = await client.get(
             tls_edge.plain_url("admin.acme.test", "/x"), headers={"X-Forwarded-Proto": "https"}, allow_redirects=False

@@ -10,7 +10,7 @@ import aiohttp
 from fakeedge.clock import Clock
 from fakeedge.testing import loopback_session
 
-from .conftest import Origin, RunningEdge, base_config
+from .conftest import MakeEdge, Origin, RunningEdge, base_config
 from .test_today_justification import _follow, _post
 
 
@@ -26,7 +26,7 @@ async def _ask(client: aiohttp.ClientSession, url: str) -> aiohttp.ClientRespons
     return await _follow(client, await _post(client, form, approval_reason="prod incident INC-1"))
 
 
-async def test_temporary_authentication(make_edge, origin: Origin) -> None:  # type: ignore[no-untyped-def]
+async def test_temporary_authentication(make_edge: MakeEdge, origin: Origin) -> None:
     clock = Clock()
     clock.freeze(1_800_000_000)
     cfg = base_config(origin.url)

@@ -10,7 +10,7 @@ import yarl
 
 from fakeedge.testing import loopback_session
 
-from .conftest import Origin, RunningEdge, base_config
+from .conftest import MakeEdge, Origin, RunningEdge, base_config
 from .test_login_csrf_functional import _login_url, _post_form
 
 
@@ -57,8 +57,8 @@ SIX = [f"admin{i}.acme.test" for i in ("", 2, 3, 4, 5, 6)]
     ],
     ids=["unset-two", "unset-six", "off", "on-six"],
 )
-async def test_eager_redirect_cookie(  # type: ignore[no-untyped-def]
-    make_edge, origin: Origin, hosts: list[str], eager: bool | None, signed_in: list[str]
+async def test_eager_redirect_cookie(
+    make_edge: MakeEdge, origin: Origin, hosts: list[str], eager: bool | None, signed_in: list[str]
 ) -> None:
     running = await make_edge(_app_on(origin, hosts, eager))
     assert await _hosts_signed_in(running) == signed_in

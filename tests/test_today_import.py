@@ -34,7 +34,7 @@ def _imported(source: str) -> Config:
 
 
 def _decide(config: Config, app: str, *, email: str | None = None, token: str | None = None,
-            ip: ipaddress.IPv4Address = HOME, country: str = "DE", github: tuple[str, ...] = (),
+            ip: ipaddress.IPv4Address | ipaddress.IPv6Address = HOME, country: str = "DE", github: tuple[str, ...] = (),
             amr: tuple[str, ...] = ("pwd",)) -> str:  # fmt: skip
     the_app = next(a for a in config.apps if a.name == app)
     client_id = None

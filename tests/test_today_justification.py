@@ -10,7 +10,7 @@ from yarl import URL
 
 from fakeedge.testing import loopback_session
 
-from .conftest import Origin, RunningEdge, base_config
+from .conftest import MakeEdge, Origin, RunningEdge, base_config
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
@@ -32,7 +32,7 @@ async def _post(client: aiohttp.ClientSession, page: aiohttp.ClientResponse, **f
     return await client.post(page.url, data={"csrf": match.group(1), **form}, allow_redirects=False)
 
 
-async def test_justification_is_asked_once_per_sign_in(make_edge, origin: Origin) -> None:  # type: ignore[no-untyped-def]
+async def test_justification_is_asked_once_per_sign_in(make_edge: MakeEdge, origin: Origin) -> None:
     cfg = base_config(origin.url)
     cfg["apps"][0]["policies"][0] |= {"purpose_justification_required": True}
     running: RunningEdge = await make_edge(cfg)

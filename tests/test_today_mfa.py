@@ -13,7 +13,7 @@ from fakeedge.config import parse_config
 from fakeedge.errors import ConfigError
 from fakeedge.testing import loopback_session
 
-from .conftest import Origin, base_config
+from .conftest import MakeEdge, Origin, base_config
 from .test_today_justification import _follow, _post
 
 BUTTONS = re.compile(r'name="mfa" value="([a-z_]+)"')
@@ -30,7 +30,7 @@ async def _sign_in(client: aiohttp.ClientSession, url: str, email: str) -> aioht
     return await _post(client, login, email=email)
 
 
-async def test_mfa_after_the_idp_then_for_its_session_duration(make_edge, origin: Origin) -> None:  # type: ignore[no-untyped-def]
+async def test_mfa_after_the_idp_then_for_its_session_duration(make_edge: MakeEdge, origin: Origin) -> None:
     clock = Clock()
     clock.freeze(1_800_000_000)
     running = await make_edge(_cfg(origin, mfa_config={"session_duration": "30m"}), clock=clock)
@@ -68,8 +68,8 @@ async def test_mfa_after_the_idp_then_for_its_session_duration(make_edge, origin
         ("alice@acme.test", {"app": {"mfa_disabled": True}, "policy": {}}, True),  # the policy over the app
     ],
 )
-async def test_where_mfa_applies(  # type: ignore[no-untyped-def]
-    make_edge, origin: Origin, email: str, change: dict[str, Any], asked: bool
+async def test_where_mfa_applies(
+    make_edge: MakeEdge, origin: Origin, email: str, change: dict[str, Any], asked: bool
 ) -> None:
     cfg = _cfg(origin)
     if change.get("org") is False:
@@ -86,7 +86,7 @@ async def test_where_mfa_applies(  # type: ignore[no-untyped-def]
         assert resp.status == 302 and "/cdn-cgi/access/authorized?nonce=" in resp.headers["Location"]
 
 
-async def test_only_allowed_authenticators_pass(make_edge, origin: Origin) -> None:  # type: ignore[no-untyped-def]
+async def test_only_allowed_authenticators_pass(make_edge: MakeEdge, origin: Origin) -> None:
     cfg = _cfg(origin)
     cfg["apps"][0]["policies"][0]["mfa_config"] = {"allowed_authenticators": ["security_key"]}
     running = await make_edge(cfg)

@@ -11,6 +11,8 @@ from fakeedge.config import parse_config
 from fakeedge.errors import ConfigError
 from fakeedge.policy import Facts, Identity, decide
 
+from .conftest import MakeEdge, Origin
+
 ORIGIN = "http://127.0.0.1:9"
 FACTS = Facts(ipaddress.ip_address("192.0.2.1"), "US")
 ALICE = Identity(email="alice@acme.test")
@@ -111,7 +113,7 @@ def test_a_broken_reusable_policy_is_reported_once() -> None:
     assert str(info.value).startswith("f.yml: policies[0].decision: unknown decision 'permit'")
 
 
-async def test_the_edge_runs_reusable_policies_in_precedence_order(make_edge, origin) -> None:  # type: ignore[no-untyped-def]
+async def test_the_edge_runs_reusable_policies_in_precedence_order(make_edge: MakeEdge, origin: Origin) -> None:
     from fakeedge.testing import browser_login
 
     from .conftest import base_config

@@ -11,7 +11,7 @@ import pytest
 from fakeedge.config import parse_config
 from fakeedge.errors import ConfigError
 
-from .conftest import Origin, base_config
+from .conftest import MakeEdge, Origin, base_config
 
 
 def _config(origin: Origin, **org: Any) -> dict[str, Any]:
@@ -32,8 +32,8 @@ def _config(origin: Origin, **org: Any) -> dict[str, Any]:
         ("teapot.acme.test", [], 403),  # before the ingress: no http_status either
     ],
 )
-async def test_unprotected_hosts_get_the_block_page(  # type: ignore[no-untyped-def]
-    make_edge, origin: Origin, host: str, exempt: list[str], status: int
+async def test_unprotected_hosts_get_the_block_page(
+    make_edge: MakeEdge, origin: Origin, host: str, exempt: list[str], status: int
 ) -> None:
     cfg = _config(origin, deny_unmatched_requests=True, deny_unmatched_requests_exempted_zone_names=exempt)
     running = await make_edge(cfg)
@@ -56,14 +56,14 @@ async def test_unprotected_hosts_get_the_block_page(  # type: ignore[no-untyped-
     )
 
 
-async def test_protected_hosts_and_the_team_domain_are_unchanged(make_edge, origin: Origin) -> None:  # type: ignore[no-untyped-def]
+async def test_protected_hosts_and_the_team_domain_are_unchanged(make_edge: MakeEdge, origin: Origin) -> None:
     running = await make_edge(_config(origin, deny_unmatched_requests=True))
     assert (await running.client.get(running.url("admin.acme.test"), allow_redirects=False)).status == 302
     assert (await running.client.get(running.team + "/cdn-cgi/access/certs")).status == 200
     assert (await running.client.get(running.url("public.acme.test", "/cdn-cgi/access/certs"))).status == 200
 
 
-async def test_off_by_default(make_edge, origin: Origin) -> None:  # type: ignore[no-untyped-def]
+async def test_off_by_default(make_edge: MakeEdge, origin: Origin) -> None:
     running = await make_edge(_config(origin))
     assert (await running.client.get(running.url("public.acme.test"), allow_redirects=False)).status == 200
 

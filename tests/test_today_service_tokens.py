@@ -10,7 +10,7 @@ from fakeedge.config import parse_config
 from fakeedge.errors import ConfigError
 from fakeedge.testing import browser_login
 
-from .conftest import BOT_ID, BOT_SECRET, OTHER_ID, OTHER_SECRET, Origin, base_config
+from .conftest import BOT_ID, BOT_SECRET, OTHER_ID, OTHER_SECRET, MakeEdge, Origin, base_config
 
 BOT = {"CF-Access-Client-Id": BOT_ID, "CF-Access-Client-Secret": BOT_SECRET}
 OLD_SECRET = "the-secret-before-the-rotation-0123"
@@ -30,7 +30,7 @@ def test_strict_is_the_default_and_legacy_one_setting_away() -> None:
     assert parse_config(cfg, source="f.yml").strict_service_token_auth is False
 
 
-async def test_strict_by_default_answers_401_403_and_ignores_the_cookie(make_edge, origin: Origin) -> None:  # type: ignore[no-untyped-def]
+async def test_strict_by_default_answers_401_403_and_ignores_the_cookie(make_edge: MakeEdge, origin: Origin) -> None:
     running = await make_edge(_strict_by_default(origin))
     admin, grafana = running.url("admin.acme.test"), running.url("grafana.acme.test")
     wrong = {"CF-Access-Client-Id": BOT_ID, "CF-Access-Client-Secret": "wrong"}
@@ -52,7 +52,7 @@ async def test_strict_by_default_answers_401_403_and_ignores_the_cookie(make_edg
     assert origin.last.headers["Cf-Access-Jwt-Assertion"] != ""
 
 
-async def test_legacy_mode_keeps_the_302_and_the_cookie(make_edge, origin: Origin) -> None:  # type: ignore[no-untyped-def]
+async def test_legacy_mode_keeps_the_302_and_the_cookie(make_edge: MakeEdge, origin: Origin) -> None:
     running = await make_edge(base_config(origin.url))  # strict_service_token_auth: false
     admin = running.url("admin.acme.test")
     wrong = {"CF-Access-Client-Id": BOT_ID, "CF-Access-Client-Secret": "wrong"}
@@ -67,7 +67,7 @@ def _rotated(origin: Origin, **token: Any) -> dict[str, Any]:
     return cfg
 
 
-async def test_a_rotated_secret_works_until_its_own_expiry(make_edge, origin: Origin) -> None:  # type: ignore[no-untyped-def]
+async def test_a_rotated_secret_works_until_its_own_expiry(make_edge: MakeEdge, origin: Origin) -> None:
     from fakeedge.clock import Clock
 
     clock = Clock()
@@ -100,8 +100,8 @@ async def test_a_rotated_secret_works_until_its_own_expiry(make_edge, origin: Or
         ({"disabled": False}, 200),
     ],
 )
-async def test_disabled_and_expired_tokens_cannot_authenticate(  # type: ignore[no-untyped-def]
-    make_edge, origin: Origin, token: dict[str, Any], status: int
+async def test_disabled_and_expired_tokens_cannot_authenticate(
+    make_edge: MakeEdge, origin: Origin, token: dict[str, Any], status: int
 ) -> None:
     from fakeedge.clock import Clock
 

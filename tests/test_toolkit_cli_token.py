@@ -15,6 +15,8 @@ import yaml
 from fakeedge.testing import one_app
 from fakeedge.testing_sync import loopback_requests_session, start_edge
 
+from .conftest import copy_test_key
+
 TEAM_DOMAIN = "https://acme.cloudflareaccess.com"  # fixed, so the CLI knows the iss before serve runs
 
 
@@ -26,7 +28,7 @@ def _whoami(environ: dict[str, object], start_response: object) -> list[bytes]:
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[Path, int]]:
     """`fakeedge serve` in a subprocess on a free port, in front of a status-only origin."""
-    config = one_app("http_status:204", "@acme.test", team_domain=TEAM_DOMAIN, keys_dir=str(tmp_path / "keys"))
+    config = one_app("http_status:204", "@acme.test", team_domain=TEAM_DOMAIN, keys_dir=str(copy_test_key(tmp_path / "keys")))
     path = tmp_path / "fakeedge.yml"
     path.write_text(yaml.safe_dump(config))
     proc = subprocess.Popen(
@@ -81,7 +83,7 @@ def test_a_cli_token_passes_the_running_edge_until_logout(served: tuple[Path, in
 
 
 def test_an_edge_accepts_a_token_minted_by_another_with_the_same_keys(tmp_path: Path) -> None:
-    config = one_app(_whoami, "@acme.test", team_domain=TEAM_DOMAIN, keys_dir=str(tmp_path / "keys"))
+    config = one_app(_whoami, "@acme.test", team_domain=TEAM_DOMAIN, keys_dir=str(copy_test_key(tmp_path / "keys")))
     with start_edge(config) as minter:
         token = minter.mint(email="alice@acme.test")
     with start_edge(config) as edge:

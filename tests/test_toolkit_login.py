@@ -21,13 +21,15 @@ import yaml
 from fakeedge.testing import loopback_session, one_app
 from fakeedge.testing_sync import loopback_requests_session, start_edge
 
+from .conftest import copy_test_key
+
 CURL = shutil.which("curl")
 
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
     """`fakeedge serve` in a subprocess on a free port (its --ready-json), in front of a 204 origin."""
-    config = one_app("http_status:204", "@acme.test", service_token="ci", keys_dir=str(tmp_path / "keys"))
+    config = one_app("http_status:204", "@acme.test", service_token="ci", keys_dir=str(copy_test_key(tmp_path / "keys")))
     path = tmp_path / "fakeedge.yml"
     path.write_text(yaml.safe_dump(config))
     proc = subprocess.Popen(
@@ -154,14 +156,15 @@ def test_the_control_route_refuses_bad_bodies() -> None:
     with start_edge(one_app(_whoami, "alice@acme.test")) as edge:
         control = loopback_requests_session()
         url = f"{edge.team_domain}/cdn-cgi/fakeedge/login"
-        for body, error in [
+        cases: list[tuple[dict[str, Any], str]] = [
             ({"email": "alice@acme.test", "app": "App", "format": "har"},
              "format: expected one of storage-state, netscape, cookie, got 'har'"),
             ({"app": "App"}, 'give email or service_token, as in {"email": "alice@acme.test", "app": "Admin"}'),
             ({"email": "alice@acme.test", "app": "App", "secure": True},
              "unknown key(s) secure; valid: email, service_token, app, format"),
             ({"service_token": "ci", "app": "App"}, "no service token named 'ci' service tokens: none"),
-        ]:  # fmt: skip
+        ]  # fmt: skip
+        for body, error in cases:
             resp = control.post(url, json=body)
             assert (resp.status_code, resp.json()) == (400, {"error": error})
         assert control.get(f"{edge.team_domain}/cdn-cgi/fakeedge/sessions").json() == {"sessions": []}
@@ -174,7 +177,7 @@ def test_login_reaches_the_configs_listen_address_with_the_team_domain_as_host(t
         port = probe.getsockname()[1]
     config = one_app(
         "http_status:204", "@acme.test", listen=f"127.0.0.1:{port}",
-        team_domain="http://acme.cloudflareaccess.test", keys_dir=str(tmp_path / "keys"),
+        team_domain="http://acme.cloudflareaccess.test", keys_dir=str(copy_test_key(tmp_path / "keys")),
     )  # fmt: skip
     path = tmp_path / "fakeedge.yml"
     path.write_text(yaml.safe_dump(config))

@@ -157,10 +157,10 @@ async def test_the_async_fixture_serves_them_too(fakeedge: FakeEdgeFactory) -> N
         assert (await resp.json())["via"] == "flask"
     # a blocking PyJWKClient call in the origin cannot stall the edge: origins run on their own loop
     async with httpx.AsyncClient() as direct:
-        resp = await direct.get(
+        answer = await direct.get(
             edge.origin_url("App", "/me"), headers={ASSERTION: edge.mint(app="App", email="b@acme.test")}
         )
-    assert resp.json()["email"] == "b@acme.test"
+    assert answer.json()["email"] == "b@acme.test"
 
 
 async def _asgi_app(scope: Any, receive: Any, send: Any) -> None: ...

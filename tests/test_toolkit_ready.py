@@ -18,6 +18,8 @@ import yaml
 from fakeedge.testing import one_app
 from fakeedge.testing_sync import loopback_requests_session
 
+from .conftest import copy_test_key
+
 TEAM_DOMAIN = "http://acme.cloudflareaccess.test"
 
 
@@ -32,7 +34,7 @@ def _first_stdout_line(proc: subprocess.Popen[str], timeout: float = 60.0) -> st
 
 def test_serve_announces_readiness_as_json_on_stdout_and_in_a_file(tmp_path: Path) -> None:
     config = one_app(
-        "http_status:204", "@acme.test", team_domain=TEAM_DOMAIN, service_token="ci", keys_dir=str(tmp_path / "keys")
+        "http_status:204", "@acme.test", team_domain=TEAM_DOMAIN, service_token="ci", keys_dir=str(copy_test_key(tmp_path / "keys"))
     )
     config_path = tmp_path / "fakeedge.yml"
     config_path.write_text(yaml.safe_dump(config))

@@ -239,7 +239,8 @@ def test_a_service_token_in_one_line() -> None:
             f"http://127.0.0.1:{edge.port}/", headers={"Host": "app.acme.test", **edge.service_token("ci")}
         )
         assert resp.status_code == 204
-        assert edge.requests.last.claims["common_name"] == edge.config.service_tokens[0].client_id
+        claims = edge.requests.last.claims
+        assert claims is not None and claims["common_name"] == edge.config.service_tokens[0].client_id
 
 
 def test_members_of_the_sync_edge() -> None:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import copy
 import re
-import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,28 +11,43 @@ from urllib.parse import urljoin
 
 import aiohttp
 import pytest
-from aiohttp import web
 from yarl import URL
 
-from fakeedge.config import parse_config
 from fakeedge.edge import Edge
-from fakeedge.testing import loopback_session
+from fakeedge.testing import FakeEdge, FakeEdgeFactory
 from fakeedge.tls import LocalCA
-from fakeedge.web_app import start
 
 
-@dataclass
+@dataclass(frozen=True)
 class TLSEdge:
-    edge: Edge
-    port: int | None  # the plain listener's, if any
-    tls_port: int
-    runner: web.AppRunner
-    ca: LocalCA
-    client: aiohttp.ClientSession  # trusts the CA; port 443 goes to tls_port
+    """An edge with a TLS listener from the public ``EdgeFactory`` (``tls_listen`` in its config),
+    and the client a test drives it with: it trusts the edge's CA, and port 443 goes to ``tls_port``."""
+
+    fake: FakeEdge
+    client: aiohttp.ClientSession
+
+    @property
+    def edge(self) -> Edge:
+        return self.fake.core
+
+    @property
+    def port(self) -> int | None:
+        """The plain listener's port, if any."""
+        return None if self.fake.port == self.fake.tls_port else self.fake.port
+
+    @property
+    def tls_port(self) -> int:
+        assert self.fake.tls_port is not None
+        return self.fake.tls_port
+
+    @property
+    def ca(self) -> LocalCA:
+        assert self.fake.ca is not None
+        return self.fake.ca
 
     @property
     def team(self) -> str:
-        return self.edge.team_domain
+        return self.fake.team_domain
 
     def url(self, host: str, path: str = "/", *, port: bool = True) -> str:
         """An https URL on the TLS listener; ``port=False``: on 443, which the client's resolver maps to it."""
@@ -44,40 +57,22 @@ class TLSEdge:
         return f"http://{host}:{self.port}{path}"
 
     def aud(self, name: str) -> str:
-        return self.edge.app(name).aud
-
-
-def trusting(ca: LocalCA) -> ssl.SSLContext:
-    """A client context that trusts ``ca`` only (not the system roots) and checks host names."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ca.configure_trust(ctx)
-    return ctx
+        return self.fake.aud(name)
 
 
 MakeTLSEdge = Callable[..., Awaitable[TLSEdge]]
 
 
 @pytest.fixture
-async def make_tls_edge(tmp_path: Path) -> AsyncIterator[MakeTLSEdge]:
+async def make_tls_edge(fakeedge: FakeEdgeFactory) -> MakeTLSEdge:
     """Start edges with a TLS listener on 127.0.0.1:0: ``await make_tls_edge(cfg, plain=True)``."""
-    started: list[TLSEdge] = []
 
     async def go(raw: dict[str, Any], *, plain: bool = True, keys_dir: Path | None = None) -> TLSEdge:
-        raw = copy.deepcopy(raw)
-        raw.setdefault("keys_dir", str(keys_dir or tmp_path / "keys"))
-        edge = Edge.create(parse_config(raw, source="test.yml", base_dir=tmp_path))
-        runner, (_, first_port) = await start(edge, "127.0.0.1" if plain else None, 0, tls_listen=("127.0.0.1", 0))
-        (tls_port,) = edge.tls_ports
-        ca = LocalCA.load(edge.config.keys_dir)
-        client = loopback_session(ssl=trusting(ca), ports={443: tls_port})
-        running = TLSEdge(edge, first_port if plain else None, tls_port, runner, ca, client)
-        started.append(running)
-        return running
+        raw = {"tls_listen": "127.0.0.1:0", **raw, **({} if plain else {"listen": False})}
+        fake = await fakeedge(raw, keys_dir=keys_dir)
+        return TLSEdge(fake, fake.client())
 
-    yield go
-    for running in reversed(started):
-        await running.client.close()
-        await running.runner.cleanup()
+    return go
 
 
 async def sign_in_across_ports(session: aiohttp.ClientSession, url: str, email: str) -> aiohttp.ClientResponse:
