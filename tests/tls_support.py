@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin
 
 import aiohttp
 import pytest
-from yarl import URL
 
 from fakeedge.edge import Edge
-from fakeedge.testing import FakeEdge, FakeEdgeFactory
+from fakeedge.testing import FakeEdge, FakeEdgeFactory, _walk_sign_in
 from fakeedge.tls import LocalCA
 
 
@@ -77,15 +74,8 @@ async def make_tls_edge(fakeedge: FakeEdgeFactory) -> MakeTLSEdge:
 
 async def sign_in_across_ports(session: aiohttp.ClientSession, url: str, email: str) -> aiohttp.ClientResponse:
     """Like ``fakeedge.testing.browser_login``, but following redirects to any port (plain <-> TLS)."""
-    resp = await session.get(url, allow_redirects=False)
-    for _ in range(10):
-        await resp.read()
-        if resp.status == 302:
-            resp = await session.get(URL(urljoin(str(resp.url), resp.headers["Location"])), allow_redirects=False)
-        elif resp.status == 200 and "/cdn-cgi/access/login/" in resp.url.path:
-            csrf = re.search(r'name="csrf" value="([^"]+)"', await resp.text())
-            assert csrf, "the SSO page has no csrf field"
-            resp = await session.post(resp.url, data={"csrf": csrf.group(1), "email": email}, allow_redirects=False)
-        else:
-            return resp
-    raise AssertionError(f"no final answer after 10 hops from {url}")
+    first = await session.get(url, allow_redirects=False)
+    resp = await _walk_sign_in(session, first, 10, lambda _target: True, lambda _page: {"email": email})
+    if resp is None:
+        raise AssertionError(f"no final answer after 10 hops from {url}")
+    return resp
