@@ -163,7 +163,13 @@ def check(request: web.Request, edge: Edge, match: AppMatch) -> Admission | web.
             judged(request, Judged(None, None, ip, default_country, None, strict=True))
             note(request, "strict service-token auth: the headers are malformed, or the id or secret is wrong")
             return access_denied(request, edge, app, 401)
-        verdict = decide(app, Facts(ip, default_country, service.token_client_id), None)
+        # the same verdict as the cached one below for a request without a credential: one key
+        token_id = service.token_client_id
+        strict_key: tuple[str, str | None, str, str, str | None] = (app.aud, None, ip_text, default_country, token_id)
+        verdict = edge.verdicts.get(strict_key)
+        if verdict is None:
+            verdict = decide(app, Facts(ip, default_country, service.token_client_id), None)
+            edge.remember_verdict(strict_key, verdict)
         if verdict.outcome in ("service", "bypass"):
             judged(request, Judged(verdict, None, ip, default_country, service.token_client_id, strict=True))
             return _service_admission(edge, app, verdict, service.token_client_id, set_cookie=False)

@@ -1,0 +1,70 @@
+"""Issue 16, hot path round 2: what the per-request shortcuts keep, and that they change no answer.
+
+Every request goes through a real edge on 127.0.0.1 to a real aiohttp origin. The shortcuts are
+caches of what the config and the keys already decide; each test checks both that the second
+request takes the shortcut and that the answer is the one the first request got.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from typing import Any
+
+from aiohttp import web
+
+from fakeedge.config import parse_config
+from fakeedge.testing import FakeEdge, FakeEdgeFactory
+
+DIGEST = hashlib.sha256(b"acme:hotpath").hexdigest()
+CI = {"CF-Access-Client-Id": f"{DIGEST[:32]}.access", "CF-Access-Client-Secret": DIGEST[32:]}
+
+
+def _origin() -> web.Application:
+    async def echo(request: web.Request) -> web.Response:
+        return web.Response(text="origin")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", echo)
+    return app
+
+
+def _config(service: Any, *, bots: bool = True) -> dict[str, Any]:
+    policies: list[dict[str, Any]] = [
+        {"name": "people", "decision": "allow", "include": [{"email": {"email": "alice@acme.test"}}]}
+    ]
+    if bots:
+        policies.append({"name": "bots", "decision": "non_identity", "include": [{"any_valid_service_token": {}}]})
+    return {
+        "team": "acme",
+        "service_tokens": [
+            {"name": "ci", "client_id": CI["CF-Access-Client-Id"], "client_secret": CI["CF-Access-Client-Secret"]}
+        ],
+        "apps": [{"name": "Admin", "domain": "admin.acme.test", "policies": policies}],
+        "ingress": [{"hostname": "admin.acme.test", "service": service}, {"service": "http_status:404"}],
+    }
+
+
+def _reconfigure(edge: FakeEdge, **changes: Any) -> None:
+    new = parse_config(_config("http://127.0.0.1:9", **changes), source="changed.yml")
+    edge.core.reconfigure(dataclasses.replace(new, ingress=edge.config.ingress, keys_dir=edge.config.keys_dir))
+
+
+async def test_strict_service_token_verdicts_are_cached_and_dropped_with_the_config(fakeedge: FakeEdgeFactory) -> None:
+    edge = await fakeedge(config=_config(_origin()))  # strict_service_token_auth: the default (spec §14.3)
+    assert edge.config.strict_service_token_auth
+    client = edge.client()
+    for _ in range(2):
+        async with client.get(edge.url("Admin"), headers=CI, allow_redirects=False) as resp:
+            assert resp.status == 200 and "Set-Cookie" not in resp.headers
+    first, second = edge.requests.all()
+    assert first.why.judged is not None and second.why.judged is not None
+    assert second.why.judged.verdict is first.why.judged.verdict  # the second decided from the cache
+    assert (second.decision, second.policy, second.reason) == (first.decision, first.policy, first.reason)
+    assert second.reason == "Service Auth policy 'bots' matched any_valid_service_token"
+
+    _reconfigure(edge, bots=False)
+
+    async with client.get(edge.url("Admin"), headers=CI, allow_redirects=False) as resp:
+        assert resp.status == 403  # authenticated, and no longer allowed
+    assert edge.requests.all()[-1].decision is None
