@@ -34,9 +34,13 @@ from .web_request import (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Admission:
-    """A request the edge lets through, with what the origin and the client get added."""
+    """A request the edge lets through, with what the origin and the client get added.
+
+    Not changed once made; not frozen only because a frozen dataclass's ``__init__`` costs twice
+    as much, and one is made per admitted request (issue 16).
+    """
 
     verdict: Verdict
     assertion: str | None = None
