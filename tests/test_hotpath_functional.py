@@ -68,3 +68,34 @@ async def test_strict_service_token_verdicts_are_cached_and_dropped_with_the_con
     async with client.get(edge.url("Admin"), headers=CI, allow_redirects=False) as resp:
         assert resp.status == 403  # authenticated, and no longer allowed
     assert edge.requests.all()[-1].decision is None
+
+
+async def test_service_token_secrets_follow_the_clock_both_ways(fakeedge: FakeEdgeFactory) -> None:
+    """The encoded secrets are kept per token until one expires, and worked out again when the
+    clock crosses an expiry either way (the control API can set it back)."""
+    now = 1_800_000_000  # 2027-01-15T08:00:00Z
+    cfg = _config(_origin())
+    cfg["service_tokens"][0] |= {
+        "previous_client_secrets": [{"client_secret": "the-old-secret-0123456789", "expires_at": "2027-01-15T08:01:00Z"}],
+        "expires_at": "2027-01-15T08:02:00Z",
+    }
+    edge = await fakeedge(config=cfg)
+    edge.clock.freeze(now)
+    client = edge.client()
+    old = {**CI, "CF-Access-Client-Secret": "the-old-secret-0123456789"}
+    wrong = {**CI, "CF-Access-Client-Secret": "not-the-secret"}
+
+    async def status(headers: dict[str, str]) -> int:
+        async with client.get(edge.url("Admin"), headers=headers, allow_redirects=False) as resp:
+            return resp.status
+
+    assert [await status(h) for h in (CI, old, wrong)] == [200, 200, 401]
+    edge.clock.advance(60)  # the old secret's grace ends
+    assert [await status(h) for h in (CI, old, wrong)] == [200, 401, 401]
+    edge.clock.freeze(now + 59)  # set back: in its grace again
+    assert [await status(h) for h in (CI, old)] == [200, 200]
+    edge.clock.freeze(now + 120)  # the token expires
+    assert [await status(h) for h in (CI, old)] == [401, 401]
+    edge.clock.freeze(now)
+    assert [await status(h) for h in (CI, old)] == [200, 200]
+
