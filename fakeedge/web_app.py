@@ -238,11 +238,16 @@ def _said(reason: str) -> str:
     return ' reason="{}"'.format(reason.replace('"', "'")) if reason else ""
 
 
+# the Host headers an edge sees are few: each is checked once (a tuple or None, immutable); bounded
+# so that a client sending a new one per request only churns it
+_split_host = functools.lru_cache(maxsize=256)(split_host)
+
+
 async def _answer(
     request: web.Request, front: Front, edge: Edge, ray: str, trail: journal.Trail
 ) -> tuple[web.StreamResponse, App | None, AnswerKind, str]:
     """The response, the app that covered the request, what kind of answer it was, and the host."""
-    parsed = split_host(request.host)
+    parsed = _split_host(request.host)
     raw_path = request.raw_path
     if parsed is None or not raw_path.startswith("/") or "#" in raw_path:
         # a Host that is no host name, or an absolute-form target whose host could differ from

@@ -14,7 +14,27 @@ from typing import Any
 from aiohttp import web
 
 from fakeedge.config import parse_config
+from fakeedge.policy import MATCH_CACHE_LIMIT
 from fakeedge.testing import FakeEdge, FakeEdgeFactory
+
+from .test_policy import MATCHES, _apps
+
+# the apps of test_policy.INDEX, in its order (app0 ... app12)
+DOMAINS: list[str | list[str]] = [
+    "a.test",
+    "*.a.test",
+    "*test.b.test",
+    "c.test/alpha/*",
+    "c.test/beta",
+    "d.test/foo*/bar",
+    "e.test",
+    "e.test/admin",
+    "e.test/admin/exec",
+    "x.f.test",
+    "*.f.test",
+    ["g.test", "h.test/api"],
+    "i.test/*",
+]
 
 DIGEST = hashlib.sha256(b"acme:hotpath").hexdigest()
 CI = {"CF-Access-Client-Id": f"{DIGEST[:32]}.access", "CF-Access-Client-Secret": DIGEST[32:]}
@@ -99,3 +119,17 @@ async def test_service_token_secrets_follow_the_clock_both_ways(fakeedge: FakeEd
     edge.clock.freeze(now)
     assert [await status(h) for h in (CI, old)] == [200, 200]
 
+
+def test_app_matches_are_remembered_per_host_and_path_and_bounded() -> None:
+    fresh = _apps(*DOMAINS)
+    for _ in range(2):  # the second round answered from the memo: the same answers, misses included
+        for host, path, expected in MATCHES:
+            match = fresh.match(host, path)
+            assert (match.app.name if match else None) == expected, (host, path)
+    first = fresh.match("c.test", "/alpha/one")
+    assert first is not None and fresh.match("c.test", "/alpha/one") is first
+    for i in range(3 * MATCH_CACHE_LIMIT):  # a client asking for a new path each time
+        match = fresh.match("c.test", f"/alpha/{i}")
+        assert match is not None and match.app.name == "app3"
+    assert len(fresh._found) <= MATCH_CACHE_LIMIT
+    assert fresh.match("c.test", "/beta") is not None and fresh.match("c.test", "/alpha") is None
