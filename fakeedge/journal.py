@@ -90,18 +90,32 @@ def record(
     app: App | None,
     kind: AnswerKind,
     latency_ms: float,
+    trail: Trail | None = None,
 ) -> Record:
-    """Append the journal record of ``request``, answered with ``response``, and return it."""
-    trail = request[trail_key]
+    """Append the journal record of ``request``, answered with ``response``, and return it.
+
+    ``trail`` is the request's :class:`Trail` when the caller holds it (saves a lookup).
+    """
+    if trail is None:
+        trail = request[trail_key]
     forwarded = trail.forwarded
-    admission = forwarded.admission if forwarded is not None else None
     headers = response.headers
-    grant = None
-    if admission is not None and admission.assertion and edge.oauth.grants:  # only with managed OAuth in use
-        cred = admission.credential or edge.credential(admission.assertion)
-        if cred is not None and cred.session is not None:
-            found = edge.oauth.grant_of_session(cred.session.nonce)
-            grant = found.id if found is not None else None
+    if forwarded is not None:
+        admission = forwarded.admission
+        sent: CIMultiDict[str] | None = forwarded.headers
+    else:
+        admission = sent = None
+    grant = claims = assertion = None
+    if admission is not None:
+        assertion = admission.assertion
+        cred = admission.credential
+        if cred is not None:
+            claims = cred.claims
+        if assertion and edge.oauth.grants:  # only with managed OAuth in use
+            cred = cred or edge.credential(assertion)
+            if cred is not None and cred.session is not None:
+                found = edge.oauth.grant_of_session(cred.session.nonce)
+                grant = found.id if found is not None else None
     rec = Record(
         request.method,
         host,
@@ -117,10 +131,10 @@ def record(
         request.headers,
         tuple(headers.getall("Set-Cookie", ())),
         headers.get("Location"),
-        why(request, response, app),
-        forwarded.headers if forwarded is not None else None,
-        admission.credential.claims if admission is not None and admission.credential is not None else None,
-        admission.assertion if admission is not None else None,
+        why(request, response, app, trail),
+        sent,
+        claims,
+        assertion,
         edge.service_token_by_client_id,
         grant,
     )
@@ -128,9 +142,10 @@ def record(
     return rec
 
 
-def why(request: web.Request, response: web.StreamResponse, app: App | None) -> Why:
+def why(request: web.Request, response: web.StreamResponse, app: App | None, trail: Trail | None = None) -> Why:
     """What the reason for ``request``'s answer is written from (:attr:`Record.reason`)."""
-    trail = request[trail_key]
+    if trail is None:
+        trail = request[trail_key]
     reason = trail.note
     status = response.status
     if (

@@ -149,6 +149,9 @@ class AppMatch:
     losers: tuple[Destination, ...] = ()  # broader destinations that also covered the request
 
 
+MATCH_CACHE_LIMIT = 512  # (host, path) pairs whose app AppIndex keeps
+
+
 class AppIndex:
     """Finds the most specific app for (host, path): an exact-host dict first, wildcards after.
 
@@ -159,6 +162,9 @@ class AppIndex:
     def __init__(self, apps: Iterable[App]) -> None:
         self._exact: dict[str, list[_Entry]] = {}
         self._wild: dict[str, list[_Entry]] = {}  # keyed by the part after the first label
+        # (host, path) -> match: a request's answer depends on this index only, and clients ask
+        # for the same few pages again and again (issue 16); bounded, emptied when full
+        self._found: dict[tuple[str, str], AppMatch | None] = {}
         for app in apps:
             for dest in app.destinations:
                 first, _, rest = dest.host.partition(".")
@@ -178,6 +184,17 @@ class AppIndex:
 
     def match(self, host: str, path: str) -> AppMatch | None:
         """The app covering ``host`` (lower-case, no port) and ``path``, most specific first."""
+        key = (host, path)
+        found = self._found.get(key)
+        if found is not None or key in self._found:
+            return found
+        found = self._lookup(host, path)
+        if len(self._found) >= MATCH_CACHE_LIMIT:
+            self._found.clear()
+        self._found[key] = found
+        return found
+
+    def _lookup(self, host: str, path: str) -> AppMatch | None:
         candidates = self._candidates(host)
         best: _Entry | None = None
         losers: list[Destination] = []

@@ -95,8 +95,17 @@ class Why:
 
     def text(self, *, short: bool = False) -> str:
         """The reason in words; ``short`` for the access log (which names app and policy itself)."""
-        parts: list[str] = []
         judged = self.judged
+        if (
+            judged is not None
+            and not self.note
+            and not self.failure
+            and not judged.bad_service_token
+            and judged.verdict is not None
+            and self.app is not None
+        ):
+            return _verdict_reason(self.app, judged, short)  # the hot path's one part: no list, no join
+        parts: list[str] = []
         if judged is not None and self.app is not None and judged.verdict is not None:
             if judged.bad_service_token:
                 parts.append(

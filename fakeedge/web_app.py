@@ -25,7 +25,7 @@ from .env import listener_url, shown_host
 from .errors import ConfigError
 from .headers import edge_headers
 from .policy import Verdict, normalize_path, split_host
-from .record import AnswerKind, RequestLog
+from .record import AnswerKind, RequestLog, Why
 from .tls import edge_context
 from .web_access import Admission, answer_preflight, app_cookies, check, is_preflight, metadata_token, oauth_bearer
 from .web_cdn_cgi import handle_certs, handle_get_identity
@@ -167,34 +167,32 @@ async def _handle(request: web.Request, front: Front, edge: Edge) -> web.StreamR
     except asyncio.CancelledError:
         # the client went away (aiohttp cancels its handler): logged as nginx and Cloudflare do, 499
         if edge_log.enabled:
-            _log(edge_log, request, 499, "-", "-", "client-closed", "", started, ray)
+            elapsed = (time.perf_counter() - started) * 1000
+            edge_log.write(_line(request, 499, "-", "-", "client-closed", Why(), elapsed, ray))
         if edge.recorder is not None:
             _journal_departed(request, edge, edge.recorder, started)
         raise
     journal_log = edge.recorder
     if kind == "favicon" or (journal_log is None and not edge_log.enabled):
         return response
+    elapsed = (time.perf_counter() - started) * 1000  # one clock read for the journal and the log
     if journal_log is not None and kind != "control":  # the inspector's own calls would drown the rest
-        elapsed = (time.perf_counter() - started) * 1000
         why = journal.record(
-            journal_log, request, response, edge, host=host, app=app, kind=kind, latency_ms=elapsed
+            journal_log, request, response, edge, host=host, app=app, kind=kind, latency_ms=elapsed, trail=trail
         ).why
     else:
-        why = journal.why(request, response, app)
+        why = journal.why(request, response, app, trail)
     if edge_log.enabled:
-        verdict = trail.judged.verdict if trail.judged is not None else None
-        policy = verdict.policy.name if verdict is not None and verdict.policy is not None else "-"
-        decision = verdict.outcome if verdict is not None else kind
-        _log(
-            edge_log,
-            request,
-            response.status,
-            app.name if app is not None else "-",
-            policy,
-            decision,
-            why.text(short=True),
-            started,
-            ray,
+        judged = trail.judged
+        verdict = judged.verdict if judged is not None else None
+        decision: str
+        if verdict is None:
+            policy, decision = "-", kind
+        else:
+            policy = verdict.policy.name if verdict.policy is not None else "-"
+            decision = verdict.outcome
+        edge_log.write(
+            _line(request, response.status, app.name if app is not None else "-", policy, decision, why, elapsed, ray)
         )
     return response
 
@@ -217,30 +215,39 @@ def _journal_departed(request: web.Request, edge: Edge, journal_log: RequestLog,
     )
 
 
-def _log(
-    edge_log: AccessLog,
+def _line(
     request: web.Request,
     status: int,
     app_name: str,
     policy_name: str,
     decision: str,
-    reason: str,
-    started: float,
+    why: Why,
+    elapsed: float,
     ray: str,
-) -> None:
-    elapsed = (time.perf_counter() - started) * 1000
-    said = ' reason="{}"'.format(reason.replace('"', "'")) if reason else ""
-    edge_log.write(
+) -> str:
+    """The access-log line of an answered request."""
+    return (
         f"{request.method} {request.host}{request.raw_path[:200]} {status} "
-        f"app={app_name} policy={policy_name} decision={decision}{said} {elapsed:.1f}ms ray={ray}"
+        f"app={app_name} policy={policy_name} decision={decision}{_said(why.text(short=True))} {elapsed:.1f}ms ray={ray}"
     )
+
+
+@functools.lru_cache(maxsize=1024)
+def _said(reason: str) -> str:
+    """The line's ``reason="..."`` part: the hot path's reasons are few and recur (cached verdicts)."""
+    return ' reason="{}"'.format(reason.replace('"', "'")) if reason else ""
+
+
+# the Host headers an edge sees are few: each is checked once (a tuple or None, immutable); bounded
+# so that a client sending a new one per request only churns it
+_split_host = functools.lru_cache(maxsize=256)(split_host)
 
 
 async def _answer(
     request: web.Request, front: Front, edge: Edge, ray: str, trail: journal.Trail
 ) -> tuple[web.StreamResponse, App | None, AnswerKind, str]:
     """The response, the app that covered the request, what kind of answer it was, and the host."""
-    parsed = split_host(request.host)
+    parsed = _split_host(request.host)
     raw_path = request.raw_path
     if parsed is None or not raw_path.startswith("/") or "#" in raw_path:
         # a Host that is no host name, or an absolute-form target whose host could differ from
