@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import pytest
 from hypothesis import given, settings
@@ -230,3 +230,36 @@ def test_a_long_path_against_wildcard_apps_gets_its_302_from_a_real_edge(
     covered = exchange(edge.port, request("GET", target + "/d", "deep.acme.test", edge.port))
     assert covered.status == 302
     assert urlsplit(covered.header("Location")[0]).path.startswith("/cdn-cgi/access/login/deep.acme.test")
+
+
+# --- the sign-in form ---------------------------------------------------------------------------
+
+
+def _login_post(edge: SyncEdge, fields: dict[str, str]) -> Answer:
+    first = exchange(edge.port, request("GET", "/", "admin.acme.test", edge.port))
+    assert first.status == 302
+    login = urlsplit(first.header("Location")[0])
+    body = "&".join(f"{k}={quote(v, safe='')}" for k, v in {"csrf": "c" * 32, **fields}.items()).encode()
+    headers = f"Cookie: CF_Session={'c' * 32}\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+    return exchange(
+        edge.port, request("POST", f"{login.path}?{login.query}", login.netloc.split(":")[0], edge.port, headers, body)
+    )
+
+
+EMAIL_SHAPES = {
+    "dots": lambda n: "a@" + "." * n + "<",
+    "dotted": lambda n: "a@" + "a." * (n // 2) + "<",
+    "ats": lambda n: "a" * n + "@",
+}
+
+
+@pytest.mark.parametrize("size", [1000, 10_000, 60_000])
+@pytest.mark.parametrize("shape", EMAIL_SHAPES)
+def test_a_long_email_on_the_sign_in_form_is_refused_in_linear_time(
+    threaded_edge: Callable[[dict[str, Any]], SyncEdge], shape: str, size: int
+) -> None:
+    """``a@`` and 60,000 dots (the form may be 64 KiB) took about a minute in the email regex."""
+    edge = threaded_edge(base_config(ORIGIN))
+    answer = _login_post(edge, {"email": EMAIL_SHAPES[shape](size)})
+    assert answer.status == 400
+    assert b"Enter an email address such as you@example.com." in answer.body
