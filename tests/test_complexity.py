@@ -9,6 +9,7 @@ a loaded two-core machine (``BOUND`` where linear work takes milliseconds); noth
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -263,3 +264,137 @@ def test_a_long_email_on_the_sign_in_form_is_refused_in_linear_time(
     answer = _login_post(edge, {"email": EMAIL_SHAPES[shape](size)})
     assert answer.status == 400
     assert b"Enter an email address such as you@example.com." in answer.body
+
+
+# --- parsers found linear, kept so: each answers the worst shapes at 1k..1M characters ------------
+
+SIZES = [1000, 10_000, 100_000, 1_000_000]
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_paths_hosts_and_redirect_targets_are_read_in_linear_time(size: int) -> None:
+    from fakeedge.config import parse_destination
+    from fakeedge.policy import split_host
+    from fakeedge.web_login import safe_redirect_path
+
+    assert within(lambda: normalize_path("/%2e%2e/" * (size // 8))) == "/"
+    assert within(lambda: normalize_path("/a/.." * (size // 5))) == "/"
+    assert within(lambda: normalize_path("\\" * size)) == "/"
+    assert within(lambda: normalize_path("%" * size)) == "/" + "%25" * size
+    assert within(lambda: split_host("a." * (size // 2) + "!")) is None
+    assert within(lambda: split_host(("a" + "-" * 61 + "a.") * (size // 64) + "-")) is None
+    assert within(lambda: split_host("a:" + "1" * size)) is None
+    assert within(lambda: split_host("[" + ":" * size)) is None
+    assert within(lambda: safe_redirect_path("/" + "é" * size)) == "/" + "%C3%A9" * size
+    with pytest.raises(ValueError, match="expected host"):
+        within(lambda: parse_destination("a" * size + "!/x"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_what_the_journal_masks_is_masked_in_linear_time(size: int) -> None:
+    from fakeedge.record import mask_header, mask_url
+
+    secret = '{"cf-access-client-id":"x","cf-access-client-secret":"' + "\\" * size + "!"  # never closed
+    assert within(lambda: mask_header("X-Token", secret)) == secret
+    dotted = "a." * (size // 2)
+    assert within(lambda: mask_header("Authorization", "Bearer " + dotted)).startswith("Bearer <masked")
+    cookies = "; ".join(["a=b"] * (size // 5))
+    assert within(lambda: mask_header("Cookie", cookies)).count("<masked 1 chars") == size // 5
+    assert within(lambda: mask_url("/?" + "a=1&" * (size // 4))).startswith("/?a=1&")
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_registration_redirect_uris_are_judged_in_linear_time(size: int) -> None:
+    from fakeedge.config import DynamicClientRegistration
+    from fakeedge.oauth import redirect_uri_refusal
+
+    dcr = DynamicClientRegistration(allowed_uris=("https://app.test/*",))
+    assert within(lambda: redirect_uri_refusal("https://app.test/" + "a/" * (size + 1024), dcr)) == "is not a valid URI"
+    assert within(lambda: redirect_uri_refusal("https://app.test/" + "a/" * 1000, dcr)) is None
+
+
+# --- through a real edge: bodies and headers beyond what aiohttp's line limits bound --------------
+
+
+def _oauth_edge(threaded_edge: Callable[[dict[str, Any]], SyncEdge]) -> SyncEdge:
+    cfg = base_config(ORIGIN)
+    cfg["apps"][0]["oauth_configuration"] = {"enabled": True, "dynamic_client_registration": {}}
+    return threaded_edge(cfg)
+
+
+@pytest.mark.parametrize("size", [1000, 60_000, 1_000_000])
+def test_oauth_registration_and_token_bodies_are_refused_in_linear_time(
+    threaded_edge: Callable[[dict[str, Any]], SyncEdge], size: int
+) -> None:
+    edge = _oauth_edge(threaded_edge)
+    json_type = "Content-Type: application/json\r\n"
+    nested = b"[" * size + b"]" * size
+    answer = exchange(
+        edge.port,
+        request("POST", "/cdn-cgi/access/oauth/registration", "admin.acme.test", edge.port, json_type, nested),
+    )
+    if len(nested) > 64 * 1024:
+        assert (answer.status, answer.body) == (
+            413,
+            b'{"error": "invalid_client_metadata", "error_description": "the body is larger than 65536 bytes"}',
+        )
+    else:
+        assert (answer.status, answer.body) == (
+            400,
+            b'{"error": "invalid_client_metadata", "error_description": "the body is not JSON"}',
+        )
+    pairs = b"&".join(b"a%d=1" % i for i in range(size // 8))
+    answer = exchange(
+        edge.port, request("POST", "/cdn-cgi/access/oauth/token", "admin.acme.test", edge.port, body=pairs)
+    )
+    assert answer.status in (400, 401, 413)
+    assert b'"error": "' in answer.body
+
+
+@pytest.mark.parametrize("size", [1000, 100_000, 1_000_000])
+def test_control_api_bodies_are_answered_in_linear_time(
+    threaded_edge: Callable[[dict[str, Any]], SyncEdge], size: int
+) -> None:
+    """The clock's durations were quadratic (fixed in 56157de); nesting and long numbers stay refused."""
+    edge = threaded_edge(base_config(ORIGIN))
+    team = urlsplit(edge.team_domain).hostname
+    assert team is not None
+    json_type = "Content-Type: application/json\r\n"
+    digits = "1" * size
+    bodies = {
+        b"[" * size: "the body is not JSON",
+        f'{{"advance": "{digits}"}}'.encode(): f"expected a duration such as 30s, 15m or 24h, got '{digits[:60]}…'",
+        # an integer: past Python's 4,300 digits json refuses it; below, the duration's bound does
+        f'{{"advance": {digits}}}'.encode(): "the body is not JSON"
+        if size > 4300
+        else f"expected a duration within a hundred years, got a {int(digits).bit_length()}-bit number",
+    }
+    for body, said in bodies.items():
+        answer = exchange(edge.port, request("POST", "/cdn-cgi/fakeedge/clock", team, edge.port, json_type, body))
+        assert (answer.status, json.loads(answer.body)) == (400, {"error": said})
+
+
+def test_many_cookies_and_headers_are_read_in_linear_time(threaded_edge: Callable[[dict[str, Any]], SyncEdge]) -> None:
+    """aiohttp bounds a request's head (8,190 bytes a line, 128 headers): the most it lets through."""
+    edge = threaded_edge(base_config(ORIGIN))
+    cookie_line = "Cookie: " + "; ".join(["CF_Authorization=a.b"] * 370) + "\r\n"
+    connection = "Connection: " + ",".join(["x"] * 4000) + "\r\n"
+    headers = cookie_line * 60 + connection + "X-A: 1\r\n" * 60
+    answer = exchange(edge.port, request("GET", "/" + "a/" * 4000, "admin.acme.test", edge.port, headers))
+    assert answer.status == 302
+
+
+# the property tests elsewhere draw short paths (a few segments of up to 8 characters): these draw
+# long ones from the pieces that make normalisation work hardest
+_PIECES = st.sampled_from(["/", "\\", ".", "..", "%2e", "%2F", "%", "%4", "a", "é", "//", "/./", "*"])
+
+
+@given(st.lists(_PIECES, min_size=1, max_size=4000))
+@settings(max_examples=max(EXAMPLES // 10, 10), deadline=None)
+def test_long_paths_normalise_once_and_for_all(pieces: list[str]) -> None:
+    raw = "".join(pieces)
+    once = within(lambda: normalize_path(raw))
+    assert once.startswith("/")
+    assert normalize_path(once) == once  # idempotent: the edge and the origin-facing checks agree
+    assert "//" not in once and "\\" not in once
+    assert all(seg not in (".", "..") for seg in once.split("/"))
