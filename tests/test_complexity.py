@@ -398,3 +398,32 @@ def test_long_paths_normalise_once_and_for_all(pieces: list[str]) -> None:
     assert normalize_path(once) == once  # idempotent: the edge and the origin-facing checks agree
     assert "//" not in once and "\\" not in once
     assert all(seg not in (".", "..") for seg in once.split("/"))
+
+
+# --- what `fakeedge import` reads -----------------------------------------------------------------
+
+
+# python-hcl2 (lark) reads about 50,000 characters a second: .tf sizes stop at 20,000 levels
+@pytest.mark.parametrize(
+    ("name", "shape", "size"),
+    [
+        *(("deep.json", "[{}]", size) for size in (1000, 100_000, 1_000_000)),
+        *(("deep.tf", "x = [{}]", size) for size in (1000, 20_000)),
+    ],
+)
+def test_import_refuses_deep_nesting_in_one_line(tmp_path: Path, size: int, name: str, shape: str) -> None:
+    """``[`` 100,000 deep in an API export was a RecursionError traceback."""
+    from click.testing import CliRunner
+
+    from fakeedge.cli import main
+
+    opening, closing = shape.split("{}")
+    content = opening + "[" * size + "]" * size + closing
+    if name.endswith(".tf"):
+        content = f'resource "cloudflare_zero_trust_access_application" "a" {{\n  {content}\n}}\n'
+    (tmp_path / name).write_text(content)
+    result = within(lambda: CliRunner().invoke(main, ["import", str(tmp_path / name), "-o", str(tmp_path / "o.yml")]))
+    assert result.exit_code == 1
+    expected = "not readable JSON (nested too deeply)" if name.endswith(".json") else "not valid HCL ("
+    assert result.stderr.startswith(f"fakeedge: error: {tmp_path / name}: {expected}")
+    assert result.stderr.count("\n") == 1
