@@ -143,6 +143,8 @@ def _read_json(path: Path, found: Collected) -> None:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise ImportSourceError(f"{path}: not readable JSON ({exc})") from None
+    except RecursionError:  # 100,000 "[" was a traceback: json's decoder recurses once a level
+        raise ImportSourceError(f"{path}: not readable JSON (nested too deeply)") from None
     if isinstance(data, dict) and "values" in data and "format_version" in data:
         _read_tf_state(path, data, found)
         return
