@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, assert_never, get_args
 from urllib.parse import SplitResult, urlsplit
 
+import re2  # type: ignore[import-untyped]
+
 from .errors import ConfigError, one_line
 from .options import Derived, keys, option, section
 
@@ -38,6 +40,7 @@ __all__ = [
     "Destination",
     "DynamicClientRegistration",
     "IdentityRuleKind",
+    "IngressPath",
     "IngressRule",
     "MfaConfig",
     "NonIdentityRuleKind",
@@ -267,11 +270,39 @@ class ServiceToken:
 
 
 @dataclass(frozen=True, slots=True)
+class IngressPath:
+    """An ingress rule's ``path``, matched as cloudflared matches it: Go's regexp, which is RE2.
+
+    RE2 runs in time linear in the path whatever the pattern; Python's ``re`` backtracks, so a
+    pattern Cloudflare handles, such as ``^/(a+)+$``, would let one hostile path hold the edge for
+    minutes. RE2 also refuses what Go refuses (backreferences, lookaround), as cloudflared does.
+    """
+
+    pattern: str
+    compiled: Any = field(compare=False, repr=False)
+
+    @classmethod
+    def compile(cls, pattern: str) -> IngressPath:
+        """Compile ``pattern``; raises ``ValueError`` with RE2's reason when it is not valid."""
+        options = re2.Options()
+        options.log_errors = False  # the error is the config's one line, not a line on stderr
+        try:
+            return cls(pattern, re2.compile(pattern, options))
+        except re2.error as exc:
+            reason = exc.args[0] if exc.args else "invalid"
+            raise ValueError(reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason)) from None
+
+    def search(self, path: str) -> bool:
+        """Whether the pattern matches anywhere in ``path`` (cloudflared: ``MatchString``)."""
+        return self.compiled.search(path) is not None
+
+
+@dataclass(frozen=True, slots=True)
 class IngressRule:
     """A cloudflared ingress rule (spec §9.1): first match wins, the last one matches everything."""
 
     hostname: str | None
-    path: re.Pattern[str] | None
+    path: IngressPath | None
     service: str  # origin base URL ("http://127.0.0.1:3000") or "http_status:404"
     http_host_header: str | None = None
     connect_timeout: float = 30.0
@@ -290,7 +321,7 @@ class IngressRule:
                     return False
             elif host != self.hostname:
                 return False
-        return self.path is None or self.path.search(path) is not None
+        return self.path is None or self.path.search(path)
 
 
 # defaults declared in fakeedge.options, named here for the dataclasses and the parser
@@ -1835,8 +1866,8 @@ def _ingress_rule(r: _Reader, item: Any, i: int, count: int) -> tuple[IngressRul
             raise r.fail(f"{key}.hostname", f"expected a host name such as app.acme.test, got {_show(hostname)}")
     path_text = r.text(m.get("path"), f"{key}.path")
     try:
-        path = re.compile(path_text) if path_text is not None else None
-    except (re.error, RecursionError, OverflowError) as exc:
+        path = IngressPath.compile(path_text) if path_text is not None else None
+    except ValueError as exc:
         raise r.fail(f"{key}.path", f"not a valid regular expression ({one_line(str(exc))[:80]})") from None
     service = r.convert(r.text(m.get("service"), f"{key}.service", required=True), f"{key}.service", _origin_url)
     origin = r.mapping(m.get("originRequest"), f"{key}.originRequest", "originRequest")

@@ -176,7 +176,7 @@ def _open_ingress(config: Config, apps: AppIndex, ingress: IngressIndex) -> Iter
     for i, rule in enumerate(config.ingress):
         if rule.hostname is None or not rule.service.startswith(("http://", "https://")):
             continue
-        if rule.path is not None and rule.path.search("/") is None:
+        if rule.path is not None and not rule.path.search("/"):
             continue  # a path-only rule: judged by the apps on its host, not here
         for host, deep in _probe_hosts(rule.hostname):
             if ingress.route(host, "/")[0] != i or apps.match(host, "/") is not None:

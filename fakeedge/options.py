@@ -277,7 +277,7 @@ SECTIONS: tuple[Section, ...] = (
     )),
     Section("ingress", ("ingress[]",), "A cloudflared ingress rule (spec §9.1): first match wins; the last one matches everything.", (
         Option("hostname", "host name, *.host or *suffix", None, "the Host it matches; unset: any"),
-        Option("path", "regular expression", None, "searched in the request path; unset: any"),
+        Option("path", "regular expression", None, "searched in the request path, in Go/RE2 syntax as cloudflared; unset: any"),
         Option("service", "http(s)://host:port or http_status:<code>", REQUIRED, "the origin (no path), or a fixed status"),
         Option("originRequest", "origin request settings", {}, "cloudflared's per-rule origin settings"),
     )),

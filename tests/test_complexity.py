@@ -427,3 +427,42 @@ def test_import_refuses_deep_nesting_in_one_line(tmp_path: Path, size: int, name
     expected = "not readable JSON (nested too deeply)" if name.endswith(".json") else "not valid HCL ("
     assert result.stderr.startswith(f"fakeedge: error: {tmp_path / name}: {expected}")
     assert result.stderr.count("\n") == 1
+
+
+# --- cloudflared ingress paths (spec §9.1): Go's regexp, RE2 ------------------------------------
+
+
+def test_an_ingress_path_regex_that_backtracks_in_python_is_matched_in_linear_time(
+    threaded_edge: Callable[[dict[str, Any]], SyncEdge],
+) -> None:
+    """``^/(a+)+$`` is an ordinary pattern to cloudflared (RE2); Python's ``re`` took 45 s on 30 a's."""
+    cfg = base_config(ORIGIN)
+    cfg["ingress"][:0] = [{"hostname": "deep.acme.test", "path": "^/(a+)+$", "service": "http_status:204"}]
+    edge = threaded_edge(cfg)
+    # 30 a's: about 45 s in Python's re (each one more doubles it), so a regression fails, not hangs
+    for target in ("/" + "a" * 30 + "b", "/" + "a" * 8000 + "!"):
+        answer = exchange(edge.port, request("GET", target, "deep.acme.test", edge.port))
+        assert answer.status == 404  # the rule does not match: the catch-all rule answers
+    assert exchange(edge.port, request("GET", "/aaaa", "deep.acme.test", edge.port)).status == 204
+
+
+@pytest.mark.parametrize(
+    ("pattern", "reason"),
+    [
+        (r"^/(a)\1$", r"invalid escape sequence: \1"),
+        (r"^/(?=api)", "invalid perl operator: (?="),
+        ("^/[", "missing ]: ["),
+    ],
+)
+def test_an_ingress_path_go_would_refuse_is_a_one_line_config_error(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], pattern: str, reason: str
+) -> None:
+    from fakeedge.config import parse_config
+    from fakeedge.errors import ConfigError
+
+    cfg = base_config(ORIGIN)
+    cfg["ingress"][:0] = [{"hostname": "deep.acme.test", "path": pattern, "service": ORIGIN}]
+    with pytest.raises(ConfigError) as info:
+        parse_config(cfg, source="f.yml")
+    assert str(info.value) == f"f.yml: ingress[0].path: not a valid regular expression ({reason})"
+    assert capfd.readouterr().err == ""  # RE2 logs nothing of its own
