@@ -132,7 +132,7 @@ def hostile_config(origins: dict[str, Origin]) -> dict[str, Any]:
         {"hostname": "sentry.acme.test", "service": origins["sentry"].url},
         {"hostname": "grafana.acme.test", "service": origins["grafana"].url},
         {"hostname": "*.preview.acme.test", "service": origins["previews"].url},
-        {"hostname": "docs.acme.test", "path": "^/private(/|\\Z)", "service": origins["docs_private"].url},
+        {"hostname": "docs.acme.test", "path": "^/private(/|\\z)", "service": origins["docs_private"].url},
         {"hostname": "docs.acme.test", "service": origins["docs"].url},
         {"hostname": "vault.acme.test", "service": origins["vault"].url},
         {"hostname": "public.acme.test", "service": origins["public"].url},
