@@ -289,8 +289,11 @@ class IngressPath:
         try:
             return cls(pattern, re2.compile(pattern, options))
         except re2.error as exc:
-            reason = exc.args[0] if exc.args else "invalid"
-            raise ValueError(reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason)) from None
+            raw = exc.args[0] if exc.args else "invalid"
+            reason = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+            if reason.endswith("\\Z"):
+                reason += "; Go's end of text is \\z"  # Python's spelling, refused by cloudflared too
+            raise ValueError(reason) from None
 
     def search(self, path: str) -> bool:
         """Whether the pattern matches anywhere in ``path`` (cloudflared: ``MatchString``)."""

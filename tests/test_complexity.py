@@ -452,6 +452,7 @@ def test_an_ingress_path_regex_that_backtracks_in_python_is_matched_in_linear_ti
         (r"^/(a)\1$", r"invalid escape sequence: \1"),
         (r"^/(?=api)", "invalid perl operator: (?="),
         ("^/[", "missing ]: ["),
+        (r"^/api\Z", r"invalid escape sequence: \Z; Go's end of text is \z"),
     ],
 )
 def test_an_ingress_path_go_would_refuse_is_a_one_line_config_error(
