@@ -25,7 +25,7 @@ from .env import listener_url, shown_host
 from .errors import ConfigError
 from .headers import edge_headers
 from .policy import Verdict, normalize_path, split_host
-from .record import AnswerKind, Judged, RequestLog, Why, WhyFacts
+from .record import REASON_CACHE_LIMIT, AnswerKind, Judged, RequestLog, Why, WhyFacts
 from .tls import edge_context
 from .web_access import Admission, answer_preflight, app_cookies, check, is_preflight, metadata_token, oauth_bearer
 from .web_cdn_cgi import handle_certs, handle_get_identity
@@ -256,16 +256,47 @@ def _line(
 ) -> str:
     """The access-log line of an answered request."""
     verdict = judged.verdict if judged is not None else None
+    if (
+        verdict is not None
+        and judged is not None
+        and app is not None
+        and why[2] is None
+        and why[3] is None
+        and not judged.bad_service_token
+        and verdict.outcome not in ("deny", "forbidden")  # their reason names who and what failed
+    ):
+        # the hot path: an app's cached verdict, whose part of the line is the same every time
+        key = (id(app), id(verdict))
+        known = _VERDICT_PARTS.get(key)
+        if known is not None and known[0] is app and known[1] is verdict:
+            part = known[2]
+        else:
+            part = _part(app, judged, kind, why)
+            if len(_VERDICT_PARTS) >= REASON_CACHE_LIMIT:
+                _VERDICT_PARTS.clear()
+            _VERDICT_PARTS[key] = (app, verdict, part)
+    else:
+        part = _part(app, judged, kind, why)
+    return f"{method} {host}{raw_path[:200]} {status} {part} {elapsed:.1f}ms ray={ray}"
+
+
+# An app's verdicts recur (the edge caches them per session and per token): the line's
+# "app=... policy=... decision=... reason=..." written once per (app, verdict), both kept here so
+# that their ids stay theirs
+_VERDICT_PARTS: dict[tuple[int, int], tuple[App, Verdict, str]] = {}
+
+
+def _part(app: App | None, judged: Judged | None, kind: AnswerKind, why: WhyFacts) -> str:
+    """The line's ``app=... policy=... decision=...`` and ``reason="..."``."""
+    verdict = judged.verdict if judged is not None else None
     decision: str
     if verdict is None:
         policy, decision = "-", kind
     else:
         policy = verdict.policy.name if verdict.policy is not None else "-"
         decision = verdict.outcome
-    return (
-        f"{method} {host}{raw_path[:200]} {status} app={app.name if app is not None else '-'} policy={policy} "
-        f"decision={decision}{_said(Why(*why).text(short=True))} {elapsed:.1f}ms ray={ray}"
-    )
+    app_name = app.name if app is not None else "-"
+    return f"app={app_name} policy={policy} decision={decision}{_said(Why(*why).text(short=True))}"
 
 
 @functools.lru_cache(maxsize=1024)
