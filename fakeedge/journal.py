@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 from aiohttp import web
 from multidict import CIMultiDict
 
-from .record import AnswerKind, Judged, Record, RequestLog, Why
+from .record import AnswerKind, Judged, Record, RequestLog, Why, WhyFacts, recorded
 from .web_proxy import origin_failure_key
-from .web_request import client_ip, ray_key
+from .web_request import ray_key
 
 if TYPE_CHECKING:
     from .config import App
@@ -91,73 +91,82 @@ def record(
     kind: AnswerKind,
     latency_ms: float,
     trail: Trail | None = None,
+    why: WhyFacts | None = None,
 ) -> Record:
     """Append the journal record of ``request``, answered with ``response``, and return it.
 
-    ``trail`` is the request's :class:`Trail` when the caller holds it (saves a lookup).
+    ``trail`` is the request's :class:`Trail` and ``why`` its :func:`why_facts` when the caller
+    holds them (saves a lookup). The record keeps the facts as they are now (the clock, the
+    response's ``Set-Cookie`` and ``Location``) and references to what does not change after the
+    answer (the client's headers, the headers sent, the verdict); the rest is worked out when read.
     """
     if trail is None:
         trail = request[trail_key]
     forwarded = trail.forwarded
     headers = response.headers
-    if forwarded is not None:
-        admission = forwarded.admission
-        sent: CIMultiDict[str] | None = forwarded.headers
-    else:
-        admission = sent = None
     grant = claims = assertion = None
-    if admission is not None:
-        assertion = admission.assertion
-        cred = admission.credential
-        if cred is not None:
-            claims = cred.claims
-        if assertion and edge.oauth.grants:  # only with managed OAuth in use
-            cred = cred or edge.credential(assertion)
-            if cred is not None and cred.session is not None:
-                found = edge.oauth.grant_of_session(cred.session.nonce)
-                grant = found.id if found is not None else None
-    rec = Record(
-        request.method,
-        host,
-        request.raw_path,  # as the client sent it (and cheap: path_qs builds a URL)
-        app.name if app is not None else None,
-        request[ray_key],
-        edge.clock.now(),
-        log.next_seq(),
-        response.status,
-        kind,
-        client_ip(request),
-        latency_ms,
-        request.headers,
-        tuple(headers.getall("Set-Cookie", ())),
-        headers.get("Location"),
-        why(request, response, app, trail),
-        sent,
-        claims,
-        assertion,
-        edge.service_token_by_client_id,
-        grant,
+    if forwarded is not None:
+        sent: CIMultiDict[str] | None = forwarded.headers
+        admission = forwarded.admission
+        if admission is not None:
+            assertion = admission.assertion
+            cred = admission.credential
+            if cred is not None:
+                claims = cred.claims
+            if assertion and edge.oauth.grants:  # only with managed OAuth in use
+                cred = cred or edge.credential(assertion)
+                if cred is not None and cred.session is not None:
+                    found = edge.oauth.grant_of_session(cred.session.nonce)
+                    grant = found.id if found is not None else None
+    else:
+        sent = None
+    rec = recorded(
+        (
+            request.method,
+            host,
+            request.raw_path,  # as the client sent it (and cheap: path_qs builds a URL)
+            app.name if app is not None else None,
+            request[ray_key],
+            edge.clock.now(),
+            log.next_seq(),
+            response.status,
+            kind,
+            request.remote or "0.0.0.0",  # web_request.client_ip, inline
+            latency_ms,
+            request.headers,
+            tuple(headers.getall("Set-Cookie", ())) if "Set-Cookie" in headers else (),
+            headers.get("Location"),
+            sent,
+            claims,
+            assertion,
+            edge.service_token_by_client_id,
+            grant,
+        ),
+        why if why is not None else why_facts(request, response, app, trail),
     )
-    log.append(rec)
+    log.add(rec, sent is not None)
     return rec
 
 
-def why(request: web.Request, response: web.StreamResponse, app: App | None, trail: Trail | None = None) -> Why:
-    """What the reason for ``request``'s answer is written from (:attr:`Record.reason`)."""
-    if trail is None:
-        trail = request[trail_key]
+def why_facts(request: web.Request, response: web.StreamResponse, app: App | None, trail: Trail) -> WhyFacts:
+    """What the reason for ``request``'s answer is written from, as :class:`Why`'s fields."""
     reason = trail.note
     status = response.status
+    judged = trail.judged
     if (
         reason is None
-        and trail.judged is None
+        and judged is None
         and trail.forwarded is None
         and status >= 400
         and isinstance(response, web.Response)
     ):
         reason = _page_reason(response)  # an edge page (login, callback, 400): its own words say why
-    failure = request.get(origin_failure_key) if status in (502, 504) else None
-    return Why(app, trail.judged, reason, failure)
+    return (app, judged, reason, request.get(origin_failure_key) if status == 502 or status == 504 else None)
+
+
+def why(request: web.Request, response: web.StreamResponse, app: App | None, trail: Trail | None = None) -> Why:
+    """What the reason for ``request``'s answer is written from (:attr:`Record.reason`)."""
+    return Why(*why_facts(request, response, app, trail if trail is not None else request[trail_key]))
 
 
 def _page_reason(response: web.Response) -> str | None:

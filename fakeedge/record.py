@@ -147,6 +147,34 @@ def _verdict_reason(app: App, judged: Judged, short: bool) -> str:
     return text
 
 
+# A record's facts, in this order (Record.__init__'s arguments, ``why`` left out): method, host,
+# path, app, ray, at, seq, status, kind, client, latency_ms, client_headers, cookies_set, location,
+# sent, claims, assertion, tokens, grant
+Facts_ = tuple[
+    str,
+    str,
+    str,
+    "str | None",
+    str,
+    float,
+    int,
+    int,
+    AnswerKind,
+    str,
+    float,
+    CIMultiDictProxy[str],
+    tuple[str, ...],
+    "str | None",
+    "CIMultiDict[str] | None",
+    "Mapping[str, Any] | None",
+    "str | None",
+    "Callable[[str], ServiceToken] | None",
+    "str | None",
+]
+# Why's fields, in order: app, judged, note, failure
+WhyFacts = tuple["App | None", "Judged | None", "str | None", "str | None"]
+
+
 class Record:
     """One request the edge answered: what it decided and why, and what the origin received (read-only).
 
@@ -182,28 +210,7 @@ class Record:
     and works out headers, claims, identity and reason only when they are read.
     """
 
-    __slots__ = (
-        "_assertion",
-        "_claims",
-        "_sent",
-        "_tokens",
-        "app",
-        "at",
-        "client",
-        "client_headers",
-        "cookies_set",
-        "grant",
-        "host",
-        "kind",
-        "latency_ms",
-        "location",
-        "method",
-        "path",
-        "ray",
-        "seq",
-        "status",
-        "why",
-    )
+    __slots__ = ("_facts", "_why")
 
     def __init__(
         self,
@@ -228,37 +235,109 @@ class Record:
         tokens: Callable[[str], ServiceToken] | None = None,
         grant: str | None = None,
     ) -> None:
-        self.method = method
-        self.host = host
-        self.path = path
-        self.app = app
-        self.ray = ray
-        self.at = at
-        self.seq = seq
-        self.status = status
-        self.kind = kind
-        self.client = client
-        self.latency_ms = latency_ms
-        self.client_headers = client_headers
-        self.cookies_set = cookies_set
-        self.location = location
-        self.why = why if why is not None else Why()
-        self._sent = sent  # the headers the origin got; None when not forwarded
-        self._claims = claims  # of the edge's verified credential, if it had one
-        self._assertion = assertion
-        self._tokens = tokens
-        self.grant = grant
+        # one tuple, in the order of Facts, rather than twenty attributes: see :func:`recorded`
+        self._facts: Facts_ = (
+            method,
+            host,
+            path,
+            app,
+            ray,
+            at,
+            seq,
+            status,
+            kind,
+            client,
+            latency_ms,
+            client_headers,
+            cookies_set,
+            location,
+            sent,  # the headers the origin got; None when not forwarded
+            claims,  # of the edge's verified credential, if it had one
+            assertion,
+            tokens,
+            grant,
+        )
+        self._why: Why | WhyFacts = why if why is not None else Why()
+
+    @property
+    def method(self) -> str:
+        return self._facts[0]
+
+    @property
+    def host(self) -> str:
+        return self._facts[1]
+
+    @property
+    def path(self) -> str:
+        return self._facts[2]
+
+    @property
+    def app(self) -> str | None:
+        return self._facts[3]
+
+    @property
+    def ray(self) -> str:
+        return self._facts[4]
+
+    @property
+    def at(self) -> float:
+        return self._facts[5]
+
+    @property
+    def seq(self) -> int:
+        return self._facts[6]
+
+    @property
+    def status(self) -> int:
+        return self._facts[7]
+
+    @property
+    def kind(self) -> AnswerKind:
+        return self._facts[8]
+
+    @property
+    def client(self) -> str:
+        return self._facts[9]
+
+    @property
+    def latency_ms(self) -> float:
+        return self._facts[10]
+
+    @property
+    def client_headers(self) -> CIMultiDictProxy[str]:
+        return self._facts[11]
+
+    @property
+    def cookies_set(self) -> tuple[str, ...]:
+        return self._facts[12]
+
+    @property
+    def location(self) -> str | None:
+        return self._facts[13]
+
+    @property
+    def grant(self) -> str | None:
+        return self._facts[18]
+
+    @property
+    def why(self) -> Why:
+        why = self._why
+        if isinstance(why, Why):
+            return why
+        made = self._why = Why(*why)  # once, so that the record keeps one
+        return made
 
     def __repr__(self) -> str:
         return f"<Record {self.seq} {self.method} {self.host}{self.path} {self.status} {self.decision or self.kind}>"
 
     @property
     def forwarded(self) -> bool:
-        return self._sent is not None
+        return self._facts[14] is not None
 
     @property
     def headers(self) -> CIMultiDictProxy[str]:
-        return CIMultiDictProxy(self._sent) if self._sent is not None else EMPTY
+        sent = self._facts[14]
+        return CIMultiDictProxy(sent) if sent is not None else EMPTY
 
     @property
     def policy(self) -> str | None:
@@ -273,9 +352,10 @@ class Record:
 
     @property
     def claims(self) -> Mapping[str, Any] | None:
-        if self._claims is not None:
-            return MappingProxyType(self._claims)  # the edge's own, shared with its cache
-        return jwt_claims(self._assertion) if self._assertion else None
+        claims, assertion = self._facts[15:17]
+        if claims is not None:
+            return MappingProxyType(claims)  # the edge's own, shared with its cache
+        return jwt_claims(assertion) if assertion else None
 
     @property
     def identity(self) -> str | None:
@@ -284,9 +364,10 @@ class Record:
             return None
         if judged.who is not None:
             return judged.who.email
-        if judged.service_token is not None and self._tokens is not None:
+        tokens = self._facts[17]
+        if judged.service_token is not None and tokens is not None:
             try:
-                return f"service token {self._tokens(judged.service_token).name}"
+                return f"service token {tokens(judged.service_token).name}"
             except KeyError:  # gone from a reloaded config
                 return f"service token {judged.service_token}"
         return None
@@ -373,6 +454,18 @@ class Record:
         }
 
 
+def recorded(facts: Facts_, why: WhyFacts) -> Record:
+    """A :class:`Record` of the request's facts as they are (the edge's hot path): one tuple
+    kept, no attribute written per fact and no :class:`Why` made until someone reads it."""
+    record = _new_record(Record)
+    record._facts = facts
+    record._why = why
+    return record
+
+
+_new_record = object.__new__
+
+
 class RequestLog:
     """The journal: every request the edge answered, in a ring of the last ``limit``.
 
@@ -401,6 +494,15 @@ class RequestLog:
             self._forwarded.append(record)
         for listener in self._listeners:
             listener(record)
+
+    def add(self, record: Record, forwarded: bool) -> None:
+        """:meth:`append`, told whether ``record`` reached an origin (the edge's hot path)."""
+        self._all.append(record)
+        if forwarded:
+            self._forwarded.append(record)
+        if self._listeners:
+            for listener in self._listeners:
+                listener(record)
 
     def subscribe(self, listener: Callable[[Record], None]) -> Callable[[], None]:
         """Call ``listener`` with each new record; returns the function that stops it."""

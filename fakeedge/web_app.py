@@ -25,7 +25,7 @@ from .env import listener_url, shown_host
 from .errors import ConfigError
 from .headers import edge_headers
 from .policy import Verdict, normalize_path, split_host
-from .record import AnswerKind, RequestLog, Why
+from .record import REASON_CACHE_LIMIT, AnswerKind, Judged, RequestLog, Why, WhyFacts
 from .tls import edge_context
 from .web_access import Admission, answer_preflight, app_cookies, check, is_preflight, metadata_token, oauth_bearer
 from .web_cdn_cgi import handle_certs, handle_get_identity
@@ -168,7 +168,20 @@ async def _handle(request: web.Request, front: Front, edge: Edge) -> web.StreamR
         # the client went away (aiohttp cancels its handler): logged as nginx and Cloudflare do, 499
         if edge_log.enabled:
             elapsed = (time.perf_counter() - started) * 1000
-            edge_log.write(_line(request, 499, "-", "-", "client-closed", Why(), elapsed, ray))
+            edge_log.write(
+                _line(
+                    request.method,
+                    request.host,
+                    request.raw_path,
+                    499,
+                    None,
+                    None,
+                    "client-closed",
+                    _NO_WHY,
+                    elapsed,
+                    ray,
+                )
+            )
         if edge.recorder is not None:
             _journal_departed(request, edge, edge.recorder, started)
         raise
@@ -176,23 +189,34 @@ async def _handle(request: web.Request, front: Front, edge: Edge) -> web.StreamR
     if kind == "favicon" or (journal_log is None and not edge_log.enabled):
         return response
     elapsed = (time.perf_counter() - started) * 1000  # one clock read for the journal and the log
+    why = journal.why_facts(request, response, app, trail)
     if journal_log is not None and kind != "control":  # the inspector's own calls would drown the rest
-        why = journal.record(
-            journal_log, request, response, edge, host=host, app=app, kind=kind, latency_ms=elapsed, trail=trail
-        ).why
-    else:
-        why = journal.why(request, response, app, trail)
+        journal.record(
+            journal_log,
+            request,
+            response,
+            edge,
+            host=host,
+            app=app,
+            kind=kind,
+            latency_ms=elapsed,
+            trail=trail,
+            why=why,
+        )
     if edge_log.enabled:
-        judged = trail.judged
-        verdict = judged.verdict if judged is not None else None
-        decision: str
-        if verdict is None:
-            policy, decision = "-", kind
-        else:
-            policy = verdict.policy.name if verdict.policy is not None else "-"
-            decision = verdict.outcome
         edge_log.write(
-            _line(request, response.status, app.name if app is not None else "-", policy, decision, why, elapsed, ray)
+            _line(
+                request.method,
+                request.host,
+                request.raw_path,
+                response.status,
+                app,
+                trail.judged,
+                kind,
+                why,
+                elapsed,
+                ray,
+            )
         )
     return response
 
@@ -215,21 +239,64 @@ def _journal_departed(request: web.Request, edge: Edge, journal_log: RequestLog,
     )
 
 
+_NO_WHY: WhyFacts = (None, None, None, None)
+
+
 def _line(
-    request: web.Request,
+    method: str,
+    host: str,
+    raw_path: str,
     status: int,
-    app_name: str,
-    policy_name: str,
-    decision: str,
-    why: Why,
+    app: App | None,
+    judged: Judged | None,
+    kind: AnswerKind,
+    why: WhyFacts,
     elapsed: float,
     ray: str,
 ) -> str:
     """The access-log line of an answered request."""
-    return (
-        f"{request.method} {request.host}{request.raw_path[:200]} {status} "
-        f"app={app_name} policy={policy_name} decision={decision}{_said(why.text(short=True))} {elapsed:.1f}ms ray={ray}"
-    )
+    verdict = judged.verdict if judged is not None else None
+    if (
+        verdict is not None
+        and judged is not None
+        and app is not None
+        and why[2] is None
+        and why[3] is None
+        and not judged.bad_service_token
+        and verdict.outcome not in ("deny", "forbidden")  # their reason names who and what failed
+    ):
+        # the hot path: an app's cached verdict, whose part of the line is the same every time
+        key = (id(app), id(verdict))
+        known = _VERDICT_PARTS.get(key)
+        if known is not None and known[0] is app and known[1] is verdict:
+            part = known[2]
+        else:
+            part = _part(app, judged, kind, why)
+            if len(_VERDICT_PARTS) >= REASON_CACHE_LIMIT:
+                _VERDICT_PARTS.clear()
+            _VERDICT_PARTS[key] = (app, verdict, part)
+    else:
+        part = _part(app, judged, kind, why)
+    return f"{method} {host}{raw_path[:200]} {status} {part} {elapsed:.1f}ms ray={ray}"
+
+
+# An app's verdicts recur (the edge caches them per session and per token): the line's
+# "app=... policy=... decision=... reason=..." written once per (app, verdict), both kept here so
+# that their ids stay theirs
+_VERDICT_PARTS: dict[tuple[int, int], tuple[App, Verdict, str]] = {}
+
+
+def _part(app: App | None, judged: Judged | None, kind: AnswerKind, why: WhyFacts) -> str:
+    """The line's ``app=... policy=... decision=...`` and ``reason="..."``."""
+    verdict = judged.verdict if judged is not None else None
+    decision: str
+    if verdict is None:
+        policy, decision = "-", kind
+    else:
+        policy = verdict.policy.name if verdict.policy is not None else "-"
+        decision = verdict.outcome
+    app_name = app.name if app is not None else "-"
+    return f"app={app_name} policy={policy} decision={decision}{_said(Why(*why).text(short=True))}"
 
 
 @functools.lru_cache(maxsize=1024)

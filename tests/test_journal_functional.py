@@ -503,3 +503,40 @@ async def test_personas_added_through_the_control_api_sign_in_and_are_judged(edg
                 "error": "personas: users[0].country: expected an ISO 3166 alpha-2 country code such as US, got 'Germany'"
             },
         )
+
+
+async def test_a_recurring_verdict_logs_the_same_line_as_its_first_request(logged: Logged) -> None:
+    """The access log writes an app's cached verdict's part of the line once (issue 16): every
+    request after the first must still get the line the reason's own words make, per app and verdict."""
+    status, minted = await logged.control("POST", "token", {"email": "alice@acme.test", "app": "Admin"})
+    assert status == 200
+    alice = {"Cookie": f"CF_Authorization={minted['token']}"}
+    status, minted = await logged.control("POST", "token", {"email": "mallory@evil.test", "app": "Admin"})
+    mallory = {"Cookie": f"CF_Authorization={minted['token']}"}
+    sent = [
+        ("admin.acme.test", alice, 200),
+        ("sentry.acme.test", BOT, 200),
+        ("admin.acme.test", mallory, 403),
+        ("admin.acme.test", {}, 302),  # a second cached verdict of the same app
+    ]
+    for host, headers, want in sent * 3:
+        async with logged.client.get(logged.url(host), headers=headers, allow_redirects=False) as resp:
+            assert resp.status == want
+    assert logged.edge.recorder is not None
+    records = [r for r in logged.edge.recorder.all() if r.kind != "control"]
+    lines = [line for line in await logged.lines() if "/cdn-cgi/fakeedge/" not in line]
+    assert len(records) == len(lines) == 12
+    for record, line in zip(records, lines, strict=True):
+        # the oracle: the journal's record writes its short reason afresh, without the line's cache
+        assert line == (
+            f"GET {record.host}:{logged.port}/ {record.status} app={record.app} policy={record.policy or '-'} "
+            f'decision={record.decision} reason="{record.short_reason}" {record.latency_ms:.1f}ms ray={record.ray}'
+        )
+    assert [(r.app, r.policy, r.decision) for r in records[:4]] == [
+        ("Admin", "staff", "allow"),
+        ("Sentry", "bots", "service"),
+        ("Admin", None, "deny"),
+        ("Admin", "staff", "login"),
+    ]
+    for first in range(4):
+        assert lines[first].split(" ")[2:-2] == lines[first + 4].split(" ")[2:-2] == lines[first + 8].split(" ")[2:-2]
