@@ -391,7 +391,7 @@ def _timed_body(
     """
     if not request.body_exists:
         return None
-    return _timed_chunks(request.content.iter_chunked(CHUNK), deadlines, task, timeout)
+    return _timed_chunks(request.content.iter_any(), deadlines, task, timeout)
 
 
 async def _timed_chunks(
