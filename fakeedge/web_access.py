@@ -19,7 +19,7 @@ from .config import App
 from .edge import Credential, Edge
 from .headers import edge_headers
 from .journal import judged, note
-from .policy import AppMatch, Facts, Identity, Verdict, decide, normalize_path
+from .policy import AppMatch, Facts, Identity, IPAddress, Verdict, decide, normalize_path
 from .record import Judged
 from .web_request import (
     NO_STORE,
@@ -159,6 +159,23 @@ def binding_value(token: str) -> str:
 _parse_ip = functools.lru_cache(maxsize=256)(ipaddress.ip_address)
 
 
+def _decided(
+    edge: Edge,
+    app: App,
+    key: tuple[str, str | None, str, str, str | None],
+    ip: IPAddress,
+    country: str,
+    token_client_id: str | None,
+    who: Identity | None,
+) -> Verdict:
+    """The verdict cached under ``key``, or decided and cached: a verdict is good while it is held."""
+    verdict = edge.verdicts.peek(key)
+    if verdict is None:
+        verdict = decide(app, Facts(ip, country, token_client_id), who)
+        edge.remember_verdict(key, verdict)
+    return verdict
+
+
 def check(request: web.Request, edge: Edge, match: AppMatch) -> Admission | web.Response:
     """Decide one request to a protected app (spec §6.4)."""
     app = match.app
@@ -177,11 +194,8 @@ def check(request: web.Request, edge: Edge, match: AppMatch) -> Admission | web.
             return access_denied(request, edge, app, 401)
         # the same verdict as the cached one below for a request without a credential: one key
         token_id = service.token_client_id
-        strict_key: tuple[str, str | None, str, str, str | None] = (app.aud, None, ip_text, default_country, token_id)
-        verdict = edge.verdicts.peek(strict_key)  # a verdict is good for as long as it is held
-        if verdict is None:
-            verdict = decide(app, Facts(ip, default_country, service.token_client_id), None)
-            edge.remember_verdict(strict_key, verdict)
+        strict_key = (app.aud, None, ip_text, default_country, token_id)
+        verdict = _decided(edge, app, strict_key, ip, default_country, token_id, None)
         if verdict.outcome in ("service", "bypass"):
             judged(request, Judged(verdict, None, ip, default_country, service.token_client_id, strict=True))
             return _service_admission(edge, app, verdict, service.token_client_id, set_cookie=False)
@@ -202,11 +216,7 @@ def check(request: web.Request, edge: Edge, match: AppMatch) -> Admission | web.
     # the policies are fixed and a session's identity too: the verdict only changes with the
     # non-identity facts, which are part of the key (spec §6.3: those are checked every request)
     key = (app.aud, cred.session.nonce if cred and cred.session else None, ip_text, country, token_client_id)
-    cached = edge.verdicts.peek(key)  # a verdict is good for as long as it is held
-    if cached is None:
-        cached = decide(app, Facts(ip, country, token_client_id), who)
-        edge.remember_verdict(key, cached)
-    verdict = cached
+    verdict = _decided(edge, app, key, ip, country, token_client_id, who)
     # for the journal's reason in words (fakeedge.journal)
     bad_token = service.present and service.token_client_id is None
     judged(request, Judged(verdict, who, ip, country, token_client_id, bad_token))
