@@ -15,6 +15,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from .record import AnswerKind, Judged, Record, RequestLog, Why, WhyFacts, recorded
+from .web_aiohttp import WholeAnswer
 from .web_proxy import origin_failure_key
 from .web_request import ray_key
 
@@ -103,7 +104,13 @@ def record(
     if trail is None:
         trail = request[trail_key]
     forwarded = trail.forwarded
-    headers = response.headers
+    if isinstance(response, WholeAnswer):  # an origin's answer: its headers are not made to be read here
+        set_cookie = response.set_cookies()
+        location = response.location()
+    else:
+        headers = response.headers
+        set_cookie = tuple(headers.getall("Set-Cookie", ())) if "Set-Cookie" in headers else ()
+        location = headers.get("Location")
     grant = claims = assertion = None
     if forwarded is not None:
         sent: CIMultiDict[str] | None = forwarded.headers
@@ -134,8 +141,8 @@ def record(
             request.remote or "0.0.0.0",  # web_request.client_ip, inline
             latency_ms,
             request.headers,
-            tuple(headers.getall("Set-Cookie", ())) if "Set-Cookie" in headers else (),
-            headers.get("Location"),
+            set_cookie,
+            location,
             sent,
             claims,
             assertion,

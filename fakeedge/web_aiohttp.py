@@ -14,25 +14,34 @@ an ``Application``'s router: :func:`request_factory` builds its requests, ``web.
 as the router would hand over, whose ``app`` is the edge's application.
 
 fakeedge writes request heads itself (``web_proxy.serialize_head``), not with aiohttp's
-``_serialize_headers``, which drops or refuses bytes that are not UTF-8.
+``_serialize_headers``, which drops or refuses bytes that are not UTF-8; and an origin's answer
+read whole goes back as one write (:class:`WholeAnswer`), a ``web.StreamResponse`` whose
+``prepare`` sets the state aiohttp's own would (:data:`ANSWER_STATE`, checked by
+:func:`answer_problems`; without it, :data:`WHOLE` is False and answers are ``web.Response``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 from collections.abc import Callable
+from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
 
 __all__ = [
     "POOLED",
     "PROBLEMS",
+    "WHOLE",
     "EdgeRequest",
     "HttpProcessingError",
     "ResponseHandler",
+    "WholeAnswer",
+    "answer_problems",
     "drain",
     "new_protocol",
     "request_factory",
@@ -189,3 +198,147 @@ def request_factory(
         return request
 
     return make
+
+
+# What WholeAnswer sets of a StreamResponse's state, as StreamResponse.prepare and write_eof do,
+# and who reads it: a new aiohttp that renames one makes answer_problems() say so
+ANSWER_STATE = {
+    "_status": "the status property",
+    "_reason": "the reason property",
+    "_state": "response[key]",
+    "_keep_alive": "the keep_alive property, which the server reads to keep the connection or close it",
+    "_eof_sent": "the prepared property, and prepare() and write_eof() once the answer is out",
+    "_req": "the request being answered while it is written",
+    "_payload_writer": "the prepared property",
+    "_body_length": "the body_length property",
+}
+
+
+def answer_problems() -> tuple[str, ...]:
+    """How this aiohttp's ``web.StreamResponse`` differs from what :class:`WholeAnswer` expects, in words."""
+    where = f"aiohttp {aiohttp.__version__}"
+    found = []
+    probe = web.StreamResponse(status=299, reason="Probe")
+    for name, why in ANSWER_STATE.items():
+        if not hasattr(probe, name):
+            found.append(f"{where}: StreamResponse has no attribute {name}, behind {why}")
+    if not found:
+        probe._keep_alive = False
+        probe._eof_sent = True
+        probe._body_length = 7
+        if not (
+            probe.status == 299
+            and probe.reason == "Probe"
+            and probe.keep_alive is False
+            and probe.prepared
+            and probe.body_length == 7
+        ):
+            found.append(f"{where}: StreamResponse's properties no longer read the attributes WholeAnswer sets")
+    if not isinstance(inspect.getattr_static(web.StreamResponse, "headers", None), property):
+        found.append(f"{where}: StreamResponse has no property headers for WholeAnswer to make when read")
+    return tuple(found)
+
+
+WHOLE = not answer_problems()  # False: answers read whole go back as web.Response (slower, the same bytes)
+
+_OCTETS = b"Content-Type: application/octet-stream\r\n"
+# aiohttp's Connection header, by the request's HTTP version: kept alive, or not
+_KEEP = {(1, 1): b"", (1, 0): b"Connection: keep-alive\r\n"}
+_CLOSE = {(1, 1): b"Connection: close\r\n", (1, 0): b""}
+_DATE: list[Any] = [0, b""]  # the second, and its Date line: one formatdate a second
+
+
+def _date_line() -> bytes:
+    now = int(time.time())
+    if now != _DATE[0]:
+        _DATE[:] = [now, b"Date: " + formatdate(now, usegmt=True).encode() + b"\r\n"]
+    line: bytes = _DATE[1]
+    return line
+
+
+class WholeAnswer(web.StreamResponse):
+    """An origin's answer read whole, written back head and body in one piece (issue 16).
+
+    ``web.Response`` copies its headers into a CIMultiDict, and its ``prepare`` serialises them
+    again, checking byte by byte in aiohttp's writer: about a tenth of a proxied request's
+    instructions. Here the origin's fields come serialised and checked already
+    (``web_proxy.answer_fields``); :meth:`prepare` adds the status line and what aiohttp's
+    ``prepare`` would add (Content-Length, a default Content-Type, Date, Connection) and writes.
+    :attr:`headers` is made only when something reads it.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        fields: bytes,
+        body: bytes,
+        origin_headers: CIMultiDictProxy[str],
+        lines: list[tuple[str, str]],
+        extra: list[tuple[str, str]],
+    ) -> None:
+        """``fields``: the header lines ``lines`` serialised, each ending in CR LF; ``extra``: the
+        edge's own among them (cookies it sets); ``origin_headers``: the origin's, as parsed."""
+        # not StreamResponse.__init__, which would build the CIMultiDict this class exists to avoid
+        self._state = {}
+        self._status = status
+        self._reason = reason
+        self._fields = fields
+        self._whole = body
+        self._origin_headers = origin_headers
+        self._lines = lines
+        self._extra = extra
+        self._made: CIMultiDict[str] | None = None
+
+    @property
+    def headers(self) -> CIMultiDict[str]:
+        made = self._made
+        if made is None:
+            made = self._made = CIMultiDict(self._lines)
+            made["Content-Length"] = str(len(self._whole))
+            if self._whole and "Content-Type" not in made:
+                made["Content-Type"] = "application/octet-stream"
+        return made
+
+    def set_cookies(self) -> tuple[str, ...]:
+        """The answer's ``Set-Cookie`` values, without making :attr:`headers` (the journal's)."""
+        found = tuple(self._origin_headers.getall("Set-Cookie", ()))
+        return found + tuple(v for k, v in self._extra if k.lower() == "set-cookie") if self._extra else found
+
+    def location(self) -> str | None:
+        """The answer's ``Location``, without making :attr:`headers`."""
+        return self._origin_headers.get("Location")
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        if self._eof_sent:
+            return None
+        self._req = request
+        writer = self._payload_writer = request.writer
+        keep_alive = self._keep_alive
+        if keep_alive is None:
+            keep_alive = self._keep_alive = request.keep_alive
+        version = request.version
+        body = self._whole
+        head = b"".join(
+            (
+                f"HTTP/{version[0]}.{version[1]} {self._status} {self._reason}\r\n".encode(),
+                self._fields,
+                f"Content-Length: {len(body)}\r\n".encode(),
+                _OCTETS if body and "Content-Type" not in self._origin_headers else b"",
+                b"" if "Date" in self._origin_headers else _date_line(),
+                (_KEEP if keep_alive else _CLOSE).get((version[0], version[1]), b""),
+                b"\r\n",
+            )
+        )
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("Cannot write to closing transport")
+        transport.write(head + body)
+        self._eof_sent = True
+        self._body_length = len(body)
+        await writer.drain()  # what aiohttp's writer does past the transport's high-water mark
+        return None
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        self._req = None
+        self._payload_writer = None

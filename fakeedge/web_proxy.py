@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from . import headers as h
@@ -76,6 +76,25 @@ def serialize_head(start_line: str, headers: Mapping[str, str]) -> bytes:
     if head.translate(None, _FIELD_BYTES) != b"\r\n" * len(lines):
         raise UnsendableHead("a control character in the request head")
     return head
+
+
+def answer_fields(reason: str, lines: list[tuple[str, str]]) -> bytes:
+    """An origin's answer's header lines as bytes, each ending in CR LF, checked as request heads are.
+
+    aiohttp's response parser is lenient where origins are sloppy; nothing it let through may
+    reach the client as a header line or a status line of its own (response splitting): a
+    control character in ``reason`` or a field raises :class:`UnsendableHead`.
+    """
+    parts = [reason]
+    parts.extend(map(": ".join, lines))
+    parts.append("")
+    try:
+        head = "\r\n".join(parts).encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raise UnsendableHead("a response header holds characters no origin bytes decode to") from None
+    if head.translate(None, _FIELD_BYTES) != b"\r\n" * (len(parts) - 1):
+        raise UnsendableHead("a control character in the response head")
+    return head[head.index(b"\r\n") + 2 :]
 
 
 def new_ray() -> str:
@@ -210,6 +229,11 @@ async def forward(
             data = await upstream.payload.read()
             upstream.finish()
             out = _response_headers(headers, ray, extra_response_headers, RESPONSE_DROP_WHOLE)
+            if web_aiohttp.WHOLE and isinstance(headers, CIMultiDictProxy):
+                reason = upstream.reason or ""
+                return web_aiohttp.WholeAnswer(
+                    status, reason, answer_fields(reason, out), data, headers, out, list(extra_response_headers)
+                )
             return web.Response(status=status, reason=upstream.reason, headers=out, body=data)
         out = _response_headers(headers, ray, extra_response_headers, RESPONSE_DROP)
         response = web.StreamResponse(status=status, reason=upstream.reason, headers=out)
@@ -224,7 +248,7 @@ async def forward(
         if not deadlines.clear(task):
             raise  # not ours: the client went away, or the server is stopping
         failure = TimeoutError()
-    except (aiohttp.ClientError, HttpProcessingError, OSError, _ConnectError) as exc:
+    except (aiohttp.ClientError, HttpProcessingError, OSError, _ConnectError, UnsendableHead) as exc:
         failure = exc
     finally:
         deadlines.clear(task)
@@ -457,7 +481,9 @@ def failure_reason(failure: BaseException | None) -> str:
         failure = failure.__cause__ if isinstance(failure, _ConnectError) else failure.os_error
     if isinstance(failure, aiohttp.ServerDisconnectedError):
         return "the origin closed the connection without an answer"
-    if isinstance(failure, HttpProcessingError | aiohttp.ClientResponseError | aiohttp.ClientPayloadError):
+    if isinstance(
+        failure, HttpProcessingError | aiohttp.ClientResponseError | aiohttp.ClientPayloadError | UnsendableHead
+    ):
         return "the origin sent an invalid HTTP response"
     if isinstance(failure, OSError):
         number = failure.errno

@@ -1,0 +1,158 @@
+"""An origin's answer read whole goes back as one write (web_aiohttp.WholeAnswer, issue 16): the same bytes.
+
+The oracle is aiohttp's own ``web.Response``, which answered before: each origin answer below,
+asked for over HTTP/1.1 and 1.0, kept alive or not, reaches a raw-socket client with the same
+status line, the same headers (the Date aside, which is the clock's) and the same body, and the
+connection is kept or closed the same way, whichever of the two writes it. A header aiohttp's
+lenient response parser lets through with a control character in it is the origin's fault: a
+502, where the old writer passed all but CR and LF on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from fakeedge import web_aiohttp
+
+from .conftest import MakeEdge, base_config
+
+# what the raw origin answers, by request path: each a whole HTTP/1.1 answer, kept alive
+ANSWERS = {
+    "/plain": b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello",
+    "/untyped": b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc",
+    "/empty": b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+    "/dated": b"HTTP/1.1 200 OK\r\nDate: Tue, 01 Jan 2030 00:00:00 GMT\r\nContent-Length: 2\r\n\r\nok",
+    "/found": (
+        b"HTTP/1.1 302 Found\r\nLocation: /elsewhere?a=1\r\nSet-Cookie: a=1; Path=/\r\n"
+        b"Set-Cookie: b=2; HttpOnly\r\nContent-Length: 0\r\n\r\n"
+    ),
+    "/reason": b"HTTP/1.1 299 Quite Unusual Reason\r\nX-Many: 1\r\nX-Many: 2\r\nContent-Length: 1\r\n\r\nx",
+    "/obs-text": b"HTTP/1.1 200 OK\r\nX-Obs: caf\xe9\r\nContent-Length: 2\r\n\r\nok",
+    "/teapot": b"HTTP/1.1 418 I'm a teapot\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n\r\nteapot",
+    "/server": b"HTTP/1.1 200 OK\r\nServer: gunicorn\r\nCF-Ray: forged\r\nKeep-Alive: timeout=5\r\nContent-Length: 0\r\n\r\n",
+    "/control": b"HTTP/1.1 200 OK\r\nX-Bad: a\x01b\r\nContent-Length: 2\r\n\r\nok",
+}
+
+# how the client asks: the request line's version and its Connection header
+CLIENTS = {
+    "1.1": ("HTTP/1.1", None),
+    "1.1 close": ("HTTP/1.1", "close"),
+    "1.0": ("HTTP/1.0", None),
+    "1.0 keep-alive": ("HTTP/1.0", "keep-alive"),
+}
+
+
+@pytest.fixture
+async def raw_origin() -> AsyncIterator[str]:
+    """An origin that answers each request on a connection with ``ANSWERS[path]``, kept alive."""
+
+    open_writers: set[asyncio.StreamWriter] = set()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        open_writers.add(writer)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                path = head.split(b" ", 2)[1].decode()
+                writer.write(ANSWERS[path])
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            open_writers.discard(writer)
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    for writer in list(open_writers):  # the edge's pooled connections: their handlers end on EOF
+        writer.transport.abort()
+    server.close()
+    await server.wait_closed()
+
+
+async def _ask(port: int, path: str, client: str) -> tuple[bytes, list[bytes], bytes, bool]:
+    """The status line, header lines and body the edge sends back, and whether it then closed."""
+    version, connection = CLIENTS[client]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        head = f"GET {path} {version}\r\nHost: public.acme.test\r\n"
+        if connection:
+            head += f"Connection: {connection}\r\n"
+        writer.write(head.encode() + b"\r\n")
+        answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        status, *lines = answer[:-4].split(b"\r\n")
+        length = next(int(line.split(b":", 1)[1]) for line in lines if line.lower().startswith(b"content-length:"))
+        body = await asyncio.wait_for(reader.readexactly(length), 10)
+        try:
+            closed = await asyncio.wait_for(reader.read(1), 0.3) == b""
+        except TimeoutError:
+            closed = False  # still open, nothing more sent
+        return status, lines, body, closed
+    finally:
+        writer.close()
+
+
+def _comparable(lines: list[bytes]) -> list[bytes]:
+    """The header lines, sorted, without the two that differ by nature: the Date and the Ray ID."""
+    return sorted(line for line in lines if not line.lower().startswith((b"date:", b"cf-ray:")))
+
+
+async def test_answers_read_whole_go_back_as_aiohttp_wrote_them(
+    monkeypatch: pytest.MonkeyPatch, make_edge: MakeEdge, raw_origin: str
+) -> None:
+    assert web_aiohttp.WHOLE
+    running = await make_edge(base_config(raw_origin))
+    # /obs-text aside: aiohttp's writer drops a byte that is not UTF-8 ("caf"), WholeAnswer sends it
+    cases = [(path, client) for path in ANSWERS if path not in ("/control", "/obs-text") for client in CLIENTS]
+    whole = {case: await _ask(running.port, *case) for case in cases}
+    obs_text = await _ask(running.port, "/obs-text", "1.1")
+    monkeypatch.setattr(web_aiohttp, "WHOLE", False)
+    written = {case: await _ask(running.port, *case) for case in cases}
+    for case in cases:
+        (status, lines, body, closed), (status2, lines2, body2, closed2) = whole[case], written[case]
+        assert (status, _comparable(lines), body, closed) == (status2, _comparable(lines2), body2, closed2), case
+        assert sum(line.lower().startswith(b"date:") for line in lines) == 1, case
+    # what those answers are, in a few words: the version answered is the client's, keep-alive as asked
+    assert whole["/plain", "1.1"][0] == b"HTTP/1.1 200 OK" and not whole["/plain", "1.1"][3]
+    assert whole["/plain", "1.0"][0] == b"HTTP/1.0 200 OK" and whole["/plain", "1.0"][3]
+    assert b"Connection: keep-alive" in whole["/plain", "1.0 keep-alive"][1] and not whole["/plain", "1.0 keep-alive"][3]
+    assert b"Connection: close" in whole["/plain", "1.1 close"][1] and whole["/plain", "1.1 close"][3]
+    assert whole["/reason", "1.1"][0] == b"HTTP/1.1 299 Quite Unusual Reason"
+    assert b"X-Obs: caf\xe9" in obs_text[1]  # as the origin sent it
+    assert b"Date: Tue, 01 Jan 2030 00:00:00 GMT" in whole["/dated", "1.1"][1]
+    assert b"Content-Type: application/octet-stream" in whole["/untyped", "1.1"][1]  # aiohttp's default, kept
+    server = _comparable(whole["/server", "1.1"][1])
+    assert b"Server: cloudflare" in server and b"Server: gunicorn" not in server
+    assert not any(line.lower().startswith(b"keep-alive:") for line in server)
+
+
+async def test_a_control_character_in_an_origin_header_is_a_502(make_edge: MakeEdge, raw_origin: str) -> None:
+    running = await make_edge(base_config(raw_origin))
+    status, lines, body, _ = await _ask(running.port, "/control", "1.1")
+    assert status == b"HTTP/1.1 502 Bad Gateway"
+    assert b"\x01" not in b"".join(lines) + body
+    assert b"the origin sent an invalid HTTP response" in body
+    assert running.fake.requests.last.reason.endswith("then the origin failed: the origin sent an invalid HTTP response")
+
+
+async def test_the_journal_sees_an_origin_answers_cookies_and_location(make_edge: MakeEdge, raw_origin: str) -> None:
+    running = await make_edge(base_config(raw_origin))
+    async with running.client.get(running.url("public.acme.test", "/found"), allow_redirects=False) as resp:
+        assert resp.status == 302
+        assert resp.headers.getall("Set-Cookie") == ["a=1; Path=/", "b=2; HttpOnly"]
+    record = running.fake.requests.last
+    assert record.cookies_set == ("a=1; Path=/", "b=2; HttpOnly")
+    assert record.location == "/elsewhere?a=1"
+
+
+def test_a_moved_response_attribute_is_reported_in_words(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert web_aiohttp.answer_problems() == ()
+    monkeypatch.setitem(web_aiohttp.ANSWER_STATE, "_renamed", "a property a future aiohttp reads")
+    assert web_aiohttp.answer_problems() == (
+        f"aiohttp {aiohttp.__version__}: StreamResponse has no attribute _renamed, behind a property "
+        "a future aiohttp reads",
+    )
