@@ -34,6 +34,7 @@ ANSWERS = {
     "/obs-text": b"HTTP/1.1 200 OK\r\nX-Obs: caf\xe9\r\nContent-Length: 2\r\n\r\nok",
     "/teapot": b"HTTP/1.1 418 I'm a teapot\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n\r\nteapot",
     "/server": b"HTTP/1.1 200 OK\r\nServer: gunicorn\r\nCF-Ray: forged\r\nKeep-Alive: timeout=5\r\nContent-Length: 0\r\n\r\n",
+    "/split": b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 11\r\n\r\nhello world",
     "/control": b"HTTP/1.1 200 OK\r\nX-Bad: a\x01b\r\nContent-Length: 2\r\n\r\nok",
 }
 
@@ -58,7 +59,13 @@ async def raw_origin() -> AsyncIterator[str]:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
                 path = head.split(b" ", 2)[1].decode()
-                writer.write(ANSWERS[path])
+                answer = ANSWERS[path]
+                if path == "/split":  # the body in two writes, the second once the edge has the first
+                    writer.write(answer[:-3])
+                    await writer.drain()
+                    await asyncio.sleep(0.05)
+                    answer = answer[-3:]
+                writer.write(answer)
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
@@ -122,6 +129,7 @@ async def test_answers_read_whole_go_back_as_aiohttp_wrote_them(
     assert b"Connection: keep-alive" in whole["/plain", "1.0 keep-alive"][1] and not whole["/plain", "1.0 keep-alive"][3]
     assert b"Connection: close" in whole["/plain", "1.1 close"][1] and whole["/plain", "1.1 close"][3]
     assert whole["/reason", "1.1"][0] == b"HTTP/1.1 299 Quite Unusual Reason"
+    assert whole["/split", "1.1"][2] == b"hello world"  # not all there when the head was: read to its end
     assert b"X-Obs: caf\xe9" in obs_text[1]  # as the origin sent it
     assert b"Date: Tue, 01 Jan 2030 00:00:00 GMT" in whole["/dated", "1.1"][1]
     assert b"Content-Type: application/octet-stream" in whole["/untyped", "1.1"][1]  # aiohttp's default, kept
