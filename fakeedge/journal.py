@@ -64,7 +64,7 @@ _TITLE = re.compile(r"<h1>([^<]+)</h1>(?:<p>([^<]+)</p>)?")
 
 
 def _trail(request: web.Request) -> Trail | None:
-    return request.get(trail_key)
+    return request._state.get(trail_key)  # request.get(): two calls more (web_aiohttp's contract)
 
 
 def note(request: web.Request, reason: str) -> None:

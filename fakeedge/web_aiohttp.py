@@ -158,6 +158,16 @@ def request_problems() -> tuple[str, ...]:
         found.append(f"{where}: web.Request() takes no keyword client_max_size=")
     if not isinstance(inspect.getattr_static(web.Request, "app", None), property):
         found.append(f"{where}: web.Request has no property app for EdgeRequest to stand in for")
+    probe: Any = object.__new__(web.Request)
+    probe._state = {}
+    key = web.RequestKey("probe", str)
+    try:
+        probe[key] = "kept"
+        kept = probe._state.get(key) == "kept" and probe.get(key) == "kept"
+    except Exception:  # any failure is the answer: it moved
+        kept = False
+    if not kept:
+        found.append(f"{where}: web.Request no longer keeps request[key] in its _state dict, which the edge writes")
     return tuple(found)
 
 

@@ -159,8 +159,10 @@ async def handle(front: Front, request: web.Request) -> web.StreamResponse:
 
 async def _handle(request: web.Request, front: Front, edge: Edge) -> web.StreamResponse:
     started = time.perf_counter()
-    ray = request[ray_key] = new_ray()
-    trail = request[journal.trail_key] = journal.Trail()
+    # into the request's own dict, as request[key] = ... does after a check per call (web_aiohttp)
+    state = request._state
+    ray = state[ray_key] = new_ray()
+    trail = state[journal.trail_key] = journal.Trail()
     edge_log = front.access_log
     try:
         response, app, kind, host = await _answer(request, front, edge, ray, trail)

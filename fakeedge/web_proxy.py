@@ -97,13 +97,16 @@ def answer_fields(reason: str, lines: list[tuple[str, str]]) -> bytes:
     return head[head.index(b"\r\n") + 2 :]
 
 
+_getrandbits = random.getrandbits
+
+
 def new_ray() -> str:
     """A Ray ID in Cloudflare's shape: 16 hex, a dash, a location code (spec §8).
 
     It names a request in logs and pages and guards nothing, so it need not cost a getrandom
     syscall per request as ``secrets`` would.
     """
-    return f"{random.getrandbits(64):016x}-DEV"
+    return "%016x-DEV" % _getrandbits(64)  # noqa: UP031 (a fifth cheaper than the f-string's format spec)
 
 
 # Never removed because the client's Connection header names them (RFC 9110 §7.6.1 lets a sender

@@ -186,3 +186,15 @@ async def test_the_edge_serves_requests_as_its_router_did(monkeypatch: pytest.Mo
             400,
             {"error": "unknown key(s) padding; valid: advance, skew, freeze, unfreeze, reset"},
         )
+
+
+def test_a_request_that_keeps_its_keys_elsewhere_is_reported_in_words(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Moved(web.Request):  # what a future aiohttp might ship: request[key] kept apart from _state
+        def __setitem__(self, key: Any, value: Any) -> None:
+            self.__dict__.setdefault("elsewhere", {})[key] = value
+
+    monkeypatch.setattr(web, "Request", Moved)
+    assert web_aiohttp.request_problems() == (
+        f"aiohttp {aiohttp.__version__}: web.Request no longer keeps request[key] in its _state dict, "
+        "which the edge writes",
+    )
