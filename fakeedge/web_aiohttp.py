@@ -255,6 +255,9 @@ _OCTETS = b"Content-Type: application/octet-stream\r\n"
 # aiohttp's Connection header, by the request's HTTP version: kept alive, or not
 _KEEP = {(1, 1): b"", (1, 0): b"Connection: keep-alive\r\n"}
 _CLOSE = {(1, 1): b"Connection: close\r\n", (1, 0): b""}
+# the status lines answers recur with, by (version, status, reason): bounded, as origins choose reasons
+_STATUS_LINES: dict[tuple[tuple[int, int], int, str], bytes] = {}
+STATUS_LINES_LIMIT = 256
 _DATE: list[Any] = [0, b""]  # the second, and its Date line: one formatdate a second
 
 
@@ -329,24 +332,33 @@ class WholeAnswer(web.StreamResponse):
             keep_alive = self._keep_alive = request.keep_alive
         version = request.version
         body = self._whole
-        head = b"".join(
-            (
-                f"HTTP/{version[0]}.{version[1]} {self._status} {self._reason}\r\n".encode(),
-                self._fields,
-                f"Content-Length: {len(body)}\r\n".encode(),
-                _OCTETS if body and "Content-Type" not in self._origin_headers else b"",
-                b"" if "Date" in self._origin_headers else _date_line(),
-                (_KEEP if keep_alive else _CLOSE).get((version[0], version[1]), b""),
-                b"\r\n",
+        origin_headers = self._origin_headers
+        status_line = _STATUS_LINES.get((version, self._status, self._reason))
+        if status_line is None:
+            status_line = f"HTTP/{version[0]}.{version[1]} {self._status} {self._reason}\r\n".encode(
+                "utf-8", "surrogateescape"  # a reason byte that was not UTF-8 goes back as it came
             )
-        )
+            if len(_STATUS_LINES) < STATUS_LINES_LIMIT:
+                _STATUS_LINES[version, self._status, self._reason] = status_line
         transport = request.transport
         if transport is None or transport.is_closing():
             raise ConnectionResetError("Cannot write to closing transport")
-        transport.write(head + body)
+        transport.write(
+            b"%b%bContent-Length: %d\r\n%b%b%b\r\n%b"
+            % (
+                status_line,
+                self._fields,
+                len(body),
+                _OCTETS if body and "Content-Type" not in origin_headers else b"",
+                b"" if "Date" in origin_headers else _date_line(),
+                (_KEEP if keep_alive else _CLOSE).get(version, b""),
+                body,
+            )
+        )
         self._eof_sent = True
         self._body_length = len(body)
-        await writer.drain()  # what aiohttp's writer does past the transport's high-water mark
+        if transport.get_write_buffer_size():  # not all written at once: a slow reader
+            await writer.drain()  # waits past the transport's high-water mark, as aiohttp's writer does
         return None
 
     async def write_eof(self, data: bytes = b"") -> None:
