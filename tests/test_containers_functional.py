@@ -186,6 +186,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 def test_fakeedge_runs_as_non_root_and_its_health_check_passes(stack: Stack) -> None:
     assert stack.exec("fakeedge", "id", "-u").stdout == "10001\n"
+    logs = stack.cli("logs", stack.container("fakeedge"))
+    assert "fakeedge: event loop uvloop\n" in logs.stdout + logs.stderr  # the image installs the fast extra
     done = stack.exec("fakeedge", "fakeedge", "health", "--config", IN_IMAGE_CONFIG)
     assert (done.returncode, done.stdout, done.stderr) == (
         0,
