@@ -313,6 +313,10 @@ class WholeAnswer(web.StreamResponse):
                 made["Content-Type"] = "application/octet-stream"
         return made
 
+    @property  # read-only here: the headers are the origin's
+    def _headers(self) -> CIMultiDict[str]:  # type: ignore[override]  # what StreamResponse's methods read
+        return self.headers
+
     def set_cookies(self) -> tuple[str, ...]:
         """The answer's ``Set-Cookie`` values, without making :attr:`headers` (the journal's)."""
         found = tuple(self._origin_headers.getall("Set-Cookie", ()))

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
 
-from fakeedge import web_aiohttp
+from fakeedge import web_aiohttp, web_app
 
 from .conftest import MakeEdge, base_config
 
@@ -164,3 +165,31 @@ def test_a_moved_response_attribute_is_reported_in_words(monkeypatch: pytest.Mon
         f"aiohttp {aiohttp.__version__}: StreamResponse has no attribute _renamed, behind a property "
         "a future aiohttp reads",
     )
+
+
+async def test_an_answer_read_whole_reads_as_any_response(
+    monkeypatch: pytest.MonkeyPatch, make_edge: MakeEdge, raw_origin: str
+) -> None:
+    # what a test or a hook may read of the answer the edge returned: StreamResponse's own properties
+    seen: list[web_aiohttp.WholeAnswer] = []
+    answer = web_app._answer
+
+    async def spy(*args: Any) -> Any:
+        found = await answer(*args)
+        if isinstance(found[0], web_aiohttp.WholeAnswer):
+            seen.append(found[0])
+        return found
+
+    monkeypatch.setattr(web_app, "_answer", spy)
+    running = await make_edge(base_config(raw_origin))
+    status, _, body, _ = await _ask(running.port, "/teapot", "1.1")
+    assert status == b"HTTP/1.1 418 I'm a teapot" and body == b"teapot"
+    (got,) = seen
+    assert (got.status, got.reason, got.content_type, got.content_length, got.body_length) == (
+        418,
+        "I'm a teapot",
+        "text/plain",
+        6,
+        6,
+    )
+    assert got.prepared and got.headers["Server"] == "cloudflare" and got.keep_alive is True
