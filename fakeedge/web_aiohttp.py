@@ -138,6 +138,11 @@ async def drain(proto: ResponseHandler) -> None:
 REQUEST_PARAMS = ("message", "payload", "protocol", "payload_writer", "task", "loop")
 
 
+# made at import: a RequestKey names itself after the module whose top level makes it, and a
+# thread's frames (an edge started by fakeedge.testing_sync) have no module level to find
+_PROBE_KEY = web.RequestKey("probe_key", str)
+
+
 def request_problems() -> tuple[str, ...]:
     """How this aiohttp's ``web.Request`` differs from what :func:`request_factory` expects, in words.
 
@@ -160,10 +165,9 @@ def request_problems() -> tuple[str, ...]:
         found.append(f"{where}: web.Request has no property app for EdgeRequest to stand in for")
     probe: Any = object.__new__(web.Request)
     probe._state = {}
-    key = web.RequestKey("probe", str)
     try:
-        probe[key] = "kept"
-        kept = probe._state.get(key) == "kept" and probe.get(key) == "kept"
+        probe[_PROBE_KEY] = "kept"
+        kept = probe._state.get(_PROBE_KEY) == "kept" and probe.get(_PROBE_KEY) == "kept"
     except Exception:  # any failure is the answer: it moved
         kept = False
     if not kept:

@@ -186,7 +186,7 @@ def test_the_dockerfile_installs_fakeedge_and_runs_the_compose_command(services:
     assert copied == ["pyproject.toml", "README.md", "fakeedge"]
     assert all((ROOT / src).exists() for src in copied)
     (install,) = [args for op, args in steps if op == "RUN"]
-    assert install.startswith("pip install --no-cache-dir . && rm -rf /src && useradd --uid 10001 ")
+    assert install.startswith("pip install --no-cache-dir '.[fast]' && rm -rf /src && useradd --uid 10001 ")  # uvloop
     entrypoint = json.loads(dict(steps)["ENTRYPOINT"])
     cmd = json.loads(dict(steps)["CMD"])
     assert entrypoint == ["fakeedge"]
