@@ -32,6 +32,9 @@ def split_host(host: str) -> tuple[str, str] | None:
     if host.startswith("["):
         end = host.find("]")
         name, rest = host[: end + 1], host[end + 1 :]
+        if "%" in name:
+            # a zone id (RFC 6874) may hold spaces, quotes, '?', '#'... and ipaddress takes it
+            return None
         try:
             ipaddress.IPv6Address(name[1:-1])
         except ValueError:

@@ -1,0 +1,366 @@
+"""An attacker's look at the per-request hot path as issue 16 rewrote it, on raw sockets.
+
+The verdict cache, the remembered host checks and app matches, aiohttp's low-level server, the
+body forwarded as it arrives and the journal and access log written lazily: each is a shortcut
+that must not change who gets through. Requests here go byte for byte over one or more keep-alive
+connections to a real edge, in front of real aiohttp origins that record what reached them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+import pytest
+from aiohttp import web
+
+from fakeedge.mint import mint
+from fakeedge.policy import split_host
+
+from .conftest import BOT_ID, BOT_SECRET, Origin, RunningEdge, base_config
+
+ANSWER_TIMEOUT = 10.0  # generous on a shared machine: what these tests catch is a hang
+
+MakeEdge = Callable[..., Awaitable[RunningEdge]]
+MakeOrigin = Callable[..., Awaitable[Origin]]
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+    interim: list[int]  # the 1xx statuses that came before
+
+    def header(self, name: str) -> list[str]:
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+
+class Conn:
+    """One client connection, kept alive: requests written byte for byte, answers read one by one."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def open(cls, port: int) -> Conn:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return cls(reader, writer)
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def head(self, timeout: float = ANSWER_TIMEOUT) -> tuple[int, list[tuple[str, str]]]:
+        async with asyncio.timeout(timeout):
+            try:
+                raw = await self.reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError as exc:
+                raise AssertionError(f"the edge closed the connection without an answer: {exc.partial!r}") from None
+        lines = raw[:-4].decode("latin-1").split("\r\n")
+        headers = [(k, v.strip()) for k, _, v in (line.partition(":") for line in lines[1:])]
+        return int(lines[0].split(" ", 2)[1]), headers
+
+    async def answer(self, *, method: str = "GET", timeout: float = ANSWER_TIMEOUT) -> Answer:
+        """The next final answer, its body read as framed (1xx answers before it collected)."""
+        interim: list[int] = []
+        async with asyncio.timeout(timeout):
+            status, headers = await self.head(timeout)
+            while 100 <= status < 200:
+                interim.append(status)
+                status, headers = await self.head(timeout)
+            lower = {k.lower(): v for k, v in headers}
+            if method == "HEAD" or status in (204, 304):
+                body = b""
+            elif "content-length" in lower:
+                body = await self.reader.readexactly(int(lower["content-length"]))
+            elif lower.get("transfer-encoding", "").lower() == "chunked":
+                body = b""
+                while True:
+                    size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
+                    if size == 0:
+                        await self._trailers()
+                        break
+                    body += await self.reader.readexactly(size)
+                    await self.reader.readexactly(2)
+            else:
+                body = await self.reader.read()
+        return Answer(status, headers, body, interim)
+
+    async def _trailers(self) -> None:
+        while await self.reader.readuntil(b"\r\n") != b"\r\n":
+            pass
+
+    async def closed(self, timeout: float = ANSWER_TIMEOUT) -> bool:
+        """Whether the edge closed the connection (nothing more to read) within ``timeout``."""
+        async with asyncio.timeout(timeout):
+            return await self.reader.read() == b""
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(OSError):  # reset by the edge: closed either way
+            await self.writer.wait_closed()
+
+
+@pytest.fixture
+async def conns() -> AsyncIterator[Callable[[int], Awaitable[Conn]]]:
+    """Open raw connections to an edge; all closed at the end of the test."""
+    opened: list[Conn] = []
+
+    async def go(port: int) -> Conn:
+        conn = await Conn.open(port)
+        opened.append(conn)
+        return conn
+
+    yield go
+    for conn in opened:
+        await conn.close()
+
+
+def request(method: str, target: str, host: str, *headers: tuple[str, str], body: bytes = b"") -> bytes:
+    """A request as bytes: the head as given, ``Content-Length`` added for a body unless framed already."""
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {host}"]
+    lines += [f"{k}: {v}" for k, v in headers]
+    framed = any(k.lower() in ("content-length", "transfer-encoding") for k, _ in headers)
+    if body and not framed:
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape") + body
+
+
+def cookie(token: str) -> tuple[str, str]:
+    return ("Cookie", f"CF_Authorization={token}")
+
+
+Verify = Callable[[str, str], Awaitable[dict[str, Any]]]
+
+
+def verifier(running: RunningEdge) -> Verify:
+    """Verify an assertion as an origin does: RS256 against the served JWKS, for ``app``'s AUD.
+
+    PyJWKClient fetches with urllib, blocking: from a worker thread, while the edge runs here.
+    """
+    jwks = jwt.PyJWKClient(f"{running.team}/cdn-cgi/access/certs", cache_jwk_set=True, lifespan=3600)
+
+    async def verify(token: str, app: str) -> dict[str, Any]:
+        key = await asyncio.to_thread(jwks.get_signing_key_from_jwt, token)
+        claims: dict[str, Any] = jwt.decode(
+            token, key.key, algorithms=["RS256"], audience=running.aud(app), issuer=running.team
+        )
+        return claims
+
+    return verify
+
+
+# --- pipelining: each request on a kept-alive connection is judged on its own -------------------
+
+
+async def test_pipelined_requests_are_each_judged_on_their_own_credential(
+    edge: RunningEdge, origin: Origin, conns: Callable[[int], Awaitable[Conn]]
+) -> None:
+    """Sent in one write: the verdict, the identity and the headers of one request never carry
+    over to the next on the same connection (the cached verdict of the first included)."""
+    port = edge.port
+    host = f"admin.acme.test:{port}"
+    alice = mint(edge.edge, app="Admin", email="alice@acme.test")
+    bob = mint(edge.edge, app="Admin", email="bob@acme.test")
+    mallory = mint(edge.edge, app="Admin", email="mallory@evil.test")
+    grafana = mint(edge.edge, app="Grafana", email="alice@acme.test")
+    verify = verifier(edge)
+    conn = await conns(port)
+    await conn.send(
+        request("GET", "/1", host, cookie(alice))
+        + request("GET", "/2", host)
+        + request("GET", "/3", host, cookie(bob))
+        + request("GET", "/4", host, cookie(mallory))
+        + request("GET", "/5", host, cookie(grafana))  # another app's token: as if none
+        + request("GET", "/6", f"public.acme.test:{port}", ("Cf-Access-Jwt-Assertion", alice))
+        + request("GET", "/7", host, cookie(alice), ("Cf-Access-Authenticated-User-Email", "ceo@acme.test"))
+        + request("GET", "/8", host, ("CF-Access-Client-Id", BOT_ID), ("CF-Access-Client-Secret", BOT_SECRET))
+        + request("GET", "/9", host, ("CF-Access-Client-Id", BOT_ID), ("CF-Access-Client-Secret", "wrong"))
+    )
+    statuses = [(await conn.answer()).status for _ in range(9)]
+    assert statuses == [200, 302, 200, 403, 302, 200, 200, 200, 302]
+    seen = {r.path: r.headers for r in origin.received}
+    assert sorted(seen) == ["/1", "/3", "/6", "/7", "/8"]
+    for path, email in (("/1", "alice@acme.test"), ("/3", "bob@acme.test"), ("/7", "alice@acme.test")):
+        claims = await verify(seen[path]["Cf-Access-Jwt-Assertion"], "Admin")
+        assert (claims["email"], seen[path]["Cf-Access-Authenticated-User-Email"]) == (email, email), path
+    assert (await verify(seen["/8"]["Cf-Access-Jwt-Assertion"], "Admin"))["common_name"] == BOT_ID
+    assert "Cf-Access-Authenticated-User-Email" not in seen["/8"]
+    assert not any(k.lower().startswith("cf-access-") for k in seen["/6"])
+
+
+async def test_a_body_that_spells_a_request_is_never_a_request(
+    edge: RunningEdge, origin: Origin, conns: Callable[[int], Awaitable[Conn]]
+) -> None:
+    """A refused POST whose body is a request for the protected host: the edge frames it by its
+    Content-Length (or chunks) and never answers, or forwards, what the body spells."""
+    port = edge.port
+    smuggled = f"GET /smuggled HTTP/1.1\r\nHost: admin.acme.test:{port}\r\nCf-Access-Jwt-Assertion: x\r\n\r\n"
+    chunked = f"{len(smuggled):x}\r\n{smuggled}\r\n0\r\n\r\n".encode()
+    conn = await conns(port)
+    await conn.send(
+        request("POST", "/a", f"admin.acme.test:{port}", body=smuggled.encode())
+        + request("POST", "/b", f"admin.acme.test:{port}", ("Transfer-Encoding", "chunked"), body=chunked)
+        + request("GET", "/after", f"public.acme.test:{port}")
+    )
+    assert [(await conn.answer()).status for _ in range(3)] == [302, 302, 200]
+    assert [r.path for r in origin.received] == ["/after"]
+
+
+# --- what aiohttp's parser refuses: the edge's one parser, no second opinion ----------------------
+
+DESYNC = {
+    "CL and TE": "Content-Length: 4\r\nTransfer-Encoding: chunked\r\n",
+    "two Content-Lengths": "Content-Length: 4\r\nContent-Length: 40\r\n",
+    "a signed Content-Length": "Content-Length: +4\r\n",
+    "a space before the colon": "Transfer-Encoding : chunked\r\nContent-Length: 4\r\n",
+    "obs-fold": "Content-Length: 4\r\nX-A: a\r\n  Cf-Access-Jwt-Assertion: x\r\n",
+    "two Hosts": "Host: admin.acme.test\r\nContent-Length: 4\r\n",
+}
+
+
+@pytest.mark.parametrize("extra", DESYNC.values(), ids=DESYNC.keys())
+async def test_ambiguous_framing_is_refused_before_anything_is_judged(
+    edge: RunningEdge, origin: Origin, conns: Callable[[int], Awaitable[Conn]], extra: str
+) -> None:
+    """RFC 9112 §6.3: a message whose length is in doubt is refused and the connection closed,
+    with a valid credential too: nothing reaches the origin, nothing is left to be read as a
+    second request."""
+    port = edge.port
+    alice = mint(edge.edge, app="Admin", email="alice@acme.test")
+    head = f"POST / HTTP/1.1\r\nHost: public.acme.test:{port}\r\nCookie: CF_Authorization={alice}\r\n{extra}\r\n"
+    follow = f"GET /after HTTP/1.1\r\nHost: admin.acme.test:{port}\r\nCookie: CF_Authorization={alice}\r\n\r\n"
+    conn = await conns(port)
+    await conn.send(head.encode() + b"0\r\n\r\n" + follow.encode())
+    answer = await conn.answer()
+    assert answer.status == 400
+    assert await conn.closed()
+    assert origin.received == []
+
+
+RAW_TARGETS = {
+    "bare LF": b"GET / HTTP/1.1\nHost: admin.acme.test\n\n",
+    "absolute-form": b"GET http://admin.acme.test/ HTTP/1.1\r\nHost: public.acme.test\r\n\r\n",
+    "absolute-form, the same host": b"GET http://public.acme.test/ HTTP/1.1\r\nHost: public.acme.test\r\n\r\n",
+    "authority-form": b"CONNECT admin.acme.test:80 HTTP/1.1\r\nHost: admin.acme.test\r\n\r\n",
+    "asterisk-form": b"OPTIONS * HTTP/1.1\r\nHost: public.acme.test\r\n\r\n",
+    "no Host": b"GET / HTTP/1.1\r\n\r\n",
+    "an empty Host": b"GET / HTTP/1.1\r\nHost: \r\n\r\n",
+    "an IPv6 zone": b"GET / HTTP/1.1\r\nHost: [::1%25admin.acme.test]\r\n\r\n",
+    "an IPv6 zone, raw": b'GET / HTTP/1.1\r\nHost: [::1%" app=Admin decision=allow x]\r\n\r\n',
+    "a Host with a space": b"GET / HTTP/1.1\r\nHost: public.acme.test admin.acme.test\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("raw", RAW_TARGETS.values(), ids=RAW_TARGETS.keys())
+async def test_a_target_or_host_that_is_not_one_host_and_path_reaches_no_origin(
+    make_edge: MakeEdge, origin: Origin, conns: Callable[[int], Awaitable[Conn]], raw: bytes
+) -> None:
+    """Whatever the spelling, a request either names one host and one path, judged as such, or
+    gets a 400; with a catch-all ingress rule, even an unknown host would reach the origin."""
+    cfg = base_config(origin.url)
+    cfg["ingress"][-1] = {"service": origin.url}  # every host routed: only Access stands in the way
+    running = await make_edge(cfg)
+    conn = await conns(running.port)
+    await conn.send(raw)
+    answer = await conn.answer()
+    assert answer.status == 400, answer
+    assert origin.received == []
+
+
+def test_split_host_takes_no_ipv6_zone() -> None:
+    """A zone id (RFC 6874) may hold any character but "%" and "/": "[::1%x y]" is no host for a
+    URL the edge builds, nor a word on a log line."""
+    assert split_host("[::1]:8080") == ("[::1]", "8080")
+    assert split_host("[FE80::1]") == ("[fe80::1]", "")
+    for host in ("[::1%eth0]", "[fe80::1%25eth0]:80", '[::1%" x=y]', "[::1%\x85]", "[::1%]"):
+        assert split_host(host) is None, host
+
+
+async def test_http_1_0_is_judged_like_http_1_1(
+    edge: RunningEdge, origin: Origin, conns: Callable[[int], Awaitable[Conn]]
+) -> None:
+    port = edge.port
+    alice = mint(edge.edge, app="Admin", email="alice@acme.test")
+    for headers, status in (([], 302), ([cookie(alice)], 200)):
+        conn = await conns(port)
+        lines = ["GET /ten HTTP/1.0", f"Host: admin.acme.test:{port}", *(f"{k}: {v}" for k, v in headers)]
+        await conn.send(("\r\n".join(lines) + "\r\n\r\n").encode())
+        assert (await conn.answer()).status == status
+        assert await conn.closed()  # HTTP/1.0 without keep-alive: one request per connection
+    assert [r.headers["Cf-Access-Authenticated-User-Email"] for r in origin.received] == ["alice@acme.test"]
+
+
+# --- Expect: 100-continue: the body asked for only once Access has admitted the request ----------
+
+
+async def test_expect_continue_is_answered_only_after_access_admits(
+    edge: RunningEdge, origin: Origin, conns: Callable[[int], Awaitable[Conn]]
+) -> None:
+    """A client that waits for 100 Continue before its body (RFC 9110 §10.1.1) gets it once the
+    edge has admitted the request, and the body then reaches the origin; a refused one gets its
+    final answer without a 100, so its body is never even asked for."""
+    port = edge.port
+    alice = mint(edge.edge, app="Admin", email="alice@acme.test")
+    body = b"x" * 5000
+    expect = ("Expect", "100-continue")
+    length = ("Content-Length", str(len(body)))
+
+    refused = await conns(port)
+    await refused.send(request("POST", "/refused", f"admin.acme.test:{port}", expect, length))
+    answer = await refused.answer()
+    assert (answer.status, answer.interim) == (302, [])
+
+    for host, headers in (
+        (f"admin.acme.test:{port}", [cookie(alice)]),
+        (f"sentry.acme.test:{port}", [("CF-Access-Client-Id", BOT_ID), ("CF-Access-Client-Secret", BOT_SECRET)]),
+        (f"public.acme.test:{port}", []),
+    ):
+        conn = await conns(port)
+        await conn.send(request("POST", "/upload", host, *headers, expect, length))
+        status, _ = await conn.head(timeout=5.0)  # no body is sent until this comes: a hang otherwise
+        assert status == 100, host
+        await conn.send(body)
+        answer = await conn.answer()
+        assert answer.status == 200, host
+        assert origin.last.body_size == len(body)
+    assert [r.path for r in origin.received] == ["/upload"] * 3
+
+
+# --- bodies: chunked with trailers, a client that gives up ---------------------------------------
+
+
+async def test_chunked_trailers_never_reach_the_origin_as_headers(
+    make_edge: MakeEdge, make_origin: MakeOrigin, conns: Callable[[int], Awaitable[Conn]]
+) -> None:
+    """Trailer fields are the client's too: an identity header there must not reach the origin as
+    a header, nor as a trailer it might merge (RFC 9110 §6.5.1)."""
+    seen: list[tuple[bytes, dict[str, str]]] = []
+
+    async def upload(request: web.Request) -> web.Response:
+        data = await request.read()
+        seen.append((data, dict(request.headers)))
+        return web.Response(text="ok")
+
+    upstream = await make_origin(lambda app: app.router.add_post("/up", upload))
+    running = await make_edge(base_config(upstream.url))
+    port = running.port
+    alice = mint(running.edge, app="Admin", email="alice@acme.test")
+    trailer = "Cf-Access-Jwt-Assertion: forged\r\nCf-Access-Authenticated-User-Email: ceo@acme.test\r\n"
+    conn = await conns(port)
+    await conn.send(
+        request("POST", "/up", f"admin.acme.test:{port}", cookie(alice), ("Transfer-Encoding", "chunked"))
+        + f"5\r\nhello\r\n6\r\n world\r\n0\r\n{trailer}\r\n".encode()
+    )
+    assert (await conn.answer()).status == 200
+    assert len(seen) == 1
+    data, headers = seen[0]
+    assert data == b"hello world"
+    assert headers["Cf-Access-Authenticated-User-Email"] == "alice@acme.test"
+    assert "forged" not in headers.values()
