@@ -10,18 +10,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import jwt
 import pytest
 from aiohttp import web
 
+from fakeedge.config import parse_config
+from fakeedge.edge import Edge
 from fakeedge.mint import mint
 from fakeedge.policy import split_host
+from fakeedge.testing import LoginRefused
+from fakeedge.web_app import AccessLog, start
 
-from .conftest import BOT_ID, BOT_SECRET, Origin, RunningEdge, base_config
+from .conftest import BOT_ID, BOT_SECRET, Origin, RunningEdge, base_config, copy_test_key
 
 ANSWER_TIMEOUT = 10.0  # generous on a shared machine: what these tests catch is a hang
 
@@ -364,3 +371,66 @@ async def test_chunked_trailers_never_reach_the_origin_as_headers(
     assert data == b"hello world"
     assert headers["Cf-Access-Authenticated-User-Email"] == "alice@acme.test"
     assert "forged" not in headers.values()
+
+
+# --- the access log and the edge's log: one line per request, no field a client wrote -------------
+
+# an access-log line, field by field (web_app._line); a reason's quotes are turned into "'"
+LOG_LINE = re.compile(
+    r"[A-Z]+ \S+ [1-5][0-9]{2} app=\S+ policy=\S+ decision=[a-z-]+(?: reason=\"[^\"]*\")? [0-9]+\.[0-9]ms"
+    r" ray=[0-9a-f]{16}-DEV"
+)
+HOSTILE_HOSTS = [
+    "public.acme.test app=Admin policy=staff decision=allow",  # fields of its own
+    'public.acme.test" reason="allowed',
+    "public.acme.test\xc2\x85GET admin.acme.test/ 200 app=Admin",  # NEL: a line break to str.splitlines
+    "public.acme.test\xe2\x80\xa8x",  # U+2028, likewise
+    "\xc2\x9b2J",  # C1 CSI, an escape sequence to a terminal that takes 8-bit controls
+    "[::1%\xc2\x9b31m]",
+]
+
+
+async def test_a_hostile_host_writes_one_plain_access_log_line(origin: Origin, tmp_path: Path) -> None:
+    """The Host of a refused request is on its line as the client sent it, whatever it holds:
+    percent-encoded where it could forge a field, a line or a terminal escape."""
+    cfg = base_config(origin.url)
+    cfg["keys_dir"] = str(copy_test_key(tmp_path / "keys"))
+    edge = Edge.create(parse_config(cfg, source="test.yml"))
+    stream = io.StringIO()
+    runner, (_, port) = await start(edge, "127.0.0.1", 0, access_log=AccessLog(stream))
+    try:
+        for host in HOSTILE_HOSTS:
+            conn = await Conn.open(port)
+            try:
+                await conn.send(f"GET /x HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode("latin-1"))
+                assert (await conn.answer()).status == 400, host
+            finally:
+                await conn.close()
+    finally:
+        await runner.cleanup()  # flushes the log
+    lines = stream.getvalue().split("\n")
+    assert lines[-1] == ""
+    lines = lines[:-1]
+    assert len(lines) == len(HOSTILE_HOSTS)
+    for line in lines:
+        assert LOG_LINE.fullmatch(line), line
+        assert line.isascii() and line.isprintable(), line
+    assert lines[0].startswith("GET public.acme.test%20app%3DAdmin%20policy%3Dstaff%20decision%3Dallow/x 400 app=- ")
+    assert lines[4].startswith("GET %C2%9B2J/x 400 ")
+
+
+async def test_a_sign_in_email_with_control_characters_is_refused(
+    make_edge: MakeEdge, origin: Origin, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The sign-in form takes any address by default (allow_any_email), and the edge logs who
+    signed in to what: an escape sequence in the address would reach the terminal of whoever
+    runs ``fakeedge serve``."""
+    running = await make_edge(base_config(origin.url))
+    for email in ("eve\x1b]0;owned\x07@acme.test", "eve\x9b2J@acme.test", "eve\x7f@acme.test", "eve\x00@acme.test"):
+        with pytest.raises(LoginRefused) as refused:
+            await running.fake.login(email, app="Admin")
+        assert str(refused.value) == (
+            f"the team domain refused {email}: Enter an email address such as you@example.com."
+        )
+    assert not [r for r in caplog.records if any(c in r.getMessage() for c in "\x1b\x9b\x7f\x00")]
+    assert origin.received == []
