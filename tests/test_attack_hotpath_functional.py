@@ -28,7 +28,7 @@ from fakeedge.policy import split_host
 from fakeedge.testing import LoginRefused
 from fakeedge.web_app import AccessLog, start
 
-from .conftest import BOT_ID, BOT_SECRET, Origin, RunningEdge, base_config, copy_test_key
+from .conftest import BOT_ID, BOT_SECRET, Origin, RunningEdge, base_config, copy_test_key, wait_for
 
 ANSWER_TIMEOUT = 10.0  # generous on a shared machine: what these tests catch is a hang
 
@@ -434,3 +434,84 @@ async def test_a_sign_in_email_with_control_characters_is_refused(
         )
     assert not [r for r in caplog.records if any(c in r.getMessage() for c in "\x1b\x9b\x7f\x00")]
     assert origin.received == []
+
+
+# --- uploads forwarded as they arrive: a client that gives up, a client that stalls ---------------
+
+
+async def _upload_origin(make_origin: MakeOrigin, outcomes: list[str], started: asyncio.Event) -> Origin:
+    """An origin whose /up reads the whole body and notes how that ended."""
+
+    async def upload(request: web.Request) -> web.Response:
+        started.set()
+        try:
+            data = await request.read()
+        except Exception as exc:  # what a handler sees of a client that went away mid-body
+            outcomes.append(type(exc).__name__)
+            raise
+        outcomes.append(f"complete {len(data)}")
+        return web.Response(text="ok")
+
+    return await make_origin(lambda app: app.router.add_post("/up", upload))
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+async def test_a_client_that_leaves_mid_upload_ends_the_origin_request_unfinished(
+    make_edge: MakeEdge, make_origin: MakeOrigin, framing: str
+) -> None:
+    """The body goes on as it arrives (iter_any); when the client goes away halfway, the origin
+    sees its request end unfinished (never a complete, shorter body), and the edge records a 499
+    and is done with the request at once."""
+    outcomes: list[str] = []
+    started = asyncio.Event()
+    upstream = await _upload_origin(make_origin, outcomes, started)
+    running = await make_edge(base_config(upstream.url))
+    port = running.port
+    alice = mint(running.edge, app="Admin", email="alice@acme.test")
+    if framing == "length":
+        head = request("POST", "/up", f"admin.acme.test:{port}", cookie(alice), ("Content-Length", "100000"))
+        part = b"x" * 30000
+    else:
+        head = request("POST", "/up", f"admin.acme.test:{port}", cookie(alice), ("Transfer-Encoding", "chunked"))
+        part = b"7530\r\n" + b"x" * 30000 + b"\r\n" + b"7530\r\n" + b"x" * 1000  # the second chunk cut short
+    conn = await Conn.open(port)
+    await conn.send(head + part)
+    async with asyncio.timeout(ANSWER_TIMEOUT):
+        await started.wait()
+    conn.writer.transport.abort()  # gone, without a word
+    await wait_for(lambda: bool(outcomes) and running.edge.handling == 0, ANSWER_TIMEOUT)
+    assert not outcomes[0].startswith("complete"), outcomes
+    await wait_for(lambda: any(r.status == 499 for r in running.fake.requests.all()), ANSWER_TIMEOUT)
+    departed = [r for r in running.fake.requests.all() if r.path == "/up"]
+    assert [(r.status, r.kind, r.app) for r in departed] == [(499, "client-closed", "Admin")]
+
+
+async def test_a_stalled_upload_holds_only_its_own_request(
+    make_edge: MakeEdge, make_origin: MakeOrigin, conns: Callable[[int], Awaitable[Conn]]
+) -> None:
+    """A client that stops sending halfway and keeps its connection open waits on its own: the
+    edge answers everyone else meanwhile, and the origin's read timeout does not cut an upload for
+    what is the client's slowness, not the origin's (the deadline is paused while the client is
+    waited for)."""
+    outcomes: list[str] = []
+    started = asyncio.Event()
+    upstream = await _upload_origin(make_origin, outcomes, started)
+    cfg = base_config(upstream.url)
+    cfg["origin_timeout"] = "300ms"
+    running = await make_edge(cfg)
+    port = running.port
+    alice = mint(running.edge, app="Admin", email="alice@acme.test")
+    stalled = await conns(port)
+    head = request("POST", "/up", f"admin.acme.test:{port}", cookie(alice), ("Content-Length", "20000"))
+    await stalled.send(head + b"x" * 10000)
+    async with asyncio.timeout(ANSWER_TIMEOUT):
+        await started.wait()
+    for i in range(5):  # others are answered at once, with their own identity
+        other = await conns(port)
+        await other.send(request("GET", f"/other{i}", f"public.acme.test:{port}", ("Connection", "close")))
+        assert (await other.answer()).status == 200
+    await asyncio.sleep(0.9)  # three origin timeouts: the client's slowness is no origin timeout
+    assert outcomes == []
+    await stalled.send(b"y" * 10000)
+    answer = await stalled.answer()
+    assert (answer.status, outcomes) == (200, ["complete 20000"])
