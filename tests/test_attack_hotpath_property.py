@@ -51,8 +51,11 @@ USERS = {
 TOKENS = {"bot": (BOT_ID, BOT_SECRET), "other": (OTHER_ID, OTHER_SECRET), "wrong": (BOT_ID, BOT_SECRET[:-1] + "X")}
 TOKEN_NAMES = {"bot": "ci-deploy-bot", "other": "other-bot"}
 HOSTS = ["admin", "sentry", "grafana", "ops", "uk", "bots", "public"]
-APPS = ["Admin", "Sentry", "Grafana", "Ops", "UK", "Bots"]  # whose tokens can be presented
-PATHS = ["/", "/x/y", "/public/x", "/public/..%2fx", "/public/../x", "/public\\..\\x", "/%70ublic/x", "/PUBLIC/x"]
+APPS = ["Admin", "Admin ops", "Sentry", "Grafana", "Ops", "UK", "Bots"]  # whose tokens can be presented
+PATHS = [
+    *("/", "/x/y", "/public/x", "/public/..%2fx", "/public/../x", "/public\\..\\x", "/%70ublic/x", "/PUBLIC/x"),
+    *("/ops/x", "/ops", "/ops%2fx", "/x/../ops/x", "/x/..%2fops/x", "/ops//x", "/%6Fps/x", "/public/../ops/x"),
+]
 
 
 def attack_config(origin: Origin) -> dict[str, Any]:
@@ -60,18 +63,18 @@ def attack_config(origin: Origin) -> dict[str, Any]:
     between users of the same domain or between service tokens."""
     cfg = base_config(origin.url)
     staff = {"email_domain": {"domain": "acme.test"}}
+    admins = {
+        "name": "admins",
+        "decision": "allow",
+        "include": [{"oidc": {"claim_name": "groups", "claim_value": "admins"}}],
+    }
     cfg["apps"] += [
         {"name": "Admin public", "domain": "admin.acme.test/public/*", "policies": [_everyone("bypass")]},
+        {"name": "Admin ops", "domain": "admin.acme.test/ops/*", "policies": [admins]},
         {
             "name": "Ops",
             "domain": "ops.acme.test",
-            "policies": [
-                {
-                    "name": "admins",
-                    "decision": "allow",
-                    "include": [{"oidc": {"claim_name": "groups", "claim_value": "admins"}}],
-                }
-            ],
+            "policies": [admins],
         },
         {
             "name": "UK",
@@ -101,7 +104,7 @@ def app_of(host: str, target: str) -> str | None:
     """The app that judges ``target`` on ``host`` (spec §14.1's normalisation, the test's own)."""
     if host == "admin":
         path = reference_path(target)
-        return "Admin public" if path.startswith("/public/") else "Admin"
+        return "Admin public" if path.startswith("/public/") else "Admin ops" if path.startswith("/ops/") else "Admin"
     return {"sentry": "Sentry", "grafana": "Grafana", "ops": "Ops", "uk": "UK", "bots": "Bots"}.get(host)
 
 
@@ -109,6 +112,7 @@ ALLOWED_USERS = {
     "Admin": {"alice", "bob", "octo"},  # acme.test, or the github organisation acme
     "Grafana": {"alice", "bob"},
     "Ops": {"alice"},  # the admins group
+    "Admin ops": {"alice"},
     "UK": {"alice"},  # acme.test and GB
 }
 SERVICE_AUTH = {"Admin": {"bot"}, "Sentry": {"bot"}, "Bots": {"bot", "other"}}
@@ -162,14 +166,19 @@ class Model:
         app = app_of(request.host, request.target)
         if app is None:
             return ("", None)
-        if app == "Admin public":
-            return (app, None)
+        bypass = app == "Admin public"
         headers = [c for c in request.creds if c.kind == "headers"]
         if headers:
             token = headers[0].who
             valid = token != "wrong" and token not in self.removed
-            if self.strict or valid:  # strict: the headers alone decide (spec §5)
-                return (app, f"service:{token}") if valid and token in SERVICE_AUTH.get(app, ()) else None
+            if self.strict:
+                # spec §5: the headers alone decide, 401 when they cannot authenticate, Bypass too;
+                # a Bypass policy authorises a valid token, and fakeedge then sends its JWT
+                return (app, f"service:{token}") if valid and (bypass or token in SERVICE_AUTH.get(app, ())) else None
+            if valid and not bypass:
+                return (app, f"service:{token}") if token in SERVICE_AUTH.get(app, ()) else None
+        if bypass:
+            return (app, None)
         # the first token that is good for this app decides, as if the others were absent (spec §13.6)
         for cred in (
             c for where in ("cookie", "header") for c in request.creds if c.kind != "headers" and c.where == where
@@ -491,6 +500,11 @@ async def test_no_shortcut_changes_who_gets_through(
         [get("ops", user("bob", "Ops")), Change("persona", "bob"), get("ops", user("bob", "Ops"))],
         [get("admin", target="/public/x"), Change("churn"), get("admin", target="/public/../x")],
         [get("grafana", user("alice", "Admin"), user("bob", "Grafana", "header"))],  # another app's token: absent
+        [get("admin", user("alice", "Admin"), target="/ops/x"), get("admin", user("alice", "Admin ops"), target="/x")],
+        [
+            get("admin", user("alice", "Admin ops"), target="/x/../ops/x"),
+            get("admin", user("bob", "Admin ops"), target="/ops/x"),
+        ],
         [get("admin", user("mallory", "Admin"), user("alice", "Admin", "header"))],  # the first good one decides
         [
             get("admin", jwt_of("bot", "Admin")),
