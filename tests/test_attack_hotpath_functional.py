@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import io
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -515,3 +516,47 @@ async def test_a_stalled_upload_holds_only_its_own_request(
     await stalled.send(b"y" * 10000)
     answer = await stalled.answer()
     assert (answer.status, outcomes) == (200, ["complete 20000"])
+
+
+# --- a service token that stops working takes its JWT with it -------------------------------------
+
+NOW = 1_800_000_000.0  # 2027-01-15T08:00:00Z
+
+
+@pytest.mark.parametrize("how", ["disabled", "expired"])
+async def test_a_disabled_or_expired_service_token_s_jwt_stops_working_too(
+    make_edge: MakeEdge, origin: Origin, conns: Callable[[int], Awaitable[Conn]], how: str
+) -> None:
+    """Spec §14.3: a disabled or expired token authenticates nothing. Its headers are refused from
+    then on, and so must be the CF_Authorization JWT it got (legacy mode) while it was good: that
+    cookie, kept by the client, would otherwise stand in for it for the app's whole session."""
+    from fakeedge.clock import Clock
+
+    clock = Clock()
+    clock.freeze(NOW)
+    cfg = base_config(origin.url)
+    cfg["service_tokens"][0]["expires_at"] = "2027-01-15T08:30:00Z"
+    running = await make_edge(cfg, clock=clock)
+    port = running.port
+    host = f"admin.acme.test:{port}"
+    bot = (("CF-Access-Client-Id", BOT_ID), ("CF-Access-Client-Secret", BOT_SECRET))
+    conn = await conns(port)
+    await conn.send(request("GET", "/headers", host, *bot))
+    answer = await conn.answer()
+    assert answer.status == 200
+    jwt_cookie = answer.header("Set-Cookie")[0].split(";")[0].partition("=")[2]
+    await conn.send(request("GET", "/cookie", host, cookie(jwt_cookie)))
+    assert (await conn.answer()).status == 200
+    if how == "disabled":
+        core = running.edge
+        tokens = tuple(
+            dataclasses.replace(t, disabled=True) if t.client_id == BOT_ID else t for t in core.config.service_tokens
+        )
+        core.reconfigure(dataclasses.replace(core.config, service_tokens=tokens))
+    else:
+        clock.advance(45 * 60)  # past the token's expiry, within its JWT's hour (Admin's session_duration)
+    await conn.send(
+        request("GET", "/headers-after", host, *bot) + request("GET", "/cookie-after", host, cookie(jwt_cookie))
+    )
+    assert [(await conn.answer()).status for _ in range(2)] == [302, 302]
+    assert [r.path for r in origin.received] == ["/headers", "/cookie"]
