@@ -560,3 +560,50 @@ async def test_a_disabled_or_expired_service_token_s_jwt_stops_working_too(
     )
     assert [(await conn.answer()).status for _ in range(2)] == [302, 302]
     assert [r.path for r in origin.received] == ["/headers", "/cookie"]
+
+
+# --- many at once: no shared state carries one request's identity into another -------------------
+
+
+async def test_concurrent_requests_of_different_users_keep_their_own_identity(
+    edge: RunningEdge, origin: Origin, conns: Callable[[int], Awaitable[Conn]]
+) -> None:
+    """Requests of four users (and a service token, and nobody) at once on one app, over kept-alive
+    connections: each that reaches the origin carries its own user's assertion and email, and the
+    journal names the same identity for it."""
+    port = edge.port
+    host = f"admin.acme.test:{port}"
+    users = ["alice@acme.test", "bob@acme.test", "octo@github.test", "mallory@evil.test"]
+    tokens = {email: mint(edge.edge, app="Admin", email=email) for email in users}
+    bot = (("CF-Access-Client-Id", BOT_ID), ("CF-Access-Client-Secret", BOT_SECRET))
+    verify = verifier(edge)
+
+    async def client(n: int) -> list[int]:
+        conn = await conns(port)
+        statuses = []
+        for i in range(6):
+            who = (n + i) % 6
+            if who < 4:
+                await conn.send(request("GET", f"/u/{who}/{n}/{i}", host, cookie(tokens[users[who]])))
+            elif who == 4:
+                await conn.send(request("GET", f"/u/{who}/{n}/{i}", host, *bot))
+            else:
+                await conn.send(request("GET", f"/u/{who}/{n}/{i}", host))
+            statuses.append((await conn.answer()).status)
+        return statuses
+
+    results = await asyncio.gather(*(client(n) for n in range(12)))
+    assert sorted(s for statuses in results for s in statuses) == sorted([200] * 48 + [302] * 12 + [403] * 12)
+    assert len(origin.received) == 48
+    for received in origin.received:
+        who = int(received.path.split("/")[2])
+        claims = await verify(received.headers["Cf-Access-Jwt-Assertion"], "Admin")
+        if who == 4:
+            assert claims["common_name"] == BOT_ID and "Cf-Access-Authenticated-User-Email" not in received.headers
+        else:
+            assert claims["email"] == received.headers["Cf-Access-Authenticated-User-Email"] == users[who]
+    journaled = {r.path: r.identity for r in edge.fake.requests.all() if r.forwarded}
+    assert len(journaled) == 48
+    for path, identity in journaled.items():
+        who = int(path.split("/")[2])
+        assert identity == ("service token ci-deploy-bot" if who == 4 else users[who]), path
