@@ -607,3 +607,31 @@ async def test_concurrent_requests_of_different_users_keep_their_own_identity(
     for path, identity in journaled.items():
         who = int(path.split("/")[2])
         assert identity == ("service token ci-deploy-bot" if who == 4 else users[who]), path
+
+
+async def test_the_control_api_s_clock_and_sign_out_beat_a_cached_verdict(
+    edge: RunningEdge, origin: Origin, conns: Callable[[int], Awaitable[Conn]]
+) -> None:
+    """A verdict is cached per session and kept for a day, read without the clock: moving the
+    clock past the token's expiry through the control API, or signing out, must still refuse
+    the very next request on the same connection."""
+    port = edge.port
+    host = f"admin.acme.test:{port}"
+    alice = mint(edge.edge, app="Admin", email="alice@acme.test")  # Admin: 1 h sessions
+    bob = mint(edge.edge, app="Admin", email="bob@acme.test")
+    conn = await conns(port)
+    await conn.send(request("GET", "/1", host, cookie(alice)) + request("GET", "/2", host, cookie(bob)))
+    assert [(await conn.answer()).status for _ in range(2)] == [200, 200]
+    async with edge.client.post(f"{edge.team}/cdn-cgi/fakeedge/clock", json={"advance": "61m"}) as resp:
+        assert resp.status == 200
+    await conn.send(request("GET", "/3", host, cookie(alice)))
+    assert (await conn.answer()).status == 302
+    async with edge.client.post(f"{edge.team}/cdn-cgi/fakeedge/clock", json={"reset": True}) as resp:
+        assert resp.status == 200
+    await conn.send(request("GET", "/4", host, cookie(bob)))
+    assert (await conn.answer()).status == 200
+    await conn.send(request("GET", "/cdn-cgi/access/logout", host, cookie(bob)))
+    assert (await conn.answer()).status == 200
+    await conn.send(request("GET", "/5", host, cookie(bob)))
+    assert (await conn.answer()).status == 302
+    assert [r.path for r in origin.received] == ["/1", "/2", "/4"]
