@@ -44,7 +44,8 @@ def split_host(host: str) -> tuple[str, str] | None:
         port = rest[1:]
     else:
         name, _, port = host.partition(":")
-        name = name.rstrip(".")
+        if name.endswith("."):
+            name = name[:-1]  # the root's empty label; "acme.test.." has an empty label of its own
         if not _HOSTNAME.fullmatch(name):
             return None
     if port and not _PORT.fullmatch(port):

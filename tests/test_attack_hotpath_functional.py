@@ -291,6 +291,14 @@ def test_split_host_takes_no_ipv6_zone() -> None:
         assert split_host(host) is None, host
 
 
+def test_split_host_takes_one_trailing_dot() -> None:
+    """The root's empty label may end a name, once: "admin.acme.test.." is no name, and an origin
+    would not take it for admin.acme.test (nginx answers 400)."""
+    assert split_host("Admin.Acme.Test.:8080") == ("admin.acme.test", "8080")
+    for host in ("admin.acme.test..", "admin.acme.test...:80", ".", ".."):
+        assert split_host(host) is None, host
+
+
 async def test_http_1_0_is_judged_like_http_1_1(
     edge: RunningEdge, origin: Origin, conns: Callable[[int], Awaitable[Conn]]
 ) -> None:
