@@ -741,6 +741,8 @@ class Edge:
             self._remember(cred)
         if cred.exp <= now or (cred.session is not None and not cred.session.alive(now)):
             return None
+        if cred.service_token is not None and not _valid_secrets(cred.service_token, now):
+            return None  # spec §14.3: a disabled or expired token authenticates nothing, its JWTs neither
         if self.keys.find(cred.kid, now) is None:
             return None  # signed by a key that has left the certs document
         return cred

@@ -32,6 +32,9 @@ def split_host(host: str) -> tuple[str, str] | None:
     if host.startswith("["):
         end = host.find("]")
         name, rest = host[: end + 1], host[end + 1 :]
+        if "%" in name:
+            # a zone id (RFC 6874) may hold spaces, quotes, '?', '#'... and ipaddress takes it
+            return None
         try:
             ipaddress.IPv6Address(name[1:-1])
         except ValueError:
@@ -41,7 +44,8 @@ def split_host(host: str) -> tuple[str, str] | None:
         port = rest[1:]
     else:
         name, _, port = host.partition(":")
-        name = name.rstrip(".")
+        if name.endswith("."):
+            name = name[:-1]  # the root's empty label; "acme.test.." has an empty label of its own
         if not _HOSTNAME.fullmatch(name):
             return None
     if port and not _PORT.fullmatch(port):

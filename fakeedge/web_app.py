@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from typing import TextIO
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -209,7 +209,7 @@ async def _handle(request: web.Request, front: Front, edge: Edge) -> web.StreamR
         edge_log.write(
             _line(
                 request.method,
-                request.host,
+                request.host if kind != "bad-request" else _shown_host(request.host),
                 request.raw_path,
                 response.status,
                 app,
@@ -242,6 +242,12 @@ def _journal_departed(request: web.Request, edge: Edge, journal_log: RequestLog,
 
 
 _NO_WHY: WhyFacts = (None, None, None, None)
+
+
+def _shown_host(host: str) -> str:
+    """A Host that is no host name, as its log line shows it: percent-encoded but for what a name,
+    a port or an IPv6 literal holds, so that it writes no field, line break or escape of its own."""
+    return quote(host.encode("utf-8", "surrogateescape"), safe=":[]")
 
 
 def _line(

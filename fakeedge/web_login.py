@@ -25,7 +25,10 @@ from .web_request import clear_cookie, client_ip, cookie, html_answer, ray_key, 
 
 log = logging.getLogger("fakeedge")
 
-_EMAIL = re.compile(r"[^@\s<>\"']+@[^@\s<>\"']+\.[^@\s<>\"']+")
+# no control character (C0, DEL, C1): the address goes on log lines, and to a terminal an escape
+# sequence there is a command (allow_any_email takes any address by default)
+_EMAIL_PART = r"[^@\s<>\"'\x00-\x1f\x7f-\x9f]+"
+_EMAIL = re.compile(rf"{_EMAIL_PART}@{_EMAIL_PART}\.{_EMAIL_PART}")
 # RFC 5321 §4.5.3.1.3: a path is 256 octets with its <>. Checked first: the pattern is quadratic
 # on "a@" and a run of dots (60,000 of them, in a 64 KiB form, took a minute)
 EMAIL_LIMIT = 254

@@ -420,7 +420,23 @@ def _timed_body(
     """
     if not request.body_exists:
         return None
-    return _timed_chunks(request.content.iter_any(), deadlines, task, timeout)
+    chunks: AsyncIterator[bytes] = request.content.iter_any()
+    if request.version == aiohttp.HttpVersion11 and request.headers.get("Expect", "").lower() == "100-continue":
+        chunks = _continued(request, chunks)
+    return _timed_chunks(chunks, deadlines, task, timeout)
+
+
+async def _continued(request: web.Request, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The body, asked for with ``100 Continue`` as it is first read (RFC 9110 §10.1.1).
+
+    The low-level server has no router to send it before the handler (aiohttp's expect_handler),
+    and a client may wait for it without end: sent here, once Access has admitted the request, so
+    the body of a refused one is never asked for.
+    """
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0  # the answer's size, as aiohttp's expect handler leaves it
+    async for chunk in chunks:
+        yield chunk
 
 
 async def _timed_chunks(
