@@ -14,11 +14,18 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import heapq
 import hmac
 import ipaddress
+import itertools
+import marshal
 import math
 import secrets
+import struct
+import weakref
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
@@ -26,7 +33,7 @@ from . import claims, tokens
 from .clock import Clock
 from .config import App, Config, IngressRule, Policy, ServiceToken, sub_for
 from .errors import UnknownName
-from .expiring import Expiring
+from .expiring import TRIM_AFTER, Expiring, release_memory
 from .keys import ROTATION_GRACE, KeyStore, SigningKey
 from .oauth import Grant, OAuthStore
 from .policy import AppIndex, Identity, IngressIndex, Verdict
@@ -58,14 +65,22 @@ OTP_PER_CLIENT = 20
 _sub = functools.lru_cache(maxsize=4096)(sub_for)
 
 
-@dataclass(slots=True)
+_NO_TOKENS: Mapping[str, tuple[int, int, str]] = MappingProxyType({})
+_NO_REASONS: Mapping[str, str] = MappingProxyType({})
+
+
+@dataclass(init=False, slots=True, weakref_slot=True)
 class Session:
     """One sign-in: the org session on the team domain and every app token minted from it.
 
     The tokens themselves are not kept here but in the edge's bounded cache: RS256 (PKCS #1 v1.5)
     signatures are deterministic, so the claims' times and the key's id are enough to sign the
-    very same token again once the cache has let it go. A session costs about 0.7 KiB, not the
-    1 KiB more that each token's text would add (issue 16).
+    very same token again once the cache has let it go (issue 16).
+
+    The edge holds its sessions packed (:class:`SessionStore`); this object is made from its record
+    when asked for, and stays the one object for that session while anything refers to it. Every
+    change to it is written back to the record, so ``app_tokens`` and ``justified`` are read-only:
+    :meth:`add_app_token` and :meth:`justify` change them.
     """
 
     nonce: str  # the JWT identity_nonce, shared by every token of this session
@@ -73,11 +88,43 @@ class Session:
     sub: str
     iat: int
     exp: int
-    org_kid: str = ""  # the key its org token was signed with; "" until first used (a session made to mint never is)
-    revoked_at: float | None = None
-    app_tokens: dict[str, tuple[int, int, str]] = field(default_factory=dict)  # aud -> (iat, exp, kid)
-    justified: dict[str, str] = field(default_factory=dict)  # aud -> the purpose given (spec §14.5)
-    mfa_at: float | None = None  # when the independent MFA step was passed (spec §14.5)
+    org_kid: str  # the key its org token was signed with; "" until first used (a session made to mint never is)
+    revoked_at: float | None
+    app_tokens: Mapping[str, tuple[int, int, str]]  # aud -> (iat, exp, kid)
+    justified: Mapping[str, str]  # aud -> the purpose given (spec §14.5)
+    mfa_at: float | None  # when the independent MFA step was passed (spec §14.5)
+    _store: SessionStore | None = field(repr=False, compare=False)  # where changes are written back
+
+    def __init__(
+        self,
+        nonce: str,
+        identity: Identity,
+        sub: str,
+        iat: int,
+        exp: int,
+        org_kid: str = "",
+        revoked_at: float | None = None,
+        app_tokens: Mapping[str, tuple[int, int, str]] = _NO_TOKENS,
+        justified: Mapping[str, str] = _NO_REASONS,
+        mfa_at: float | None = None,
+    ) -> None:
+        setattr_ = object.__setattr__  # not __setattr__: nothing to write back to yet
+        setattr_(self, "_store", None)
+        setattr_(self, "nonce", nonce)
+        setattr_(self, "identity", identity)
+        setattr_(self, "sub", sub)
+        setattr_(self, "iat", iat)
+        setattr_(self, "exp", exp)
+        setattr_(self, "org_kid", org_kid)
+        setattr_(self, "revoked_at", revoked_at)
+        setattr_(self, "app_tokens", app_tokens)
+        setattr_(self, "justified", justified)
+        setattr_(self, "mfa_at", mfa_at)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        object.__setattr__(self, name, value)
+        if self._store is not None:
+            self._store.write(self)
 
     @property
     def last_exp(self) -> float:
@@ -86,6 +133,243 @@ class Session:
 
     def alive(self, now: float) -> bool:
         return now < self.exp and (self.revoked_at is None or now < self.revoked_at)
+
+    def add_app_token(self, aud: str, times: tuple[int, int, str]) -> None:
+        """Record the (iat, exp, kid) of the app token signed for ``aud``."""
+        self.app_tokens = MappingProxyType({**self.app_tokens, aud: times})
+
+    def justify(self, aud: str, reason: str) -> None:
+        """Record the purpose given for ``aud`` (spec §14.5)."""
+        self.justified = MappingProxyType({**self.justified, aud: reason})
+
+
+# A session's record: its expiry (as an unsigned integer that sorts like the float), a sequence
+# number, the id of its identity's User (0 for none), the nonce's length, then the nonce and the
+# rest (marshal). Padded to RECORD_MIN bytes: with the object's header, past the 512 bytes up to
+# which CPython serves objects from its own arenas (pymalloc), so a record lives in the C heap.
+_HEAD = struct.Struct(">QQQI")
+RECORD_MIN = 480
+
+
+def _order(expires: float) -> int:
+    """``expires`` as an unsigned 64-bit integer in the same order (IEEE 754 bits, sign flipped)."""
+    bits = int.from_bytes(struct.pack(">d", expires), "big")
+    return bits ^ 0xFFFF_FFFF_FFFF_FFFF if bits >> 63 else bits | 1 << 63
+
+
+class _Record(bytes):
+    """A packed session. Sorts as bytes, i.e. by (expiry, sequence); hashes and compares equal as
+    its nonce, so that the store's dict is keyed by the record itself, looked up by nonce."""
+
+    __slots__ = ()
+
+    def nonce(self) -> str:
+        size = _HEAD.unpack_from(self)[3]
+        return self[_HEAD.size : _HEAD.size + size].decode("utf-8", "surrogatepass")
+
+    def __hash__(self) -> int:
+        return hash(self.nonce())
+
+    def __eq__(self, other: object) -> bool:
+        return self.nonce() == (other.nonce() if isinstance(other, _Record) else other)
+
+
+class SessionStore:
+    """The sessions by nonce, expiring and capped like :class:`Expiring`, each packed in one record.
+
+    Why packed (issue 16): a session kept as Python objects is a dozen small ones (the nonce, the
+    times, the dicts, the store's rows), which CPython places in 1 MiB arenas of its own and can
+    only give back once every object in an arena is gone. Whatever the edge makes while sessions
+    are held and keeps afterwards (the journal, caches, the server's state) lands between them,
+    so 100,000 expired sessions left ~20 MiB of arenas behind. A record is one object of over
+    512 bytes, which CPython asks the C library for; when it goes, ``malloc_trim`` gives its pages
+    back (:func:`release_memory`) whatever lies next to it.
+
+    A :class:`Session` object is made from its record when asked for and kept, weakly, so that it
+    is the same object while anything refers to it; its changes are written back (``write``).
+    The heap ordered by expiry holds the records themselves (they sort by it); a record rewritten
+    keeps its place there until the heap is rebuilt.
+    """
+
+    __slots__ = ("_heap", "_items", "_live", "_peak", "_rewritten", "_seq", "_users", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._items: dict[str | _Record, _Record] = {}  # keyed by the record, looked up by nonce
+        self._heap: list[_Record] = []
+        self._live: weakref.WeakValueDictionary[str, Session] = weakref.WeakValueDictionary()
+        self._users: dict[int, list[Any]] = {}  # id(user) -> [user, records referring to it]
+        self._seq = itertools.count()
+        self._peak = 0
+        self._rewritten = 0  # heap rows holding an older copy of their entry's record
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, key: object) -> bool:
+        """Whether ``key`` is held, expired or not (not pruned yet): :meth:`get` for a live one."""
+        return key in self._items
+
+    def get(self, key: str, now: float) -> Session | None:
+        record = self._items.get(key)
+        if record is None or _HEAD.unpack_from(record)[0] <= _order(now):
+            return None
+        return self._session(record)
+
+    def put(self, key: str, session: Session, expires: float, now: float) -> Session | None:
+        """Keep ``session`` until ``expires``; returns the session the cap pushed out, if any."""
+        assert key == session.nonce
+        self.prune(now)
+        items = self._items
+        evicted = None
+        old = items.pop(key, None)
+        if old is not None:
+            self._release(old)
+        elif len(items) >= self.limit:
+            oldest = items.pop(next(iter(items)))
+            evicted = self._session(oldest)
+            self._release(oldest)
+        record = self._pack(session, _order(expires), next(self._seq))
+        items[record] = record
+        object.__setattr__(session, "_store", self)
+        self._live[key] = session
+        if len(items) > self._peak:
+            self._peak = len(items)
+        heapq.heappush(self._heap, record)
+        if len(self._heap) > 2 * len(items) + 1024 or self._rewritten > len(items) // 2 + 1024:
+            # rows of entries gone, or holding old copies of records: rebuild, O(n) once every n/2
+            # writes or so
+            self._heap = list(items.values())
+            heapq.heapify(self._heap)
+            self._rewritten = 0
+        return evicted
+
+    def write(self, session: Session) -> None:
+        """Write ``session``'s fields back to its record (it changed), if it is the one held."""
+        items = self._items
+        nonce = session.nonce
+        old = items.get(nonce)
+        if old is None or self._live.get(nonce) is not session:
+            return  # gone, or an object of a session since replaced
+        order, seq = _HEAD.unpack_from(old)[:2]
+        record = self._pack(session, order, seq)
+        del items[nonce]  # a dict keeps the key it has: delete, so that the old record goes
+        items[record] = record
+        self._release(old)
+        # its heap row too: the same order, so it can take the old one's place where that is found
+        # cheaply (a session just put, expiring last, is at the end); else the old copy stays there
+        # until the heap is rebuilt (put)
+        heap = self._heap
+        for i in range(len(heap) - 1, max(len(heap) - 16, 0) - 1, -1):
+            if heap[i] is old:
+                heap[i] = record
+                return
+        self._rewritten += 1
+
+    def prune(self, now: float) -> None:
+        """Drop every entry that has expired by ``now``."""
+        heap = self._heap
+        if not heap:
+            return
+        limit = _order(now)
+        if _HEAD.unpack_from(heap[0])[0] > limit:
+            return
+        items = self._items
+        dropped = 0
+        while heap and _HEAD.unpack_from(heap[0])[0] <= limit:
+            row = heapq.heappop(heap)
+            record = items.get(row)
+            if record is not None and record[:16] == row[:16]:  # same expiry and sequence: this entry
+                del items[record]
+                self._release(record)
+                dropped += 1
+                if record is not row:
+                    self._rewritten -= 1
+        if self._peak > 4 * len(items) + 1024:
+            self._items = dict(items)  # CPython dicts never shrink their tables
+            self._peak = len(items)
+        if dropped >= TRIM_AFTER:
+            release_memory()
+
+    def values(self, now: float | None = None) -> Iterator[Session]:
+        """The sessions not expired at ``now`` (default: every one held), oldest first."""
+        limit = None if now is None else _order(now)
+        for record in list(self._items.values()):
+            if limit is None or _HEAD.unpack_from(record)[0] > limit:
+                yield self._session(record)
+
+    def clear(self) -> None:
+        self._items = {}
+        self._heap = []
+        self._users = {}
+        self._peak = self._rewritten = 0
+
+    def _session(self, record: _Record) -> Session:
+        """The one object of ``record``'s session: the one in use, else made from the record."""
+        _, _, user_id, size = _HEAD.unpack_from(record)
+        start = _HEAD.size
+        nonce = record[start : start + size].decode("utf-8", "surrogatepass")
+        session = self._live.get(nonce)
+        if session is not None:
+            return session
+        (email, name, groups, orgs, country, amr, idp, sub, iat, exp, org_kid, revoked_at, tokens_, why, mfa_at) = (
+            marshal.loads(memoryview(record)[start + size :])  # what follows the value is ignored
+        )
+        user = self._users[user_id][0] if user_id else None
+        who = Identity(email, name, groups, orgs, country, amr, idp, user)
+        session = Session(
+            nonce,
+            who,
+            sub,
+            iat,
+            exp,
+            org_kid,
+            revoked_at,
+            MappingProxyType(tokens_) if tokens_ else _NO_TOKENS,
+            MappingProxyType(why) if why else _NO_REASONS,
+            mfa_at,
+        )
+        object.__setattr__(session, "_store", self)
+        self._live[nonce] = session
+        return session
+
+    def _pack(self, session: Session, order: int, seq: int) -> _Record:
+        who = session.identity
+        user_id = 0
+        if who.user is not None:
+            user_id = id(who.user)
+            self._users.setdefault(user_id, [who.user, 0])[1] += 1
+        nonce = session.nonce.encode("utf-8", "surrogatepass")
+        rest = marshal.dumps(
+            (
+                who.email,
+                who.name,
+                who.groups,
+                who.github_orgs,
+                who.country,
+                who.amr,
+                who.idp,
+                session.sub,
+                session.iat,
+                session.exp,
+                session.org_kid,
+                session.revoked_at,
+                dict(session.app_tokens),
+                dict(session.justified),
+                session.mfa_at,
+            )
+        )
+        packed = _HEAD.pack(order, seq, user_id, len(nonce)) + nonce + rest
+        return _Record(packed.ljust(RECORD_MIN, b"\0"))
+
+    def _release(self, record: _Record) -> None:
+        """``record`` is no longer held: forget its User once no record refers to it."""
+        user_id = _HEAD.unpack_from(record)[2]
+        if user_id:
+            held = self._users[user_id]
+            held[1] -= 1
+            if not held[1]:
+                del self._users[user_id]
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,7 +562,7 @@ class Edge:
     _team_hostname: tuple[str, str] = ("", "")  # (team_domain it was derived from, host name)
     ports: set[int] = field(default_factory=set)
     tls_ports: set[int] = field(default_factory=set)  # the subset of ports that speak TLS
-    sessions: Expiring[str, Session] = field(default_factory=lambda: Expiring(SESSION_LIMIT))
+    sessions: SessionStore = field(default_factory=lambda: SessionStore(SESSION_LIMIT))
     # sessions the cap pushed out, kept (bounded) until their tokens expire so _adopt refuses them
     _evicted: Expiring[str, Session] = field(default_factory=lambda: Expiring(SESSION_LIMIT))
     logins: Expiring[str, PendingLogin] = field(default_factory=lambda: Expiring(PENDING_LIMIT))
@@ -611,7 +895,7 @@ class Edge:
         jwt = tokens.sign(payload, signing_key, header=tokens.user_header(signing_key))
         if fresh:
             self._remember(Credential(jwt, "app", payload, exp, frozenset([app.aud]), signing_key.kid, session))
-            session.app_tokens[app.aud] = (iat, exp, signing_key.kid)  # kept with the session, gone with it
+            session.add_app_token(app.aud, (iat, exp, signing_key.kid))  # kept with the session, gone with it
         self._session_tokens.put((session.nonce, app.aud), jwt, exp, now)
         return jwt, exp
 
