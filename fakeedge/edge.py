@@ -18,7 +18,7 @@ import heapq
 import hmac
 import ipaddress
 import itertools
-import marshal
+import json
 import math
 import secrets
 import struct
@@ -145,7 +145,7 @@ class Session:
 
 # A session's record: its expiry (as an unsigned integer that sorts like the float), a sequence
 # number, the id of its identity's User (0 for none), the nonce's length, then the nonce and the
-# rest (marshal). Padded to RECORD_MIN bytes: with the object's header, past the 512 bytes up to
+# rest (JSON). Padded to RECORD_MIN bytes: with the object's header, past the 512 bytes up to
 # which CPython serves objects from its own arenas (pymalloc), so a record lives in the C heap.
 _HEAD = struct.Struct(">QQQI")
 RECORD_MIN = 480
@@ -312,11 +312,11 @@ class SessionStore:
         session = self._live.get(nonce)
         if session is not None:
             return session
-        (email, name, groups, orgs, country, amr, idp, sub, iat, exp, org_kid, revoked_at, tokens_, why, mfa_at) = (
-            marshal.loads(memoryview(record)[start + size :])  # what follows the value is ignored
+        email, name, groups, orgs, country, amr, idp, sub, iat, exp, org_kid, revoked_at, tokens_, why, mfa_at = (
+            json.loads(record[start + size :])  # the padding is white space
         )
         user = self._users[user_id][0] if user_id else None
-        who = Identity(email, name, groups, orgs, country, amr, idp, user)
+        who = Identity(email, name, tuple(groups), tuple(orgs), country, tuple(amr), idp, user)
         session = Session(
             nonce,
             who,
@@ -325,7 +325,7 @@ class SessionStore:
             exp,
             org_kid,
             revoked_at,
-            MappingProxyType(tokens_) if tokens_ else _NO_TOKENS,
+            MappingProxyType({aud: (t[0], t[1], t[2]) for aud, t in tokens_.items()}) if tokens_ else _NO_TOKENS,
             MappingProxyType(why) if why else _NO_REASONS,
             mfa_at,
         )
@@ -340,8 +340,10 @@ class SessionStore:
             user_id = id(who.user)
             self._users.setdefault(user_id, [who.user, 0])[1] += 1
         nonce = session.nonce.encode("utf-8", "surrogatepass")
-        rest = marshal.dumps(
-            (
+        # JSON: written at its final size (marshal grows its buffer past 512 bytes and shrinks it,
+        # leaving a hole in the C heap per record that the record itself then splits)
+        rest = json.dumps(
+            [
                 who.email,
                 who.name,
                 who.groups,
@@ -354,13 +356,17 @@ class SessionStore:
                 session.exp,
                 session.org_kid,
                 session.revoked_at,
-                dict(session.app_tokens),
-                dict(session.justified),
+                session.app_tokens,
+                session.justified,
                 session.mfa_at,
-            )
-        )
-        packed = _HEAD.pack(order, seq, user_id, len(nonce)) + nonce + rest
-        return _Record(packed.ljust(RECORD_MIN, b"\0"))
+            ],
+            separators=(",", ":"),
+            default=dict,  # the read-only mappings
+        ).encode()
+        head = _HEAD.pack(order, seq, user_id, len(nonce))
+        # joined at its final size, then copied: two chunks of one size, the first reused by the next
+        pad = b" " * max(0, RECORD_MIN - len(head) - len(nonce) - len(rest))
+        return _Record(b"".join((head, nonce, rest, pad)))
 
     def _release(self, record: _Record) -> None:
         """``record`` is no longer held: forget its User once no record refers to it."""
