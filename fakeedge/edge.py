@@ -14,16 +14,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import heapq
 import hmac
 import ipaddress
-import itertools
 import json
 import math
 import secrets
-import struct
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
@@ -33,7 +30,7 @@ from . import claims, tokens
 from .clock import Clock
 from .config import App, Config, IngressRule, Policy, ServiceToken, sub_for
 from .errors import UnknownName
-from .expiring import TRIM_AFTER, Expiring, release_memory
+from .expiring import Expiring, PackedExpiring, Record
 from .keys import ROTATION_GRACE, KeyStore, SigningKey
 from .oauth import Grant, OAuthStore
 from .policy import AppIndex, Identity, IngressIndex, Verdict
@@ -143,178 +140,60 @@ class Session:
         self.justified = MappingProxyType({**self.justified, aud: reason})
 
 
-# A session's record: its expiry (as an unsigned integer that sorts like the float), a sequence
-# number, the id of its identity's User (0 for none), the nonce's length, then the nonce and the
-# rest (JSON). Padded to RECORD_MIN bytes: with the object's header, past the 512 bytes up to
-# which CPython serves objects from its own arenas (pymalloc), so a record lives in the C heap.
-_HEAD = struct.Struct(">QQQI")
-RECORD_MIN = 480
-
-
-def _order(expires: float) -> int:
-    """``expires`` as an unsigned 64-bit integer in the same order (IEEE 754 bits, sign flipped)."""
-    bits = int.from_bytes(struct.pack(">d", expires), "big")
-    return bits ^ 0xFFFF_FFFF_FFFF_FFFF if bits >> 63 else bits | 1 << 63
-
-
-class _Record(bytes):
-    """A packed session. Sorts as bytes, i.e. by (expiry, sequence); hashes and compares equal as
-    its nonce, so that the store's dict is keyed by the record itself, looked up by nonce."""
-
-    __slots__ = ()
-
-    def nonce(self) -> str:
-        size = _HEAD.unpack_from(self)[3]
-        return self[_HEAD.size : _HEAD.size + size].decode("utf-8", "surrogatepass")
-
-    def __hash__(self) -> int:
-        return hash(self.nonce())
-
-    def __eq__(self, other: object) -> bool:
-        return self.nonce() == (other.nonce() if isinstance(other, _Record) else other)
-
-
-class SessionStore:
-    """The sessions by nonce, expiring and capped like :class:`Expiring`, each packed in one record.
-
-    Why packed (issue 16): a session kept as Python objects is a dozen small ones (the nonce, the
-    times, the dicts, the store's rows), which CPython places in 1 MiB arenas of its own and can
-    only give back once every object in an arena is gone. Whatever the edge makes while sessions
-    are held and keeps afterwards (the journal, caches, the server's state) lands between them,
-    so 100,000 expired sessions left ~20 MiB of arenas behind. A record is one object of over
-    512 bytes, which CPython asks the C library for; when it goes, ``malloc_trim`` gives its pages
-    back (:func:`release_memory`) whatever lies next to it.
+class SessionStore(PackedExpiring[str, Session]):
+    """The sessions by nonce, each packed in one record (:class:`PackedExpiring` says why).
 
     A :class:`Session` object is made from its record when asked for and kept, weakly, so that it
-    is the same object while anything refers to it; its changes are written back (``write``).
-    The heap ordered by expiry holds the records themselves (they sort by it); a record rewritten
-    keeps its place there until the heap is rebuilt.
+    is the same object while anything refers to it (a logout through one holder is seen by all);
+    its changes are written back (:meth:`write`). Its identity is written out field by field but
+    for the config's ``User``, which the store keeps while a record refers to it.
     """
 
-    __slots__ = ("_heap", "_items", "_live", "_peak", "_rewritten", "_seq", "_users", "limit")
+    __slots__ = ("_live", "_users")
 
     def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._items: dict[str | _Record, _Record] = {}  # keyed by the record, looked up by nonce
-        self._heap: list[_Record] = []
+        super().__init__(limit)
         self._live: weakref.WeakValueDictionary[str, Session] = weakref.WeakValueDictionary()
         self._users: dict[int, list[Any]] = {}  # id(user) -> [user, records referring to it]
-        self._seq = itertools.count()
-        self._peak = 0
-        self._rewritten = 0  # heap rows holding an older copy of their entry's record
 
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __contains__(self, key: object) -> bool:
-        """Whether ``key`` is held, expired or not (not pruned yet): :meth:`get` for a live one."""
-        return key in self._items
-
-    def get(self, key: str, now: float) -> Session | None:
-        record = self._items.get(key)
-        if record is None or _HEAD.unpack_from(record)[0] <= _order(now):
-            return None
-        return self._session(record)
-
-    def put(self, key: str, session: Session, expires: float, now: float) -> Session | None:
-        """Keep ``session`` until ``expires``; returns the session the cap pushed out, if any."""
-        assert key == session.nonce
-        self.prune(now)
-        items = self._items
-        evicted = None
-        old = items.pop(key, None)
-        if old is not None:
-            self._release(old)
-        elif len(items) >= self.limit:
-            oldest = items.pop(next(iter(items)))
-            evicted = self._session(oldest)
-            self._release(oldest)
-        record = self._pack(session, _order(expires), next(self._seq))
-        items[record] = record
-        object.__setattr__(session, "_store", self)
-        self._live[key] = session
-        if len(items) > self._peak:
-            self._peak = len(items)
-        heapq.heappush(self._heap, record)
-        if len(self._heap) > 2 * len(items) + 1024 or self._rewritten > len(items) // 2 + 1024:
-            # rows of entries gone, or holding old copies of records: rebuild, O(n) once every n/2
-            # writes or so
-            self._heap = list(items.values())
-            heapq.heapify(self._heap)
-            self._rewritten = 0
+    def put(self, key: str, value: Session, expires: float, now: float) -> Session | None:
+        """Keep ``value`` until ``expires``; returns the session the cap pushed out, if any."""
+        evicted = super().put(key, value, expires, now)
+        object.__setattr__(value, "_store", self)
+        self._live[key] = value
         return evicted
 
     def write(self, session: Session) -> None:
         """Write ``session``'s fields back to its record (it changed), if it is the one held."""
-        items = self._items
-        nonce = session.nonce
-        old = items.get(nonce)
-        if old is None or self._live.get(nonce) is not session:
-            return  # gone, or an object of a session since replaced
-        order, seq = _HEAD.unpack_from(old)[:2]
-        record = self._pack(session, order, seq)
-        del items[nonce]  # a dict keeps the key it has: delete, so that the old record goes
-        items[record] = record
-        self._release(old)
-        # its heap row too: the same order, so it can take the old one's place where that is found
-        # cheaply (a session just put, expiring last, is at the end); else the old copy stays there
-        # until the heap is rebuilt (put)
-        heap = self._heap
-        for i in range(len(heap) - 1, max(len(heap) - 16, 0) - 1, -1):
-            if heap[i] is old:
-                heap[i] = record
-                return
-        self._rewritten += 1
-
-    def prune(self, now: float) -> None:
-        """Drop every entry that has expired by ``now``."""
-        heap = self._heap
-        if not heap:
-            return
-        limit = _order(now)
-        if _HEAD.unpack_from(heap[0])[0] > limit:
-            return
-        items = self._items
-        dropped = 0
-        while heap and _HEAD.unpack_from(heap[0])[0] <= limit:
-            row = heapq.heappop(heap)
-            record = items.get(row)
-            if record is not None and record[:16] == row[:16]:  # same expiry and sequence: this entry
-                del items[record]
-                self._release(record)
-                dropped += 1
-                if record is not row:
-                    self._rewritten -= 1
-        if self._peak > 4 * len(items) + 1024:
-            self._items = dict(items)  # CPython dicts never shrink their tables
-            self._peak = len(items)
-        if dropped >= TRIM_AFTER:
-            release_memory()
-
-    def values(self, now: float | None = None) -> Iterator[Session]:
-        """The sessions not expired at ``now`` (default: every one held), oldest first."""
-        limit = None if now is None else _order(now)
-        for record in list(self._items.values()):
-            if limit is None or _HEAD.unpack_from(record)[0] > limit:
-                yield self._session(record)
+        if self._live.get(session.nonce) is session:
+            self.rewrite(session.nonce, session)
 
     def clear(self) -> None:
-        self._items = {}
-        self._heap = []
+        super().clear()
         self._users = {}
-        self._peak = self._rewritten = 0
 
-    def _session(self, record: _Record) -> Session:
-        """The one object of ``record``'s session: the one in use, else made from the record."""
-        _, _, user_id, size = _HEAD.unpack_from(record)
-        start = _HEAD.size
-        nonce = record[start : start + size].decode("utf-8", "surrogatepass")
+    def _encode(self, value: Session) -> tuple[int, bytes]:
+        who = value.identity
+        user_id = 0
+        if who.user is not None:
+            user_id = id(who.user)
+            self._users.setdefault(user_id, [who.user, 0])[1] += 1
+        fields: list[object] = [who.email, who.name, who.groups, who.github_orgs, who.country, who.amr, who.idp]
+        fields += [value.sub, value.iat, value.exp, value.org_kid, value.revoked_at, value.app_tokens]
+        fields += [value.justified, value.mfa_at]
+        # JSON is written at its final size (marshal grows its buffer past 512 bytes, then shrinks
+        # it: a hole in the C heap per record, which the record then split)
+        return user_id, json.dumps(fields, separators=(",", ":"), default=dict).encode()
+
+    def _value(self, record: Record) -> Session:
+        nonce = record.key()
         session = self._live.get(nonce)
         if session is not None:
             return session
         email, name, groups, orgs, country, amr, idp, sub, iat, exp, org_kid, revoked_at, tokens_, why, mfa_at = (
-            json.loads(record[start + size :])  # the padding is white space
+            json.loads(record.payload())  # the padding is white space
         )
+        user_id = record.tag()
         user = self._users[user_id][0] if user_id else None
         who = Identity(email, name, tuple(groups), tuple(orgs), country, tuple(amr), idp, user)
         session = Session(
@@ -333,49 +212,31 @@ class SessionStore:
         self._live[nonce] = session
         return session
 
-    def _pack(self, session: Session, order: int, seq: int) -> _Record:
-        who = session.identity
-        user_id = 0
-        if who.user is not None:
-            user_id = id(who.user)
-            self._users.setdefault(user_id, [who.user, 0])[1] += 1
-        nonce = session.nonce.encode("utf-8", "surrogatepass")
-        # JSON: written at its final size (marshal grows its buffer past 512 bytes and shrinks it,
-        # leaving a hole in the C heap per record that the record itself then splits)
-        rest = json.dumps(
-            [
-                who.email,
-                who.name,
-                who.groups,
-                who.github_orgs,
-                who.country,
-                who.amr,
-                who.idp,
-                session.sub,
-                session.iat,
-                session.exp,
-                session.org_kid,
-                session.revoked_at,
-                session.app_tokens,
-                session.justified,
-                session.mfa_at,
-            ],
-            separators=(",", ":"),
-            default=dict,  # the read-only mappings
-        ).encode()
-        head = _HEAD.pack(order, seq, user_id, len(nonce))
-        # joined at its final size, then copied: two chunks of one size, the first reused by the next
-        pad = b" " * max(0, RECORD_MIN - len(head) - len(nonce) - len(rest))
-        return _Record(b"".join((head, nonce, rest, pad)))
-
-    def _release(self, record: _Record) -> None:
-        """``record`` is no longer held: forget its User once no record refers to it."""
-        user_id = _HEAD.unpack_from(record)[2]
+    def _released(self, record: Record) -> None:
+        user_id = record.tag()
         if user_id:
             held = self._users[user_id]
             held[1] -= 1
             if not held[1]:
                 del self._users[user_id]
+
+
+class TokenCache(PackedExpiring[tuple[str, str], str]):
+    """The tokens signed for sessions by (session nonce, aud; "" for the org token), each packed
+    with its key in one record (:class:`PackedExpiring`): a token's text is over 512 bytes anyway,
+    so what its entry costs besides is the dict's slot and the heap's."""
+
+    __slots__ = ()
+
+    def _text(self, key: tuple[str, str]) -> str:
+        nonce, aud = key
+        return f"{aud} {nonce}"  # an AUD has no space
+
+    def _encode(self, value: str) -> tuple[int, bytes]:
+        return 0, value.encode("utf-8", "surrogatepass")
+
+    def _value(self, record: Record) -> str:
+        return record.payload().rstrip(b" ").decode("utf-8", "surrogatepass")  # a JWT has no space
 
 
 @dataclass(frozen=True, slots=True)
@@ -583,7 +444,7 @@ class Edge:
     )
     _app_tokens: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)  # service tokens
     # (session nonce, aud; "" for the org token) -> the token last signed, CACHE_LIMIT of them (see Session)
-    _session_tokens: Expiring[tuple[str, str], str] = field(default_factory=lambda: Expiring(CACHE_LIMIT))
+    _session_tokens: TokenCache = field(default_factory=lambda: TokenCache(CACHE_LIMIT))
     _apps_by_aud: dict[str, App] = field(default_factory=dict)
     _apps_by_name: dict[str, App] = field(default_factory=dict)
     _tokens_by_client_id: dict[str, ServiceToken] = field(default_factory=dict)
