@@ -43,9 +43,9 @@ REUSE_MARGIN = 60  # re-sign a cached token when it has less than this many seco
 CACHE_LIMIT = 10_000
 LOGIN_NONCE_TTL = 120
 SESSION_DURATION = 24 * 3600  # the team-domain (global) session, Cloudflare's default (spec §1.6)
-# Hard caps: past them the oldest entry is dropped. 100,000 sessions are ~85 MB at the ~0.9 KiB
-# each one costs (its tokens' text is cached apart, see Session); an evicted session's tokens stop
-# working (sign in again).
+# Hard caps: past them the oldest entry is dropped. 100,000 sessions are ~70 MB at the ~0.7 KiB
+# each one costs (one packed record, see SessionStore; its tokens' text is cached apart); an evicted
+# session's tokens stop working (sign in again).
 SESSION_LIMIT = 100_000
 PENDING_LIMIT = 100_000  # callback nonces and chain hops: each lives two minutes
 # One-time PINs: five guesses a code (web_login), and at most this many codes not yet redeemed per
