@@ -140,6 +140,9 @@ class Session:
         self.justified = MappingProxyType({**self.justified, aud: reason})
 
 
+_IDENTITY_FIELDS = tuple(f.name for f in dataclasses.fields(Identity) if f.name != "user")  # text and tuples of it
+
+
 class SessionStore(PackedExpiring[str, Session]):
     """The sessions by nonce, each packed in one record (:class:`PackedExpiring` says why).
 
@@ -163,6 +166,12 @@ class SessionStore(PackedExpiring[str, Session]):
         self._live[key] = value
         return evicted
 
+    def get(self, key: str, now: float) -> Session | None:
+        record = self._find(key, now)
+        if record is None:
+            return None
+        return self._live.get(key) or self._value(record)  # the object in use, else one made
+
     def write(self, session: Session) -> None:
         """Write ``session``'s fields back to its record (it changed), if it is the one held."""
         if self._live.get(session.nonce) is session:
@@ -178,7 +187,7 @@ class SessionStore(PackedExpiring[str, Session]):
         if who.user is not None:
             user_id = id(who.user)
             self._users.setdefault(user_id, [who.user, 0])[1] += 1
-        fields: list[object] = [who.email, who.name, who.groups, who.github_orgs, who.country, who.amr, who.idp]
+        fields: list[object] = [getattr(who, name) for name in _IDENTITY_FIELDS]
         fields += [value.sub, value.iat, value.exp, value.org_kid, value.revoked_at, value.app_tokens]
         fields += [value.justified, value.mfa_at]
         # JSON is written at its final size (marshal grows its buffer past 512 bytes, then shrinks
@@ -190,12 +199,13 @@ class SessionStore(PackedExpiring[str, Session]):
         session = self._live.get(nonce)
         if session is not None:
             return session
-        email, name, groups, orgs, country, amr, idp, sub, iat, exp, org_kid, revoked_at, tokens_, why, mfa_at = (
-            json.loads(record.payload())  # the padding is white space
-        )
+        fields = json.loads(record.payload())  # the padding is white space
         user_id = record.tag()
         user = self._users[user_id][0] if user_id else None
-        who = Identity(email, name, tuple(groups), tuple(orgs), country, tuple(amr), idp, user)
+        size = len(_IDENTITY_FIELDS)
+        known = {name: tuple(v) if isinstance(v, list) else v for name, v in zip(_IDENTITY_FIELDS, fields, strict=False)}
+        who = Identity(**known, user=user)  # type: ignore[arg-type]
+        sub, iat, exp, org_kid, revoked_at, tokens_, why, mfa_at = fields[size:]
         session = Session(
             nonce,
             who,

@@ -223,10 +223,15 @@ class PackedExpiring(Generic[K, V]):
         return self._text(cast(K, key)) in self._items
 
     def get(self, key: K, now: float) -> V | None:
+        record = self._find(key, now)
+        return None if record is None else self._value(record)
+
+    def _find(self, key: K, now: float) -> Record | None:
+        """``key``'s record if it has not expired by ``now``."""
         record = self._items.get(self._text(key))
         if record is None or _HEAD.unpack_from(record)[0] <= _order(now):
             return None
-        return self._value(record)
+        return record
 
     def put(self, key: K, value: V, expires: float, now: float) -> V | None:
         """Keep ``value`` until ``expires``; returns the value the cap pushed out, if any."""

@@ -553,9 +553,16 @@ def test_a_session_made_again_from_its_record_is_the_same_session(tmp_path: Path
     admin = edge.app("Admin")
     session = edge.login(_identity(edge, "bob@acme.test"))
     nonce, token = session.nonce, edge.app_jwt(session, admin, None)[0]
+    edge.org_token(session)
     session.justify(admin.aud, "on call: ticket 42")
     session.mfa_at = edge.clock.now()
     before = repr(session)
+    # every field is set above, so a field the record forgot would show in the comparison below
+    assert [f.name for f in dataclasses.fields(Session)] == [
+        *("nonce", "identity", "sub", "iat", "exp", "org_kid", "revoked_at", "app_tokens", "justified", "mfa_at"),
+        "_store",
+    ]
+    assert session.org_kid and session.app_tokens and session.justified and session.mfa_at
     with pytest.raises(TypeError):
         session.app_tokens[admin.aud] = (0, 0, "")  # type: ignore[index]  # read-only: would not be kept
     edge._verified.clear()
