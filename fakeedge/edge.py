@@ -441,7 +441,7 @@ class Edge:
     tls_ports: set[int] = field(default_factory=set)  # the subset of ports that speak TLS
     sessions: SessionStore = field(default_factory=lambda: SessionStore(SESSION_LIMIT))
     # sessions the cap pushed out, kept (bounded) until their tokens expire so _adopt refuses them
-    _evicted: Expiring[str, Session] = field(default_factory=lambda: Expiring(SESSION_LIMIT))
+    _evicted: SessionStore = field(default_factory=lambda: SessionStore(SESSION_LIMIT))
     logins: Expiring[str, PendingLogin] = field(default_factory=lambda: Expiring(PENDING_LIMIT))
     chain_hops: Expiring[str, ChainHop] = field(default_factory=lambda: Expiring(PENDING_LIMIT))
     otps: Expiring[str, OneTimePin] = field(default_factory=lambda: Expiring(PENDING_LIMIT))
