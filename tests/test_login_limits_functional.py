@@ -516,8 +516,8 @@ def test_expired_sessions_leave_no_arena_behind(tmp_path: Path) -> None:
     what an edge makes while sessions are held and keeps (the journal, caches: here one object
     per 100 sign-ins) lands between them. So a session is held as one record of over 512 bytes,
     which CPython takes from the C library, whose freed pages ``malloc_trim`` gives back. Not
-    timed: counted in arenas and bytes. Held as Python objects, 100,000 sessions (and 10,000 tokens)
-    took ~70 arenas and left them all behind; 10,000 sessions the cap pushed out, ~25 more."""
+    timed: counted in arenas and bytes. Held as Python objects, these 100,000 sessions, 10,000 the
+    cap pushed out and 10,000 tokens took 79 arenas and left them all behind."""
     if _small_objects() is None:
         pytest.skip("no small-object allocator to count (PYTHONMALLOC=malloc?)")
     edge = _edge(tmp_path)
