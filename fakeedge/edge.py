@@ -141,6 +141,7 @@ class Session:
 
 
 _IDENTITY_FIELDS = tuple(f.name for f in dataclasses.fields(Identity) if f.name != "user")  # text and tuples of it
+_JSON = json.JSONEncoder(separators=(",", ":"), default=dict).encode  # made once (json.dumps makes one a call)
 
 
 class SessionStore(PackedExpiring[str, Session]):
@@ -192,7 +193,7 @@ class SessionStore(PackedExpiring[str, Session]):
         fields += [value.justified, value.mfa_at]
         # JSON is written at its final size (marshal grows its buffer past 512 bytes, then shrinks
         # it: a hole in the C heap per record, which the record then split)
-        return user_id, json.dumps(fields, separators=(",", ":"), default=dict).encode()
+        return user_id, _JSON(fields).encode()
 
     def _value(self, record: Record) -> Session:
         nonce = record.key()

@@ -187,7 +187,10 @@ class Record(bytes):
         return hash(self.key())
 
     def __eq__(self, other: object) -> bool:
-        return self.key() == (other.key() if isinstance(other, Record) else other)
+        if isinstance(other, str):  # a lookup by key: compared as bytes, not decoded
+            size = _HEAD.unpack_from(self)[3]
+            return self[_HEAD.size : _HEAD.size + size] == other.encode("utf-8", "surrogatepass")
+        return isinstance(other, Record) and self.key() == other.key()
 
 
 class PackedExpiring(Generic[K, V]):
@@ -205,10 +208,11 @@ class PackedExpiring(Generic[K, V]):
     packed (``_encode``) and made again (``_value``).
     """
 
-    __slots__ = ("_heap", "_items", "_peak", "_rewritten", "_seq", "limit")
+    __slots__ = ("_heap", "_items", "_now", "_now_order", "_peak", "_rewritten", "_seq", "limit")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
+        self._now, self._now_order = 0.0, _order(0.0)  # the last time read at, as a record's order
         self._items: dict[str | Record, Record] = {}  # keyed by the record, looked up by its key's text
         self._heap: list[Record] = []
         self._seq = itertools.count()
@@ -229,9 +233,11 @@ class PackedExpiring(Generic[K, V]):
     def _find(self, key: K, now: float) -> Record | None:
         """``key``'s record if it has not expired by ``now``."""
         record = self._items.get(self._text(key))
-        if record is None or _HEAD.unpack_from(record)[0] <= _order(now):
+        if record is None:
             return None
-        return record
+        if now != self._now:  # the same ``now`` for every read of one request
+            self._now, self._now_order = now, _order(now)
+        return None if _HEAD.unpack_from(record)[0] <= self._now_order else record
 
     def put(self, key: K, value: V, expires: float, now: float) -> V | None:
         """Keep ``value`` until ``expires``; returns the value the cap pushed out, if any."""
