@@ -90,7 +90,7 @@ class Session:
     app_tokens: Mapping[str, tuple[int, int, str]]  # aud -> (iat, exp, kid)
     justified: Mapping[str, str]  # aud -> the purpose given (spec §14.5)
     mfa_at: float | None  # when the independent MFA step was passed (spec §14.5)
-    _store: SessionStore | None = field(repr=False, compare=False)  # where changes are written back
+    _store: SessionStore | None = field(init=False, repr=False, compare=False)  # where changes are written back
 
     def __init__(
         self,
