@@ -208,7 +208,7 @@ def _prefill_sessions(edge: Any, count: int) -> None:
     now = edge.clock.now()
     for _ in range(count - 1):
         session = edge.login(who)
-        session.app_tokens[app.aud] = times
+        session.add_app_token(app.aud, times)
         edge._session_tokens.put((session.nonce, app.aud), "".join(jwt), exp, now)  # a new string, not a shared one
 
 

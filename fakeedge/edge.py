@@ -16,9 +16,13 @@ import functools
 import hashlib
 import hmac
 import ipaddress
+import json
 import math
 import secrets
+import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
@@ -26,7 +30,7 @@ from . import claims, tokens
 from .clock import Clock
 from .config import App, Config, IngressRule, Policy, ServiceToken, sub_for
 from .errors import UnknownName
-from .expiring import Expiring
+from .expiring import Expiring, PackedExpiring, Record
 from .keys import ROTATION_GRACE, KeyStore, SigningKey
 from .oauth import Grant, OAuthStore
 from .policy import AppIndex, Identity, IngressIndex, Verdict
@@ -39,9 +43,9 @@ REUSE_MARGIN = 60  # re-sign a cached token when it has less than this many seco
 CACHE_LIMIT = 10_000
 LOGIN_NONCE_TTL = 120
 SESSION_DURATION = 24 * 3600  # the team-domain (global) session, Cloudflare's default (spec §1.6)
-# Hard caps: past them the oldest entry is dropped. 100,000 sessions are ~85 MB at the ~0.9 KiB
-# each one costs (its tokens' text is cached apart, see Session); an evicted session's tokens stop
-# working (sign in again).
+# Hard caps: past them the oldest entry is dropped. 100,000 sessions are ~70 MB at the ~0.7 KiB
+# each one costs (one packed record, see SessionStore; its tokens' text is cached apart); an evicted
+# session's tokens stop working (sign in again).
 SESSION_LIMIT = 100_000
 PENDING_LIMIT = 100_000  # callback nonces and chain hops: each lives two minutes
 # One-time PINs: five guesses a code (web_login), and at most this many codes not yet redeemed per
@@ -58,14 +62,22 @@ OTP_PER_CLIENT = 20
 _sub = functools.lru_cache(maxsize=4096)(sub_for)
 
 
-@dataclass(slots=True)
+_NO_TOKENS: Mapping[str, tuple[int, int, str]] = MappingProxyType({})
+_NO_REASONS: Mapping[str, str] = MappingProxyType({})
+
+
+@dataclass(init=False, slots=True, weakref_slot=True)
 class Session:
     """One sign-in: the org session on the team domain and every app token minted from it.
 
     The tokens themselves are not kept here but in the edge's bounded cache: RS256 (PKCS #1 v1.5)
     signatures are deterministic, so the claims' times and the key's id are enough to sign the
-    very same token again once the cache has let it go. A session costs about 0.7 KiB, not the
-    1 KiB more that each token's text would add (issue 16).
+    very same token again once the cache has let it go (issue 16).
+
+    The edge holds its sessions packed (:class:`SessionStore`); this object is made from its record
+    when asked for, and stays the one object for that session while anything refers to it. Every
+    change to it is written back to the record, so ``app_tokens`` and ``justified`` are read-only:
+    :meth:`add_app_token` and :meth:`justify` change them.
     """
 
     nonce: str  # the JWT identity_nonce, shared by every token of this session
@@ -73,11 +85,43 @@ class Session:
     sub: str
     iat: int
     exp: int
-    org_kid: str = ""  # the key its org token was signed with; "" until first used (a session made to mint never is)
-    revoked_at: float | None = None
-    app_tokens: dict[str, tuple[int, int, str]] = field(default_factory=dict)  # aud -> (iat, exp, kid)
-    justified: dict[str, str] = field(default_factory=dict)  # aud -> the purpose given (spec §14.5)
-    mfa_at: float | None = None  # when the independent MFA step was passed (spec §14.5)
+    org_kid: str  # the key its org token was signed with; "" until first used (a session made to mint never is)
+    revoked_at: float | None
+    app_tokens: Mapping[str, tuple[int, int, str]]  # aud -> (iat, exp, kid)
+    justified: Mapping[str, str]  # aud -> the purpose given (spec §14.5)
+    mfa_at: float | None  # when the independent MFA step was passed (spec §14.5)
+    _store: SessionStore | None = field(init=False, repr=False, compare=False)  # where changes are written back
+
+    def __init__(
+        self,
+        nonce: str,
+        identity: Identity,
+        sub: str,
+        iat: int,
+        exp: int,
+        org_kid: str = "",
+        revoked_at: float | None = None,
+        app_tokens: Mapping[str, tuple[int, int, str]] = _NO_TOKENS,
+        justified: Mapping[str, str] = _NO_REASONS,
+        mfa_at: float | None = None,
+    ) -> None:
+        setattr_ = object.__setattr__  # not __setattr__: nothing to write back to yet
+        setattr_(self, "_store", None)
+        setattr_(self, "nonce", nonce)
+        setattr_(self, "identity", identity)
+        setattr_(self, "sub", sub)
+        setattr_(self, "iat", iat)
+        setattr_(self, "exp", exp)
+        setattr_(self, "org_kid", org_kid)
+        setattr_(self, "revoked_at", revoked_at)
+        setattr_(self, "app_tokens", app_tokens)
+        setattr_(self, "justified", justified)
+        setattr_(self, "mfa_at", mfa_at)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        object.__setattr__(self, name, value)
+        if self._store is not None:
+            self._store.write(self)
 
     @property
     def last_exp(self) -> float:
@@ -86,6 +130,124 @@ class Session:
 
     def alive(self, now: float) -> bool:
         return now < self.exp and (self.revoked_at is None or now < self.revoked_at)
+
+    def add_app_token(self, aud: str, times: tuple[int, int, str]) -> None:
+        """Record the (iat, exp, kid) of the app token signed for ``aud``."""
+        self.app_tokens = MappingProxyType({**self.app_tokens, aud: times})
+
+    def justify(self, aud: str, reason: str) -> None:
+        """Record the purpose given for ``aud`` (spec §14.5)."""
+        self.justified = MappingProxyType({**self.justified, aud: reason})
+
+
+_IDENTITY_FIELDS = tuple(f.name for f in dataclasses.fields(Identity) if f.name != "user")  # text and tuples of it
+_JSON = json.JSONEncoder(separators=(",", ":"), default=dict).encode  # made once (json.dumps makes one a call)
+
+
+class SessionStore(PackedExpiring[str, Session]):
+    """The sessions by nonce, each packed in one record (:class:`PackedExpiring` says why).
+
+    A :class:`Session` object is made from its record when asked for and kept, weakly, so that it
+    is the same object while anything refers to it (a logout through one holder is seen by all);
+    its changes are written back (:meth:`write`). Its identity is written out field by field but
+    for the config's ``User``, which the store keeps while a record refers to it.
+    """
+
+    __slots__ = ("_live", "_users")
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self._live: weakref.WeakValueDictionary[str, Session] = weakref.WeakValueDictionary()
+        self._users: dict[int, list[Any]] = {}  # id(user) -> [user, records referring to it]
+
+    def put(self, key: str, value: Session, expires: float, now: float) -> Session | None:
+        """Keep ``value`` until ``expires``; returns the session the cap pushed out, if any."""
+        evicted = super().put(key, value, expires, now)
+        object.__setattr__(value, "_store", self)
+        self._live[key] = value
+        return evicted
+
+    def get(self, key: str, now: float) -> Session | None:
+        record = self._find(key, now)
+        if record is None:
+            return None
+        return self._live.get(key) or self._value(record)  # the object in use, else one made
+
+    def write(self, session: Session) -> None:
+        """Write ``session``'s fields back to its record (it changed), if it is the one held."""
+        if self._live.get(session.nonce) is session:
+            self.rewrite(session.nonce, session)
+
+    def clear(self) -> None:
+        super().clear()
+        self._users = {}
+
+    def _encode(self, value: Session) -> tuple[int, bytes]:
+        who = value.identity
+        user_id = 0
+        if who.user is not None:
+            user_id = id(who.user)
+            self._users.setdefault(user_id, [who.user, 0])[1] += 1
+        fields: list[object] = [getattr(who, name) for name in _IDENTITY_FIELDS]
+        fields += [value.sub, value.iat, value.exp, value.org_kid, value.revoked_at, value.app_tokens]
+        fields += [value.justified, value.mfa_at]
+        # JSON is written at its final size (marshal grows its buffer past 512 bytes, then shrinks
+        # it: a hole in the C heap per record, which the record then split)
+        return user_id, _JSON(fields).encode()
+
+    def _value(self, record: Record) -> Session:
+        nonce = record.key()
+        session = self._live.get(nonce)
+        if session is not None:
+            return session
+        fields = json.loads(record.payload())  # the padding is white space
+        user_id = record.tag()
+        user = self._users[user_id][0] if user_id else None
+        size = len(_IDENTITY_FIELDS)
+        known = {name: tuple(v) if isinstance(v, list) else v for name, v in zip(_IDENTITY_FIELDS, fields, strict=False)}
+        who = Identity(**known, user=user)  # type: ignore[arg-type]
+        sub, iat, exp, org_kid, revoked_at, tokens_, why, mfa_at = fields[size:]
+        session = Session(
+            nonce,
+            who,
+            sub,
+            iat,
+            exp,
+            org_kid,
+            revoked_at,
+            MappingProxyType({aud: (t[0], t[1], t[2]) for aud, t in tokens_.items()}) if tokens_ else _NO_TOKENS,
+            MappingProxyType(why) if why else _NO_REASONS,
+            mfa_at,
+        )
+        object.__setattr__(session, "_store", self)
+        self._live[nonce] = session
+        return session
+
+    def _released(self, record: Record) -> None:
+        user_id = record.tag()
+        if user_id:
+            held = self._users[user_id]
+            held[1] -= 1
+            if not held[1]:
+                del self._users[user_id]
+
+
+class TokenCache(PackedExpiring[tuple[str, str], str]):
+    """The tokens signed for sessions by (session nonce, aud; "" for the org token), each packed
+    with its key in one record (:class:`PackedExpiring`): a token's text is over 512 bytes anyway,
+    so what its entry costs besides is the dict's slot and the heap's."""
+
+    __slots__ = ()
+
+    def _text(self, key: tuple[str, str]) -> str:
+        nonce, aud = key
+        return f"{aud} {nonce}"  # an AUD has no space
+
+    def _encode(self, value: str) -> tuple[int, bytes]:
+        return 0, value.encode("utf-8", "surrogatepass")
+
+    def _value(self, record: Record) -> str:
+        return record.payload().rstrip(b" ").decode("utf-8", "surrogatepass")  # a JWT has no space
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,9 +440,9 @@ class Edge:
     _team_hostname: tuple[str, str] = ("", "")  # (team_domain it was derived from, host name)
     ports: set[int] = field(default_factory=set)
     tls_ports: set[int] = field(default_factory=set)  # the subset of ports that speak TLS
-    sessions: Expiring[str, Session] = field(default_factory=lambda: Expiring(SESSION_LIMIT))
+    sessions: SessionStore = field(default_factory=lambda: SessionStore(SESSION_LIMIT))
     # sessions the cap pushed out, kept (bounded) until their tokens expire so _adopt refuses them
-    _evicted: Expiring[str, Session] = field(default_factory=lambda: Expiring(SESSION_LIMIT))
+    _evicted: SessionStore = field(default_factory=lambda: SessionStore(SESSION_LIMIT))
     logins: Expiring[str, PendingLogin] = field(default_factory=lambda: Expiring(PENDING_LIMIT))
     chain_hops: Expiring[str, ChainHop] = field(default_factory=lambda: Expiring(PENDING_LIMIT))
     otps: Expiring[str, OneTimePin] = field(default_factory=lambda: Expiring(PENDING_LIMIT))
@@ -293,7 +455,7 @@ class Edge:
     )
     _app_tokens: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)  # service tokens
     # (session nonce, aud; "" for the org token) -> the token last signed, CACHE_LIMIT of them (see Session)
-    _session_tokens: Expiring[tuple[str, str], str] = field(default_factory=lambda: Expiring(CACHE_LIMIT))
+    _session_tokens: TokenCache = field(default_factory=lambda: TokenCache(CACHE_LIMIT))
     _apps_by_aud: dict[str, App] = field(default_factory=dict)
     _apps_by_name: dict[str, App] = field(default_factory=dict)
     _tokens_by_client_id: dict[str, ServiceToken] = field(default_factory=dict)
@@ -611,7 +773,7 @@ class Edge:
         jwt = tokens.sign(payload, signing_key, header=tokens.user_header(signing_key))
         if fresh:
             self._remember(Credential(jwt, "app", payload, exp, frozenset([app.aud]), signing_key.kid, session))
-            session.app_tokens[app.aud] = (iat, exp, signing_key.kid)  # kept with the session, gone with it
+            session.add_app_token(app.aud, (iat, exp, signing_key.kid))  # kept with the session, gone with it
         self._session_tokens.put((session.nonce, app.aud), jwt, exp, now)
         return jwt, exp
 

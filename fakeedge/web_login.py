@@ -356,7 +356,7 @@ def _justified(
         prompt = policy.purpose_justification_prompt if policy else None
         error = f"Enter a justification of at most {pages.JUSTIFICATION_LIMIT} characters."
         return _justification_page(request, edge, app, prompt, error=error, status=400)
-    session.justified[app.aud] = reason
+    session.justify(app.aud, reason)
     log.info("justification %s app=%r: %s", session.identity.email, app.name, one_line(reason))
     return _complete(request, edge, session, app, host, path, binding)
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import sys
+
 import pytest
 
 from fakeedge import expiring, oauth
@@ -64,3 +67,50 @@ def test_an_evicted_or_expired_oauth_grant_takes_its_tokens_with_it(monkeypatch:
     store.prune(100)  # the grants' end: nothing of them is left
     lengths = [len(s) for s in (store.codes, store.spent, store.grants, store.access, store.refresh, store.by_session)]
     assert lengths == [0] * 6
+
+
+class _Texts(expiring.PackedExpiring[str, str]):
+    """A packed store of text: the least a store of one kind of value says."""
+
+    __slots__ = ()
+
+    def _encode(self, value: str) -> tuple[int, bytes]:
+        return len(value), value.encode()
+
+    def _value(self, record: expiring.Record) -> str:
+        assert record.tag() == len(record.payload().rstrip(b" "))
+        return record.payload().rstrip(b" ").decode()
+
+
+def test_a_packed_store_expires_and_caps_like_the_other_and_holds_each_entry_as_one_large_object(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = _Texts(3)
+    store.put("a", "1", 10, 0)
+    store.put("b", "2" * 600, 20, 0)
+    assert (store.get("a", 9), store.get("a", 10)) == ("1", None)  # expired at its time, pruned or not
+    assert "a" in store and store.get("b", 0) == "2" * 600
+    store.put("c", "3", 30, 0)
+    assert store.put("d", "4", 40, 0) == "1"  # over the cap: the oldest goes, and is returned
+    assert list(store.values()) == ["2" * 600, "3", "4"]
+    store.rewrite("c", "three")  # changed in place: same expiry, same place
+    assert store.put("e", "5", 50, 30) is None  # b and c expired: pruned first, room made
+    assert list(store.values()) == ["4", "5"] and store._heap[0] is min(store._heap)  # records sort by expiry
+    for record in store._items.values():
+        # one object past CPython's 512-byte small objects, sized to whole C-heap chunks of the
+        # smallest record (glibc: 8 bytes of header, 16-byte steps)
+        size = sys.getsizeof(record)
+        assert size > 512 and ((size + 7) // 8 * 8 + 8 + 15) // 16 * 16 % expiring.RECORD_CHUNK == 0
+    calls: list[None] = []
+    monkeypatch.setattr(expiring, "release_memory", lambda: calls.append(None))
+    big = _Texts(10 * TRIM_AFTER)
+    for i in range(TRIM_AFTER):
+        big.put(str(i), "x", 2, 1)
+    big.put("last", "y", 10, 2)  # a write sweeps the 10,000 that expired at 2
+    assert (len(big), len(big._heap), calls) == (1, 1, [None])
+
+
+def test_expiry_order_is_the_order_of_the_packed_bytes() -> None:
+    times = [-math.inf, -1e300, -2.5, -1.0, 0.0, 1e-300, 1.0, 1_800_000_000.0, 1_800_000_000.5, 1e300, math.inf]
+    keys = [expiring._order(t).to_bytes(8, "big") for t in times]
+    assert keys == sorted(keys) and len(set(keys)) == len(keys)
