@@ -756,7 +756,16 @@ class Edge:
         now = self.clock.now()
         signing_key = self._signing_key()
         cached = session.app_tokens.get(app.aud)
-        fresh = cached is None or cached[1] - now <= REUSE_MARGIN or cached[2] != signing_key.kid
+        # spec §14.5: under temporary authentication, access lasts as long as the approver granted
+        # (the token would otherwise outlive the grant by the rest of the app's session duration)
+        granted = self.approval(session, app) if policy is not None and policy.approval_required else None
+        until = int(granted.until) if granted is not None and granted.state == "approved" else None
+        fresh = (
+            cached is None
+            or cached[1] - now <= REUSE_MARGIN
+            or cached[2] != signing_key.kid
+            or (until is not None and cached[1] > until)
+        )
         if not fresh:
             assert cached is not None
             token = self._session_tokens.get((session.nonce, app.aud), now)
@@ -768,7 +777,7 @@ class Edge:
             duration = (
                 policy.session_duration if policy and policy.session_duration is not None else app.session_duration
             )
-            exp = iat + duration
+            exp = iat + duration if until is None else min(iat + duration, until)
         payload = self.user_claims(session, app.aud, iat, exp)
         jwt = tokens.sign(payload, signing_key, header=tokens.user_header(signing_key))
         if fresh:

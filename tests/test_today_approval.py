@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from fakeedge.clock import Clock
 from fakeedge.testing import loopback_session
@@ -31,6 +32,7 @@ async def test_temporary_authentication(make_edge: MakeEdge, origin: Origin) -> 
     clock.freeze(1_800_000_000)
     cfg = base_config(origin.url)
     cfg["apps"][0]["policies"][0] |= {"approval_required": True}
+    cfg["apps"][0]["session_duration"] = "24h"  # longer than the grant, which bounds the app's cookie
     running: RunningEdge = await make_edge(cfg, clock=clock)
     url = running.url("admin.acme.test", "/x")
     async with loopback_session() as browser:
@@ -57,9 +59,10 @@ async def test_temporary_authentication(make_edge: MakeEdge, origin: Origin) -> 
         done = await _follow(browser, await browser.get(url, allow_redirects=False))
         assert done.status == 200 and origin.last.headers["Cf-Access-Authenticated-User-Email"] == "alice@acme.test"
 
-        # the grant runs out: a new request
+        # the app's cookie lasts as long as the grant, not the app's session: when the grant runs
+        # out, the cookie still in the browser lets nothing through and the user asks again
+        assert browser.cookie_jar.filter_cookies(URL(url))["CF_Authorization"]
         clock.advance(3601)
-        browser.cookie_jar.clear_domain("admin.acme.test")
         asked = await _follow(browser, await browser.get(url, allow_redirects=False))
         assert 'name="approval_reason"' in await asked.text()
         assert _last_reason(running) == "temporary authentication (approval_required): the page that asks for access"
