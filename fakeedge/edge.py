@@ -938,6 +938,10 @@ class Edge:
             session = self._adopt(payload)
             if session is None:
                 return None
+        elif payload.get("email") != session.identity.email:
+            # the edge would decide on the session's identity while the origin reads the token's:
+            # a token that names one user and another's session is no one's (minted with claims=)
+            return None
         kind: Literal["app", "org"] = "org" if payload.get("type") == "org" else "app"
         return Credential(token, kind, payload, payload["exp"], auds, kid, session)
 

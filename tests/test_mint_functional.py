@@ -167,6 +167,16 @@ async def test_claim_and_header_overrides(edge: FakeEdge) -> None:
     assert claims["country"] == "DE"
 
 
+async def test_a_token_naming_another_user_than_its_session_is_refused(edge: FakeEdge) -> None:
+    # claims= can put bob's email in a token of alice's session: the edge would admit alice while
+    # the origin reads bob from the very assertion it forwards; such a token is nobody's
+    url = edge.url("Admin")
+    for claims, status in (({}, 200), ({"email": "bob@acme.test"}, 302)):
+        token = edge.mint(app="Admin", email="alice@acme.test", claims=claims)
+        async with edge.client().get(url, headers={"Cf-Access-Token": token}, allow_redirects=False) as resp:
+            assert resp.status == status, claims
+
+
 async def test_mint_mistakes(edge: FakeEdge) -> None:
     with pytest.raises(ValueError) as exc:
         edge.mint(app="Admin", email="alice@acme.test", variant="wrong-audience")
