@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 
@@ -292,7 +292,7 @@ class WholeAnswer(web.StreamResponse):
         body: bytes,
         origin_headers: CIMultiDictProxy[str],
         lines: list[tuple[str, str]],
-        extra: list[tuple[str, str]],
+        extra: Sequence[tuple[str, str]],
     ) -> None:
         """``fields``: the header lines ``lines`` serialised, each ending in CR LF; ``extra``: the
         edge's own among them (cookies it sets); ``origin_headers``: the origin's, as parsed."""

@@ -7,7 +7,7 @@ import functools
 import os
 import random
 import re
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -66,16 +66,8 @@ def serialize_head(start_line: str, headers: Mapping[str, str]) -> bytes:
     """
     lines = [start_line]
     lines.extend(map(": ".join, headers.items()))
-    lines.append("\r\n")
-    try:
-        head = "\r\n".join(lines).encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        raise UnsendableHead("a request header holds characters no client bytes decode to") from None
-    # what is left once every byte a field line may hold is removed: exactly the CR LFs put there
-    # above (one translate pass, a third of a regex search on a 2 KiB head)
-    if head.translate(None, _FIELD_BYTES) != b"\r\n" * len(lines):
-        raise UnsendableHead("a control character in the request head")
-    return head
+    lines.append("")  # the blank line that ends the head
+    return _field_lines(lines, "request", "client")
 
 
 def answer_fields(reason: str, lines: list[tuple[str, str]]) -> bytes:
@@ -87,14 +79,25 @@ def answer_fields(reason: str, lines: list[tuple[str, str]]) -> bytes:
     """
     parts = [reason]
     parts.extend(map(": ".join, lines))
-    parts.append("")
-    try:
-        head = "\r\n".join(parts).encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        raise UnsendableHead("a response header holds characters no origin bytes decode to") from None
-    if head.translate(None, _FIELD_BYTES) != b"\r\n" * (len(parts) - 1):
-        raise UnsendableHead("a control character in the response head")
+    head = _field_lines(parts, "response", "origin")
     return head[head.index(b"\r\n") + 2 :]
+
+
+def _field_lines(lines: list[str], side: str, sender: str) -> bytes:
+    """``lines``, each ended by CR LF, as the bytes ``sender`` sent (see :func:`serialize_head`).
+
+    Raises :class:`UnsendableHead` on a control character, or on a string no bytes decode to.
+    """
+    lines.append("")
+    try:
+        head = "\r\n".join(lines).encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raise UnsendableHead(f"a {side} header holds characters no {sender} bytes decode to") from None
+    # what is left once every byte a field line may hold is removed: exactly the CR LFs put there
+    # above (one translate pass, a third of a regex search on a 2 KiB head)
+    if head.translate(None, _FIELD_BYTES) != b"\r\n" * (len(lines) - 1):
+        raise UnsendableHead(f"a control character in the {side} head")
+    return head
 
 
 _getrandbits = random.getrandbits
@@ -178,7 +181,7 @@ async def forward(
     ray: str,
     read_timeout: float,
     deadlines: Deadlines,
-    extra_response_headers: Iterable[tuple[str, str]] = (),
+    extra_response_headers: Sequence[tuple[str, str]] = (),
     pool: OriginPool | None = None,
 ) -> web.StreamResponse:
     """Send the request to ``rule``'s origin and stream the answer back.
@@ -237,7 +240,7 @@ async def forward(
             if web_aiohttp.WHOLE and isinstance(headers, CIMultiDictProxy):
                 reason = upstream.reason or ""
                 return web_aiohttp.WholeAnswer(
-                    status, reason, answer_fields(reason, out), data, headers, out, list(extra_response_headers)
+                    status, reason, answer_fields(reason, out), data, headers, out, extra_response_headers
                 )
             return web.Response(status=status, reason=upstream.reason, headers=out, body=data)
         out = _response_headers(headers, ray, extra_response_headers, RESPONSE_DROP)
