@@ -14,7 +14,6 @@ import dataclasses
 import io
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,22 +29,12 @@ from fakeedge.testing import LoginRefused
 from fakeedge.web_app import AccessLog, start
 
 from .conftest import BOT_ID, BOT_SECRET, Origin, RunningEdge, base_config, copy_test_key, wait_for
+from .raw_http import Answer, parse_head
 
 ANSWER_TIMEOUT = 10.0  # generous on a shared machine: what these tests catch is a hang
 
 MakeEdge = Callable[..., Awaitable[RunningEdge]]
 MakeOrigin = Callable[..., Awaitable[Origin]]
-
-
-@dataclass
-class Answer:
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes
-    interim: list[int]  # the 1xx statuses that came before
-
-    def header(self, name: str) -> list[str]:
-        return [v for k, v in self.headers if k.lower() == name.lower()]
 
 
 class Conn:
@@ -70,9 +59,7 @@ class Conn:
                 raw = await self.reader.readuntil(b"\r\n\r\n")
             except asyncio.IncompleteReadError as exc:
                 raise AssertionError(f"the edge closed the connection without an answer: {exc.partial!r}") from None
-        lines = raw[:-4].decode("latin-1").split("\r\n")
-        headers = [(k, v.strip()) for k, _, v in (line.partition(":") for line in lines[1:])]
-        return int(lines[0].split(" ", 2)[1]), headers
+        return parse_head(raw)
 
     async def answer(self, *, method: str = "GET", timeout: float = ANSWER_TIMEOUT) -> Answer:
         """The next final answer, its body read as framed (1xx answers before it collected)."""

@@ -16,7 +16,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
@@ -29,6 +28,7 @@ from fakeedge.policy import AppIndex, _path_matcher, normalize_path
 from fakeedge.testing_sync import SyncEdge, start_edge
 
 from .conftest import base_config
+from .raw_http import Answer, parse_head
 
 BOUND = 10.0  # seconds; the linear versions take milliseconds, the holes found took 40 s and more
 EXAMPLES = int(os.environ.get("FAKEEDGE_HYPOTHESIS_EXAMPLES", "300"))
@@ -65,16 +65,6 @@ def within(work: Callable[[], T], bound: float = BOUND) -> T:
 # --- raw HTTP against an edge on its own thread --------------------------------------------------
 
 
-@dataclass
-class Answer:
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes
-
-    def header(self, name: str) -> list[str]:
-        return [v for k, v in self.headers if k.lower() == name.lower()]
-
-
 def exchange(port: int, request: bytes, bound: float = BOUND) -> Answer:
     """Send ``request`` byte for byte and read one answer; fail if it is not complete within ``bound``."""
     deadline = time.monotonic() + bound
@@ -95,9 +85,7 @@ def exchange(port: int, request: bytes, bound: float = BOUND) -> Answer:
     assert time.monotonic() <= deadline, f"no answer within {bound:g} s"
     head, sep, body = data.partition(b"\r\n\r\n")
     assert sep, f"the edge closed the connection without an answer: {data[:200]!r}"
-    lines = head.decode("latin-1").split("\r\n")
-    headers = [(k, v.strip()) for k, _, v in (line.partition(":") for line in lines[1:])]
-    return Answer(int(lines[0].split(" ", 2)[1]), headers, body)
+    return Answer(*parse_head(head), body)
 
 
 def request(method: str, target: str, host: str, port: int, headers: str = "", body: bytes = b"") -> bytes:

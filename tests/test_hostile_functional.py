@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -17,18 +16,9 @@ from fakeedge.config import parse_config
 from fakeedge.explain import explain
 
 from .conftest import BOT_ID, BOT_SECRET, Origin, RunningEdge, base_config
+from .raw_http import Answer, parse_head
 
 ANSWER_TIMEOUT = 10.0  # generous: the machine is shared; a hang is what these tests catch
-
-
-@dataclass
-class Answer:
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes
-
-    def header(self, name: str) -> list[str]:
-        return [v for k, v in self.headers if k.lower() == name.lower()]
 
 
 async def exchange(port: int, request: bytes, timeout: float = ANSWER_TIMEOUT) -> Answer:
@@ -46,14 +36,13 @@ async def exchange(port: int, request: bytes, timeout: float = ANSWER_TIMEOUT) -
                 head = await reader.readuntil(b"\r\n\r\n")
             except asyncio.IncompleteReadError as exc:
                 raise AssertionError(f"the edge closed the connection without an answer: {exc.partial!r}") from None
-            lines = head[:-4].decode("latin-1").split("\r\n")
-            headers = [(k, v.strip()) for k, _, v in (line.partition(":") for line in lines[1:])]
+            status, headers = parse_head(head)
             length = [v for k, v in headers if k.lower() == "content-length"]
             body = await reader.readexactly(int(length[0])) if length else await reader.read()
     finally:
         writer.close()
         await writer.wait_closed()
-    return Answer(int(lines[0].split(" ", 2)[1]), headers, body)
+    return Answer(status, headers, body)
 
 
 def get(target: str, host: str, port: int, extra: str = "") -> bytes:
