@@ -60,7 +60,10 @@ async def raw_origin() -> AsyncIterator[str]:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
                 path = head.split(b" ", 2)[1].decode()
-                answer = ANSWERS[path]
+                if path.startswith("/reason/"):  # a reason of the origin's choosing, one per request
+                    answer = b"HTTP/1.1 200 Reason %b\r\nContent-Length: 0\r\n\r\n" % path[8:].encode()
+                else:
+                    answer = ANSWERS[path]
                 if path == "/split":  # the body in two writes, the second once the edge has the first
                     writer.write(answer[:-3])
                     await writer.drain()
@@ -193,3 +196,15 @@ async def test_an_answer_read_whole_reads_as_any_response(
         6,
     )
     assert got.prepared and got.headers["Server"] == "cloudflare" and got.keep_alive is True
+
+
+async def test_the_status_lines_kept_are_bounded(make_edge: MakeEdge, raw_origin: str) -> None:
+    # an origin may make up a reason per answer: the status lines remembered stay at their bound
+    running = await make_edge(base_config(raw_origin))
+    web_aiohttp._STATUS_LINES.clear()
+    async with running.client.get(running.url("public.acme.test", "/reason/first")) as resp:
+        assert resp.reason == "Reason first"
+    for n in range(web_aiohttp.STATUS_LINES_LIMIT + 20):
+        async with running.client.get(running.url("public.acme.test", f"/reason/{n}")) as resp:
+            assert (resp.status, resp.reason) == (200, f"Reason {n}")
+    assert len(web_aiohttp._STATUS_LINES) == web_aiohttp.STATUS_LINES_LIMIT
