@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -34,8 +34,11 @@ class AccessVerifier:
         return claims
 
 
-def make_server(host: str, port: int, verifier: AccessVerifier) -> ThreadingHTTPServer:
-    """The HTTP server: 403 without an assertion, 401 with one that does not verify, else who called."""
+def make_server(host: str, port: int, verifier: AccessVerifier, *, listen: bool = True) -> ThreadingHTTPServer:
+    """The HTTP server: 403 without an assertion, 401 with one that does not verify, else who called.
+
+    ``listen=False`` leaves binding and listening to :func:`serve`.
+    """
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -60,24 +63,31 @@ def make_server(host: str, port: int, verifier: AccessVerifier) -> ThreadingHTTP
             self.end_headers()
             self.wfile.write(body)
 
-    return ThreadingHTTPServer((host, port), Handler)
+    return ThreadingHTTPServer((host, port), Handler, bind_and_activate=listen)
 
 
 def serve(server: ThreadingHTTPServer) -> None:
-    """Serve until SIGTERM or SIGINT, then exit 0.
+    """Listen, serve until SIGTERM or SIGINT, then return (exit status 0).
 
-    PID 1 in a container gets no default action for SIGTERM: without a handler ``docker stop``
-    waits its 10 s and kills. Requests in flight run in daemon threads and do not hold the exit.
+    PID 1 in a container gets no default action for SIGTERM: without a handling ``docker stop``
+    waits its 10 s and kills. No Python signal handler runs here: the two signals are blocked before
+    the server listens or any thread starts (threads inherit the mask), and the main thread waits for
+    them with ``sigwait`` while another thread serves. A handler that raised ``SystemExit`` out of
+    ``serve_forever`` interrupted whatever the main thread was doing, once handing a connection to its
+    thread (half an error report on stderr, in CI); one that started a thread to call ``shutdown()``
+    could deadlock on the lock ``Thread.start`` holds. Requests in flight run in daemon threads and
+    do not hold the exit.
     """
-
-    def stop(signum: int, frame: object) -> None:
-        sys.exit(0)  # raised in the main thread, out of serve_forever
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    stop = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop)
+    server.server_bind()
+    server.server_activate()
+    serving = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1})
+    serving.start()
     try:
-        server.serve_forever()
+        signal.sigwait(stop)
     finally:
+        server.shutdown()
         server.server_close()
 
 
@@ -85,7 +95,7 @@ def main() -> None:
     verifier = AccessVerifier(
         os.environ.get("CF_ACCESS_TEAM_DOMAIN", "acme.cloudflareaccess.com"), os.environ["CF_ACCESS_AUD"]
     )
-    serve(make_server("0.0.0.0", int(os.environ.get("PORT", "3002")), verifier))
+    serve(make_server("0.0.0.0", int(os.environ.get("PORT", "3002")), verifier, listen=False))
 
 
 if __name__ == "__main__":
