@@ -41,6 +41,7 @@ __all__ = [
     "HttpProcessingError",
     "ResponseHandler",
     "WholeAnswer",
+    "answer_in_http11",
     "answer_problems",
     "drain",
     "new_protocol",
@@ -172,7 +173,28 @@ def request_problems() -> tuple[str, ...]:
         kept = False
     if not kept:
         found.append(f"{where}: web.Request no longer keeps request[key] in its _state dict, which the edge writes")
+    try:
+        probe._cache = {}
+        probe._version = aiohttp.HttpVersion(2, 0)
+        claimed = probe.version
+        answer_in_http11(probe)
+        kept = claimed == (2, 0) and probe.version is aiohttp.HttpVersion11
+    except Exception:
+        kept = False
+    if not kept:
+        found.append(f"{where}: web.Request.version is no longer read from _version, which answer_in_http11 sets")
     return tuple(found)
+
+
+def answer_in_http11(request: web.Request) -> None:
+    """Have the answer to ``request`` speak HTTP/1.1 whatever version its request line claimed.
+
+    aiohttp writes the status line in the request's version: ``HTTP/2.0 505`` to a client that
+    wrote ``HTTP/2.0``. Its request keeps the version in ``_version``, and ``version`` is a reified
+    property, so a version already read is in ``_cache`` too (checked by :func:`request_problems`).
+    """
+    request._version = aiohttp.HttpVersion11
+    request._cache["version"] = aiohttp.HttpVersion11
 
 
 class EdgeRequest(web.Request):
@@ -344,7 +366,8 @@ class WholeAnswer(web.StreamResponse):
         status_line = _STATUS_LINES.get((version, self._status, self._reason))
         if status_line is None:
             status_line = f"HTTP/{version[0]}.{version[1]} {self._status} {self._reason}\r\n".encode(
-                "utf-8", "surrogateescape"  # a reason byte that was not UTF-8 goes back as it came
+                "utf-8",
+                "surrogateescape",  # a reason byte that was not UTF-8 goes back as it came
             )
             if len(_STATUS_LINES) < STATUS_LINES_LIMIT:
                 _STATUS_LINES[version, self._status, self._reason] = status_line

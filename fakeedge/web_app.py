@@ -318,10 +318,33 @@ def _said(reason: str) -> str:
 _split_host = functools.lru_cache(maxsize=256)(split_host)
 
 
+_HTTP10, _HTTP11 = aiohttp.HttpVersion10, aiohttp.HttpVersion11
+
+
+def _unspoken(request: web.Request, version: aiohttp.HttpVersion) -> web.StreamResponse:
+    """505 to a request line claiming another version than HTTP/1.0 or 1.1 (RFC 9110 §15.6.6).
+
+    aiohttp's two parsers pass different ones (the C parser HTTP/0.9, including a bare ``GET /``,
+    and HTTP/2.0; the pure-Python one any 1.x to 9.9), which the edge would forward as HTTP/1.1 and
+    answer in the claimed version's status line: refused the same whichever parser runs, in HTTP/1.1,
+    and the connection closed, since what such a client sends next is no HTTP/1.1 request.
+    """
+    journal.note(request, f"the request line claims HTTP/{version[0]}.{version[1]}")
+    web_aiohttp.answer_in_http11(request)
+    response = _notice(
+        request, 505, "HTTP version not supported", "The edge speaks HTTP/1.0 and HTTP/1.1 on this listener."
+    )
+    response.force_close()
+    return response
+
+
 async def _answer(
     request: web.Request, front: Front, edge: Edge, ray: str, trail: journal.Trail
 ) -> tuple[web.StreamResponse, App | None, AnswerKind, str]:
     """The response, the app that covered the request, what kind of answer it was, and the host."""
+    version = request.version
+    if version is not _HTTP11 and version != _HTTP11 and version != _HTTP10:
+        return _unspoken(request, version), None, "bad-request", request.host
     parsed = _split_host(request.host)
     raw_path = request.raw_path
     if parsed is None or not raw_path.startswith("/") or "#" in raw_path:

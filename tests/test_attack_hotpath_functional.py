@@ -300,6 +300,29 @@ async def test_http_1_0_is_judged_like_http_1_1(
     assert [r.headers["Cf-Access-Authenticated-User-Email"] for r in origin.received] == ["alice@acme.test"]
 
 
+@pytest.mark.parametrize("line", ["GET /ten HTTP/2.0", "GET /ten HTTP/0.9", "GET /ten", "GET /ten HTTP/1.2"])
+async def test_a_request_line_in_another_http_version_is_refused_in_http_1_1(
+    edge: RunningEdge, origin: Origin, conns: Callable[[int], Awaitable[Conn]], line: str
+) -> None:
+    """Only HTTP/1.0 and 1.1: aiohttp's C parser passed 0.9 (a bare ``GET /`` too) and 2.0, its
+    pure-Python one any 1.x; they were judged, forwarded as HTTP/1.1 and answered as ``HTTP/2.0 200``.
+
+    A version the parser itself refuses is its 400; one it passes is the edge's 505. Either way the
+    answer speaks HTTP/1.1 (or 1.0, aiohttp's own 400), nothing reaches the origin, and the
+    connection closes: what such a client sends next is no HTTP/1.1 request.
+    """
+    port = edge.port
+    alice = mint(edge.edge, app="Admin", email="alice@acme.test")
+    for host in ("admin.acme.test", "public.acme.test"):
+        conn = await conns(port)
+        await conn.send(f"{line}\r\nHost: {host}:{port}\r\n{cookie(alice)[0]}: {cookie(alice)[1]}\r\n\r\n".encode())
+        async with asyncio.timeout(ANSWER_TIMEOUT):
+            raw = await conn.reader.read()  # to the close
+        status_line = raw.split(b"\r\n", 1)[0]
+        assert status_line.startswith((b"HTTP/1.1 505 ", b"HTTP/1.0 400 ", b"HTTP/1.1 400 ")), (host, raw[:200])
+    assert origin.received == []
+
+
 # --- Expect: 100-continue: the body asked for only once Access has admitted the request ----------
 
 
