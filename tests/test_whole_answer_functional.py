@@ -11,6 +11,7 @@ lenient response parser lets through with a control character in it is the origi
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -130,7 +131,9 @@ async def test_answers_read_whole_go_back_as_aiohttp_wrote_them(
     # what those answers are, in a few words: the version answered is the client's, keep-alive as asked
     assert whole["/plain", "1.1"][0] == b"HTTP/1.1 200 OK" and not whole["/plain", "1.1"][3]
     assert whole["/plain", "1.0"][0] == b"HTTP/1.0 200 OK" and whole["/plain", "1.0"][3]
-    assert b"Connection: keep-alive" in whole["/plain", "1.0 keep-alive"][1] and not whole["/plain", "1.0 keep-alive"][3]
+    assert (
+        b"Connection: keep-alive" in whole["/plain", "1.0 keep-alive"][1] and not whole["/plain", "1.0 keep-alive"][3]
+    )
     assert b"Connection: close" in whole["/plain", "1.1 close"][1] and whole["/plain", "1.1 close"][3]
     assert whole["/reason", "1.1"][0] == b"HTTP/1.1 299 Quite Unusual Reason"
     assert whole["/split", "1.1"][2] == b"hello world"  # not all there when the head was: read to its end
@@ -148,7 +151,9 @@ async def test_a_control_character_in_an_origin_header_is_a_502(make_edge: MakeE
     assert status == b"HTTP/1.1 502 Bad Gateway"
     assert b"\x01" not in b"".join(lines) + body
     assert b"the origin sent an invalid HTTP response" in body
-    assert running.fake.requests.last.reason.endswith("then the origin failed: the origin sent an invalid HTTP response")
+    assert running.fake.requests.last.reason.endswith(
+        "then the origin failed: the origin sent an invalid HTTP response"
+    )
 
 
 async def test_the_journal_sees_an_origin_answers_cookies_and_location(make_edge: MakeEdge, raw_origin: str) -> None:
@@ -208,3 +213,58 @@ async def test_the_status_lines_kept_are_bounded(make_edge: MakeEdge, raw_origin
         async with running.client.get(running.url("public.acme.test", f"/reason/{n}")) as resp:
             assert (resp.status, resp.reason) == (200, f"Reason {n}")
     assert len(web_aiohttp._STATUS_LINES) == web_aiohttp.STATUS_LINES_LIMIT
+
+
+async def test_a_client_that_does_not_read_holds_back_the_next_answers(make_edge: MakeEdge) -> None:
+    """Backpressure: 400 pipelined requests for answers of 60 KB (each read whole, one write) from a
+    client that reads nothing. WholeAnswer waits for the client past the transport's high-water
+    mark, so the edge stops taking the next request from the pipeline: the origin sees only as many
+    as the sockets' buffers hold, not all 400 (24 MB kept in the edge's memory). Once the client
+    reads, every answer arrives, whole and in order."""
+    size, count = 60_000, 400
+    asked = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal asked
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                asked += 1
+                number = head.split(b" ", 2)[1].rsplit(b"/", 1)[1]
+                body = number.ljust(size, b".")
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (size, body))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        running = await make_edge(base_config(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"))
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)  # before connecting: a small window
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", running.port))
+        reader, writer = await asyncio.open_connection(sock=sock, limit=2 * size)
+        writer.write(b"".join(b"GET /big/%d HTTP/1.1\r\nHost: public.acme.test\r\n\r\n" % i for i in range(count)))
+        await writer.drain()
+        # until the origin has been asked nothing more for half a second (bounded)
+        last, still_since = -1, 0.0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        while loop.time() < deadline and (asked != last or loop.time() - still_since < 0.5):
+            if asked != last:
+                last, still_since = asked, loop.time()
+            await asyncio.sleep(0.05)
+        assert 0 < asked < count, asked  # all 400 without the wait (75 here: the buffers hold 4.5 MB)
+        for i in range(count):
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"Content-Length: %d\r\n" % size in head, head
+            body = await asyncio.wait_for(reader.readexactly(size), 10)
+            assert body.rstrip(b".") == b"%d" % i
+        assert asked == count
+        writer.close()
+    finally:
+        server.close()
+        await server.wait_closed()
