@@ -49,9 +49,10 @@ from .login_cookies import FORMATS, cookie_line, login_cookies, netscape_jar, st
 from .mint import VARIANTS, check_variant, mint
 from .tokens import secrets_equal
 from .web_inspector import PAGES, PRIVATE
-from .web_request import client_ip, json_answer
+from .web_request import client_ip, json_answer, read_bounded
 
 CONTROL_PREFIX = "/cdn-cgi/fakeedge/"
+BODY_LIMIT = 1 << 20  # a control call is a few hundred bytes, claims or personas a few KiB
 TOKEN_KEYS = ("app", "email", "service_token", "variant", "claims", "header", "lifetime")
 CLOCK_ACTIONS = ("advance", "skew", "freeze", "unfreeze", "reset")
 FAULT_KEYS = ("mode", "delay", "times", "duration")
@@ -156,7 +157,9 @@ async def _body(request: web.Request) -> dict[str, Any]:
             415,
             "send Content-Type: application/json (it keeps web pages in a browser from calling the control API)",
         )
-    raw = await request.read()
+    raw = await read_bounded(request, BODY_LIMIT)
+    if raw is None:
+        raise _Refused(413, f"the body is larger than {BODY_LIMIT} bytes")
     if not raw.strip():
         return {}
     try:

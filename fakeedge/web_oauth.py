@@ -33,7 +33,7 @@ from .edge import Edge
 from .oauth import CODE_TTL, Code, Grant
 from .policy import Facts, Identity, Verdict, decide
 from .web_access import access_denied, app_headers, block, login_redirect, oauth_bearer, presented_credential
-from .web_request import client_ip, html_answer, json_answer, ray_key, redirect, scheme
+from .web_request import client_ip, html_answer, json_answer, ray_key, read_bounded, redirect, scheme
 
 log = logging.getLogger("fakeedge")
 
@@ -196,17 +196,6 @@ def _server_metadata(request: web.Request, app: App) -> web.Response:
     return json_answer(request, body, headers={"Access-Control-Allow-Origin": "*"})
 
 
-async def _read_body(request: web.Request) -> bytes | None:
-    if request.content_length is not None and request.content_length > BODY_LIMIT:
-        return None
-    body = bytearray()
-    async for chunk in request.content.iter_chunked(1 << 14):
-        body += chunk
-        if len(body) > BODY_LIMIT:
-            return None
-    return bytes(body)
-
-
 async def handle_register(request: web.Request, edge: Edge, host: str) -> web.Response:
     """RFC 7591 dynamic client registration, under the app's allow-lists (spec §14.2)."""
     app = _oauth_app(edge, host, "/")
@@ -221,7 +210,7 @@ async def handle_register(request: web.Request, edge: Edge, host: str) -> web.Re
             f"dynamic client registration is disabled for the application {app.name!r}",
             403,
         )
-    raw = await _read_body(request)
+    raw = await read_bounded(request, BODY_LIMIT)
     if raw is None:
         return _oauth_error(request, "invalid_client_metadata", f"the body is larger than {BODY_LIMIT} bytes", 413)
     try:
@@ -374,7 +363,7 @@ async def handle_token(request: web.Request, edge: Edge, host: str) -> web.Respo
     """The token endpoint: codes (with the PKCE verifier) and refresh tokens for opaque tokens."""
     if request.method != "POST":
         return _oauth_error(request, "invalid_request", "the token endpoint takes a POST", 405)
-    raw = await _read_body(request)
+    raw = await read_bounded(request, BODY_LIMIT)
     if raw is None:
         return _oauth_error(request, "invalid_request", f"the body is larger than {BODY_LIMIT} bytes", 413)
     try:

@@ -141,3 +141,15 @@ def app_cookie_header(name: str, value: str, app: App, *, expires: float, secure
         http_only=app.http_only_cookie_attribute,
         path=path if app.path_cookie_attribute else "/",
     )
+
+
+async def read_bounded(request: web.Request, limit: int) -> bytes | None:
+    """The request's body, or None past ``limit`` bytes: never buffered beyond it, declared or not."""
+    if request.content_length is not None and request.content_length > limit:
+        return None
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(1 << 14):
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
