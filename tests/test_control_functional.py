@@ -194,23 +194,23 @@ async def test_endpoint_and_method_mistakes(edge: FakeEdge) -> None:
         assert (resp.status, await resp.json()) == (400, {"error": "the body is not JSON"})
 
 
-async def test_a_body_over_a_mebibyte_is_refused_unread(edge: FakeEdge) -> None:
+async def test_a_body_over_4_mib_is_refused_unread(edge: FakeEdge) -> None:
     """Declared or streamed (chunked, no length): never buffered past the limit."""
     url = f"{edge.team_domain}/cdn-cgi/fakeedge/token"
-    refused = (413, {"error": "the body is larger than 1048576 bytes"})
-    declared = b'{"email": "' + b"a" * (1 << 20) + b'"}'
+    refused = (413, {"error": "the body is larger than 4194304 bytes"})
+    declared = b'{"email": "' + b"a" * (4 << 20) + b'"}'
     async with edge.client().post(url, data=io.BytesIO(declared), headers={"Content-Type": "application/json"}) as resp:
         assert (resp.status, await resp.json()) == refused
 
     async def streamed() -> AsyncIterator[bytes]:
         yield b'{"email": "'
-        for _ in range(17):  # 17 x 64 KiB: just over the limit
+        for _ in range(65):  # 65 x 64 KiB: just over the limit
             yield b"a" * (64 << 10)
 
     async with edge.client().post(url, data=streamed(), headers={"Content-Type": "application/json"}) as resp:
         assert (resp.status, await resp.json()) == refused
     # the limit is a limit, not a ban: a body just under it is read and judged
-    under = b'{"email": "' + b"a" * ((1 << 20) - 100) + b'"}'
+    under = b'{"email": "' + b"a" * ((4 << 20) - 100) + b'"}'
     async with edge.client().post(url, data=io.BytesIO(under), headers={"Content-Type": "application/json"}) as resp:
         assert (resp.status, await resp.json()) == (400, {"error": "app: expected a non-empty string"})
 
