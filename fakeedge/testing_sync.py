@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from .clock import Clock
@@ -25,6 +26,7 @@ from .config import App, Config
 from .faults import CertsFault
 from .record import RequestLog
 from .testing import ConfigInput, FakeEdge, _start_edge
+from .tls import LocalCA
 
 if TYPE_CHECKING:
     import httpx
@@ -115,6 +117,25 @@ class SyncEdge:
         return self.edge.certs_url
 
     @property
+    def tls_port(self) -> int | None:
+        """The TLS listener's port, when the config has ``tls_listen``; else ``None``.
+
+        Clients from :meth:`client` and :meth:`login` send port 443 there and trust :attr:`ca`,
+        so ``https://acme.cloudflareaccess.com/...`` and ``https://<app host>/`` reach this edge.
+        """
+        return self.edge.tls_port
+
+    @property
+    def ca(self) -> LocalCA | None:
+        """The local CA of the TLS listener (``None`` without TLS): ``edge.ca.cert_path`` for
+        ``SSL_CERT_FILE`` or ``requests``' ``verify=``."""
+        return self.edge.ca
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A client ``ssl.SSLContext`` that trusts this edge's :attr:`ca` only (see ``FakeEdge.ssl_context``)."""
+        return self.edge.ssl_context()
+
+    @property
     def clock(self) -> Clock:
         """The edge's clock: ``freeze()``, ``advance(seconds)``, ``skew(seconds)``, ``reset()``."""
         return self.edge.clock
@@ -166,8 +187,19 @@ class SyncEdge:
         who has not signed in sends (``edge.client().get(edge.url("App"))`` is the 302 to sign-in).
         The caller closes it."""
         if kind == "httpx":
+            return self._httpx_client()
+        return self._requests_session()
+
+    def _requests_session(self) -> RequestsSession:
+        ca, port = self.edge.ca, self.edge.tls_port
+        if ca is None or port is None:
+            return loopback_requests_session()
+        return loopback_requests_session(ports={443: port}, verify=str(ca.cert_path))
+
+    def _httpx_client(self) -> httpx.Client:
+        if self.edge.ca is None or self.edge.tls_port is None:
             return loopback_httpx_client()
-        return loopback_requests_session()
+        return loopback_httpx_client(ports={443: self.edge.tls_port}, verify=self.edge.ssl_context())
 
     # -- what changes the edge: run on its loop --
 
@@ -223,12 +255,12 @@ class SyncEdge:
         if client == "cookies":
             return {c["name"]: c["value"] for c in jar if c["app"]}
         if client == "httpx":
-            hx = loopback_httpx_client()
+            hx = self._httpx_client()
             for c in jar:
                 hx.cookies.set(c["name"], c["value"], domain=c["domain"], path=c["path"])
             return hx
         if client == "requests":
-            session = loopback_requests_session()
+            session = self._requests_session()
             for c in jar:
                 session.cookies.set(c["name"], c["value"], domain=c["domain"], path=c["path"])
             return session
@@ -375,11 +407,14 @@ class SyncEdgeFactory:
 # --- loopback clients --------------------------------------------------------------------------
 
 
-def loopback_requests_session() -> RequestsSession:
+def loopback_requests_session(*, ports: Mapping[int, int] | None = None, verify: str | None = None) -> RequestsSession:
     """A ``requests.Session`` that connects every host to 127.0.0.1 and ignores proxy settings.
 
     Cookies and TLS names still use the URL's host, as a browser whose DNS points at the edge.
+    ``ports`` sends a URL's port elsewhere (``{443: edge.tls_port}``), the Host header unchanged;
+    ``verify`` is the CA file its https requests trust (``str(edge.ca.cert_path)``).
     """
+    moved = dict(ports or {})
     try:
         import requests
         from requests.adapters import HTTPAdapter
@@ -391,12 +426,12 @@ def loopback_requests_session() -> RequestsSession:
     def _connect_to_loopback(conn: HTTPConnection, new_conn: Callable[[], Any]) -> Any:
         # urllib3 connects to _dns_host, which is also what its `host` (the Host header, TLS
         # names) reads: swapped for the connect only
-        name = conn._dns_host
-        conn._dns_host = "127.0.0.1"
+        name, port = conn._dns_host, conn.port
+        conn._dns_host, conn.port = "127.0.0.1", moved.get(port, port)
         try:
             return new_conn()
         finally:
-            conn._dns_host = name
+            conn._dns_host, conn.port = name, port
 
     class _Connection(HTTPConnection):
         def _new_conn(self) -> Any:
@@ -421,11 +456,20 @@ def loopback_requests_session() -> RequestsSession:
     session.trust_env = False  # no proxy from the environment: every name is ours
     session.mount("http://", _Adapter())
     session.mount("https://", _Adapter())
+    if verify is not None:
+        session.verify = verify
     return session
 
 
-def loopback_httpx_client(**kwargs: Any) -> httpx.Client:
-    """An ``httpx.Client`` that connects every host to 127.0.0.1 and ignores proxy settings."""
+def loopback_httpx_client(
+    *, ports: Mapping[int, int] | None = None, verify: ssl.SSLContext | bool = True, **kwargs: Any
+) -> httpx.Client:
+    """An ``httpx.Client`` that connects every host to 127.0.0.1 and ignores proxy settings.
+
+    ``ports`` sends a URL's port elsewhere (``{443: edge.tls_port}``), the Host header unchanged;
+    ``verify`` is what its https requests trust (``edge.ssl_context()``).
+    """
+    moved = dict(ports or {})
     try:
         import httpcore
         import httpx
@@ -434,9 +478,9 @@ def loopback_httpx_client(**kwargs: Any) -> httpx.Client:
 
     class _Backend(httpcore.SyncBackend):
         def connect_tcp(self, host: str, port: int, *args: Any, **kw: Any) -> httpcore.NetworkStream:
-            return super().connect_tcp("127.0.0.1", port, *args, **kw)
+            return super().connect_tcp("127.0.0.1", moved.get(port, port), *args, **kw)
 
-    transport = httpx.HTTPTransport()
+    transport = httpx.HTTPTransport(verify=verify)  # the client's own verify= is not its transport's
     transport._pool._network_backend = _Backend()  # httpx offers no resolver hook; httpcore's pool has one
     return httpx.Client(transport=transport, trust_env=False, **kwargs)
 

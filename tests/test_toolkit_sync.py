@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import ssl
 import sys
 import textwrap
 from pathlib import Path
@@ -12,7 +13,7 @@ import jwt
 import pytest
 import requests
 
-from fakeedge.errors import UnknownName
+from fakeedge.errors import FakeEdgeError, UnknownName
 from fakeedge.testing import allow, one_app
 from fakeedge.testing_sync import SyncEdgeFactory, start_edge
 
@@ -283,3 +284,42 @@ def _plain_session() -> requests.Session:
     session = requests.Session()
     session.trust_env = False
     return session
+
+
+def _assertion(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [str(environ.get("HTTP_CF_ACCESS_JWT_ASSERTION", "")).encode()]
+
+
+def test_a_tls_edge_under_the_real_team_domain_from_sync_clients() -> None:
+    """``tls_listen`` with the real team domain (spec §10): the sync edge's clients, requests and
+    httpx, trust its CA only and send port 443 to its TLS port, as the async edge's do; the
+    assertion verifies against the certs fetched from ``https://acme.cloudflareaccess.com``."""
+    team = "https://acme.cloudflareaccess.com"
+    config = one_app(_assertion, "alice@acme.test", team_domain=team, tls_listen="127.0.0.1:0")
+    with start_edge(config) as edge:
+        assert edge.tls_port is not None and edge.ca is not None and edge.ca.cert_path.is_file()
+        assert edge.certs_url == f"{team}/cdn-cgi/access/certs"
+        assert edge.ssl_context().verify_mode == ssl.CERT_REQUIRED
+        with edge.client() as anonymous:
+            keys = anonymous.get(edge.certs_url).json()  # https, port 443 -> the TLS port, the CA trusted
+        jwks = jwt.PyJWKSet.from_dict(keys)
+        for kind in ("requests", "httpx"):
+            with edge.login("alice@acme.test", client=kind) as client:
+                resp = client.get("https://app.acme.test/who")
+                assert resp.status_code == 200, kind
+                token = resp.text
+            kid = jwt.get_unverified_header(token)["kid"]
+            claims = jwt.decode(token, jwks[kid].key, algorithms=["RS256"], audience=edge.aud("App"), issuer=team)
+            assert claims["email"] == "alice@acme.test", kind
+        # a client that trusts the system's CAs only is refused the edge's certificate
+        with pytest.raises(requests.exceptions.SSLError):
+            requests.get(f"https://127.0.0.1:{edge.tls_port}/cdn-cgi/access/certs", timeout=10)
+        with edge.client("httpx") as anonymous_httpx:
+            assert anonymous_httpx.get(edge.certs_url).status_code == 200
+    # no TLS listener: the clients are plain ones, and ssl_context() says what to add
+    with start_edge(one_app(_assertion, "alice@acme.test")) as plain:
+        assert (plain.tls_port, plain.ca) == (None, None)
+        with pytest.raises(FakeEdgeError) as err:
+            plain.ssl_context()
+        assert str(err.value) == "this edge has no TLS listener: add tls_listen to its config"
