@@ -1,5 +1,6 @@
-"""In-process origins of other frameworks: a Flask (WSGI) and a FastAPI (ASGI) app, each verifying the
-assertion its own way with PyJWKClient against the served certs, through the edge and directly."""
+"""In-process origins of other frameworks: a Flask (WSGI) and a FastAPI (ASGI) app, and a Django project
+served both ways, each verifying the assertion its own way with PyJWKClient against the served certs,
+through the edge and directly."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from fakeedge.errors import FakeEdgeError
 from fakeedge.origins import ServedOrigin, asgi, classify, wsgi
 from fakeedge.testing import FakeEdgeFactory, one_app
 from fakeedge.testing_sync import SyncEdge, start_edge
+
+from .django_origin import django_asgi_origin, django_wsgi_origin
 
 ASSERTION = "Cf-Access-Jwt-Assertion"
 # PyJWT 2.15 refetches certs for an unknown kid only 30 s after the last fetch; a test cannot wait
@@ -71,6 +74,8 @@ def fastapi_origin(edge: Any) -> FastAPI:
 ORIGINS = [
     pytest.param((flask_origin, "flask"), id="flask-wsgi"),
     pytest.param((fastapi_origin, "fastapi"), id="fastapi-asgi"),
+    pytest.param((django_wsgi_origin, "django"), id="django-wsgi"),
+    pytest.param((django_asgi_origin, "django"), id="django-asgi"),
 ]
 
 
