@@ -170,6 +170,7 @@ def _rotate(directory: str, times: int, results: Any) -> None:
 def _read_while_rotating(directory: str, stop: Any, results: Any) -> None:
     loads = refreshes = 0
     store = KeyStore(Path(directory), now=NOW)
+    results.put(("reading", "", ""))  # the rotations start now: a reader still starting up read none of them
     while not stop.is_set():
         # a fresh load and a refresh of a loaded store both see a state whose keys exist
         again = KeyStore(Path(directory), now=NOW)
@@ -188,12 +189,13 @@ def test_concurrent_rotations_keep_one_consistent_chain(tmp_path: Path) -> None:
     stop = SPAWN.Event()
     reader = SPAWN.Process(target=_read_while_rotating, args=(str(tmp_path), stop, results))
     reader.start()
+    deadline = time.monotonic() + 120
+    assert _next(results, [reader], deadline)[0] == "reading"
     procs = [SPAWN.Process(target=_rotate, args=(str(tmp_path), times, results)) for _ in range(rotators)]
     for p in procs:
         p.start()
     rotations: list[tuple[str, str]] = []
     done = 0
-    deadline = time.monotonic() + 120
     while done < rotators:
         kind, a, b = _next(results, [*procs, reader], deadline)
         if kind == "done":

@@ -17,7 +17,8 @@ if (!FLAWS.includes(flaw)) {
 const issuer = process.env.ISSUER;
 const audience = process.env.AUD;
 const JWKS = createRemoteJWKSet(new URL("/cdn-cgi/access/certs", issuer), {
-  timeoutDuration: 2000, // the audit's certs_slow stalls longer
+  // generous on a loaded machine, as the Python origins' 4 s (2 s timed out there); certs_slow stalls longer
+  timeoutDuration: 4000,
   // jose waits 30 s between refetches by default: a rotated key would be refused that long
   cooldownDuration: Number(process.env.COOLDOWN_MS ?? 0),
 });
