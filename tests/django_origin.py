@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import django
+import django  # type: ignore[import-untyped]  # Django ships no type hints (django-stubs would be one more dependency)
 import jwt
-from django.conf import settings
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.urls import path
+from django.conf import settings  # type: ignore[import-untyped]
+from django.http import HttpRequest, HttpResponse, JsonResponse  # type: ignore[import-untyped]
+from django.urls import path  # type: ignore[import-untyped]
 
 # PyJWT refetches certs for an unknown kid only 30 s after the last fetch; a test cannot wait
 JWKS_OPTIONS: dict[str, Any] = {"cooldown_duration": 0}
@@ -35,7 +35,7 @@ class CloudflareAccessMiddleware:
         jwks = self.jwks.get(url) or self.jwks.setdefault(url, jwt.PyJWKClient(url, **JWKS_OPTIONS))
         try:
             key = jwks.get_signing_key_from_jwt(token)
-            request.access_claims = jwt.decode(  # type: ignore[attr-defined]
+            request.access_claims = jwt.decode(
                 token, key.key, algorithms=["RS256"], audience=settings.CF_ACCESS_AUD, issuer=settings.CF_ACCESS_ISSUER
             )
         except jwt.PyJWTError as exc:
@@ -45,7 +45,7 @@ class CloudflareAccessMiddleware:
 
 
 def me(request: HttpRequest) -> JsonResponse:
-    claims = request.access_claims  # type: ignore[attr-defined]
+    claims = request.access_claims
     return JsonResponse({"email": claims.get("email"), "common_name": claims.get("common_name"), "via": "django"})
 
 
@@ -77,7 +77,7 @@ def _point_at(edge: Any) -> None:
 def django_wsgi_origin(edge: Any) -> Any:
     """The project's ``wsgi.py``: ``get_wsgi_application()``."""
     _point_at(edge)
-    from django.core.wsgi import get_wsgi_application
+    from django.core.wsgi import get_wsgi_application  # type: ignore[import-untyped]
 
     return get_wsgi_application()
 
@@ -85,6 +85,6 @@ def django_wsgi_origin(edge: Any) -> Any:
 def django_asgi_origin(edge: Any) -> Any:
     """The project's ``asgi.py``: ``get_asgi_application()`` (the middleware runs in its thread pool)."""
     _point_at(edge)
-    from django.core.asgi import get_asgi_application
+    from django.core.asgi import get_asgi_application  # type: ignore[import-untyped]
 
     return get_asgi_application()
