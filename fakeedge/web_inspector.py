@@ -94,6 +94,9 @@ async def handle_events(request: web.Request, edge: Edge) -> web.StreamResponse:
 
     stop = log.subscribe(wake)
     closing = request.app[streams_key].closing
+    # open for as long as the page is: not a request a sync test's edge.requests should wait for
+    # (the journal never records the inspector's own calls), or every read would wait its full second
+    edge.handling -= 1
     try:
         while not closing.is_set():
             changed.clear()
@@ -112,6 +115,7 @@ async def handle_events(request: web.Request, edge: Edge) -> web.StreamResponse:
         pass  # the page was closed
     finally:
         stop()
+        edge.handling += 1
     with contextlib.suppress(ConnectionError):
         await response.write_eof()
     return response

@@ -323,3 +323,23 @@ def test_a_tls_edge_under_the_real_team_domain_from_sync_clients() -> None:
         with pytest.raises(FakeEdgeError) as err:
             plain.ssl_context()
         assert str(err.value) == "this edge has no TLS listener: add tls_listen to its config"
+
+
+def test_an_open_inspector_stream_does_not_hold_back_reads_of_the_journal() -> None:
+    """``edge.requests`` waits (up to a second) for the requests the edge is still handling; the
+    inspector's event stream, open as long as its page, is not one of them (the journal never
+    records it), so reads with the inspector open do not each wait their full second."""
+    with (
+        start_edge(one_app(_assertion, "alice@acme.test")) as edge,
+        edge.client() as watcher,
+        watcher.get(f"{edge.team_domain}/cdn-cgi/fakeedge/events", stream=True, timeout=10) as stream,
+    ):
+        assert stream.headers["Content-Type"] == "text/event-stream"
+        # kept: urllib3 closes the connection when a stream's reader is dropped half-read
+        lines = stream.iter_lines()
+        assert next(lines) == b": idle"  # the stream is open, waiting for requests
+        assert edge.edge.core.handling == 0
+        with edge.login("alice@acme.test") as session:
+            assert session.get(edge.url("App", "/x")).status_code == 200
+        assert edge.requests.last.path == "/x"
+        assert next(line for line in lines if line).startswith(b"id: ")  # still open: the requests arrive on it
