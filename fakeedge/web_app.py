@@ -318,7 +318,7 @@ def _said(reason: str) -> str:
 _split_host = functools.lru_cache(maxsize=256)(split_host)
 
 
-_HTTP10, _HTTP11 = aiohttp.HttpVersion10, aiohttp.HttpVersion11
+_SPOKEN = (aiohttp.HttpVersion11, aiohttp.HttpVersion10)  # `in` tries identity first: the C parser hands out these
 
 
 def _unspoken(request: web.Request, version: aiohttp.HttpVersion) -> web.StreamResponse:
@@ -343,7 +343,7 @@ async def _answer(
 ) -> tuple[web.StreamResponse, App | None, AnswerKind, str]:
     """The response, the app that covered the request, what kind of answer it was, and the host."""
     version = request.version
-    if version is not _HTTP11 and version != _HTTP11 and version != _HTTP10:
+    if version not in _SPOKEN:
         return _unspoken(request, version), None, "bad-request", request.host
     parsed = _split_host(request.host)
     raw_path = request.raw_path
