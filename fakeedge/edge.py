@@ -171,7 +171,7 @@ class SessionStore(PackedExpiring[str, Session]):
         record = self._find(key, now)
         if record is None:
             return None
-        return self._live.get(key) or self._value(record)  # the object in use, else one made
+        return self._value(record)  # the object in use, else one made
 
     def write(self, session: Session) -> None:
         """Write ``session``'s fields back to its record (it changed), if it is the one held."""
